@@ -1,0 +1,79 @@
+# nichefeed: the two commands are `make serve` and `make test`; both install what is missing.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.deps-installed
+GEN := gen/nichefeed/v1/ranking_pb2.py
+DATA ?= data/default
+MODELS ?= models
+ARGS ?=
+export NICHEFEED_MODELS_DIR ?= $(MODELS)
+
+.PHONY: help install install-redis proto data train model evaluate publish rollback serve test bench bench-quick clean
+
+help:
+	@echo "make serve      install, build, create the default world and model, start Redis, serve gRPC on 127.0.0.1:50051"
+	@echo "make test       install and run the test suite (real redis-server, real gRPC)"
+	@echo "make data       generate the synthetic default world into $(DATA)"
+	@echo "make train      train a model bundle from DATA=$(DATA) into $(MODELS)/"
+	@echo "make publish    load the newest bundle's features into Redis and make it current"
+	@echo "make rollback   make the previously published version current again"
+	@echo "make bench      benchmarks (see benchmarks/README.md)"
+	@echo "make proto      regenerate the gRPC stubs into gen/"
+	@echo "make clean      remove the virtualenv, generated stubs, var/ (Redis data)"
+
+# Python dependencies come from pyproject.toml (the one list), into a project virtualenv.
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; print("\n".join(p["dependencies"] + p["optional-dependencies"]["dev"]))' > $(VENV)/requirements.txt
+	$(PY) -m pip install --disable-pip-version-check -q -r $(VENV)/requirements.txt
+	@touch $@
+
+install: $(STAMP) $(GEN) install-redis
+
+# Debian's redis-server when none is on PATH (tests and the private server need the binary).
+install-redis:
+	@command -v redis-server >/dev/null 2>&1 || { \
+	  echo "installing redis-server (Debian package)"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq redis-server >/dev/null; }
+	@command -v redis-server >/dev/null
+
+# Stubs are generated, never edited; gen/ is on the virtualenv's path through a .pth file.
+$(GEN): protos/nichefeed/v1/ranking.proto $(STAMP)
+	@mkdir -p gen
+	$(PY) -m grpc_tools.protoc -Iprotos --python_out=gen --grpc_python_out=gen --pyi_out=gen protos/nichefeed/v1/ranking.proto
+	@echo -e "$(CURDIR)\n$(CURDIR)/gen" > $$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/nichefeed.pth
+
+proto: $(STAMP)
+	@rm -f $(GEN)
+	@$(MAKE) --no-print-directory $(GEN)
+
+data: install
+	$(PY) -m training generate --out $(DATA) $(ARGS)
+
+train: install
+	$(PY) -m training train --data $(DATA) --models $(MODELS) $(ARGS)
+
+publish: install
+	$(PY) -m training publish --models $(MODELS) $(ARGS)
+
+rollback: install
+	$(PY) -m training rollback --models $(MODELS) $(ARGS)
+
+serve: install
+	$(PY) -m training ensure --data $(DATA) --models $(MODELS)
+	exec $(PY) -m service $(ARGS)
+
+test: install
+	$(PY) -m pytest $(ARGS)
+
+bench: install
+	$(PY) -m benchmarks.run $(ARGS)
+
+bench-quick: install
+	$(PY) -m benchmarks.run --quick $(ARGS)
+
+clean:
+	rm -rf $(VENV) gen var .pytest_cache

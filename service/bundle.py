@@ -1,0 +1,149 @@
+"""Load and verify a model bundle; hold the serving one behind a single swappable reference.
+
+A bundle is refused unless its manifest matches this contract and every file matches
+its checksum: a corrupt or half-copied bundle must never replace a good one. Large
+arrays and the FAISS index are memory-mapped, so several worker processes share one
+copy in the page cache.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from service import contract
+from service.scoring import LinearScorer
+
+
+class BundleError(RuntimeError):
+    """The bundle cannot be served (missing, corrupt, or of another schema)."""
+
+
+@dataclass(eq=False)
+class Bundle:
+    path: Path
+    manifest: contract.Manifest
+    arrays: dict[str, np.ndarray]
+    index: object  # faiss.Index, ids = post rows
+    scorer: LinearScorer
+    post_ids: list[str]  # python strings: building 500 Redis keys from them is cheap
+    post_row: dict[str, int]
+    community_ids: list[str]
+    community_row: dict[str, int]
+    user_ids: list[str]
+    user_row: dict[str, int]
+    community_recent: dict[int, np.ndarray]  # community -> indexed rows, newest first
+
+    @property
+    def version(self) -> str:
+        return self.manifest.model_version
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.arrays[name]
+
+    @property
+    def data_end_ts(self) -> int:
+        return int(self.manifest.params.get("data_end_ts", 0))
+
+
+def _read_index(path: Path):
+    import faiss
+
+    flag = getattr(faiss, "IO_FLAG_MMAP_IFC", 0) or getattr(faiss, "IO_FLAG_MMAP", 0)
+    try:
+        return faiss.read_index(str(path), flag)
+    except RuntimeError:
+        return faiss.read_index(str(path))
+
+
+def load_bundle(path: Path, verify: bool = True) -> Bundle:
+    path = Path(path)
+    manifest_path = path / contract.MANIFEST_FILE
+    if not manifest_path.is_file():
+        raise BundleError(f"{path}: no {contract.MANIFEST_FILE} (not a bundle, or not completely written)")
+    try:
+        manifest = contract.Manifest.from_json(manifest_path.read_text(), str(manifest_path))
+    except contract.ContractError as exc:
+        raise BundleError(str(exc)) from None
+    if manifest.model_version != path.name:
+        raise BundleError(f"{path}: manifest says version {manifest.model_version}")
+    for name in contract.REQUIRED_FILES:
+        if name not in manifest.files or not (path / name).is_file():
+            raise BundleError(f"{path}: {name} is missing")
+    if verify:
+        for name, meta in manifest.files.items():
+            file = path / name
+            if not file.is_file() or file.stat().st_size != meta.get("bytes") or contract.file_digest(file) != meta.get("sha256"):
+                raise BundleError(f"{path}: {name} does not match its checksum in the manifest (corrupt or half-written)")
+    arrays = {}
+    try:
+        for name, kind in contract.ARRAY_FILES.items():
+            arr = np.load(path / name, mmap_mode="r", allow_pickle=False)
+            if arr.dtype.kind != kind:
+                raise BundleError(f"{path}: {name} has dtype {arr.dtype}, expected kind {kind!r}")
+            arrays[name] = arr
+        scorer = LinearScorer.from_json((path / contract.SCORER_FILE).read_text())
+        index = _read_index(path / contract.INDEX_FILE)
+    except (ValueError, OSError, RuntimeError) as exc:
+        raise BundleError(f"{path}: {exc}") from None
+    n_users, n_posts, n_comm = (len(arrays[f]) for f in (contract.USER_IDS_FILE, contract.POST_IDS_FILE, contract.COMMUNITY_IDS_FILE))
+    d = arrays[contract.USER_FACTORS_FILE].shape[1]
+    checks = {
+        contract.USER_FACTORS_FILE: (n_users, d),
+        contract.COMMUNITY_FACTORS_FILE: (n_comm, d),
+        contract.POST_VECTORS_FILE: (n_posts, d),
+        contract.COMMUNITY_PRIVATE_FILE: (n_comm,),
+        contract.COMMUNITY_SIZE_FILE: (n_comm,),
+    }
+    for name in (contract.POST_COMMUNITY_FILE, contract.POST_AUTHOR_FILE, contract.POST_CREATED_AT_FILE,
+                 contract.POST_DELETED_FILE, contract.POST_AUTHOR_TRUST_FILE, contract.POST_POSITIVES_FILE,
+                 contract.POST_NEGATIVES_FILE, contract.POST_VIEWS_FILE):
+        checks[name] = (n_posts,)
+    for name, shape in checks.items():
+        if arrays[name].shape != shape:
+            raise BundleError(f"{path}: {name} has shape {arrays[name].shape}, expected {shape}")
+    if index.d != d:
+        raise BundleError(f"{path}: index dimension {index.d} != factors {d}")
+    post_ids = arrays[contract.POST_IDS_FILE].tolist()
+    community_ids = arrays[contract.COMMUNITY_IDS_FILE].tolist()
+    user_ids = arrays[contract.USER_IDS_FILE].tolist()
+    return Bundle(
+        path=path, manifest=manifest, arrays=arrays, index=index, scorer=scorer,
+        post_ids=post_ids, post_row={p: i for i, p in enumerate(post_ids)},
+        community_ids=community_ids, community_row={c: i for i, c in enumerate(community_ids)},
+        user_ids=user_ids, user_row={u: i for i, u in enumerate(user_ids)},
+        community_recent=_recent_by_community(index, arrays),
+    )
+
+
+def _recent_by_community(index, arrays: dict[str, np.ndarray]) -> dict[int, np.ndarray]:
+    """In-network candidates: the indexed (servable) posts of each community, newest first."""
+    import faiss
+
+    rows = faiss.vector_to_array(index.id_map).astype(np.int64) if hasattr(index, "id_map") else np.arange(index.ntotal)
+    comm = np.asarray(arrays[contract.POST_COMMUNITY_FILE])[rows]
+    created = np.asarray(arrays[contract.POST_CREATED_AT_FILE])[rows]
+    order = np.lexsort((-created, comm))
+    rows, comm = rows[order], comm[order]
+    cuts = np.flatnonzero(np.diff(comm)) + 1
+    return {int(c[0]): r for c, r in zip(np.split(comm, cuts), np.split(rows, cuts)) if len(r)}
+
+
+class BundleHolder:
+    """The serving bundle behind one reference. A request reads `.current` once and uses
+    that object start to end, so a reload never mixes two versions in one answer."""
+
+    def __init__(self, bundle: Bundle | None = None):
+        self._bundle = bundle
+        self._lock = threading.Lock()  # serialises loads, never taken by readers
+
+    @property
+    def current(self) -> Bundle | None:
+        return self._bundle
+
+    def swap(self, bundle: Bundle) -> Bundle | None:
+        with self._lock:
+            old, self._bundle = self._bundle, bundle
+            return old

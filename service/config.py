@@ -1,0 +1,92 @@
+"""Configuration: the only place that reads the environment and command-line flags.
+
+Every setting has a flag and an environment variable (flag wins), with a default that
+binds to loopback. See README "Configuration".
+"""
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+MAX_LIMIT = 200  # largest RankRequest.limit (documented in the proto)
+
+
+@dataclass(frozen=True)
+class Config:
+    grpc_addr: str = "127.0.0.1:50051"
+    metrics_addr: str = "127.0.0.1:9464"  # empty: no metrics endpoint
+    redis_url: str = ""  # empty: start a private redis-server under var_dir
+    models_dir: Path = Path("models")
+    var_dir: Path = Path("var")
+    workers: int = 1
+    threads: int = 8  # gRPC handler threads per worker process
+    candidates: int = 500  # candidates retrieved per request
+    max_limit: int = MAX_LIMIT
+    max_post_age_days: float = 14.0
+    community_share: float = 0.3  # at most this share of a feed from one community (0: off)
+    per_author: int = 2  # at most this many posts per author in a feed (0: off)
+    redis_timeout_ms: float = 50.0  # per Redis call: past it the request degrades
+    reload_interval_s: float = 2.0  # how often the current-version pointer is checked
+    clock: str = "wall"  # wall | data (replay: now = the bundle's data end + elapsed)
+    log_level: str = "WARNING"
+
+    @property
+    def grpc_port(self) -> int:
+        return int(self.grpc_addr.rsplit(":", 1)[1])
+
+
+ENV_PREFIX = "NICHEFEED_"
+
+
+def _env_name(field_name: str) -> str:
+    return ENV_PREFIX + field_name.upper()
+
+
+def load_config(argv: list[str] | None = None, environ: dict[str, str] | None = None) -> Config:
+    environ = dict(os.environ if environ is None else environ)
+    defaults = Config()
+    parser = argparse.ArgumentParser(prog="python -m service", description="nichefeed ranking service")
+    for f in fields(Config):
+        default = getattr(defaults, f.name)
+        typ = type(default)
+        env_value = environ.get(_env_name(f.name))
+        use_env = env_value is not None and (env_value != "" or typ is str)
+        value = typ(env_value) if use_env else default
+        parser.add_argument(
+            "--" + f.name.replace("_", "-"),
+            type=typ,
+            default=value,
+            help=f"(env {_env_name(f.name)}, default {default})",
+        )
+    args = parser.parse_args(argv)
+    cfg = Config(**vars(args))
+    if cfg.clock not in ("wall", "data"):
+        parser.error("--clock must be 'wall' or 'data'")
+    if not 1 <= cfg.workers <= 64:
+        parser.error("--workers must be 1..64")
+    if not 1 <= cfg.candidates <= 5000:
+        parser.error("--candidates must be 1..5000")
+    return cfg
+
+
+def redis_url_from_env(environ: dict[str, str] | None = None) -> str:
+    """For the training CLI: the same variable the service reads."""
+    environ = os.environ if environ is None else environ
+    return environ.get(_env_name("redis_url"), "")
+
+
+def var_dir_from_env(environ: dict[str, str] | None = None) -> Path:
+    environ = os.environ if environ is None else environ
+    return Path(environ.get(_env_name("var_dir"), "var"))
+
+
+def redis_address(url: str) -> str:
+    """The address part of a URL, for error messages (never the password)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.scheme == "unix":
+        return parts.path
+    return f"{parts.hostname}:{parts.port or 6379}"

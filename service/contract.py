@@ -1,0 +1,299 @@
+"""The contract between training and serving: bundle files and Redis keys.
+
+Training imports this module to write a model bundle and publish features; the service
+imports it to read them. Nothing else in the code base spells a bundle file name, a
+manifest field or a Redis key. Change the layout here, bump SCHEMA_VERSION, and both
+sides move together.
+
+Bundle (a directory ``<models_dir>/<model_version>/``, written atomically by rename):
+
+  manifest.json          schema_version, model_version, created_at, data_fingerprint,
+                         params, metrics, dims, files (sha256 and size of every file)
+  user_ids.npy           U  [n_users]      external user ids, row = user index
+  user_factors.npy       f4 [n_users, d]   ALS user factors (community affinity)
+  community_ids.npy      U  [n_comm]
+  community_factors.npy  f4 [n_comm, d]
+  community_private.npy  b1 [n_comm]
+  community_size.npy     i4 [n_comm]       members
+  post_ids.npy           U  [n_posts]      row = FAISS id
+  post_vectors.npy       f4 [n_posts, d]   memory-mapped at serve time
+  post_community.npy     i4 [n_posts]
+  post_author.npy        i4 [n_posts]      user index of the author, -1 when unknown
+  post_created_at.npy    i8 [n_posts]      unix seconds
+  post_deleted.npy       b1 [n_posts]
+  post_author_trust.npy  f4 [n_posts]      the author's standing in the post's community
+  post_positives.npy     f4 [n_posts]      weighted positive engagements (all data)
+  post_negatives.npy     f4 [n_posts]      hides and reports
+  post_views.npy         f4 [n_posts]      engagement events of any kind
+  membership_user.npy    i4 [n_memberships]
+  membership_community.npy i4 [n_memberships]
+  membership_role.npy    u1 [n_memberships] ROLE_* codes
+  posts.faiss            FAISS index over post_vectors (ids = rows), memory-mapped
+  scorer.json            the learned scorer (see service.scoring)
+  report.json / .md      evaluation report (optional for serving)
+
+No pickle anywhere: arrays are .npy loaded with allow_pickle=False, the rest is JSON.
+
+Redis (every key under ``nf:<schema>:``; model-derived keys also under the model version,
+so a publish writes a new version's keys and then flips one pointer):
+
+  nf:1:current                      the model version that serves (string)
+  nf:1:history                      published versions, newest first (list)
+  nf:1:m:<ver>:u:<user_id>          packed user record (USER record below)
+  nf:1:m:<ver>:p:<post_id>          packed post record (POST_DTYPE, fixed size)
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+SCHEMA_VERSION = 1
+
+# ---------------------------------------------------------------------------------------
+# Bundle files
+# ---------------------------------------------------------------------------------------
+MANIFEST_FILE = "manifest.json"
+USER_IDS_FILE = "user_ids.npy"
+USER_FACTORS_FILE = "user_factors.npy"
+COMMUNITY_IDS_FILE = "community_ids.npy"
+COMMUNITY_FACTORS_FILE = "community_factors.npy"
+COMMUNITY_PRIVATE_FILE = "community_private.npy"
+COMMUNITY_SIZE_FILE = "community_size.npy"
+POST_IDS_FILE = "post_ids.npy"
+POST_VECTORS_FILE = "post_vectors.npy"
+POST_COMMUNITY_FILE = "post_community.npy"
+POST_AUTHOR_FILE = "post_author.npy"
+POST_CREATED_AT_FILE = "post_created_at.npy"
+POST_DELETED_FILE = "post_deleted.npy"
+POST_AUTHOR_TRUST_FILE = "post_author_trust.npy"
+POST_POSITIVES_FILE = "post_positives.npy"
+POST_NEGATIVES_FILE = "post_negatives.npy"
+POST_VIEWS_FILE = "post_views.npy"
+MEMBERSHIP_USER_FILE = "membership_user.npy"
+MEMBERSHIP_COMMUNITY_FILE = "membership_community.npy"
+MEMBERSHIP_ROLE_FILE = "membership_role.npy"
+INDEX_FILE = "posts.faiss"
+SCORER_FILE = "scorer.json"
+REPORT_JSON_FILE = "report.json"
+REPORT_MD_FILE = "report.md"
+
+# Every array file and the dtype kind it must have; the loader checks both.
+ARRAY_FILES: dict[str, str] = {
+    USER_IDS_FILE: "U",
+    USER_FACTORS_FILE: "f",
+    COMMUNITY_IDS_FILE: "U",
+    COMMUNITY_FACTORS_FILE: "f",
+    COMMUNITY_PRIVATE_FILE: "b",
+    COMMUNITY_SIZE_FILE: "i",
+    POST_IDS_FILE: "U",
+    POST_VECTORS_FILE: "f",
+    POST_COMMUNITY_FILE: "i",
+    POST_AUTHOR_FILE: "i",
+    POST_CREATED_AT_FILE: "i",
+    POST_DELETED_FILE: "b",
+    POST_AUTHOR_TRUST_FILE: "f",
+    POST_POSITIVES_FILE: "f",
+    POST_NEGATIVES_FILE: "f",
+    POST_VIEWS_FILE: "f",
+    MEMBERSHIP_USER_FILE: "i",
+    MEMBERSHIP_COMMUNITY_FILE: "i",
+    MEMBERSHIP_ROLE_FILE: "u",
+}
+REQUIRED_FILES = tuple(ARRAY_FILES) + (INDEX_FILE, SCORER_FILE)
+
+# Directory names inside models_dir that are not versions (half-written bundles).
+STAGING_PREFIX = ".staging-"
+
+
+class ContractError(ValueError):
+    """A bundle or a Redis record does not follow this contract."""
+
+
+@dataclass
+class Manifest:
+    model_version: str
+    created_at: str
+    data_fingerprint: str
+    dims: dict[str, int]
+    params: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    files: dict[str, dict[str, Any]] = field(default_factory=dict)
+    schema_version: int = SCHEMA_VERSION
+
+    def to_json(self) -> str:
+        return json.dumps(self.__dict__, indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str, where: str) -> "Manifest":
+        try:
+            raw = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ContractError(f"{where}: manifest is not valid JSON ({exc})") from None
+        if not isinstance(raw, dict):
+            raise ContractError(f"{where}: manifest must be a JSON object")
+        if raw.get("schema_version") != SCHEMA_VERSION:
+            raise ContractError(
+                f"{where}: schema_version {raw.get('schema_version')!r} is not "
+                f"{SCHEMA_VERSION} (retrain with this version of nichefeed)"
+            )
+        missing = [k for k in ("model_version", "created_at", "data_fingerprint", "dims", "files") if k not in raw]
+        if missing:
+            raise ContractError(f"{where}: manifest lacks {', '.join(missing)}")
+        known = {k: raw[k] for k in cls.__dataclass_fields__ if k in raw}
+        return cls(**known)
+
+
+def file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def describe_files(bundle_dir: Path) -> dict[str, dict[str, Any]]:
+    """Checksums and sizes of every file in a bundle (the manifest excluded)."""
+    out = {}
+    for path in sorted(bundle_dir.iterdir()):
+        if path.name == MANIFEST_FILE or not path.is_file():
+            continue
+        out[path.name] = {"sha256": file_digest(path), "bytes": path.stat().st_size}
+    return out
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def list_versions(models_dir: Path) -> list[str]:
+    """Complete bundles in models_dir, oldest first (versions sort by creation time)."""
+    if not models_dir.is_dir():
+        return []
+    return sorted(
+        p.name
+        for p in models_dir.iterdir()
+        if p.is_dir() and not p.name.startswith(".") and (p / MANIFEST_FILE).is_file()
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# Redis keys
+# ---------------------------------------------------------------------------------------
+KEY_ROOT = f"nf:{SCHEMA_VERSION}"
+CURRENT_KEY = f"{KEY_ROOT}:current"
+HISTORY_KEY = f"{KEY_ROOT}:history"
+
+
+def model_prefix(version: str) -> str:
+    return f"{KEY_ROOT}:m:{version}"
+
+
+def user_key(version: str, user_id: str) -> str:
+    return f"{KEY_ROOT}:m:{version}:u:{user_id}"
+
+
+def post_key_prefix(version: str) -> str:
+    """Post keys are prefix + post_id; the hot path builds 500 of them per request."""
+    return f"{KEY_ROOT}:m:{version}:p:"
+
+
+def post_key(version: str, post_id: str) -> str:
+    return post_key_prefix(version) + post_id
+
+
+def version_key_pattern(version: str) -> str:
+    """SCAN pattern matching every key of one model version (for pruning)."""
+    return f"{KEY_ROOT}:m:{version}:*"
+
+
+# ---------------------------------------------------------------------------------------
+# Redis records: packed binary, not JSON (a 500-post MGET decodes with one frombuffer)
+# ---------------------------------------------------------------------------------------
+ROLE_NONE, ROLE_MEMBER, ROLE_TRUSTED, ROLE_MODERATOR = 0, 1, 2, 3
+ROLE_NAMES = {"member": ROLE_MEMBER, "trusted": ROLE_TRUSTED, "moderator": ROLE_MODERATOR}
+
+_USER_HEADER = struct.Struct("<BHH")  # record version, dim, number of memberships
+_USER_RECORD_VERSION = 1
+
+
+@dataclass
+class UserRecord:
+    vector: np.ndarray  # float32 [d]
+    communities: np.ndarray  # int32 community indices of the bundle
+    roles: np.ndarray  # uint8 role codes, parallel to communities
+
+
+def encode_user(vector: np.ndarray, communities: np.ndarray, roles: np.ndarray) -> bytes:
+    vector = np.ascontiguousarray(vector, dtype="<f4")
+    communities = np.ascontiguousarray(communities, dtype="<i4")
+    roles = np.ascontiguousarray(roles, dtype="u1")
+    if communities.shape != roles.shape:
+        raise ContractError("communities and roles must have the same length")
+    header = _USER_HEADER.pack(_USER_RECORD_VERSION, vector.shape[0], communities.shape[0])
+    return header + vector.tobytes() + communities.tobytes() + roles.tobytes()
+
+
+def decode_user(raw: bytes) -> UserRecord:
+    if len(raw) < _USER_HEADER.size:
+        raise ContractError("user record is truncated")
+    version, dim, n = _USER_HEADER.unpack_from(raw)
+    expected = _USER_HEADER.size + 4 * dim + 4 * n + n
+    if version != _USER_RECORD_VERSION or len(raw) != expected:
+        raise ContractError(f"user record has version {version} and {len(raw)} bytes, expected {expected}")
+    off = _USER_HEADER.size
+    vector = np.frombuffer(raw, dtype="<f4", count=dim, offset=off)
+    off += 4 * dim
+    communities = np.frombuffer(raw, dtype="<i4", count=n, offset=off)
+    roles = np.frombuffer(raw, dtype="u1", count=n, offset=off + 4 * n)
+    return UserRecord(vector=vector, communities=communities, roles=roles)
+
+
+# Post flags. PRESENT is set on every stored record so that a missing key (MGET -> None,
+# decoded as zeros) can never look like a visible public post: privacy fails closed.
+FLAG_PRESENT = 1
+FLAG_DELETED = 2
+FLAG_PRIVATE = 4
+
+POST_DTYPE = np.dtype(
+    [
+        ("row", "<i4"),  # row in the bundle's post arrays / FAISS id; -1 for live posts
+        ("community", "<i4"),  # community index of the bundle
+        ("author", "<i4"),  # user index of the author, -1 when unknown
+        ("flags", "u1"),
+        ("_pad", "u1", (3,)),
+        ("created_at", "<i8"),  # unix seconds
+        ("author_trust", "<f4"),  # standing of the author in the community, 0..1
+        ("positives", "<f4"),  # weighted positive engagements
+        ("negatives", "<f4"),  # hides and reports
+        ("views", "<f4"),
+    ]
+)
+POST_RECORD_SIZE = POST_DTYPE.itemsize
+_EMPTY_POST = bytes(POST_RECORD_SIZE)
+
+
+def encode_posts(records: np.ndarray) -> list[bytes]:
+    """Pack a POST_DTYPE array into one value per post (PRESENT flag forced on)."""
+    records = np.ascontiguousarray(records, dtype=POST_DTYPE)
+    records["flags"] |= FLAG_PRESENT
+    raw = records.tobytes()
+    size = POST_RECORD_SIZE
+    return [raw[i : i + size] for i in range(0, len(raw), size)]
+
+
+def decode_posts(values: list[bytes | None]) -> np.ndarray:
+    """Decode an MGET reply; missing or malformed values become all-zero records (not PRESENT)."""
+    size = POST_RECORD_SIZE
+    joined = b"".join(v if v is not None and len(v) == size else _EMPTY_POST for v in values)
+    return np.frombuffer(joined, dtype=POST_DTYPE)

@@ -1,0 +1,68 @@
+"""Hot reload: follow the current-version pointer in Redis and swap bundles atomically.
+
+A version whose bundle is refused (missing, corrupt, half-written) is remembered so the
+reloader does not re-hash it every poll; the old model keeps serving and
+nichefeed_model_reloads_total{outcome="refused"} says so.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+
+from service.bundle import BundleError, BundleHolder, load_bundle
+from service.metrics import METRICS
+from service.store import FeatureStore, StoreUnavailable
+
+log = logging.getLogger("nichefeed.reload")
+
+
+class ModelReloader:
+    def __init__(self, holder: BundleHolder, store: FeatureStore, models_dir: Path, interval_s: float):
+        self.holder = holder
+        self.store = store
+        self.models_dir = Path(models_dir)
+        self.interval_s = interval_s
+        self.refused: str | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="model-reloader", daemon=True)
+
+    def load(self, version: str) -> bool:
+        """Load `version` and make it current; False (and the old model kept) on refusal."""
+        previous = self.holder.current
+        try:
+            bundle = load_bundle(self.models_dir / version)
+        except BundleError as exc:
+            self.refused = version
+            METRICS.reloads.labels(outcome="refused").inc()
+            log.error("model %s refused, still serving %s: %s", version, previous.version if previous else None, exc)
+            return False
+        self.holder.swap(bundle)
+        METRICS.reloads.labels(outcome="loaded").inc()
+        METRICS.set_model(bundle.version, bundle.manifest.created_at, bundle.index.ntotal,
+                          previous.version if previous else None)
+        log.warning("serving model %s", bundle.version)
+        return True
+
+    def check_once(self) -> None:
+        try:
+            version = self.store.current_version()
+        except StoreUnavailable:
+            return  # keep serving what we have; Redis health is in its own metrics
+        current = self.holder.current
+        if version and version != self.refused and (current is None or version != current.version):
+            self.load(version)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                self.check_once()
+            except Exception:  # a reload bug must never kill the reloader thread
+                log.exception("reload check failed")
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)

@@ -1,0 +1,102 @@
+"""Per-(user, post) features and the learned scorer.
+
+This is the one scoring function: the service calls it on the hot path and training's
+evaluation calls it offline, so what was measured is what serves (no train/serve skew).
+The scorer is a linear model over standardised features, stored as JSON in the bundle.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import numpy as np
+
+FEATURES = (
+    "affinity",  # user vector . post vector (community-affinity embeddings)
+    "is_member",  # the user belongs to the post's community
+    "author_trust",  # the author's standing in that community, 0..1
+    "freshness",  # exp(-age / FRESHNESS_HOURS)
+    "engagement_rate",  # weighted positives per view, smoothed
+    "engagement_per_member",  # positives normalised by community size (small groups count)
+    "negative_rate",  # hides and reports per view, smoothed
+    "log_community_size",
+)
+FRESHNESS_HOURS = 24.0
+RATE_PRIOR_VIEWS = 5.0  # smoothing: a post with 1 view and 1 like is not a 100% post
+
+
+def feature_matrix(
+    affinity: np.ndarray,
+    is_member: np.ndarray,
+    author_trust: np.ndarray,
+    age_seconds: np.ndarray,
+    positives: np.ndarray,
+    negatives: np.ndarray,
+    views: np.ndarray,
+    community_size: np.ndarray,
+) -> np.ndarray:
+    """Columns in FEATURES order, float32 [n, len(FEATURES)]."""
+    n = len(affinity)
+    X = np.empty((n, len(FEATURES)), dtype=np.float32)
+    views = np.maximum(views, positives + negatives)
+    X[:, 0] = affinity
+    X[:, 1] = is_member
+    X[:, 2] = author_trust
+    X[:, 3] = np.exp(-np.maximum(age_seconds, 0) / (3600.0 * FRESHNESS_HOURS))
+    X[:, 4] = positives / (views + RATE_PRIOR_VIEWS)
+    X[:, 5] = positives / np.sqrt(community_size + 1.0)
+    X[:, 6] = negatives / (views + RATE_PRIOR_VIEWS)
+    X[:, 7] = np.log1p(community_size)
+    return X
+
+
+@dataclass
+class LinearScorer:
+    """score = sum(w * (x - mean) / scale) + bias; a logistic model's logit."""
+
+    weights: np.ndarray
+    mean: np.ndarray
+    scale: np.ndarray
+    bias: float = 0.0
+    kind: str = "linear"
+    info: dict = field(default_factory=dict)
+
+    def score(self, X: np.ndarray) -> np.ndarray:
+        return ((X - self.mean) / self.scale) @ self.weights + self.bias
+
+    def contributions(self, x: np.ndarray) -> np.ndarray:
+        """Per-feature contribution for one row (used to explain a ranking)."""
+        return (x - self.mean) / self.scale * self.weights
+
+    @classmethod
+    def affinity_only(cls) -> "LinearScorer":
+        """Rank by the embedding inner product alone (plain retrieval order)."""
+        w = np.zeros(len(FEATURES), dtype=np.float32)
+        w[0] = 1.0
+        return cls(w, np.zeros_like(w), np.ones_like(w), 0.0, "affinity")
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "kind": self.kind,
+                "features": list(FEATURES),
+                "weights": self.weights.tolist(),
+                "mean": self.mean.tolist(),
+                "scale": self.scale.tolist(),
+                "bias": float(self.bias),
+                "info": self.info,
+            },
+            indent=2,
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> "LinearScorer":
+        raw = json.loads(text)
+        if raw.get("features") != list(FEATURES):
+            raise ValueError(f"scorer features {raw.get('features')} differ from this service's {list(FEATURES)}")
+        arrays = [np.asarray(raw[k], dtype=np.float32) for k in ("weights", "mean", "scale")]
+        if any(a.shape != (len(FEATURES),) for a in arrays) or not all(np.isfinite(a).all() for a in arrays):
+            raise ValueError("scorer weights, mean and scale must be finite lists of one value per feature")
+        if (arrays[2] <= 0).any():
+            raise ValueError("scorer scale must be positive")
+        return cls(*arrays, float(raw.get("bias", 0.0)), raw.get("kind", "linear"), raw.get("info", {}))

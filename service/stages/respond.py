@@ -1,0 +1,51 @@
+"""Stage 8: the top `limit` items, with reasons drawn from the features that scored them."""
+from __future__ import annotations
+
+from service import contract
+from service.pipeline import RankContext, RankedItem
+from service.scoring import FEATURES
+
+_MEMBER = FEATURES.index("is_member")
+_TRUST = FEATURES.index("author_trust")
+_FRESH = FEATURES.index("freshness")
+_AFFINITY = FEATURES.index("affinity")
+
+
+def reasons_for(ctx: RankContext, i: int, community: str) -> list[str]:
+    x = ctx.features[i]
+    out = []
+    if x[_MEMBER] > 0:
+        role = ctx.user_roles.get(int(ctx.posts["community"][i]), contract.ROLE_MEMBER)
+        out.append(f"{'moderator' if role == contract.ROLE_MODERATOR else 'member'} of {community}")
+        if x[_FRESH] > 0.5:
+            out.append(f"new in a group you joined ({community})")
+    elif x[_AFFINITY] > 0:
+        out.append(f"close to groups you are in ({community})")
+    if x[_TRUST] >= 0.8:
+        out.append(f"author is trusted in {community}")
+    positives = float(ctx.posts["positives"][i])
+    if positives >= 1:
+        out.append(f"{int(positives)} engagements in {community}")
+    return out
+
+
+class BuildResponse:
+    name = "respond"
+
+    def run(self, ctx: RankContext) -> None:
+        b = ctx.bundle
+        n = min(ctx.size, ctx.query.limit)
+        comm = ctx.posts["community"][:n].tolist()
+        author = ctx.posts["author"][:n].tolist()
+        scores = ctx.scores[:n].tolist()
+        items = []
+        for i in range(n):
+            community = b.community_ids[comm[i]]
+            items.append(RankedItem(
+                post_id=ctx.post_ids[i],
+                score=scores[i],
+                community_id=community,
+                author_id=b.user_ids[author[i]] if author[i] >= 0 else "",
+                reasons=reasons_for(ctx, i, community) if ctx.query.explain else [],
+            ))
+        ctx.items = items

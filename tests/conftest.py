@@ -1,0 +1,95 @@
+"""Fixtures with real parts: a redis-server on a free loopback port, a trained and
+published tiny world, and the real gRPC service on a free port."""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import dataclasses
+from pathlib import Path
+
+import grpc
+import pytest
+import redis
+
+from service.app import Service
+from service.config import Config
+from service.embedded_redis import EmbeddedRedis, free_port
+from training import publish as publishing
+from training.synthetic import EPOCH, WorldParams, generate, write_world
+from training.train import TrainParams, train
+
+TINY = WorldParams(users=300, communities=24, posts=3000, events=30000, days=21, seed=11, end=EPOCH + 21 * 86_400)
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    server = EmbeddedRedis(tmp_path_factory.mktemp("redis"), port=free_port()).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_client(redis_server):
+    client = redis.Redis.from_url(redis_server.url)
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("tiny_world")
+    write_world(generate(TINY), out, TINY)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tiny_data, tmp_path_factory) -> Path:
+    models = tmp_path_factory.mktemp("models")
+    return train(tiny_data, models, TrainParams(), progress=False)
+
+
+@pytest.fixture(scope="session")
+def published(tiny_bundle, redis_client) -> Path:
+    publishing.publish(tiny_bundle, redis_client)
+    return tiny_bundle
+
+
+def service_config(bundle: Path, **overrides) -> Config:
+    base = Config(
+        grpc_addr="127.0.0.1:0",
+        metrics_addr="",
+        models_dir=bundle.parent,
+        clock="data",
+        reload_interval_s=0.2,
+        redis_timeout_ms=200,
+    )
+    return dataclasses.replace(base, **overrides)
+
+
+@pytest.fixture(scope="session")
+def metrics_port() -> int:
+    return free_port()
+
+
+@pytest.fixture(scope="session")
+def service(published, redis_server, metrics_port):
+    svc = Service(service_config(published, metrics_addr=f"127.0.0.1:{metrics_port}"), redis_server.url).start()
+    yield svc
+    svc.stop(grace=1)
+
+
+@pytest.fixture(scope="session")
+def channel(service):
+    ch = grpc.insecure_channel(f"127.0.0.1:{service.port}")
+    grpc.channel_ready_future(ch).result(timeout=10)
+    yield ch
+    ch.close()
+
+
+@pytest.fixture(scope="session")
+def ranker(channel):
+    from nichefeed.v1 import ranking_pb2_grpc
+
+    return ranking_pb2_grpc.FeedRankerStub(channel)

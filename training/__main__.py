@@ -1,0 +1,171 @@
+"""python -m training: generate | train | publish | rollback | ensure.
+
+Run `python -m training COMMAND --help` for each command's options. Errors in input
+files or in reaching Redis end the run with one line naming the file/row/column or the
+address, and exit status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+import time
+from pathlib import Path
+
+import redis
+
+from service import config, contract
+from service.embedded_redis import EmbeddedRedis, EmbeddedRedisError
+from training import publish as publishing
+from training.csvio import DataError
+from training.schema import EVENTS_CSV
+
+
+@contextlib.contextmanager
+def redis_client():
+    """The configured Redis, or the project's private one started for this command."""
+    url = config.redis_url_from_env()
+    embedded = None
+    if not url:
+        embedded = EmbeddedRedis(config.var_dir_from_env() / "redis").start()
+        url = embedded.url
+    client = redis.Redis.from_url(url, socket_timeout=30, socket_connect_timeout=3)
+    try:
+        client.ping()
+    except (redis.exceptions.RedisError, OSError) as exc:
+        raise SystemExit(f"error: cannot reach Redis at {config.redis_address(url)}: {exc}") from None
+    try:
+        yield client
+    finally:
+        client.close()
+        if embedded:
+            embedded.stop()
+
+
+def cmd_generate(args) -> None:
+    from training.synthetic import WorldParams, generate, write_world
+
+    params = WorldParams.scaled(args.scale, seed=args.seed) if args.scale != 1.0 else WorldParams(seed=args.seed)
+    for name in ("users", "communities", "posts", "events", "days"):
+        if getattr(args, name) is not None:
+            setattr(params, name, getattr(args, name))
+    params.end = args.end if args.end is not None else int(time.time()) // 3600 * 3600
+    t0 = time.perf_counter()
+    world = generate(params)
+    write_world(world, args.out, params)
+    ds = world.dataset
+    print(f"world written to {args.out}: {ds.n_users} users, {ds.n_communities} communities, "
+          f"{ds.n_posts} posts, {len(ds.e_ts)} events in {time.perf_counter() - t0:.1f}s")
+
+
+def cmd_train(args) -> Path:
+    from training.als import AlsParams
+    from training.train import TrainParams, train
+
+    params = TrainParams(
+        als=AlsParams(factors=args.factors, iterations=args.iterations, regularization=args.regularization, alpha=args.alpha),
+        test_fraction=args.test_fraction,
+        index_window_days=args.index_window_days,
+    )
+    bundle = train(args.data, args.models, params, progress=not args.quiet)
+    print(f"bundle: {bundle}")
+    return bundle
+
+
+def latest_bundle(models_dir: Path) -> Path:
+    versions = contract.list_versions(models_dir)
+    if not versions:
+        raise SystemExit(f"error: no model bundle in {models_dir} (run make train)")
+    return models_dir / versions[-1]
+
+
+def cmd_publish(args) -> None:
+    bundle = args.models / args.version if args.version else latest_bundle(args.models)
+    with redis_client() as client:
+        version = publishing.publish(bundle, client, keep=args.keep)
+    print(f"published {version}; serving switches at its next pointer check")
+
+
+def cmd_rollback(args) -> None:
+    with redis_client() as client:
+        try:
+            target = publishing.rollback(client, args.models)
+        except RuntimeError as exc:
+            raise SystemExit(f"error: {exc}") from None
+    print(f"current version is now {target}")
+
+
+def cmd_ensure(args) -> None:
+    """What `make serve` needs: data, a bundle, and that bundle published."""
+    if not (args.data / EVENTS_CSV).exists():
+        args.out = args.data
+        cmd_generate(args)
+    if not contract.list_versions(args.models):
+        cmd_train(args)
+    bundle = latest_bundle(args.models)
+    with redis_client() as client:
+        current = publishing.current_version(client)
+        if current is None or not (args.models / current).is_dir():
+            publishing.publish(bundle, client, keep=args.keep)
+        else:
+            print(f"serving version {current} is published")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m training", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def world_opts(p):
+        p.add_argument("--scale", type=float, default=1.0, help="default world times this (5 gives 1M posts)")
+        p.add_argument("--seed", type=int, default=7)
+        p.add_argument("--end", type=int, default=None, help="unix time of the world's end (default: now)")
+        for name in ("users", "communities", "posts", "events", "days"):
+            p.add_argument(f"--{name}", type=int, default=None)
+
+    def train_opts(p):
+        p.add_argument("--data", type=Path, default=Path("data/default"))
+        p.add_argument("--models", type=Path, default=Path("models"))
+        p.add_argument("--factors", type=int, default=32)
+        p.add_argument("--iterations", type=int, default=15)
+        p.add_argument("--regularization", type=float, default=0.05)
+        p.add_argument("--alpha", type=float, default=10.0)
+        p.add_argument("--test-fraction", type=float, default=0.1)
+        p.add_argument("--index-window-days", type=float, default=14.0)
+        p.add_argument("--quiet", action="store_true")
+
+    p = sub.add_parser("generate", help="write the synthetic world (CSV + truth/)")
+    p.add_argument("--out", type=Path, default=Path("data/default"))
+    world_opts(p)
+    p.set_defaults(fn=cmd_generate)
+
+    p = sub.add_parser("train", help="train a bundle from a data directory")
+    train_opts(p)
+    p.set_defaults(fn=cmd_train)
+
+    for name, fn, text in (("publish", cmd_publish, "write a bundle's features to Redis and make it current"),
+                           ("rollback", cmd_rollback, "make the previous published version current again")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("--models", type=Path, default=Path("models"))
+        p.add_argument("--version", default=None, help="bundle version (default: the newest)")
+        p.add_argument("--keep", type=int, default=3, help="published versions kept for rollback")
+        p.set_defaults(fn=fn)
+
+    p = sub.add_parser("ensure", help="generate, train and publish whatever is missing (make serve)")
+    train_opts(p)
+    world_opts(p)
+    p.add_argument("--keep", type=int, default=3)
+    p.set_defaults(fn=cmd_ensure)
+
+    args = parser.parse_args(argv)
+    try:
+        args.fn(args)
+    except (DataError, EmbeddedRedisError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except redis.exceptions.ConnectionError as exc:
+        print(f"error: lost Redis connection: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main()

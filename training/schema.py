@@ -1,0 +1,81 @@
+"""The documented input schema of the training pipeline (CSV files in one directory).
+
+    communities.csv  community_id, is_private (0/1/true/false), topic (optional)
+    memberships.csv  user_id, community_id, role (member|trusted|moderator), joined_at
+    posts.csv        post_id, author_id, community_id, created_at, deleted (optional, 0/1)
+    events.csv       user_id, post_id, kind, ts, weight (optional: a count, default 1)
+
+Timestamps are unix seconds (integers). Event kinds and their confidence weights are
+below; hide and report are negative signals. communities.csv and memberships.csv may be
+missing: the loader then derives communities from posts.csv (all public) and memberships
+from who engaged where, and says so in the report.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+COMMUNITIES_CSV = "communities.csv"
+MEMBERSHIPS_CSV = "memberships.csv"
+POSTS_CSV = "posts.csv"
+EVENTS_CSV = "events.csv"
+TRUTH_DIR = "truth"  # hidden truth of a synthetic world: for evaluation only, never training
+
+COMMUNITY_COLUMNS = ("community_id", "is_private")
+MEMBERSHIP_COLUMNS = ("user_id", "community_id", "role", "joined_at")
+POST_COLUMNS = ("post_id", "author_id", "community_id", "created_at")
+EVENT_COLUMNS = ("user_id", "post_id", "kind", "ts")
+
+# Event kinds in a fixed order (the codes are stored as uint8).
+KINDS = ("view", "like", "comment", "share", "save", "hide", "report")
+KIND_CODE = {k: i for i, k in enumerate(KINDS)}
+# Confidence each kind adds to a (user, item) pair. A view is exposure, not endorsement;
+# hide and report subtract (ALS then sees the pair as not liked, see als.py).
+KIND_WEIGHT = np.array([0.0, 1.0, 2.0, 3.0, 2.0, -2.0, -4.0], dtype=np.float32)
+POSITIVE_KINDS = np.array([KIND_CODE[k] for k in ("like", "comment", "share", "save")])
+NEGATIVE_KINDS = np.array([KIND_CODE[k] for k in ("hide", "report")])
+
+ROLES = ("member", "trusted", "moderator")
+
+
+@dataclass
+class Dataset:
+    """A loaded world: ids as numpy string arrays, relations as index arrays."""
+
+    user_ids: np.ndarray
+    community_ids: np.ndarray
+    community_private: np.ndarray  # bool [n_comm]
+    m_user: np.ndarray  # int32 [n_memberships]
+    m_community: np.ndarray
+    m_role: np.ndarray  # uint8 contract role codes
+    m_joined_at: np.ndarray  # int64
+    post_ids: np.ndarray
+    post_author: np.ndarray  # int32 user index
+    post_community: np.ndarray
+    post_created_at: np.ndarray  # int64
+    post_deleted: np.ndarray  # bool
+    e_user: np.ndarray  # int32
+    e_post: np.ndarray  # int32
+    e_kind: np.ndarray  # uint8
+    e_ts: np.ndarray  # int64
+    e_count: np.ndarray  # float32 (1 unless the log carries counts)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def n_users(self) -> int:
+        return len(self.user_ids)
+
+    @property
+    def n_communities(self) -> int:
+        return len(self.community_ids)
+
+    @property
+    def n_posts(self) -> int:
+        return len(self.post_ids)
+
+    def event_weights(self) -> np.ndarray:
+        return KIND_WEIGHT[self.e_kind] * self.e_count
+
+    def community_size(self) -> np.ndarray:
+        return np.bincount(self.m_community, minlength=self.n_communities).astype(np.int32)
