@@ -5,6 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.deps-installed
 GEN := gen/nichefeed/v1/ranking_pb2.py
+PROMTOOL := var/tools/promtool
 DATA ?= data/default
 MODELS ?= models
 ARGS ?=
@@ -17,7 +18,8 @@ help:
 	@echo "make test       install and run the test suite (real redis-server, real gRPC)"
 	@echo "make data       generate the synthetic default world into $(DATA)"
 	@echo "make train      train a model bundle from DATA=$(DATA) into $(MODELS)/"
-	@echo "make publish    load the newest bundle's features into Redis and make it current"
+	@echo "make evaluate   recompute the newest bundle's evaluation report and check it matches"
+	@echo "make publish    gate, load the newest bundle's features into Redis, make it current (ARGS=--force)"
 	@echo "make rollback   make the previously published version current again"
 	@echo "make bench      benchmarks (see benchmarks/README.md)"
 	@echo "make proto      regenerate the gRPC stubs into gen/"
@@ -30,7 +32,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --disable-pip-version-check -q -r $(VENV)/requirements.txt
 	@touch $@
 
-install: $(STAMP) $(GEN) install-redis
+install: $(STAMP) $(GEN) install-redis $(PROMTOOL)
 
 # Debian's redis-server when none is on PATH (tests and the private server need the binary).
 install-redis:
@@ -40,10 +42,21 @@ install-redis:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq redis-server >/dev/null; }
 	@command -v redis-server >/dev/null
 
+# promtool (Prometheus' checker for rules and scrapes) for the ops tests: taken out of
+# Debian's prometheus package without installing it (no server, no service started).
+$(PROMTOOL):
+	@mkdir -p var/tools/deb
+	@cd var/tools/deb && { apt-get download prometheus >/dev/null 2>&1 || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); $$SUDO apt-get update -qq && apt-get download prometheus >/dev/null; }; }
+	@dpkg-deb -x var/tools/deb/prometheus_*.deb var/tools/deb/x && cp var/tools/deb/x/usr/bin/promtool $@
+	@rm -rf var/tools/deb
+	@$@ --version | head -1
+
 # Stubs are generated, never edited; gen/ is on the virtualenv's path through a .pth file.
-$(GEN): protos/nichefeed/v1/ranking.proto $(STAMP)
+PROTOS := $(wildcard protos/nichefeed/v1/*.proto)
+$(GEN): $(PROTOS) $(STAMP)
 	@mkdir -p gen
-	$(PY) -m grpc_tools.protoc -Iprotos --python_out=gen --grpc_python_out=gen --pyi_out=gen protos/nichefeed/v1/ranking.proto
+	$(PY) -m grpc_tools.protoc -Iprotos --python_out=gen --grpc_python_out=gen --pyi_out=gen $(PROTOS)
 	@echo -e "$(CURDIR)\n$(CURDIR)/gen" > $$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/nichefeed.pth
 
 proto: $(STAMP)
@@ -55,6 +68,10 @@ data: install
 
 train: install
 	$(PY) -m training train --data $(DATA) --models $(MODELS) $(ARGS)
+
+# Recompute the newest bundle's report from the bundle and its data; fails on any mismatch.
+evaluate: install
+	$(PY) -m training evaluate --models $(MODELS) $(ARGS)
 
 publish: install
 	$(PY) -m training publish --models $(MODELS) $(ARGS)

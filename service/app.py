@@ -12,15 +12,20 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")  # one FAISS thread per request: s
 import logging
 from pathlib import Path
 
+import redis
 from prometheus_client import start_http_server
 
 from service.bundle import BundleHolder
 from service.config import Config, redis_address
+from service.live_index import LiveIndexFollower
+from service.metrics import METRICS
 from service.pipeline import RankPipeline
 from service.reload import ModelReloader
+from service.security import SecurityConfigError
 from service.server import FeedRankerServicer, build_server, make_clock, set_serving
 from service.stages import default_stages
 from service.store import FeatureStore, StoreUnavailable
+from service.writes import FeedWriterServicer, WriteApplier
 
 log = logging.getLogger("nichefeed")
 
@@ -47,14 +52,26 @@ class Service:
         if not self.reloader.load(version):
             raise StartupError(f"model {version} in {cfg.models_dir} cannot be served (see the error above)")
         self.pipeline = RankPipeline(default_stages(cfg, self.store))
-        self.servicer = FeedRankerServicer(self.pipeline, self.holder, make_clock(cfg))
-        self.server, self.port, self.health = build_server(cfg, self.servicer, reuse_port=reuse_port)
+        # The write path and the live index use their own client: writes wait for Redis'
+        # fsync, which must not eat into the hot path's short timeouts and pool.
+        self.write_client = redis.Redis.from_url(redis_url, socket_timeout=cfg.write_timeout_ms / 1000,
+                                                 socket_connect_timeout=1.0, max_connections=cfg.threads + 4)
+        self.live = LiveIndexFollower(self.holder, self.write_client, interval_s=cfg.live_poll_s)
+        self.servicer = FeedRankerServicer(self.pipeline, self.holder, make_clock(cfg), live_for=self.live.index_for)
+        self.writer = FeedWriterServicer(WriteApplier(self.holder, self.write_client))
+        try:
+            self.server, self.port, self.health = build_server(cfg, self.servicer, reuse_port=reuse_port, writer=self.writer)
+        except SecurityConfigError as exc:
+            self.store.close()
+            raise StartupError(str(exc)) from None
 
     def start(self, metrics: bool = True) -> "Service":
         if metrics and self.cfg.metrics_addr:
             host, port = self.cfg.metrics_addr.rsplit(":", 1)
             start_http_server(int(port), addr=host)
+        self.live.start()  # replays the live stream before the first request is served
         self.server.start()
+        METRICS.worker_up.set(1)
         set_serving(self.health, True)
         self.reloader.start()
         return self
@@ -64,4 +81,6 @@ class Service:
         set_serving(self.health, False)
         self.reloader.stop()
         self.server.stop(grace).wait()
+        self.live.stop()
         self.store.close()
+        self.write_client.close()

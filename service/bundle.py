@@ -35,10 +35,17 @@ class Bundle:
     user_ids: list[str]
     user_row: dict[str, int]
     community_recent: dict[int, np.ndarray]  # community -> indexed rows, newest first
+    membership_offsets: np.ndarray  # CSR over users: communities of user u are
+    membership_communities: np.ndarray  # membership_communities[offsets[u]:offsets[u + 1]]
 
     @property
     def version(self) -> str:
         return self.manifest.model_version
+
+    def communities_of(self, user_row: int) -> np.ndarray:
+        """The user's communities as training saw them (which recent lists to read; the
+        Redis user record stays the authority on membership for privacy)."""
+        return self.membership_communities[self.membership_offsets[user_row]:self.membership_offsets[user_row + 1]]
 
     def __getitem__(self, name: str) -> np.ndarray:
         return self.arrays[name]
@@ -84,6 +91,12 @@ def load_bundle(path: Path, verify: bool = True) -> Bundle:
             if arr.dtype.kind != kind:
                 raise BundleError(f"{path}: {name} has dtype {arr.dtype}, expected kind {kind!r}")
             arrays[name] = arr
+        optional = path / contract.POST_MEMBER_ENGAGERS_FILE
+        if optional.is_file():
+            arr = np.load(optional, mmap_mode="r", allow_pickle=False)
+            if arr.dtype.kind not in "iu" or arr.shape != (len(arrays[contract.POST_IDS_FILE]),):
+                raise BundleError(f"{path}: {optional.name} has dtype {arr.dtype} and shape {arr.shape}")
+            arrays[optional.name] = arr
         scorer = LinearScorer.from_json((path / contract.SCORER_FILE).read_text())
         index = _read_index(path / contract.INDEX_FILE)
     except (ValueError, OSError, RuntimeError) as exc:
@@ -109,12 +122,16 @@ def load_bundle(path: Path, verify: bool = True) -> Bundle:
     post_ids = arrays[contract.POST_IDS_FILE].tolist()
     community_ids = arrays[contract.COMMUNITY_IDS_FILE].tolist()
     user_ids = arrays[contract.USER_IDS_FILE].tolist()
+    m_user = np.asarray(arrays[contract.MEMBERSHIP_USER_FILE])
+    m_order = np.argsort(m_user, kind="stable")
     return Bundle(
         path=path, manifest=manifest, arrays=arrays, index=index, scorer=scorer,
         post_ids=post_ids, post_row={p: i for i, p in enumerate(post_ids)},
         community_ids=community_ids, community_row={c: i for i, c in enumerate(community_ids)},
         user_ids=user_ids, user_row={u: i for i, u in enumerate(user_ids)},
         community_recent=_recent_by_community(index, arrays),
+        membership_offsets=np.searchsorted(m_user[m_order], np.arange(n_users + 1)),
+        membership_communities=np.asarray(arrays[contract.MEMBERSHIP_COMMUNITY_FILE])[m_order],
     )
 
 

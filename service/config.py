@@ -27,9 +27,18 @@ class Config:
     max_post_age_days: float = 14.0
     community_share: float = 0.3  # at most this share of a feed from one community (0: off)
     per_author: int = 2  # at most this many posts per author in a feed (0: off)
+    small_group_members: int = 50  # a community this small (members) is a "small group"
+    small_group_share: float = 0.2  # at least this share of a feed for small active groups (0: off)
     redis_timeout_ms: float = 50.0  # per Redis call: past it the request degrades
     reload_interval_s: float = 2.0  # how often the current-version pointer is checked
+    write_timeout_ms: float = 2000.0  # per write-path Redis call (writes wait for the fsync)
+    live_poll_s: float = 0.1  # how often each worker follows the live stream (new posts)
+    drain_s: float = 10.0  # on SIGTERM, how long in-flight requests may take to finish
     clock: str = "wall"  # wall | data (replay: now = the bundle's data end + elapsed)
+    tls_cert: str = ""  # PEM certificate: serve gRPC over TLS (with tls_key)
+    tls_key: str = ""  # PEM private key of tls_cert
+    tls_client_ca: str = ""  # PEM CA: require client certificates signed by it (mutual TLS)
+    auth_token_file: str = ""  # file holding a bearer token every call must present
     log_level: str = "WARNING"
 
     @property

@@ -41,6 +41,10 @@ so a publish writes a new version's keys and then flips one pointer):
   nf:1:history                      published versions, newest first (list)
   nf:1:m:<ver>:u:<user_id>          packed user record (USER record below)
   nf:1:m:<ver>:p:<post_id>          packed post record (POST_DTYPE, fixed size)
+  nf:1:m:<ver>:r:<community_id>     recent posts of a community, newest first (encode_recent)
+  nf:1:seen:<user_id>               live, unversioned: posts the user has seen (ZSET, score =
+                                    unix seconds; the reader takes the newest SEEN_READ_MAX)
+  nf:1:blocked:<user_id>            live, unversioned: author user ids the user blocked (SET)
 """
 from __future__ import annotations
 
@@ -79,6 +83,10 @@ POST_VIEWS_FILE = "post_views.npy"
 MEMBERSHIP_USER_FILE = "membership_user.npy"
 MEMBERSHIP_COMMUNITY_FILE = "membership_community.npy"
 MEMBERSHIP_ROLE_FILE = "membership_role.npy"
+# Optional (not in ARRAY_FILES): u2/i4 [n_posts], distinct members of the post's community
+# who engaged positively. When a bundle has it, post records carry it and Rank can say
+# "3 members of X engaged"; without it the field is 0 and that reason is not given.
+POST_MEMBER_ENGAGERS_FILE = "post_member_engagers.npy"
 INDEX_FILE = "posts.faiss"
 SCORER_FILE = "scorer.json"
 REPORT_JSON_FILE = "report.json"
@@ -271,7 +279,8 @@ POST_DTYPE = np.dtype(
         ("community", "<i4"),  # community index of the bundle
         ("author", "<i4"),  # user index of the author, -1 when unknown
         ("flags", "u1"),
-        ("_pad", "u1", (3,)),
+        ("_pad", "u1"),
+        ("member_engagers", "<u2"),  # distinct members of the community who engaged positively
         ("created_at", "<i8"),  # unix seconds
         ("author_trust", "<f4"),  # standing of the author in the community, 0..1
         ("positives", "<f4"),  # weighted positive engagements
@@ -297,3 +306,113 @@ def decode_posts(values: list[bytes | None]) -> np.ndarray:
     size = POST_RECORD_SIZE
     joined = b"".join(v if v is not None and len(v) == size else _EMPTY_POST for v in values)
     return np.frombuffer(joined, dtype=POST_DTYPE)
+
+
+# ---------------------------------------------------------------------------------------
+# Write path (live posts and engagements between trainings)
+# ---------------------------------------------------------------------------------------
+# Every accepted write event, in order, for the next training run (a Redis Stream).
+EVENT_LOG_KEY = f"{KEY_ROOT}:log"
+EVENT_LOG_MAXLEN = 20_000_000  # approximate cap; `python -m training fold-log` drains it
+# An applied event id is remembered this long: a retry within it is applied once.
+APPLIED_TTL_S = 7 * 86_400
+
+
+def applied_key(event_id: str) -> str:
+    return f"{KEY_ROOT}:applied:{event_id}"
+
+
+def live_stream_key(version: str) -> str:
+    """Stream of post vector changes of one model version (new posts, moved vectors,
+    deletions); every worker follows it to keep its live index, and replays it on start."""
+    return f"{KEY_ROOT}:m:{version}:live"
+
+
+def engager_stats_key(version: str, post_id: str) -> str:
+    """Live engagers of a post: packed float32 [d + 1] = (sum of c * user vector, sum of c - 1)."""
+    return f"{KEY_ROOT}:m:{version}:pe:{post_id}"
+
+
+# Fields of a live stream entry.
+LIVE_POST = "p"  # post id
+LIVE_COMMUNITY = "c"  # community id
+LIVE_AUTHOR = "a"  # author user id
+LIVE_VECTOR = "v"  # packed float32 [d]
+LIVE_DELETED = "d"  # "1" when the post was deleted
+LIVE_CREATED = "t"  # created_at, unix seconds (decimal)
+LIVE_PRIVATE = "x"  # visibility change: "1" members only, "0" as its community
+
+
+def post_field_offset(name: str) -> int:
+    """Byte offset of a POST_DTYPE field (the write path updates fields in place)."""
+    return POST_DTYPE.fields[name][1]
+
+
+# Engagement kinds and the confidence each adds, shared by training (schema.py) and the
+# write path, so a live like moves a post exactly as a logged like would count.
+KINDS = ("view", "like", "comment", "share", "save", "hide", "report")
+KIND_WEIGHT = np.array([0.0, 1.0, 2.0, 3.0, 2.0, -2.0, -4.0], dtype=np.float32)
+NEGATIVE_KIND_NAMES = ("hide", "report")
+
+
+# ---------------------------------------------------------------------------------------
+# Hot path: in-network recent lists (versioned) and per-user live keys (unversioned)
+# ---------------------------------------------------------------------------------------
+RECENT_PER_COMMUNITY = 100  # post ids kept per community's recent list
+SEEN_READ_MAX = 500  # newest seen posts a request reads (writers should trim to about this)
+BLOCKED_READ_MAX = 1000  # a block list longer than this is refused as unreadable (fails closed)
+
+
+def recent_key(version: str, community_id: str) -> str:
+    """A community's recent post ids, newest first: the in-network candidates."""
+    return f"{KEY_ROOT}:m:{version}:r:{community_id}"
+
+
+def encode_recent(post_ids) -> bytes:
+    """Newline-separated post ids, newest first (ids are printable: no newline inside).
+    A writer prepends a new post with `id + "\n" + old` and trims to RECENT_PER_COMMUNITY."""
+    return "\n".join(post_ids).encode()
+
+
+def decode_recent(raw: bytes | None) -> list[str]:
+    if not raw:
+        return []
+    return raw.decode(errors="replace").split("\n")[:RECENT_PER_COMMUNITY]
+
+
+def seen_key(user_id: str) -> str:
+    """Posts the user has already seen (ZSET member = post id, score = unix seconds)."""
+    return f"{KEY_ROOT}:seen:{user_id}"
+
+
+def blocked_key(user_id: str) -> str:
+    """Authors (user ids) the user has blocked (SET)."""
+    return f"{KEY_ROOT}:blocked:{user_id}"
+
+
+# Event log entries: one field, LOG_POST or LOG_ENGAGEMENT, whose value joins these
+# fields with LOG_SEP (a control character, which validated ids can never contain).
+LOG_POST = "post"
+LOG_POST_FIELDS = ("event_id", "op", "post_id", "author_id", "community_id", "created_at", "visibility")
+LOG_ENGAGEMENT = "engagement"
+LOG_ENGAGEMENT_FIELDS = ("event_id", "user_id", "post_id", "kind", "ts")
+LOG_SEP = "\x1f"
+LOG_FOLDED_KEY = f"{KEY_ROOT}:log:folded"  # id of the last log entry folded into training data
+
+
+def encode_log(*values: object) -> str:
+    return LOG_SEP.join(map(str, values))
+
+
+def decode_log(value: bytes, fields: tuple[str, ...]) -> dict[str, str]:
+    parts = value.decode().split(LOG_SEP)
+    if len(parts) != len(fields):
+        raise ContractError(f"log entry has {len(parts)} fields, expected {len(fields)}")
+    return dict(zip(fields, parts))
+
+
+# ---------------------------------------------------------------------------------------
+# Evaluation files in a bundle (training/evaluate.py; not needed to serve)
+# ---------------------------------------------------------------------------------------
+EVAL_USERS_FILE = "eval_users.npy"  # i4 [n_eval] user rows evaluated, ascending
+EVAL_RANKINGS_FILE = "eval_rankings.npy"  # i4 [n_methods, n_eval, max K] post rows, -1 padded

@@ -66,7 +66,7 @@ class EmbeddedRedis:
             find_redis_server(),
             "--port", str(self.port), "--bind", self.host,
             "--dir", str(self.data_dir),
-            "--appendonly", "yes", "--appendfsync", "everysec",
+            "--appendonly", "yes", "--appendfsync", "always",  # a write is acked once on disk
             "--save", "",
             "--daemonize", "no", "--protected-mode", "yes",
             "--loglevel", "warning", "--logfile", str(self.data_dir / "redis.log"),

@@ -33,9 +33,32 @@ class Metrics:
                                    multiprocess_mode="livemax")
         self.index_size = Gauge(f"{NS}_index_posts", "Posts in the retrieval index", multiprocess_mode="livemax")
         self.reloads = Counter(f"{NS}_model_reloads_total", "Model reload attempts, by outcome", ["outcome"])
+        # Hot path health (issue 4): degraded answers, Redis reachability, live workers.
+        self.degraded = Counter(f"{NS}_degraded_responses_total",
+                                "Rank answers built from memory because Redis could not be read (public posts only)")
+        self.redis_up = Gauge(f"{NS}_redis_up", "1 while Redis answers, 0 while the circuit breaker is open",
+                              multiprocess_mode="livemin")
+        self.in_flight = Gauge(f"{NS}_requests_in_flight", "Rank requests being handled now",
+                               multiprocess_mode="livesum")
+        self.model_refused = Gauge(f"{NS}_model_refused",
+                                   "1 while the current-version pointer names a bundle this server refused",
+                                   multiprocess_mode="livemax")
+        self.worker_up = Gauge(f"{NS}_worker_up", "1 per live server process (pid label under --workers)",
+                               multiprocess_mode="liveall")
+        # Write path (service/writes.py, service/live_index.py)
+        self.writes = Counter(f"{NS}_write_events_total", "Write events, by kind and outcome", ["kind", "outcome"])
+        self.write_latency = Histogram(f"{NS}_write_latency_seconds", "Write RPC latency, by method", ["method"],
+                                       buckets=LATENCY_BUCKETS)
+        self.live_index_size = Gauge(f"{NS}_live_index_posts", "Posts in the live (fresh-post) index",
+                                     multiprocess_mode="livemax")
+        self.event_log_length = Gauge(f"{NS}_event_log_pending", "Accepted events in the log not yet folded into training data",
+                                      multiprocess_mode="livemax")
 
     def set_model(self, version: str, created_at: str, index_size: int, previous: str | None) -> None:
-        if previous:
+        if previous and previous != version:
+            # Under --workers the value lives in a shared file that remove() leaves behind:
+            # zero it first so only the versions some live worker serves read 1.
+            self.model_info.labels(version=previous).set(0)
             try:
                 self.model_info.remove(previous)
             except KeyError:

@@ -9,12 +9,13 @@ from __future__ import annotations
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Callable, Protocol
 
 import numpy as np
 
 from service import contract
 from service.bundle import Bundle
+from service.live_index import LiveIndex
 from service.metrics import METRICS
 
 
@@ -38,6 +39,10 @@ class NotFound(RankError):
 
 class DeadlineExceeded(RankError):
     code = "DEADLINE_EXCEEDED"
+
+
+class Cancelled(RankError):
+    code = "CANCELLED"
 
 
 @dataclass
@@ -67,13 +72,20 @@ class RankContext:
     bundle: Bundle  # one model version from start to end
     now: float  # unix seconds, from the service clock
     deadline: float | None = None  # time.monotonic() value, None = no deadline
+    is_cancelled: Callable[[], bool] | None = None  # the client went away
     degraded: list[str] = field(default_factory=list)  # reasons, empty when healthy
     user: contract.UserRecord | None = None
     user_roles: dict[int, int] = field(default_factory=dict)  # community index -> role
-    memberships_confirmed: bool = False
-    rows: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))  # bundle rows
+    memberships_confirmed: bool = False  # read from Redis this request: privacy may rely on it
+    community: int | None = None  # community index of query.community_id
+    recent: dict[int, list[str]] = field(default_factory=dict)  # community -> recent post ids
+    seen: set[str] = field(default_factory=set)  # post ids the user has seen
+    blocked: set[str] = field(default_factory=set)  # author user ids the user blocked
+    live: LiveIndex | None = None  # posts written since the bundle (this version's live index)
+    rows: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))  # bundle rows, -1: live post
     post_ids: list[str] = field(default_factory=list)  # parallel to rows
     posts: np.ndarray | None = None  # POST_DTYPE records, parallel to rows
+    vectors: np.ndarray | None = None  # post vectors, parallel to rows
     features: np.ndarray | None = None
     scores: np.ndarray | None = None
     removed: Counter = field(default_factory=Counter)
@@ -91,7 +103,7 @@ class RankContext:
         """Keep the candidates at positions idx, in that order."""
         self.rows = self.rows[idx]
         self.post_ids = [self.post_ids[i] for i in idx]
-        for name in ("posts", "features", "scores"):
+        for name in ("posts", "vectors", "features", "scores"):
             value = getattr(self, name)
             if value is not None:
                 setattr(self, name, value[idx])
@@ -118,10 +130,14 @@ class RankPipeline:
         for stage, timer, count in zip(self.stages, self._timers, self._counts):
             if ctx.deadline is not None and time.monotonic() >= ctx.deadline:
                 raise DeadlineExceeded(f"deadline passed before stage {stage.name}")
+            if ctx.is_cancelled is not None and ctx.is_cancelled():
+                raise Cancelled(f"client cancelled before stage {stage.name}")
             t0 = time.perf_counter()
             stage.run(ctx)
             timer.observe(time.perf_counter() - t0)
             count.inc(ctx.size)
+        if ctx.deadline is not None and time.monotonic() >= ctx.deadline:
+            raise DeadlineExceeded("deadline passed while ranking")  # nobody is waiting for it
         for reason, n in ctx.removed.items():
             METRICS.filtered.labels(reason=reason).inc(n)
         return ctx

@@ -1,8 +1,10 @@
 """Hot reload: follow the current-version pointer in Redis and swap bundles atomically.
 
-A version whose bundle is refused (missing, corrupt, half-written) is remembered so the
-reloader does not re-hash it every poll; the old model keeps serving and
-nichefeed_model_reloads_total{outcome="refused"} says so.
+A version whose bundle is refused (missing, corrupt, half-written) is remembered with the
+state of its directory so the reloader does not re-hash it every poll, but tries again
+once that directory changes (a copy that completes, a bundle rewritten); meanwhile the
+old model keeps serving, nichefeed_model_reloads_total{outcome="refused"} counts the
+refusal and nichefeed_model_refused says a pointer names a model that cannot serve.
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ class ModelReloader:
         self.models_dir = Path(models_dir)
         self.interval_s = interval_s
         self.refused: str | None = None
+        self._refused_state: tuple | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="model-reloader", daemon=True)
 
@@ -34,10 +37,14 @@ class ModelReloader:
             bundle = load_bundle(self.models_dir / version)
         except BundleError as exc:
             self.refused = version
+            self._refused_state = self._dir_state(version)
             METRICS.reloads.labels(outcome="refused").inc()
+            METRICS.model_refused.set(1)
             log.error("model %s refused, still serving %s: %s", version, previous.version if previous else None, exc)
             return False
         self.holder.swap(bundle)
+        self.refused = None
+        METRICS.model_refused.set(0)
         METRICS.reloads.labels(outcome="loaded").inc()
         METRICS.set_model(bundle.version, bundle.manifest.created_at, bundle.index.ntotal,
                           previous.version if previous else None)
@@ -50,8 +57,22 @@ class ModelReloader:
         except StoreUnavailable:
             return  # keep serving what we have; Redis health is in its own metrics
         current = self.holder.current
-        if version and version != self.refused and (current is None or version != current.version):
-            self.load(version)
+        if not version or (current is not None and version == current.version):
+            if current is not None and version == current.version and self.refused:
+                self.refused = None  # rolled back to what serves
+                METRICS.model_refused.set(0)
+            return
+        if version == self.refused and self._dir_state(version) == self._refused_state:
+            return
+        self.load(version)
+
+    def _dir_state(self, version: str) -> tuple:
+        """Cheap fingerprint of a bundle directory: names, sizes and mtimes of its files."""
+        path = self.models_dir / version
+        try:
+            return tuple(sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in path.iterdir()))
+        except OSError:
+            return ()
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval_s):

@@ -1,8 +1,10 @@
 """Per-(user, post) features and the learned scorer.
 
-This is the one scoring function: the service calls it on the hot path and training's
-evaluation calls it offline, so what was measured is what serves (no train/serve skew).
-The scorer is a linear model over standardised features, stored as JSON in the bundle.
+This is the one scoring function: the service calls it on the hot path
+(service/stages/score.py) and training calls it offline to fit the scorer and to
+evaluate it (training/features.py), so what was measured is what serves (no
+train/serve skew). The scorer is a linear model over standardised features (a logistic
+model's logit), stored as JSON in the bundle.
 """
 from __future__ import annotations
 
@@ -13,7 +15,9 @@ import numpy as np
 
 FEATURES = (
     "affinity",  # user vector . post vector (community-affinity embeddings)
+    "community_affinity",  # user vector . community vector: how much the user likes the group
     "is_member",  # the user belongs to the post's community
+    "user_standing",  # the user's own role there (member < trusted < moderator), 0 outside
     "author_trust",  # the author's standing in that community, 0..1
     "freshness",  # exp(-age / FRESHNESS_HOURS)
     "engagement_rate",  # weighted positives per view, smoothed
@@ -23,11 +27,15 @@ FEATURES = (
 )
 FRESHNESS_HOURS = 24.0
 RATE_PRIOR_VIEWS = 5.0  # smoothing: a post with 1 view and 1 like is not a 100% post
+# Standing of a user in a community by contract role code (none, member, trusted,
+# moderator). Shared with training's author-trust prior so both read roles alike.
+ROLE_STANDING = np.array([0.0, 0.5, 0.8, 0.9], dtype=np.float32)
 
 
 def feature_matrix(
     affinity: np.ndarray,
-    is_member: np.ndarray,
+    community_affinity: np.ndarray,
+    user_role: np.ndarray,
     author_trust: np.ndarray,
     age_seconds: np.ndarray,
     positives: np.ndarray,
@@ -35,18 +43,24 @@ def feature_matrix(
     views: np.ndarray,
     community_size: np.ndarray,
 ) -> np.ndarray:
-    """Columns in FEATURES order, float32 [n, len(FEATURES)]."""
+    """Columns in FEATURES order, float32 [n, len(FEATURES)].
+
+    user_role: contract ROLE_* codes of the user in each post's community (0 = not a member).
+    """
     n = len(affinity)
     X = np.empty((n, len(FEATURES)), dtype=np.float32)
+    user_role = np.asarray(user_role, dtype=np.intp)
     views = np.maximum(views, positives + negatives)
     X[:, 0] = affinity
-    X[:, 1] = is_member
-    X[:, 2] = author_trust
-    X[:, 3] = np.exp(-np.maximum(age_seconds, 0) / (3600.0 * FRESHNESS_HOURS))
-    X[:, 4] = positives / (views + RATE_PRIOR_VIEWS)
-    X[:, 5] = positives / np.sqrt(community_size + 1.0)
-    X[:, 6] = negatives / (views + RATE_PRIOR_VIEWS)
-    X[:, 7] = np.log1p(community_size)
+    X[:, 1] = community_affinity
+    X[:, 2] = user_role > 0
+    X[:, 3] = ROLE_STANDING[np.clip(user_role, 0, len(ROLE_STANDING) - 1)]
+    X[:, 4] = author_trust
+    X[:, 5] = np.exp(-np.maximum(age_seconds, 0) / (3600.0 * FRESHNESS_HOURS))
+    X[:, 6] = positives / (views + RATE_PRIOR_VIEWS)
+    X[:, 7] = positives / np.sqrt(community_size + 1.0)
+    X[:, 8] = negatives / (views + RATE_PRIOR_VIEWS)
+    X[:, 9] = np.log1p(community_size)
     return X
 
 
@@ -72,7 +86,7 @@ class LinearScorer:
     def affinity_only(cls) -> "LinearScorer":
         """Rank by the embedding inner product alone (plain retrieval order)."""
         w = np.zeros(len(FEATURES), dtype=np.float32)
-        w[0] = 1.0
+        w[FEATURES.index("affinity")] = 1.0
         return cls(w, np.zeros_like(w), np.ones_like(w), 0.0, "affinity")
 
     def to_json(self) -> str:

@@ -7,6 +7,7 @@ import os
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import dataclasses
+import shutil
 from pathlib import Path
 
 import grpc
@@ -46,8 +47,17 @@ def tiny_data(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_bundle(tiny_data, tmp_path_factory) -> Path:
+    """Affinity-only scorer: the shared service's answers are then exactly the highest
+    inner products (test_rank_e2e). Learned-scorer bundles: tests/test_training*.py."""
     models = tmp_path_factory.mktemp("models")
-    return train(tiny_data, models, TrainParams(), progress=False)
+    return train(tiny_data, models, TrainParams(scorer="affinity"), progress=False, quiet=True)
+
+
+@pytest.fixture(scope="session")
+def learned_bundle(tiny_data, tmp_path_factory) -> Path:
+    """The tiny world trained with the default (learned) scorer, never published here."""
+    models = tmp_path_factory.mktemp("learned_models")
+    return train(tiny_data, models, TrainParams(), progress=False, quiet=True)
 
 
 @pytest.fixture(scope="session")
@@ -93,3 +103,12 @@ def ranker(channel):
     from nichefeed.v1 import ranking_pb2_grpc
 
     return ranking_pb2_grpc.FeedRankerStub(channel)
+
+
+@pytest.fixture(scope="session")
+def promtool() -> str:
+    """Prometheus' own checker: `make install` takes it from Debian's prometheus package."""
+    path = shutil.which("promtool") or str(Path(__file__).resolve().parents[1] / "var" / "tools" / "promtool")
+    if not Path(path).is_file():
+        pytest.fail("promtool is missing: run `make install` (it fetches it into var/tools/)")
+    return path

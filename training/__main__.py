@@ -1,4 +1,4 @@
-"""python -m training: generate | train | publish | rollback | ensure.
+"""python -m training: generate | train | evaluate | publish | rollback | ensure.
 
 Run `python -m training COMMAND --help` for each command's options. Errors in input
 files or in reaching Redis end the run with one line naming the file/row/column or the
@@ -62,14 +62,51 @@ def cmd_train(args) -> Path:
     from training.als import AlsParams
     from training.train import TrainParams, train
 
+    from training.evaluate import EvalParams
+
     params = TrainParams(
-        als=AlsParams(factors=args.factors, iterations=args.iterations, regularization=args.regularization, alpha=args.alpha),
+        als=AlsParams(factors=args.factors, iterations=args.iterations, regularization=args.regularization,
+                      alpha=args.alpha, seed=args.train_seed),
         test_fraction=args.test_fraction,
         index_window_days=args.index_window_days,
+        scorer=args.scorer,
+        eval=EvalParams(max_users=args.eval_users, seed=args.train_seed),
     )
     bundle = train(args.data, args.models, params, progress=not args.quiet)
-    print(f"bundle: {bundle}")
+    print_outputs(bundle)
     return bundle
+
+
+def print_outputs(bundle: Path) -> None:
+    """Where everything went, and the headline numbers with their spread."""
+    import json
+
+    report = json.loads((bundle / contract.REPORT_JSON_FILE).read_text())
+    gate = report["gate"]["metric"]
+    print(f"\nbundle:  {bundle}")
+    print(f"report:  {bundle / contract.REPORT_MD_FILE}  (and {contract.REPORT_JSON_FILE})")
+    print(f"{gate} on the held-out window ({report['protocol']['users']} users, mean [95% interval]):")
+    for name, row in report["methods"].items():
+        cell = row[gate]
+        print(f"  {name:<13} {cell['mean']:.4f} [{cell['ci95'][0]:.4f}, {cell['ci95'][1]:.4f}]")
+    for name in ("plain_als", "most_popular"):
+        v = report["pipeline_vs"][gate][name]
+        print(f"  pipeline - {name}: {v['difference']:+.4f} [{v['ci95'][0]:+.4f}, {v['ci95'][1]:+.4f}]"
+              f"{'' if v['beyond_noise'] else ' (within noise)'}")
+
+
+def cmd_evaluate(args) -> None:
+    from training.reevaluate import reevaluate
+
+    bundle = args.models / args.version if args.version else latest_bundle(args.models)
+    report, mismatches = reevaluate(bundle, args.data)
+    print_outputs(bundle)
+    if mismatches:
+        print(f"error: recomputed evaluation differs from the saved report in {len(mismatches)} places:", file=sys.stderr)
+        for m in mismatches[:20]:
+            print(f"  {m}", file=sys.stderr)
+        raise SystemExit(1)
+    print("recomputed from the bundle and the data: every number matches the saved report")
 
 
 def latest_bundle(models_dir: Path) -> Path:
@@ -82,8 +119,12 @@ def latest_bundle(models_dir: Path) -> Path:
 def cmd_publish(args) -> None:
     bundle = args.models / args.version if args.version else latest_bundle(args.models)
     with redis_client() as client:
-        version = publishing.publish(bundle, client, keep=args.keep)
-    print(f"published {version}; serving switches at its next pointer check")
+        try:
+            version = publishing.publish(bundle, client, keep=args.keep, force=args.force, prune_bundles=True)
+        except publishing.GateRefused as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            raise SystemExit(3) from None
+    print(f"published {version} from {bundle}; serving switches at its next pointer check")
 
 
 def cmd_rollback(args) -> None:
@@ -100,15 +141,28 @@ def cmd_ensure(args) -> None:
     if not (args.data / EVENTS_CSV).exists():
         args.out = args.data
         cmd_generate(args)
-    if not contract.list_versions(args.models):
+    versions = contract.list_versions(args.models)
+    if not versions or not loadable(args.models / versions[-1]):
+        # No bundle, or one this code cannot serve (e.g. trained before a feature change).
         cmd_train(args)
     bundle = latest_bundle(args.models)
     with redis_client() as client:
         current = publishing.current_version(client)
-        if current is None or not (args.models / current).is_dir():
-            publishing.publish(bundle, client, keep=args.keep)
+        if current is None or not loadable(args.models / current):
+            # Whatever the pointer names cannot serve: the gate has nothing to protect.
+            publishing.publish(bundle, client, keep=args.keep, force=True)
         else:
             print(f"serving version {current} is published")
+
+
+def loadable(bundle: Path) -> bool:
+    from service.bundle import BundleError, load_bundle
+
+    try:
+        load_bundle(bundle, verify=False)
+    except BundleError:
+        return False
+    return True
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -131,7 +185,11 @@ def main(argv: list[str] | None = None) -> None:
         p.add_argument("--alpha", type=float, default=10.0)
         p.add_argument("--test-fraction", type=float, default=0.1)
         p.add_argument("--index-window-days", type=float, default=14.0)
-        p.add_argument("--quiet", action="store_true")
+        p.add_argument("--scorer", choices=("learned", "affinity"), default="learned",
+                       help="learned: logistic over the service's features; affinity: inner product only")
+        p.add_argument("--eval-users", type=int, default=3000, help="users evaluated (sampled with the seed)")
+        p.add_argument("--train-seed", type=int, default=7, help="seed of ALS, sampling and bootstrap")
+        p.add_argument("--quiet", action="store_true", help="no progress bars")
 
     p = sub.add_parser("generate", help="write the synthetic world (CSV + truth/)")
     p.add_argument("--out", type=Path, default=Path("data/default"))
@@ -148,7 +206,15 @@ def main(argv: list[str] | None = None) -> None:
         p.add_argument("--models", type=Path, default=Path("models"))
         p.add_argument("--version", default=None, help="bundle version (default: the newest)")
         p.add_argument("--keep", type=int, default=3, help="published versions kept for rollback")
+        if name == "publish":
+            p.add_argument("--force", action="store_true", help="publish even if the gate finds it worse")
         p.set_defaults(fn=fn)
+
+    p = sub.add_parser("evaluate", help="recompute a bundle's evaluation from the bundle and its data")
+    p.add_argument("--models", type=Path, default=Path("models"))
+    p.add_argument("--version", default=None, help="bundle version (default: the newest)")
+    p.add_argument("--data", type=Path, default=None, help="data directory (default: the one it was trained on)")
+    p.set_defaults(fn=cmd_evaluate)
 
     p = sub.add_parser("ensure", help="generate, train and publish whatever is missing (make serve)")
     train_opts(p)

@@ -1,11 +1,18 @@
 """Stage 3: community-affinity embeddings with implicit ALS.
 
-Users and communities are factorised from a confidence matrix: the summed weights of a
-user's engagements with a community's posts (KIND_WEIGHT: views count nothing, hides and
-reports subtract) plus a membership prior (members, more for trusted members and
-moderators). A pair whose net signal is not positive is dropped rather than counted as
-a weak positive: a user who keeps hiding a group's posts has told us "not this".
-Confidence grows with log(1 + signal), so one heavy user cannot dominate a small group.
+One factorisation places users, communities and posts in one space: the matrix is
+users x [communities | posts].
+- A post column holds the user's net engagement with that post (schema.KIND_WEIGHT:
+  views count nothing, hides and reports subtract). A pair whose net is not positive is
+  dropped rather than counted as a weak positive: a user who hid a post has said "not
+  this", which is what ALS's "unobserved" already means; counting it would say "a bit".
+- A community column holds the user's engagement summed over the group's posts plus a
+  membership prior (more for trusted members and moderators): where a user stands across
+  groups, in the spirit of SimClusters' InterestedIn.
+Confidence grows with log(1 + net), so one heavy user or one play-count outlier cannot
+dominate. Post columns make the user factors as sharp as a plain user x item ALS (on
+catalogue-like logs the ALS stage must match it); community columns tie the groups into
+the same space so a post nobody has touched yet is placed by its community (embeddings.py).
 """
 from __future__ import annotations
 
@@ -16,8 +23,10 @@ import scipy.sparse as sp
 
 from service import contract
 from training.schema import Dataset
+from training.state import WorldState
 
 MEMBERSHIP_PRIOR = {contract.ROLE_MEMBER: 2.0, contract.ROLE_TRUSTED: 3.0, contract.ROLE_MODERATOR: 3.0}
+COMMUNITY_SHARE = 0.5  # community columns' confidence relative to post columns
 
 
 @dataclass
@@ -27,6 +36,14 @@ class AlsParams:
     regularization: float = 0.05
     alpha: float = 10.0
     seed: int = 7
+
+
+@dataclass
+class AlsModel:
+    user_factors: np.ndarray  # float32 [n_users, d]
+    community_factors: np.ndarray  # float32 [n_comm, d]
+    post_factors: np.ndarray  # float32 [n_posts, d]; zeros for posts without engagement
+    post_weight: np.ndarray  # float32 [n_posts]: summed confidence (c - 1) of each post's engagers
 
 
 def confidence_matrix(rows: np.ndarray, cols: np.ndarray, weights: np.ndarray, shape: tuple[int, int]) -> sp.csr_matrix:
@@ -39,19 +56,23 @@ def confidence_matrix(rows: np.ndarray, cols: np.ndarray, weights: np.ndarray, s
     return m.astype(np.float32)
 
 
-def user_community_matrix(ds: Dataset, train_mask: np.ndarray) -> sp.csr_matrix:
+def interaction_matrix(ds: Dataset, train_mask: np.ndarray, state: WorldState) -> sp.csr_matrix:
+    """users x [communities | posts] confidence (before alpha), from events under train_mask."""
     w = ds.event_weights()[train_mask]
-    rows = ds.e_user[train_mask]
-    cols = ds.post_community[ds.e_post[train_mask]]
-    prior_w = np.zeros(len(ds.m_role), np.float32)
+    users = ds.e_user[train_mask]
+    posts = ds.e_post[train_mask]
+    post_part = confidence_matrix(users, posts, w, (ds.n_users, ds.n_posts))
+    prior_w = np.zeros(len(state.m_role), np.float32)
     for code, value in MEMBERSHIP_PRIOR.items():
-        prior_w[ds.m_role == code] = value
-    return confidence_matrix(
-        np.concatenate([rows, ds.m_user]),
-        np.concatenate([cols, ds.m_community]),
+        prior_w[state.m_role == code] = value
+    comm_part = confidence_matrix(
+        np.concatenate([users, state.m_user]),
+        np.concatenate([ds.post_community[posts], state.m_community]),
         np.concatenate([w, prior_w]),
         (ds.n_users, ds.n_communities),
     )
+    comm_part.data *= COMMUNITY_SHARE
+    return sp.hstack([comm_part, post_part], format="csr", dtype=np.float32)
 
 
 def fit_als(matrix: sp.csr_matrix, params: AlsParams, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
@@ -59,16 +80,28 @@ def fit_als(matrix: sp.csr_matrix, params: AlsParams, progress: bool = False) ->
     from implicit.cpu.als import AlternatingLeastSquares
     from threadpoolctl import threadpool_limits
 
-    model = AlternatingLeastSquares(
-        factors=params.factors,
-        regularization=params.regularization,
-        alpha=params.alpha,
-        iterations=params.iterations,
-        random_state=params.seed,
-        calculate_training_loss=False,
-    )
     # implicit parallelises over users itself; a BLAS thread pool underneath oversubscribes
     # the cores (implicit warns and runs several times slower).
     with threadpool_limits(1, "blas"):
+        model = AlternatingLeastSquares(
+            factors=params.factors,
+            regularization=params.regularization,
+            alpha=params.alpha,
+            iterations=params.iterations,
+            random_state=params.seed,
+            calculate_training_loss=False,
+        )
         model.fit(matrix, show_progress=progress)
     return np.ascontiguousarray(model.user_factors, dtype=np.float32), np.ascontiguousarray(model.item_factors, dtype=np.float32)
+
+
+def fit_community_als(ds: Dataset, train_mask: np.ndarray, state: WorldState, params: AlsParams,
+                      progress: bool = False) -> AlsModel:
+    matrix = interaction_matrix(ds, train_mask, state)
+    user_f, item_f = fit_als(matrix, params, progress)
+    n_c = ds.n_communities
+    post_cols = matrix[:, n_c:].tocsc()
+    # implicit's confidence is alpha * value; the item step weighs each engager by c - 1.
+    weight = np.asarray((post_cols * params.alpha - post_cols.astype(bool)).sum(axis=0)).ravel()
+    return AlsModel(user_f, np.ascontiguousarray(item_f[:n_c]), np.ascontiguousarray(item_f[n_c:]),
+                    np.maximum(weight, 0).astype(np.float32))

@@ -71,12 +71,12 @@ class CsvTable:
     def _where(self, i: int, column: str) -> str:
         return f"{self.path}: row {i + 2}, column {column!r}"
 
-    def strings(self, column: str) -> list[str]:
+    def strings(self, column: str, allow_empty: bool = False) -> list[str]:
         j = self.columns[column]
         out = [r[j].strip() for r in self.rows]
-        for i, v in enumerate(out):
-            if not v:
-                raise DataError(f"{self._where(i, column)}: empty value")
+        if not allow_empty and not all(out):
+            i = out.index("")
+            raise DataError(f"{self._where(i, column)}: empty value")
         return out
 
     def ints(self, column: str, *, minimum: int | None = None) -> np.ndarray:

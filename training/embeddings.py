@@ -1,39 +1,44 @@
 """Stage 4: post embeddings from community, author and engagers (service.post_vectors).
 
+A post starts from its prior (its community's vector blended with its author's KnownFor
+vector) and is pulled toward its ALS factor by how much engagement it has: the ALS post
+factor is exactly the implicit-ALS item step given the final user factors (implicit
+solves items last), i.e. the vector service.post_vectors.engager_item_vectors would
+compute for these engagers, without solving 200k small systems a second time. The
+shrinkage is service.post_vectors.blend, the rule the live write path uses too.
+
 Only engagements inside the training window move a post, so evaluation on the next
 window sees posts exactly as serving would have seen them at the split.
 """
 from __future__ import annotations
 
 import numpy as np
+import scipy.sparse as sp
 
 from service import post_vectors
-from training.als import AlsParams, confidence_matrix
+from training.als import AlsModel
 from training.schema import Dataset
 
 
-def post_embeddings(
-    ds: Dataset,
-    train_mask: np.ndarray,
-    user_factors: np.ndarray,
-    community_factors: np.ndarray,
-    params: AlsParams,
-) -> np.ndarray:
-    m = confidence_matrix(
-        ds.e_post[train_mask], ds.e_user[train_mask], ds.event_weights()[train_mask], (ds.n_posts, ds.n_users)
-    ).tocoo()
-    confidence = 1.0 + params.alpha * m.data
-    engaged, weight = post_vectors.engager_item_vectors(
-        user_factors, params.regularization, m.row, m.col, confidence, ds.n_posts
-    )
-    # An author's KnownFor vector: where their engaged posts landed, weighted by engagement.
-    sums = np.zeros((ds.n_users, user_factors.shape[1]), dtype=np.float64)
-    np.add.at(sums, ds.post_author, engaged * weight[:, None])
-    totals = np.bincount(ds.post_author, weights=weight, minlength=ds.n_users)
+def author_vectors(ds: Dataset, model: AlsModel) -> tuple[np.ndarray, np.ndarray]:
+    """KnownFor: where each author's engaged posts landed, weighted by engagement."""
+    d = model.user_factors.shape[1]
+    known = ds.post_author >= 0
+    authors = ds.post_author[known]
+    weight = model.post_weight[known].astype(np.float64)
+    # author x post weight matrix times post factors: a weighted sum per author in one product.
+    spread = sp.csr_matrix((weight, (authors, np.arange(len(authors)))), shape=(ds.n_users, len(authors)))
+    sums = np.asarray(spread @ model.post_factors[known].astype(np.float64))
+    totals = np.bincount(authors, weights=weight, minlength=ds.n_users)
     has = totals > 0
-    author_vectors = np.zeros_like(sums, dtype=np.float32)
-    author_vectors[has] = (sums[has] / totals[has, None]).astype(np.float32)
-    prior = post_vectors.post_prior(
-        community_factors[ds.post_community], author_vectors[ds.post_author], has[ds.post_author]
-    )
-    return post_vectors.blend(prior, engaged, weight)
+    vectors = np.zeros((ds.n_users, d), dtype=np.float32)
+    vectors[has] = (sums[has] / totals[has, None]).astype(np.float32)
+    return vectors, has
+
+
+def post_embeddings(ds: Dataset, model: AlsModel) -> np.ndarray:
+    vectors, has = author_vectors(ds, model)
+    author = np.maximum(ds.post_author, 0)
+    has_author = (ds.post_author >= 0) & has[author]
+    prior = post_vectors.post_prior(model.community_factors[ds.post_community], vectors[author], has_author)
+    return post_vectors.blend(prior, model.post_factors, model.post_weight)

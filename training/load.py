@@ -1,4 +1,9 @@
-"""Stage 1: load and validate the input files into a Dataset (see training/schema.py)."""
+"""Stage 1: load and validate the input files into a Dataset (see training/schema.py).
+
+Every bad cell ends the run with one line naming file, row and column (csvio.DataError).
+Partial logs load with documented fallbacks, each recorded in Dataset.notes so the
+report says what was assumed.
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,10 +15,14 @@ from training import schema
 from training.csvio import CsvTable, DataError
 
 
+NO_COMMUNITY = "(none)"
+
+
 def _index(ids: list[str], known: dict[str, int], table: CsvTable, column: str, what: str) -> np.ndarray:
     out = np.empty(len(ids), dtype=np.int32)
+    get = known.get
     for i, v in enumerate(ids):
-        j = known.get(v)
+        j = get(v)
         if j is None:
             raise table.error(i, column, f"unknown {what} {v!r}")
         out[i] = j
@@ -23,12 +32,42 @@ def _index(ids: list[str], known: dict[str, int], table: CsvTable, column: str, 
 def _intern(values: list[str], table: dict[str, int]) -> np.ndarray:
     """Indices of values, adding unseen ones to table (users appear in several files)."""
     out = np.empty(len(values), dtype=np.int32)
+    get = table.get
     for i, v in enumerate(values):
-        j = table.get(v)
+        j = get(v)
         if j is None:
             j = table[v] = len(table)
         out[i] = j
     return out
+
+
+def _load_posts(data_dir: Path, users: dict[str, int], notes: list[str]):
+    posts = CsvTable(data_dir / schema.POSTS_CSV, schema.POST_COLUMNS, schema.POST_OPTIONAL)
+    post_ids = posts.strings("post_id")
+    post_index = {p: i for i, p in enumerate(post_ids)}
+    if len(post_index) != len(post_ids):
+        seen: set[str] = set()
+        for i, p in enumerate(post_ids):
+            if p in seen:
+                raise posts.error(i, "post_id", f"duplicate post id {p!r}")
+            seen.add(p)
+    if posts.has("created_at"):
+        created = posts.ints("created_at", minimum=0)
+    else:
+        created = np.zeros(len(posts), np.int64)
+        notes.append(f"{schema.POSTS_CSV} has no created_at: every post counts as created at 0 (no freshness signal)")
+    deleted = posts.bools("deleted") if posts.has("deleted") else np.zeros(len(posts), dtype=bool)
+    if posts.has("author_id"):
+        names = posts.strings("author_id", allow_empty=True)
+        unknown = np.array([not n for n in names], dtype=bool)
+        author = np.full(len(names), -1, np.int32)
+        author[~unknown] = _intern([n for n in names if n], users)
+        if unknown.any():
+            notes.append(f"{int(unknown.sum())} posts have no author_id: author features are neutral for them")
+    else:
+        author = np.full(len(posts), -1, np.int32)
+        notes.append(f"{schema.POSTS_CSV} has no author_id: authors unknown, author trust neutral")
+    return posts, post_ids, post_index, created, deleted, author
 
 
 def load_dataset(data_dir: Path) -> schema.Dataset:
@@ -38,18 +77,17 @@ def load_dataset(data_dir: Path) -> schema.Dataset:
     notes: list[str] = []
     users: dict[str, int] = {}
 
-    posts = CsvTable(data_dir / schema.POSTS_CSV, schema.POST_COLUMNS, ("deleted",))
-    post_ids = posts.strings("post_id")
-    post_index = {p: i for i, p in enumerate(post_ids)}
-    if len(post_index) != len(post_ids):
-        seen: set[str] = set()
-        for i, p in enumerate(post_ids):
-            if p in seen:
-                raise posts.error(i, "post_id", f"duplicate post id {p!r}")
-            seen.add(p)
-    post_comm_ids = posts.strings("community_id")
-    created = posts.ints("created_at", minimum=0)
-    deleted = posts.bools("deleted") if posts.has("deleted") else np.zeros(len(posts), dtype=bool)
+    posts, post_ids, post_index, created, deleted, post_author = _load_posts(data_dir, users, notes)
+    if posts.has("community_id"):
+        post_comm_ids = posts.strings("community_id", allow_empty=True)
+    else:
+        post_comm_ids = [""] * len(posts)
+    if not all(post_comm_ids):
+        # A catalogue without groups still trains: such posts share one community, which
+        # then carries no signal (every user is in it) and the post columns do the work.
+        n = post_comm_ids.count("")
+        post_comm_ids = [c or NO_COMMUNITY for c in post_comm_ids]
+        notes.append(f"{n} posts have no community_id: they share the community {NO_COMMUNITY!r}")
 
     comm_path = data_dir / schema.COMMUNITIES_CSV
     if comm_path.exists():
@@ -58,7 +96,11 @@ def load_dataset(data_dir: Path) -> schema.Dataset:
         private = comms.bools("is_private")
         community_index = {c: i for i, c in enumerate(community_ids)}
         if len(community_index) != len(community_ids):
-            raise DataError(f"{comm_path}: duplicate community ids")
+            seen: set[str] = set()
+            for i, c in enumerate(community_ids):
+                if c in seen:
+                    raise comms.error(i, "community_id", f"duplicate community id {c!r}")
+                seen.add(c)
         post_comm = _index(post_comm_ids, community_index, posts, "community_id", "community")
     else:
         community_index = {}
@@ -67,19 +109,30 @@ def load_dataset(data_dir: Path) -> schema.Dataset:
         private = np.zeros(len(community_ids), dtype=bool)
         notes.append(f"{schema.COMMUNITIES_CSV} missing: {len(community_ids)} communities derived from posts, all public")
 
-    post_author = _intern(posts.strings("author_id"), users)
-
-    events = CsvTable(data_dir / schema.EVENTS_CSV, schema.EVENT_COLUMNS, ("weight",))
+    events = CsvTable(data_dir / schema.EVENTS_CSV, schema.EVENT_COLUMNS, schema.EVENT_OPTIONAL)
+    if len(events) == 0:
+        raise DataError(f"{data_dir / schema.EVENTS_CSV}: no events (nothing to train on)")
     e_user = _intern(events.strings("user_id"), users)
     e_post = _index(events.strings("post_id"), post_index, events, "post_id", "post")
-    e_kind = events.choices("kind", schema.KINDS)
+    if events.has("kind"):
+        e_kind = events.choices("kind", schema.KINDS)
+    else:
+        e_kind = np.full(len(events), schema.KIND_CODE["like"], np.uint8)
+        notes.append(f"{schema.EVENTS_CSV} has no kind column: every event counts as a like")
     e_ts = events.ints("ts", minimum=0)
-    e_count = events.floats("weight", minimum=0).astype(np.float32) if events.has("weight") else np.ones(len(events), np.float32)
     if events.has("weight"):
-        notes.append("events carry counts in 'weight': confidence scales with the count")
+        e_count = events.floats("weight", minimum=0).astype(np.float32)
+        notes.append("events carry counts in 'weight': confidence grows with log(1 + count)")
+    else:
+        e_count = np.ones(len(events), np.float32)
+    kind_weight = schema.KIND_WEIGHT.copy()
+    if not np.isin(e_kind, schema.POSITIVE_KINDS).any():
+        kind_weight[schema.KIND_CODE["view"]] = 1.0
+        notes.append("no like/comment/share/save events: views count as positive engagement (implicit feedback log)")
 
     mem_path = data_dir / schema.MEMBERSHIPS_CSV
-    if mem_path.exists():
+    derived = not mem_path.exists()
+    if not derived:
         mems = CsvTable(mem_path, schema.MEMBERSHIP_COLUMNS)
         m_user = _intern(mems.strings("user_id"), users)
         m_comm = _index(mems.strings("community_id"), community_index, mems, "community_id", "community")
@@ -92,21 +145,13 @@ def load_dataset(data_dir: Path) -> schema.Dataset:
             dup = np.setdiff1d(np.arange(len(key)), first)[0]
             raise mems.error(int(dup), "community_id", "duplicate membership of this user")
     else:
-        # Derive: a user is a member of a community they engaged with positively at least
-        # twice, or where they authored a post. Roles are unknown: everyone is a member.
-        pos = np.isin(e_kind, schema.POSITIVE_KINDS)
-        n_c = max(len(community_ids), 1)
-        key = np.concatenate([
-            e_user[pos].astype(np.int64) * n_c + post_comm[e_post[pos]],
-            post_author.astype(np.int64) * n_c + post_comm,
-            post_author.astype(np.int64) * n_c + post_comm,  # authors always qualify
-        ])
-        uniq, counts = np.unique(key, return_counts=True)
-        uniq = uniq[counts >= 2]
-        m_user, m_comm = (uniq // n_c).astype(np.int32), (uniq % n_c).astype(np.int32)
-        m_role = np.full(len(uniq), contract.ROLE_MEMBER, dtype=np.uint8)
-        m_joined = np.zeros(len(uniq), dtype=np.int64)
-        notes.append(f"{schema.MEMBERSHIPS_CSV} missing: {len(uniq)} memberships derived from engagement and authorship")
+        # Derived per split (training/state.py) so evaluation never learns a membership
+        # from the window it is judged on.
+        m_user = m_comm = np.empty(0, np.int32)
+        m_role = np.empty(0, np.uint8)
+        m_joined = np.empty(0, np.int64)
+        notes.append(f"{schema.MEMBERSHIPS_CSV} missing: memberships derived from engagement before each split "
+                     "(two positive engagements in a community, or authorship); roles unknown (all 'member')")
 
     order = np.argsort(e_ts, kind="stable")
     return schema.Dataset(
@@ -118,5 +163,5 @@ def load_dataset(data_dir: Path) -> schema.Dataset:
         post_author=post_author, post_community=post_comm, post_created_at=created,
         post_deleted=deleted,
         e_user=e_user[order], e_post=e_post[order], e_kind=e_kind[order], e_ts=e_ts[order],
-        e_count=e_count[order], notes=notes,
+        e_count=e_count[order], notes=notes, memberships_derived=derived, kind_weight=kind_weight,
     )

@@ -1,12 +1,20 @@
-"""Stage 8b: publish a bundle's features to Redis, flip the pointer, keep history, prune.
+"""Stage 8b: gate, publish a bundle's features to Redis, flip the pointer, keep history, prune.
+
+Gate: a bundle whose report scores it below the serving version on the gate metric
+(evaluate.GATE_METRIC, the pipeline's NDCG@10 on its held-out window) is refused unless
+forced; a bundle without a report, or a serving version without one, cannot be compared
+and is let through with a warning.
 
 Order matters for zero-downtime: the new version's keys are written first (pipelined
 MSET batches), only then does the one pointer key flip; a service polling the pointer
 loads the bundle and switches in one reference swap. Older versions stay for rollback
-until more than `keep` newer ones exist; their keys are then unlinked in SCAN batches.
+until more than `keep` newer ones exist; their keys are then unlinked in SCAN batches
+and their bundle directories removed.
 """
 from __future__ import annotations
 
+import json
+import shutil
 import time
 from pathlib import Path
 
@@ -14,7 +22,7 @@ import redis
 
 from service import contract
 from service.bundle import load_bundle
-from training.records import post_records, user_records
+from training.records import post_records, recent_records, user_records
 
 BATCH = 2_000  # keys per MSET: large enough to amortise the round trip, small enough not to stall Redis
 
@@ -23,28 +31,68 @@ def log(msg: str) -> None:
     print(f"[publish {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def _write(client: redis.Redis, items, total: int, what: str) -> None:
+class GateRefused(RuntimeError):
+    """The bundle scores worse than the serving version; publish with force to override."""
+
+
+def _write(client: redis.Redis, items, total: int, what: str, progress: bool = True) -> None:
+    from tqdm import tqdm
+
     pipe = client.pipeline(transaction=False)
     batch: dict[str, bytes] = {}
     done = queued = 0
     t0 = time.perf_counter()
+    bar = tqdm(total=total, desc=f"publish {what}", unit="key", disable=not progress or total < 50_000,
+               mininterval=1.0)
     for key, value in items:
         batch[key] = value
         if len(batch) >= BATCH:
             pipe.mset(batch)
             done += len(batch)
+            bar.update(len(batch))
             batch = {}
             queued += 1
             if queued >= 8:  # several MSETs per round trip
                 pipe.execute()
                 queued = 0
-                if done % (BATCH * 64) == 0:
-                    log(f"{what}: {done}/{total}")
     if batch:
         pipe.mset(batch)
         done += len(batch)
+        bar.update(len(batch))
     pipe.execute()
+    bar.close()
     log(f"{what}: {done} keys in {time.perf_counter() - t0:.1f}s")
+
+
+def gate_value(bundle_dir: Path) -> tuple[str, float] | None:
+    """(metric, value) from a bundle's manifest, None when it was not evaluated."""
+    try:
+        metrics = json.loads((bundle_dir / contract.MANIFEST_FILE).read_text()).get("metrics", {})
+    except (OSError, ValueError):
+        return None
+    if "gate_metric" not in metrics or "gate_value" not in metrics:
+        return None
+    return str(metrics["gate_metric"]), float(metrics["gate_value"])
+
+
+def check_gate(bundle_dir: Path, client: redis.Redis, models_dir: Path, force: bool = False,
+               tolerance: float = 0.0) -> str:
+    """Refuse (GateRefused) a bundle worse than the serving one; returns what was decided."""
+    current = current_version(client)
+    if current is None:
+        return "gate: nothing is serving yet"
+    if current == bundle_dir.name:
+        return f"gate: {current} is already serving (republishing)"
+    new, old = gate_value(bundle_dir), gate_value(models_dir / current)
+    if new is None or old is None or new[0] != old[0]:
+        return f"gate: cannot compare with serving version {current} (no comparable report): allowed"
+    metric = new[0]
+    verdict = f"{metric} {new[1]:.4f} (new) vs {old[1]:.4f} (serving {current})"
+    if new[1] < old[1] - tolerance:
+        if not force:
+            raise GateRefused(f"gate: {verdict}: the new model is worse; not published (use --force to publish anyway)")
+        return f"gate: {verdict}: worse, published because forced"
+    return f"gate: {verdict}: passed"
 
 
 def published_versions(client: redis.Redis) -> list[str]:
@@ -65,8 +113,9 @@ def flip(client: redis.Redis, version: str) -> None:
     pipe.execute()
 
 
-def prune(client: redis.Redis, keep: int) -> list[str]:
-    """Unlink the keys of versions beyond the newest `keep` (the current one always stays)."""
+def prune(client: redis.Redis, keep: int, models_dir: Path | None = None) -> list[str]:
+    """Unlink the keys of versions beyond the newest `keep` (the current one always stays),
+    and remove their bundle directories from models_dir when given."""
     history = published_versions(client)
     current = current_version(client)
     doomed = [v for v in history[keep:] if v != current]
@@ -80,20 +129,28 @@ def prune(client: redis.Redis, keep: int) -> list[str]:
         if batch:
             client.unlink(*batch)
         client.lrem(contract.HISTORY_KEY, 0, version)
+        if models_dir is not None and (models_dir / version / contract.MANIFEST_FILE).is_file():
+            shutil.rmtree(models_dir / version, ignore_errors=True)
         log(f"pruned version {version}")
     return doomed
 
 
-def publish(bundle_dir: Path, client: redis.Redis, keep: int = 3) -> str:
+def publish(bundle_dir: Path, client: redis.Redis, keep: int = 3, force: bool = False,
+            prune_bundles: bool = False, progress: bool = True) -> str:
+    """Gate, write the bundle's keys, flip the pointer, prune. Raises GateRefused."""
+    bundle_dir = Path(bundle_dir)
+    t0 = time.perf_counter()
+    log(check_gate(bundle_dir, client, bundle_dir.parent, force))
     bundle = load_bundle(bundle_dir, verify=True)
     version = bundle.version
     log(f"publishing {version} from {bundle_dir}")
-    _write(client, user_records(bundle), len(bundle.user_ids), "users")
-    _write(client, post_records(bundle), len(bundle.post_ids), "posts")
+    _write(client, user_records(bundle), len(bundle.user_ids), "users", progress)
+    _write(client, post_records(bundle), len(bundle.post_ids), "posts", progress)
+    _write(client, recent_records(bundle), len(bundle.community_recent), "recent lists", progress)
     previous = current_version(client)
     flip(client, version)
-    log(f"current version: {previous} -> {version}")
-    prune(client, keep)
+    log(f"current version: {previous} -> {version} ({time.perf_counter() - t0:.1f}s)")
+    prune(client, keep, bundle_dir.parent if prune_bundles else None)
     return version
 
 

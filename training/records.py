@@ -1,6 +1,8 @@
 """Redis records built from a bundle: what publish writes for one model version.
 
-Each function yields (key, packed value) pairs in the formats of service/contract.py.
+Each function yields (key, packed value) pairs in the formats of service/contract.py:
+user records, post records, and the recent-post lists of each community (the in-network
+candidates the hot path reads in the user's round trip).
 """
 from __future__ import annotations
 
@@ -38,5 +40,17 @@ def post_records(bundle: Bundle):
     rec["positives"] = bundle[contract.POST_POSITIVES_FILE]
     rec["negatives"] = bundle[contract.POST_NEGATIVES_FILE]
     rec["views"] = bundle[contract.POST_VIEWS_FILE]
+    engagers = bundle.arrays.get(contract.POST_MEMBER_ENGAGERS_FILE)
+    if engagers is not None:
+        rec["member_engagers"] = np.clip(np.asarray(engagers), 0, np.iinfo(np.uint16).max)
     prefix = contract.post_key_prefix(bundle.version)
     return zip((prefix + p for p in bundle.post_ids), contract.encode_posts(rec))
+
+
+def recent_records(bundle: Bundle):
+    """Each community's newest servable posts (the in-network candidates), newest first.
+    How many: len(bundle.community_recent)."""
+    version = bundle.version
+    for c, rows in bundle.community_recent.items():
+        ids = [bundle.post_ids[r] for r in rows[: contract.RECENT_PER_COMMUNITY].tolist()]
+        yield contract.recent_key(version, bundle.community_ids[c]), contract.encode_recent(ids)

@@ -2,13 +2,19 @@
 
     communities.csv  community_id, is_private (0/1/true/false), topic (optional)
     memberships.csv  user_id, community_id, role (member|trusted|moderator), joined_at
-    posts.csv        post_id, author_id, community_id, created_at, deleted (optional, 0/1)
-    events.csv       user_id, post_id, kind, ts, weight (optional: a count, default 1)
+    posts.csv        post_id, community_id (optional), author_id (optional),
+                     created_at (optional), deleted (optional, 0/1)
+    events.csv       user_id, post_id, ts, kind (optional), weight (optional: a count, default 1)
 
 Timestamps are unix seconds (integers). Event kinds and their confidence weights are
-below; hide and report are negative signals. communities.csv and memberships.csv may be
-missing: the loader then derives communities from posts.csv (all public) and memberships
-from who engaged where, and says so in the report.
+below; hide and report are negative signals. Partial logs are expected:
+communities.csv and memberships.csv may be missing (communities then come from
+posts.csv, all public; memberships are derived from training-window engagement), an
+empty or absent community_id puts the post in one shared community "(none)", an
+empty or absent author_id means "unknown author", an absent created_at means 0, an
+absent kind means "like", and a log with no positive kind at all (views with play counts)
+has its views counted as positives. Each such fallback is noted in the report.
+docs/training.md is the full reference.
 """
 from __future__ import annotations
 
@@ -24,8 +30,10 @@ TRUTH_DIR = "truth"  # hidden truth of a synthetic world: for evaluation only, n
 
 COMMUNITY_COLUMNS = ("community_id", "is_private")
 MEMBERSHIP_COLUMNS = ("user_id", "community_id", "role", "joined_at")
-POST_COLUMNS = ("post_id", "author_id", "community_id", "created_at")
-EVENT_COLUMNS = ("user_id", "post_id", "kind", "ts")
+POST_COLUMNS = ("post_id",)
+POST_OPTIONAL = ("community_id", "author_id", "created_at", "deleted")
+EVENT_COLUMNS = ("user_id", "post_id", "ts")
+EVENT_OPTIONAL = ("kind", "weight")
 
 # Event kinds in a fixed order (the codes are stored as uint8).
 KINDS = ("view", "like", "comment", "share", "save", "hide", "report")
@@ -61,6 +69,8 @@ class Dataset:
     e_ts: np.ndarray  # int64
     e_count: np.ndarray  # float32 (1 unless the log carries counts)
     notes: list[str] = field(default_factory=list)
+    memberships_derived: bool = False  # no memberships.csv: derive them as of each split
+    kind_weight: np.ndarray = field(default_factory=lambda: KIND_WEIGHT.copy())
 
     @property
     def n_users(self) -> int:
@@ -75,7 +85,7 @@ class Dataset:
         return len(self.post_ids)
 
     def event_weights(self) -> np.ndarray:
-        return KIND_WEIGHT[self.e_kind] * self.e_count
+        return self.kind_weight[self.e_kind] * self.e_count
 
     def community_size(self) -> np.ndarray:
         return np.bincount(self.m_community, minlength=self.n_communities).astype(np.int32)

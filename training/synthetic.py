@@ -6,13 +6,15 @@ The generative story (every step is vectorised so the default world takes second
 - users prefer one or two topics (homophily) and join 1-5 communities, picked by topic
   preference times pull; each community gets moderators and trusted members;
 - authors post in their communities, moderators and trusted members more, over `days`
-  days; a few spam accounts post low-quality posts into big public groups;
+  days; each author has a hidden skill (standing beyond the role: skilled authors write
+  better posts wherever they post); a few spam accounts post low-quality posts into big
+  public groups;
 - engagements: a user opens one of their communities (by hidden affinity) or a public
   group of a topic they like, and looks at a fresh post there; whether they like,
   comment, share or save it depends on affinity, author trust, post quality and
   freshness; spam and bad posts draw hides and reports.
 The hidden truth (user topic preferences, community topics, post quality, spam authors,
-per-membership affinity) is written under truth/ for evaluation only.
+author skill, per-membership affinity) is written under truth/ for evaluation only.
 """
 from __future__ import annotations
 
@@ -67,6 +69,7 @@ class World:
     membership_affinity: np.ndarray  # hidden affinity per membership row
     post_quality: np.ndarray
     spam_users: np.ndarray  # bool [users]
+    author_skill: np.ndarray  # float32 [users]: hidden standing as an author, beyond any role
     start: int
     end: int
 
@@ -144,7 +147,11 @@ def generate(params: WorldParams) -> World:
     target = base + rng.random(n_real) * (role_cum[hi - 1] - base)
     slot = np.clip(np.searchsorted(role_cum, target, side="right"), lo, hi - 1)
     p_author = m_user[by_comm[slot]]
-    p_quality = rng.beta(4, 2, n_real)
+    # Standing beyond the role: every user has a hidden skill as an author; skilled
+    # authors write better posts everywhere, so a track record is real signal.
+    author_skill = rng.normal(0.0, 1.0, U).astype(np.float32)
+    base_q = rng.beta(4, 2, n_real)
+    p_quality = 1 / (1 + np.exp(-(np.log(base_q / (1 - base_q)) + 0.8 * author_skill[p_author])))
     # Spam: spam accounts post into big public groups.
     public_big = np.flatnonzero(~private)
     spam_comm = public_big[_pick(rng, np.cumsum(pull[public_big]), n_spam_posts)]
@@ -166,7 +173,7 @@ def generate(params: WorldParams) -> World:
     pos = np.clip(np.searchsorted(m_key[key_order], post_key), 0, n_m - 1)
     found = m_key[key_order][pos] == post_key
     author_role = np.where(found, role[key_order][pos], 0)
-    author_trust = trust_of_role[author_role]
+    author_trust = np.clip(trust_of_role[author_role] + 0.1 * np.tanh(author_skill[post_author]), 0, 1)
     author_trust[spam_users[post_author]] = 0.05
 
     # Events: sessions of (user, time, community) then a fresh post of that community.
@@ -240,7 +247,7 @@ def generate(params: WorldParams) -> World:
         e_user=e_user[order], e_post=e_post[order], e_kind=kind[order], e_ts=e_time[order],
         e_count=np.ones(len(order), dtype=np.float32),
     )
-    return World(ds, community_topic, pref, affinity, quality, spam_users, start, end)
+    return World(ds, community_topic, pref, affinity, quality, spam_users, author_skill, start, end)
 
 
 def write_world(world: World, out_dir: Path, params: WorldParams) -> None:
@@ -254,11 +261,11 @@ def write_world(world: World, out_dir: Path, params: WorldParams) -> None:
     write_csv(out_dir / schema.MEMBERSHIPS_CSV, schema.MEMBERSHIP_COLUMNS,
               zip(ds.user_ids[ds.m_user], ds.community_ids[ds.m_community],
                   (role_name[r] for r in ds.m_role.tolist()), ds.m_joined_at))
-    write_csv(out_dir / schema.POSTS_CSV, schema.POST_COLUMNS + ("deleted",),
+    write_csv(out_dir / schema.POSTS_CSV, ("post_id", "author_id", "community_id", "created_at", "deleted"),
               zip(ds.post_ids, ds.user_ids[ds.post_author], ds.community_ids[ds.post_community],
                   ds.post_created_at, ds.post_deleted.astype(int)))
     kinds = np.array(schema.KINDS)
-    write_csv(out_dir / schema.EVENTS_CSV, schema.EVENT_COLUMNS,
+    write_csv(out_dir / schema.EVENTS_CSV, ("user_id", "post_id", "kind", "ts"),
               zip(ds.user_ids[ds.e_user], ds.post_ids[ds.e_post], kinds[ds.e_kind], ds.e_ts))
     truth = out_dir / schema.TRUTH_DIR
     truth.mkdir(exist_ok=True)
@@ -267,4 +274,5 @@ def write_world(world: World, out_dir: Path, params: WorldParams) -> None:
     np.save(truth / "membership_affinity.npy", world.membership_affinity)
     np.save(truth / "post_quality.npy", world.post_quality)
     np.save(truth / "spam_users.npy", world.spam_users)
+    np.save(truth / "author_skill.npy", world.author_skill)
     (truth / "params.json").write_text(json.dumps(asdict(params), indent=2))

@@ -1,12 +1,15 @@
-"""The training run: load -> split -> ALS -> post embeddings -> index -> scorer -> bundle.
+"""The training run: load -> split -> ALS -> post embeddings -> scorer -> evaluate -> bundle.
 
-Each stage is its own module; this one only wires them and reports progress.
-What is evaluated is what ships: the bundle holds the model fitted on the training
-window, and its report scores that very model on the following window.
+Each stage is its own module; this one only wires them, times them and reports.
+What is evaluated is what ships: the bundle holds the vectors fitted on the training
+window and the scorer fitted inside it, and its report scores that very model on the
+following window (training/evaluate.py has the protocol). Serving features (counters,
+memberships, author standing) are as of the end of the data.
 """
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -16,14 +19,18 @@ import numpy as np
 from service import contract
 from service.scoring import LinearScorer
 from training import schema
-from training.als import AlsParams, fit_als, user_community_matrix
+from training.als import AlsParams, fit_community_als
 from training.bundle_writer import new_version, write_bundle
 from training.embeddings import post_embeddings
-from training.index import build_index, servable_rows
+from training.evaluate import EvalParams, catalogue_rows, evaluate, markdown, pick_users, target_matrix
+from training.features import CandidateSource, Model, seen_matrix
+from training.index import age_window, build_index, servable_rows
 from training.load import load_dataset
-from training.split import split_by_time
+from training.scorer import ScorerParams, fit_scorer
+from training.split import TimeSplit, inner_split, split_by_time
+from training.state import member_engagers, state_as_of
 
-TRUST_OF_ROLE = np.array([0.2, 0.5, 0.8, 0.9], dtype=np.float32)  # none, member, trusted, moderator
+INDEX_QUERIES = 200  # user vectors that measure the index candidates
 
 
 @dataclass
@@ -31,11 +38,32 @@ class TrainParams:
     als: AlsParams = field(default_factory=AlsParams)
     test_fraction: float = 0.1
     index_window_days: float = 14.0
-    scorer: str = "affinity"
+    scorer: str = "learned"  # "learned" (logistic over service.scoring.FEATURES) or "affinity"
+    scorer_fit: ScorerParams = field(default_factory=ScorerParams)
+    eval: EvalParams = field(default_factory=EvalParams)
 
 
-def log(msg: str) -> None:
-    print(f"[train {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+class StageClock:
+    """Logs each stage with its duration; the durations go into the report."""
+
+    def __init__(self, quiet: bool = False):
+        self.t0 = self.last = time.perf_counter()
+        self.times: dict[str, float] = {}
+        self.quiet = quiet
+
+    def log(self, msg: str) -> None:
+        if not self.quiet:
+            print(f"[train {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+    def done(self, stage: str, msg: str = "") -> None:
+        now = time.perf_counter()
+        self.times[stage] = round(now - self.last, 2)
+        self.last = now
+        self.log(f"{stage}: {msg} ({self.times[stage]:.1f}s)" if msg else f"{stage} ({self.times[stage]:.1f}s)")
+
+    @property
+    def total(self) -> float:
+        return time.perf_counter() - self.t0
 
 
 def data_fingerprint(data_dir: Path) -> str:
@@ -48,86 +76,131 @@ def data_fingerprint(data_dir: Path) -> str:
     return h.hexdigest()
 
 
-def author_trust(ds: schema.Dataset) -> np.ndarray:
-    """Standing of each post's author in the post's community, from their role there."""
-    n_c = max(ds.n_communities, 1)
-    m_key = ds.m_user.astype(np.int64) * n_c + ds.m_community
-    order = np.argsort(m_key)
-    p_key = ds.post_author.astype(np.int64) * n_c + ds.post_community
-    pos = np.clip(np.searchsorted(m_key[order], p_key), 0, max(len(order) - 1, 0))
-    found = (m_key[order][pos] == p_key) if len(order) else np.zeros(len(p_key), bool)
-    role = np.where(found, ds.m_role[order][pos] if len(order) else 0, 0)
-    return TRUST_OF_ROLE[role]
+def fit_model(ds: schema.Dataset, split: TimeSplit, params: TrainParams, progress: bool):
+    state = state_as_of(ds, split.split_ts, ds.memberships_derived)
+    als = fit_community_als(ds, split.train, state, params.als, progress)
+    return state, Model(als.user_factors, als.community_factors, post_embeddings(ds, als))
 
 
-def post_counters(ds: schema.Dataset, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    w = ds.event_weights()[mask]
-    posts = ds.e_post[mask]
-    positives = np.bincount(posts, weights=np.maximum(w, 0), minlength=ds.n_posts).astype(np.float32)
-    negatives = np.bincount(posts, weights=np.isin(ds.e_kind[mask], schema.NEGATIVE_KINDS) * ds.e_count[mask],
-                            minlength=ds.n_posts).astype(np.float32)
-    views = np.bincount(posts, weights=ds.e_count[mask], minlength=ds.n_posts).astype(np.float32)
-    return positives, negatives, views
+def learn_scorer(ds: schema.Dataset, split: TimeSplit, window: float | None, params: TrainParams,
+                 clock: StageClock) -> LinearScorer:
+    inner = inner_split(ds, split)
+    state, model = fit_model(ds, inner, params, progress=False)
+    catalogue = catalogue_rows(ds, inner.split_ts, inner.end_ts, window)
+    seen = seen_matrix(ds, inner.train)
+    targets = target_matrix(ds, inner.test, seen, catalogue)
+    users = pick_users(targets, seen, params.scorer_fit.max_users, params.scorer_fit.seed)
+    clock.log(f"scorer: inner split at {inner.split_ts}, {len(users)} users with engagement in "
+              f"[{inner.split_ts}, {inner.end_ts})")
+    if len(users) == 0:
+        scorer = LinearScorer.affinity_only()
+        scorer.info = {"fallback": "no users with engagement in the inner window: affinity only"}
+        return scorer
+    source = CandidateSource(ds, state, model, catalogue, seen)
+    return fit_scorer(ds, state, model, source, targets, users, inner.split_ts, params.scorer_fit)
 
 
-def train(data_dir: Path, models_dir: Path, params: TrainParams, progress: bool = True) -> Path:
-    t0 = time.perf_counter()
-    log(f"loading {data_dir}")
+def train(data_dir: Path, models_dir: Path, params: TrainParams, progress: bool = True, quiet: bool = False) -> Path:
+    clock = StageClock(quiet)
+    data_dir, models_dir = Path(data_dir), Path(models_dir)
+    clock.log(f"loading {data_dir}")
     ds = load_dataset(data_dir)
+    clock.done("load", f"{ds.n_users} users, {ds.n_communities} communities, {ds.n_posts} posts, {len(ds.e_ts)} events")
     for note in ds.notes:
-        log(f"note: {note}")
-    log(f"{ds.n_users} users, {ds.n_communities} communities, {ds.n_posts} posts, {len(ds.e_ts)} events")
+        clock.log(f"note: {note}")
+
     split = split_by_time(ds, params.test_fraction)
-    log(f"time split at {split.split_ts}: {int(split.train.sum())} train / {int(split.test.sum())} test events")
+    window, why = age_window(ds.post_created_at, ds.post_deleted, ds.e_post[split.train], ds.e_ts[split.train],
+                             params.index_window_days, split.end_ts)
+    notes = ds.notes + [why]
+    clock.done("split", f"at {split.split_ts}: {int(split.train.sum())} train / {int(split.test.sum())} test events; {why}")
 
-    matrix = user_community_matrix(ds, split.train)
-    log(f"ALS on {matrix.shape[0]}x{matrix.shape[1]} user-community matrix, {matrix.nnz} nonzeros, "
-        f"{params.als.factors} factors x {params.als.iterations} iterations")
-    user_f, comm_f = fit_als(matrix, params.als, progress=progress)
-    post_v = post_embeddings(ds, split.train, user_f, comm_f, params.als)
-    log(f"post vectors: {post_v.shape}")
+    state, model = fit_model(ds, split, params, progress)
+    clock.done("als", f"{ds.n_users} users x ({ds.n_communities} communities + {ds.n_posts} posts), "
+                      f"{params.als.factors} factors x {params.als.iterations} iterations; post vectors placed")
 
-    scorer = LinearScorer.affinity_only()
-    positives, negatives, views = post_counters(ds, np.ones(len(ds.e_ts), dtype=bool))
-    rows = servable_rows(ds.post_created_at, ds.post_deleted, split.end_ts, params.index_window_days)
+    if params.scorer == "learned":
+        scorer = learn_scorer(ds, split, window, params, clock)
+    elif params.scorer == "affinity":
+        scorer = LinearScorer.affinity_only()
+    else:
+        raise ValueError(f"scorer must be 'learned' or 'affinity', got {params.scorer!r}")
+    clock.done("scorer", f"{scorer.kind}: " + json.dumps(scorer.info.get("weights_by_feature", {})))
 
+    result = evaluate(ds, split.split_ts, split.end_ts, split.train, split.test, state, model, scorer, window,
+                      {"factors": params.als.factors, "iterations": params.als.iterations,
+                       "regularization": params.als.regularization, "seed": params.als.seed},
+                      params.eval, notes, progress)
+    clock.done("evaluate", f"{len(result.users)} users, gate {result.report['gate']['metric']} = "
+                           f"{result.report['gate']['value']:.4f}")
+
+    serving = state_as_of(ds, split.end_ts, ds.memberships_derived)
+    rows = servable_rows(ds.post_created_at, ds.post_deleted, split.end_ts, window)
     fingerprint = data_fingerprint(data_dir)
     manifest = contract.Manifest(
         model_version=new_version(fingerprint),
         created_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         data_fingerprint=fingerprint,
-        dims={"factors": int(user_f.shape[1]), "users": ds.n_users, "communities": ds.n_communities,
-              "posts": ds.n_posts, "indexed_posts": int(len(rows)), "memberships": int(len(ds.m_user))},
+        dims={"factors": int(model.user_factors.shape[1]), "users": ds.n_users, "communities": ds.n_communities,
+              "posts": ds.n_posts, "indexed_posts": int(len(rows)), "memberships": int(len(serving.m_user))},
         params={**asdict(params), "split_ts": split.split_ts, "data_end_ts": split.end_ts,
-                "data_dir": str(data_dir), "notes": ds.notes},
+                "index_window_applied_days": window, "memberships_derived": ds.memberships_derived,
+                "data_dir": str(data_dir), "notes": notes},
+        metrics=headline(result.report),
     )
     arrays = {
         contract.USER_IDS_FILE: ds.user_ids,
-        contract.USER_FACTORS_FILE: user_f,
+        contract.USER_FACTORS_FILE: model.user_factors,
         contract.COMMUNITY_IDS_FILE: ds.community_ids,
-        contract.COMMUNITY_FACTORS_FILE: comm_f,
+        contract.COMMUNITY_FACTORS_FILE: model.community_factors,
         contract.COMMUNITY_PRIVATE_FILE: ds.community_private.astype(bool),
-        contract.COMMUNITY_SIZE_FILE: ds.community_size(),
+        contract.COMMUNITY_SIZE_FILE: serving.community_size,
         contract.POST_IDS_FILE: ds.post_ids,
-        contract.POST_VECTORS_FILE: post_v,
+        contract.POST_VECTORS_FILE: model.post_vectors,
         contract.POST_COMMUNITY_FILE: ds.post_community.astype(np.int32),
         contract.POST_AUTHOR_FILE: ds.post_author.astype(np.int32),
         contract.POST_CREATED_AT_FILE: ds.post_created_at.astype(np.int64),
         contract.POST_DELETED_FILE: ds.post_deleted.astype(bool),
-        contract.POST_AUTHOR_TRUST_FILE: author_trust(ds),
-        contract.POST_POSITIVES_FILE: positives,
-        contract.POST_NEGATIVES_FILE: negatives,
-        contract.POST_VIEWS_FILE: views,
-        contract.MEMBERSHIP_USER_FILE: ds.m_user.astype(np.int32),
-        contract.MEMBERSHIP_COMMUNITY_FILE: ds.m_community.astype(np.int32),
-        contract.MEMBERSHIP_ROLE_FILE: ds.m_role.astype(np.uint8),
+        contract.POST_AUTHOR_TRUST_FILE: serving.author_trust,
+        contract.POST_POSITIVES_FILE: serving.positives,
+        contract.POST_NEGATIVES_FILE: serving.negatives,
+        contract.POST_VIEWS_FILE: serving.views,
+        contract.MEMBERSHIP_USER_FILE: serving.m_user.astype(np.int32),
+        contract.MEMBERSHIP_COMMUNITY_FILE: serving.m_community.astype(np.int32),
+        contract.MEMBERSHIP_ROLE_FILE: serving.m_role.astype(np.uint8),
     }
+    rng = np.random.default_rng(params.eval.seed)
+    active = np.flatnonzero(np.abs(model.user_factors).sum(axis=1) > 0)
+    queries = model.user_factors[np.sort(rng.choice(active, min(INDEX_QUERIES, len(active)), replace=False))] \
+        if len(active) else None
 
     def write_extra(staging: Path) -> None:
-        n = build_index(post_v, rows, staging / contract.INDEX_FILE)
-        log(f"FAISS index: {n} servable posts")
+        choice = build_index(model.post_vectors, rows, staging / contract.INDEX_FILE, queries)
+        clock.done("index", f"{len(rows)} servable posts, {choice.kind} (recall {choice.recall:.3f}, "
+                            f"{choice.latency_ms:.2f} ms/query; measured {choice.measured})")
         (staging / contract.SCORER_FILE).write_text(scorer.to_json())
+        np.save(staging / contract.POST_MEMBER_ENGAGERS_FILE,
+                member_engagers(ds, np.ones(len(ds.e_ts), bool), serving), allow_pickle=False)
+        np.save(staging / contract.EVAL_USERS_FILE, result.users.astype(np.int32), allow_pickle=False)
+        np.save(staging / contract.EVAL_RANKINGS_FILE, result.rankings.astype(np.int32), allow_pickle=False)
+        report = dict(result.report)
+        report["model_version"] = manifest.model_version
+        report["training"] = {"stage_seconds": dict(clock.times), "index": asdict(choice),
+                              "scorer": {"kind": scorer.kind, **scorer.info}, "als": asdict(params.als)}
+        (staging / contract.REPORT_JSON_FILE).write_text(json.dumps(report, indent=2))
+        (staging / contract.REPORT_MD_FILE).write_text(markdown(report, manifest.model_version))
+        manifest.params["index"] = choice.kind
 
     bundle = write_bundle(models_dir, manifest, arrays, write_extra)
-    log(f"bundle {manifest.model_version} written to {bundle} in {time.perf_counter() - t0:.1f}s")
+    clock.done("bundle", f"{manifest.model_version} written to {bundle}")
+    clock.log(f"total {clock.total:.1f}s")
     return bundle
+
+
+def headline(report: dict) -> dict:
+    """The manifest's metrics: the gate value and every method's means (report.json has the rest)."""
+    out = {"gate_metric": report["gate"]["metric"], "gate_value": report["gate"]["value"]}
+    for name, row in report["methods"].items():
+        for metric, cell in row.items():
+            out[f"{name}/{metric}"] = cell["mean"]
+    return out

@@ -21,6 +21,6 @@ def default_stages(cfg: Config, store: FeatureStore) -> list:
         HydrateCandidates(store),
         FilterCandidates(default_filters(cfg.max_post_age_days)),
         ScoreCandidates(),
-        DiversifyCandidates(cfg.community_share, cfg.per_author),
+        DiversifyCandidates(cfg.community_share, cfg.per_author, cfg.small_group_members, cfg.small_group_share),
         BuildResponse(),
     ]

@@ -1,8 +1,18 @@
-"""Stage 7: re-rank for diversity so that one group or one author cannot flood the feed.
+"""Stage 7: re-rank for diversity so that one group or one author cannot flood the feed,
+and small active groups get a fair share of it.
 
-Greedy by score: a candidate is taken while its community and its author are under
-their caps; the rest wait and only fill the feed when nothing else is left. A cap of 0
-turns that cap off.
+1. Caps, greedy by score: a candidate is taken while its community and its author are
+   under their caps; the rest wait and only fill the feed when nothing else is left.
+   A cap of 0 turns that cap off.
+2. Fair share: a post is from a *small active group* when its community has at most
+   `small_group_members` members and the post is at most `active_days` old. At least
+   ceil(small_group_share * limit) slots go to such posts whenever that many are
+   candidates: the best post of each small group first, in turn (so several groups get a
+   slot before any gets two), replacing the lowest-scored other posts. A big group's
+   viral post outscores a ten-member club's post on engagement alone; this keeps the
+   club visible. A share of 0 turns it off, and so does community_share 0 (community
+   diversity off altogether: neither a ceiling for big groups nor a floor for small ones).
+The feed is then ordered by score (posts that only filled in past the caps last).
 """
 from __future__ import annotations
 
@@ -10,39 +20,102 @@ import math
 
 import numpy as np
 
+from service import contract
 from service.pipeline import RankContext
 
 
 class DiversifyCandidates:
     name = "diversify"
 
-    def __init__(self, community_share: float = 0.3, per_author: int = 2):
+    def __init__(self, community_share: float = 0.3, per_author: int = 2, small_group_members: int = 50,
+                 small_group_share: float = 0.2, active_days: float = 3.0):
         self.community_share = community_share
         self.per_author = per_author
+        self.small_group_members = small_group_members
+        self.small_group_share = small_group_share
+        self.active_s = active_days * 86_400
 
     def run(self, ctx: RankContext) -> None:
         if ctx.size == 0:
             return
-        order = np.argsort(-ctx.scores, kind="stable")
         limit = ctx.query.limit
-        per_comm = max(2, math.ceil(self.community_share * limit)) if self.community_share > 0 else 0
-        if not per_comm and not self.per_author:
-            ctx.take(order[:limit])
-            return
-        comm = ctx.posts["community"][order].tolist()
-        author = ctx.posts["author"][order].tolist()
+        order = np.argsort(-ctx.scores, kind="stable").tolist()
+        comm = ctx.posts["community"].tolist()
+        author = ctx.posts["author"].tolist()
+        caps = _Caps(max(2, math.ceil(self.community_share * limit)) if self.community_share > 0 else 0, self.per_author)
         taken: list[int] = []
         deferred: list[int] = []
-        n_comm: dict[int, int] = {}
-        n_author: dict[int, int] = {}
-        for i, pos in enumerate(order.tolist()):
-            c, a = comm[i], author[i]
-            if (per_comm and n_comm.get(c, 0) >= per_comm) or (self.per_author and a >= 0 and n_author.get(a, 0) >= self.per_author):
-                deferred.append(pos)
-                continue
-            taken.append(pos)
-            n_comm[c] = n_comm.get(c, 0) + 1
-            n_author[a] = n_author.get(a, 0) + 1
+        for pos in order:
             if len(taken) == limit:
                 break
-        ctx.take(np.array((taken + deferred)[:limit], dtype=np.int64))
+            if caps.allows(comm[pos], author[pos]):
+                taken.append(pos)
+                caps.add(comm[pos], author[pos])
+            else:
+                deferred.append(pos)
+        if self.small_group_share > 0 and self.community_share > 0:
+            taken = self._fair_share(ctx, order, taken, caps, limit)
+        taken.sort(key=lambda pos: -ctx.scores[pos])
+        chosen = set(taken)
+        fill = [pos for pos in deferred if pos not in chosen]
+        ctx.take(np.array((taken + fill)[:limit], dtype=np.int64))
+
+    def small_active(self, ctx: RankContext) -> np.ndarray:
+        size = np.asarray(ctx.bundle[contract.COMMUNITY_SIZE_FILE])[ctx.posts["community"]]
+        return (size <= self.small_group_members) & (ctx.posts["created_at"] >= ctx.now - self.active_s)
+
+    def _fair_share(self, ctx: RankContext, order: list[int], taken: list[int], caps: "_Caps", limit: int) -> list[int]:
+        eligible = self.small_active(ctx)
+        want = min(math.ceil(self.small_group_share * limit), int(eligible.sum()), limit)
+        have = sum(1 for pos in taken if eligible[pos])
+        if have >= want:
+            return taken
+        chosen = set(taken)
+        # Round robin over small groups, each group's posts best first, groups by their best.
+        queues: dict[int, list[int]] = {}
+        comm = ctx.posts["community"]
+        for pos in order:
+            if eligible[pos] and pos not in chosen:
+                queues.setdefault(int(comm[pos]), []).append(pos)
+        victims = [pos for pos in reversed(taken) if not eligible[pos]]  # lowest score first
+        author = ctx.posts["author"]
+        added: list[int] = []
+        while have + len(added) < want and queues:
+            for c in list(queues):
+                if have + len(added) >= want:
+                    break
+                pos = queues[c].pop(0)
+                if not queues[c]:
+                    del queues[c]
+                if not caps.allows(int(comm[pos]), int(author[pos])):
+                    continue
+                added.append(pos)
+                caps.add(int(comm[pos]), int(author[pos]))
+        room = limit - len(taken)
+        out = list(taken)
+        for pos in added:
+            if room > 0:
+                room -= 1
+            elif victims:
+                out.remove(victims.pop(0))
+            else:
+                break
+            out.append(pos)
+        return out
+
+
+class _Caps:
+    def __init__(self, per_community: int, per_author: int):
+        self.per_community = per_community
+        self.per_author = per_author
+        self.communities: dict[int, int] = {}
+        self.authors: dict[int, int] = {}
+
+    def allows(self, community: int, author: int) -> bool:
+        if self.per_community and self.communities.get(community, 0) >= self.per_community:
+            return False
+        return not (self.per_author and author >= 0 and self.authors.get(author, 0) >= self.per_author)
+
+    def add(self, community: int, author: int) -> None:
+        self.communities[community] = self.communities.get(community, 0) + 1
+        self.authors[author] = self.authors.get(author, 0) + 1

@@ -20,6 +20,17 @@ class UnconfirmedFilter:
         return (ctx.posts["flags"] & contract.FLAG_PRESENT) != 0
 
 
+class OtherCommunityFilter:
+    """With community_id set, only that community's posts (re-rank mode may be handed others)."""
+
+    reason = "other_community"
+
+    def keep(self, ctx: RankContext) -> np.ndarray:
+        if ctx.community is None:
+            return np.ones(ctx.size, dtype=bool)
+        return ctx.posts["community"] == ctx.community
+
+
 class DeletedFilter:
     reason = "deleted"
 
@@ -41,13 +52,41 @@ class PrivateCommunityFilter:
     reason = "private"
 
     def keep(self, ctx: RankContext) -> np.ndarray:
+        # A private post passes only when the record says which community it is in and the
+        # user's membership of exactly that community was read from Redis this request.
         private = (ctx.posts["flags"] & contract.FLAG_PRIVATE) != 0
         if not private.any():
             return np.ones(len(private), dtype=bool)
         if not ctx.memberships_confirmed or not ctx.user_roles:
             return ~private
-        member = np.isin(ctx.posts["community"], np.fromiter(ctx.user_roles, dtype=np.int32))
+        communities = [c for c, role in ctx.user_roles.items() if role > contract.ROLE_NONE]
+        member = np.isin(ctx.posts["community"], np.array(communities, dtype=np.int32))
         return ~private | member
+
+
+class BlockedAuthorFilter:
+    """Posts by authors the user blocked (the block list is read in the user's round trip)."""
+
+    reason = "blocked"
+
+    def keep(self, ctx: RankContext) -> np.ndarray:
+        if not ctx.blocked:
+            return np.ones(ctx.size, dtype=bool)
+        user_row = ctx.bundle.user_row
+        blocked = np.array([user_row[a] for a in ctx.blocked if a in user_row], dtype=np.int32)
+        return ~np.isin(ctx.posts["author"], blocked)
+
+
+class SeenFilter:
+    """Posts the user has already seen (the newest contract.SEEN_READ_MAX of them)."""
+
+    reason = "seen"
+
+    def keep(self, ctx: RankContext) -> np.ndarray:
+        if not ctx.seen:
+            return np.ones(ctx.size, dtype=bool)
+        seen = ctx.seen
+        return np.fromiter((p not in seen for p in ctx.post_ids), dtype=bool, count=ctx.size)
 
 
 class FilterCandidates:
@@ -65,4 +104,5 @@ class FilterCandidates:
 
 def default_filters(max_age_days: float) -> list:
     # Unconfirmed first: later filters may then trust every field of the record.
-    return [UnconfirmedFilter(), DeletedFilter(), PrivateCommunityFilter(), TooOldFilter(max_age_days)]
+    return [UnconfirmedFilter(), OtherCommunityFilter(), DeletedFilter(), PrivateCommunityFilter(), BlockedAuthorFilter(), SeenFilter(),
+            TooOldFilter(max_age_days)]

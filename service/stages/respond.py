@@ -11,21 +11,29 @@ _FRESH = FEATURES.index("freshness")
 _AFFINITY = FEATURES.index("affinity")
 
 
+_ROLE_WORD = {contract.ROLE_MODERATOR: "moderator", contract.ROLE_TRUSTED: "trusted member"}
+
+
 def reasons_for(ctx: RankContext, i: int, community: str) -> list[str]:
+    """Why item i is here, from the feature values that scored it and its post record."""
     x = ctx.features[i]
     out = []
     if x[_MEMBER] > 0:
         role = ctx.user_roles.get(int(ctx.posts["community"][i]), contract.ROLE_MEMBER)
-        out.append(f"{'moderator' if role == contract.ROLE_MODERATOR else 'member'} of {community}")
+        out.append(f"{_ROLE_WORD.get(role, 'member')} of {community}")
         if x[_FRESH] > 0.5:
             out.append(f"new in a group you joined ({community})")
     elif x[_AFFINITY] > 0:
         out.append(f"close to groups you are in ({community})")
+    engagers = int(ctx.posts["member_engagers"][i])
+    if engagers >= 1:
+        out.append(f"{engagers} member{'s' if engagers > 1 else ''} of {community} engaged")
+    else:
+        positives = float(ctx.posts["positives"][i])
+        if positives >= 1:
+            out.append(f"{int(positives)} engagements in {community}")
     if x[_TRUST] >= 0.8:
         out.append(f"author is trusted in {community}")
-    positives = float(ctx.posts["positives"][i])
-    if positives >= 1:
-        out.append(f"{int(positives)} engagements in {community}")
     return out
 
 

@@ -2,54 +2,50 @@
 
 Three modes, by what the caller asked:
 - re-rank: exactly the caller's candidate_post_ids (unknown ids are dropped, counted);
-- community feed: the newest indexed posts of community_id;
-- home feed: out-of-network from FAISS (nearest post vectors to the user's vector) plus
-  in-network, the newest posts of each community the user belongs to.
+  with community_id also set, only those of that community;
+- community feed: the recent posts of community_id (read in the user's round trip);
+- home feed: in-network, the recent posts of each community the user belongs to (read
+  in the user's round trip; at most half of `k`), then out-of-network from FAISS (the
+  post vectors nearest the user's vector) up to `k` candidates.
+Out-of-network candidates also come from the live index (posts written since the bundle
+was trained, service/live_index.py). exclude_post_ids are removed in every mode.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from service.pipeline import NotFound, RankContext
+from service.pipeline import RankContext
 
 
 class RetrieveCandidates:
     name = "retrieve"
 
-    def __init__(self, k: int, per_community: int = 50):
+    def __init__(self, k: int, per_community: int = 50, live_share: float = 0.25):
         self.k = k
         self.per_community = per_community
+        self.live_k = max(1, int(k * live_share))  # fresh posts searched beside FAISS
 
     def run(self, ctx: RankContext) -> None:
         q, b = ctx.query, ctx.bundle
         if q.candidate_post_ids:
-            rows = [b.post_row.get(p, -1) for p in q.candidate_post_ids]
-            unknown = rows.count(-1)
-            if unknown:
-                ctx.removed["unknown_post"] += unknown
-            rows = np.array([r for r in rows if r >= 0], dtype=np.int64)
-        elif q.community_id:
-            c = b.community_row.get(q.community_id)
-            if c is None:
-                raise NotFound(f"community_id: unknown community {q.community_id!r}")
-            rows = b.community_recent.get(c, np.empty(0, np.int64))[: self.k]
+            post_ids = list(dict.fromkeys(q.candidate_post_ids))  # with community_id: see filters
+        elif ctx.community is not None:
+            post_ids = ctx.recent.get(ctx.community, [])[: self.k]
         else:
-            vec = np.ascontiguousarray(ctx.user.vector, dtype=np.float32)[None, :]
-            _, labels = b.index.search(vec, self.k)
-            out_of_network = labels[0][labels[0] >= 0]
-            in_network = [b.community_recent.get(c, np.empty(0, np.int64))[: self.per_community]
-                          for c in ctx.user_roles]
-            rows = np.concatenate([*in_network, out_of_network]) if in_network else out_of_network
-        rows = _unique_in_order(rows.astype(np.int64))
+            # In-network first (the recent lists hold live posts too), capped at half of k.
+            in_network = [p for ids in ctx.recent.values() for p in ids[: self.per_community]]
+            post_ids = list(dict.fromkeys(in_network))[: self.k // 2 or 1]
+            vec = np.ascontiguousarray(ctx.user.vector, dtype=np.float32)
+            fresh = ctx.live.search(vec, self.live_k) if ctx.live is not None else []
+            _, labels = b.index.search(vec[None, :], self.k)
+            faiss_ids = [b.post_ids[r] for r in labels[0][labels[0] >= 0].tolist()]
+            post_ids = list(dict.fromkeys(post_ids + fresh + faiss_ids))[: self.k]
         if q.exclude_post_ids:
-            excluded = np.array([b.post_row.get(p, -1) for p in q.exclude_post_ids], dtype=np.int64)
-            keep = ~np.isin(rows, excluded)
-            ctx.removed["excluded"] += int(len(rows) - keep.sum())
-            rows = rows[keep]
-        ctx.rows = rows
-        ctx.post_ids = [b.post_ids[r] for r in rows.tolist()]
-
-
-def _unique_in_order(rows: np.ndarray) -> np.ndarray:
-    _, first = np.unique(rows, return_index=True)
-    return rows[np.sort(first)]
+            excluded = set(q.exclude_post_ids)
+            kept = [p for p in post_ids if p not in excluded]
+            ctx.removed["excluded"] += len(post_ids) - len(kept)
+            post_ids = kept
+        # Posts the bundle does not know are live posts (or unknown ids): row -1. Their
+        # record decides in hydration; a post without one is dropped as unconfirmed.
+        ctx.post_ids = post_ids
+        ctx.rows = np.array([b.post_row.get(p, -1) for p in post_ids], dtype=np.int64)

@@ -1,0 +1,128 @@
+"""Retrieval: FAISS index types on the trained vectors, recall@K against exact search
+versus single-query latency, so that the index the service uses is a measured choice.
+
+Vectors are the bundle's post vectors of the indexed (servable) posts; queries are the
+trained vectors of sampled users: the real query distribution, not random points. Every
+search is one query at a time on one thread, as on the hot path (OMP_NUM_THREADS=1).
+
+Recall is tie-aware: many posts share a vector (an untouched post is placed by its
+community and author alone), so "the" exact top-K is not unique. A returned post counts
+as a hit when its true inner product is at least the exact K-th best score (minus a
+float32 epsilon); recall@K = hits / K.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from service import contract
+
+
+def _load(bundle_dir, n_queries: int, seed: int = 3):
+    import faiss
+
+    vectors = np.load(bundle_dir / contract.POST_VECTORS_FILE, mmap_mode="r")
+    index = faiss.read_index(str(bundle_dir / contract.INDEX_FILE))
+    rows = faiss.vector_to_array(index.id_map).astype(np.int64) if hasattr(index, "id_map") else np.arange(index.ntotal)
+    xb = np.ascontiguousarray(vectors[np.sort(rows)], dtype=np.float32)
+    users = np.load(bundle_dir / contract.USER_FACTORS_FILE)
+    rng = np.random.default_rng(seed)
+    xq = np.ascontiguousarray(users[rng.choice(len(users), size=min(n_queries, len(users)), replace=False)], dtype=np.float32)
+    inner = faiss.downcast_index(index.index) if hasattr(index, "id_map") else index
+    return xb, xq, type(inner).__name__
+
+
+def _latency(index, xq: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    lat = np.empty(len(xq))
+    ids = np.empty((len(xq), k), dtype=np.int64)
+    for i in range(len(xq)):
+        t0 = time.perf_counter()
+        _, I = index.search(xq[i : i + 1], k)
+        lat[i] = time.perf_counter() - t0
+        ids[i] = I[0]
+    return lat, ids
+
+
+def _recall(xb: np.ndarray, xq: np.ndarray, ids: np.ndarray, kth: np.ndarray, k: int) -> float:
+    hits = 0
+    for i in range(len(xq)):
+        got = ids[i][ids[i] >= 0]
+        true_scores = xb[got] @ xq[i]
+        hits += min(k, int((true_scores >= kth[i] - 1e-5 * max(1.0, abs(kth[i]))).sum()))
+    return hits / (k * len(xq))
+
+
+def _candidates(n: int, full: bool, hnsw: bool) -> list[tuple[str, str, dict]]:
+    """(label, factory string, search params) to try; nlist ~ sqrt(n)."""
+    nlist = int(2 ** round(np.log2(max(16, np.sqrt(n)))))
+    out = [("Flat (exact)", "Flat", {}), ("SQfp16", "SQfp16", {})]
+    probes = (4, 16, 64) if not full else (4, 16, 32, 64, 128)
+    out += [(f"IVF{nlist},Flat nprobe={p}", f"IVF{nlist},Flat", {"nprobe": p}) for p in probes]
+    out += [(f"IVF{nlist},SQ8 nprobe={p}", f"IVF{nlist},SQ8", {"nprobe": p}) for p in (16, 64)]
+    if hnsw and n <= 200_000:  # building HNSW over 1M vectors costs ~25 s of the bench budget
+        out += [(f"HNSW32 efSearch={ef}", "HNSW32", {"efSearch": ef}) for ef in (512, 1024)]
+    return out
+
+
+def run(bundle_dir, ks=(100, 500), n_queries: int = 200, full: bool = True, hnsw: bool = True,
+        log=print) -> dict:
+    import faiss
+
+    faiss.omp_set_num_threads(1)
+    xb, xq, serving_type = _load(bundle_dir, n_queries)
+    n, d = xb.shape
+    kmax = max(ks)
+    exact = faiss.IndexFlatIP(d)
+    exact.add(xb)
+    exact_scores, _ = exact.search(xq, kmax)  # batched: the ground truth, not timed
+    rows = []
+    built: dict[str, tuple] = {}
+    for label, factory, params in _candidates(n, full, hnsw):
+        if factory not in built:
+            t0 = time.perf_counter()
+            if factory == "Flat":
+                index = exact
+            else:
+                index = faiss.index_factory(d, factory, faiss.METRIC_INNER_PRODUCT)
+                if not index.is_trained:
+                    rng = np.random.default_rng(5)
+                    nlist = faiss.extract_index_ivf(index).nlist if factory.startswith("IVF") else 1024
+                    sample = xb[rng.choice(n, size=min(n, 40 * nlist), replace=False)]
+                    faiss.omp_set_num_threads(2)  # building is offline: use both cores
+                    index.train(sample)
+                faiss.omp_set_num_threads(2)
+                index.add(xb)
+                faiss.omp_set_num_threads(1)
+            build_s = time.perf_counter() - t0
+            size_mb = len(faiss.serialize_index(index)) / 2**20
+            built[factory] = (index, build_s, size_mb)
+            log(f"retrieval: built {factory} over {n} vectors in {build_s:.1f}s")
+        index, build_s, size_mb = built[factory]
+        if "nprobe" in params:
+            faiss.extract_index_ivf(index).nprobe = params["nprobe"]
+        if "efSearch" in params:
+            faiss.downcast_index(index).hnsw.efSearch = params["efSearch"]
+        row = {"index": label, "factory": factory, "params": params, "build_s": round(build_s, 2),
+               "size_mb": round(size_mb, 1)}
+        for k in ks:
+            lat, ids = _latency(index, xq, k)
+            lat_ms = lat * 1000
+            row[f"recall@{k}"] = round(_recall(xb, xq, ids, exact_scores[:, k - 1], k), 4)
+            row[f"p50_ms@{k}"] = round(float(np.percentile(lat_ms, 50)), 3)
+            row[f"p99_ms@{k}"] = round(float(np.percentile(lat_ms, 99)), 3)
+        rows.append(row)
+    del built
+    choice = _choose(rows, kmax)
+    return {"vectors": n, "dim": d, "queries": len(xq), "ks": list(ks), "serving_index": f"IndexIDMap({serving_type})",
+            "rows": rows, "choice": choice}
+
+
+def _choose(rows: list[dict], k: int, min_recall: float = 0.95) -> dict:
+    """The fastest index at recall@k >= min_recall, beside exact search."""
+    ok = [r for r in rows if r[f"recall@{k}"] >= min_recall]
+    exact = next(r for r in rows if r["factory"] == "Flat")
+    best = min(ok, key=lambda r: r[f"p50_ms@{k}"]) if ok else exact
+    return {"k": k, "min_recall": min_recall, "fastest": best["index"], "fastest_p50_ms": best[f"p50_ms@{k}"],
+            "fastest_recall": best[f"recall@{k}"], "exact_p50_ms": exact[f"p50_ms@{k}"],
+            "speedup_vs_exact": round(exact[f"p50_ms@{k}"] / best[f"p50_ms@{k}"], 2) if best[f"p50_ms@{k}"] else None}

@@ -1,0 +1,291 @@
+"""make bench / make bench-quick: the Rank hot path against the machine's own floor.
+
+  python -m benchmarks.run [--quick] [--worlds 100k,1m] [--candidates 100,500]
+                           [--workers 1,2] [--concurrency 1,8,32] [--scale-time 1.0]
+                           [--skip retrieval,comparisons,memory] [--out benchmarks/results]
+
+For every world (built once into var/bench/, see benchmarks/worlds.py), every candidate
+count and every server process count, a `python -m service` subprocess is started on
+loopback against a bench-private redis-server, and for every concurrency level the same
+loader processes measure, back to back:
+  1. the floor: an empty gRPC call to that server (health Check), and the composite
+     floor op (that call + Redis PING + one MGET of N packed candidate records);
+  2. Rank end to end, with /metrics scraped before and after for the stage shares.
+Then retrieval (FAISS index types on the trained vectors), memory of 1 and 2 server
+processes, and the design comparisons. Results: benchmarks/results/latest.{json,md}.
+"""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # before numpy/faiss: single-query search as in the server
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks import comparisons, memory, report, retrieval, stages
+from benchmarks.load import LoadGenerator
+from benchmarks.servers import ServerError, ServerProcess, connections_per_process, cpu_seconds
+from benchmarks.worlds import ROOT, WORLDS, BenchWorld, log
+from service import contract
+
+
+@dataclass
+class Plan:
+    worlds: list[str]
+    candidates: list[int]
+    workers: list[int]
+    concurrency: list[int]
+    warmup_s: float
+    empty_s: float
+    floor_s: float
+    rank_s: float
+    headline_rank_s: float  # the world/candidates the goals are judged on get longer runs
+    redis_s: float
+    retrieval_queries: int
+    retrieval_full: bool
+    hnsw: bool
+    comparison_s: float
+    limit: int = 20
+    users: int = 5000
+    loaders: int = 2
+    skip: list[str] = field(default_factory=list)
+    headline_world: str = "1m"
+    headline_candidates: int = 500
+
+    @classmethod
+    def full(cls) -> "Plan":
+        return cls(worlds=["1m", "100k"], candidates=[500, 100], workers=[1, 2], concurrency=[1, 8, 32],
+                   warmup_s=0.5, empty_s=1.5, floor_s=1.5, rank_s=2.5, headline_rank_s=8.0, redis_s=1.5,
+                   retrieval_queries=200, retrieval_full=True, hnsw=True, comparison_s=2.0)
+
+    @classmethod
+    def quick(cls) -> "Plan":
+        return cls(worlds=["100k"], candidates=[500], workers=[1, 2], concurrency=[1, 8],
+                   warmup_s=0.3, empty_s=1.0, floor_s=1.0, rank_s=1.5, headline_rank_s=2.0, redis_s=0.8,
+                   retrieval_queries=100, retrieval_full=False, hnsw=True, comparison_s=1.0,
+                   headline_world="100k")
+
+
+def machine_info() -> dict:
+    import platform
+    import subprocess
+    from importlib import metadata
+
+    cpu = "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    libs = {}
+    for name in ("grpcio", "protobuf", "faiss-cpu", "numpy", "redis", "hiredis", "prometheus-client", "implicit", "scipy"):
+        try:
+            libs[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            libs[name] = None
+    try:
+        rv = subprocess.run(["redis-server", "--version"], capture_output=True, text=True).stdout.split()
+        redis_server = next((p.split("=", 1)[1] for p in rv if p.startswith("v=")), " ".join(rv))
+    except OSError:
+        redis_server = None
+    mem_gb = None
+    try:
+        mem_gb = round(int(Path("/proc/meminfo").read_text().split()[1]) / 2**20, 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gb": mem_gb, "kernel": platform.release(),
+            "python": platform.python_version(), "libraries": libs, "redis_server": redis_server,
+            "loadavg_start": os.getloadavg()}
+
+
+def _record(res, **keys) -> dict:
+    return {**keys, **res.summary()}
+
+
+def bench_world(name: str, world: BenchWorld, plan: Plan, lg: LoadGenerator, out: dict) -> None:
+    bundle = world.bundle_dir
+    manifest = world.manifest()
+    out["worlds"][name] = {"spec": asdict(world.spec) if world.spec else None, "version": world.version,
+                           "dims": manifest["dims"], "bundle_mb": memory.bundle_file_sizes(bundle),
+                           "build_seconds_this_run": world.build_seconds}
+    rng = np.random.default_rng(11)
+    user_ids = np.load(bundle / contract.USER_IDS_FILE, mmap_mode="r")
+    users = [str(user_ids[i]) for i in rng.choice(len(user_ids), size=min(plan.users, len(user_ids)), replace=False)]
+    post_ids_all = np.load(bundle / contract.POST_IDS_FILE, mmap_mode="r")
+    post_ids = [str(post_ids_all[i]) for i in rng.choice(len(post_ids_all), size=min(20_000, len(post_ids_all)), replace=False)]
+    common = {"redis": world.url, "version": world.version, "post_ids": post_ids, "users": users, "limit": plan.limit}
+
+    # Redis alone (no server involved): PING and one read of N packed records.
+    for c in sorted({1, *[c for c in plan.concurrency if c <= 8]}):
+        for op in ("ping", "mget"):
+            for n_rec in (plan.candidates if op == "mget" else [0]):
+                r = lg.run(op, c, plan.redis_s, records=n_rec, **common)
+                out["redis_floor"].append(_record(r, world=name, records=n_rec or None))
+    try:
+        info = __import__("redis").Redis.from_url(world.url).info("memory")
+        out["worlds"][name]["redis_used_memory_mb"] = round(info["used_memory"] / 2**20, 1)
+    except Exception:  # informative only
+        pass
+
+    for cand in plan.candidates:
+        headline = name == plan.headline_world and cand == plan.headline_candidates
+        rank_s = plan.headline_rank_s if headline else plan.rank_s
+        for workers in plan.workers:
+            label = f"world {name}, {cand} candidates, {workers} process(es)"
+            server = ServerProcess(world, cand, workers)
+            try:
+                server.start()
+            except ServerError as exc:
+                log(f"{label}: not available, the server failed to start: {exc}")
+                for c in plan.concurrency:
+                    out["rank"].append({"world": name, "candidates": cand, "workers": workers, "concurrency": c,
+                                        "available": False, "note": f"server failed to start: {str(exc)[:400]}"})
+                continue
+            try:
+                if workers > 1 and not server.multi_process_ok:
+                    log(f"{label}: not available ({server.note})")
+                    for c in plan.concurrency:
+                        out["rank"].append({"world": name, "candidates": cand, "workers": workers, "concurrency": c,
+                                            "available": False, "note": server.note})
+                    continue
+                log(f"{label}: server up in {server.startup_seconds:.1f}s ({server.workers} serving process(es))")
+                job = {**common, "grpc": server.addr, "records": cand}
+                for c in plan.concurrency:
+                    keys = {"world": name, "candidates": cand, "workers": workers, "concurrency": c}
+                    lg.run("rank", c, plan.warmup_s, **job)  # page in the index and connections
+                    empty, empty_cpu = _with_cpu(lg, server, "health", c, plan.empty_s, job)
+                    floor = lg.run("floor", c, plan.floor_s, **job)
+                    before = server.scrape()
+                    rank, rank_cpu = _with_cpu(lg, server, "rank", c, rank_s, job)
+                    after = server.scrape()
+                    row = {**keys, "available": True, "serving_processes": server.workers,
+                           "rank": rank.summary(), "empty_rpc": empty.summary(), "floor": floor.summary(),
+                           "cpu": {"rank": rank_cpu, "empty_rpc": empty_cpu},
+                           "connections_per_process": list(connections_per_process(server.pids(), server.grpc_port).values())}
+                    row["stages"] = stages.breakdown(before, after, row["rank"].get("mean_ms"))
+                    _ratios(row)
+                    out["rank"].append(row)
+                    log(f"  c={c:<3} rank p50 {row['rank'].get('p50_ms')} p99 {row['rank'].get('p99_ms')} ms "
+                        f"{row['rank']['throughput_per_s']}/s | floor p50 {row['floor'].get('p50_ms')} "
+                        f"p99 {row['floor'].get('p99_ms')} ms | empty rpc {row['empty_rpc']['throughput_per_s']}/s"
+                        + (f" | errors {row['rank']['errors']}" if row["rank"]["errors"] else ""))
+                if "memory" not in plan.skip and cand == max(plan.candidates):
+                    mem = memory.measure(server.pids(), bundle)
+                    out["memory"].append({"world": name, "candidates": cand, "workers": workers,
+                                          "serving_processes": server.workers, **mem})
+                    log(f"  memory: {mem['n_processes']} process(es), RSS {mem['total']['rss_mb']} MB, "
+                        f"PSS {mem['total']['pss_mb']} MB")
+            finally:
+                server.stop()
+
+    if "comparisons" not in plan.skip:
+        out["comparisons"].setdefault("hydration", {})[name] = comparisons.hydration(
+            world.url, world.version, post_ids, n=max(plan.candidates), seconds=plan.comparison_s)
+        out["comparisons"].setdefault("faiss_vs_numpy", {})[name] = comparisons.faiss_vs_numpy(bundle, k=max(plan.candidates))
+        log(f"comparisons done for world {name}")
+
+
+def _with_cpu(lg: LoadGenerator, server: ServerProcess, op: str, c: int, seconds: float, job: dict):
+    """Run a load job and account the CPU time the server and the loaders used for it:
+    on 2 cores, calls/s can never exceed 2 / (server + loader CPU seconds per call)."""
+    spids, lpids = server.pids(), [p.pid for p in lg.procs]
+    s0, l0 = cpu_seconds(spids), cpu_seconds(lpids)
+    res = lg.run(op, c, seconds, **job)
+    s1, l1 = cpu_seconds(spids), cpu_seconds(lpids)
+    n = max(res.n + sum(res.errors.values()), 1)
+    per_proc = {p: s1[p] - s0.get(p, 0.0) for p in s1}
+    server_s = sum(per_proc.values())
+    loader_s = sum(l1[p] - l0.get(p, 0.0) for p in l1)
+    busy = sorted((v for v in per_proc.values() if v > 0.01 * max(server_s, 1e-9)), reverse=True)
+    return res, {"server_ms_per_call": round(1000 * server_s / n, 3), "loader_ms_per_call": round(1000 * loader_s / n, 3),
+                 "server_cores_busy": round(server_s / res.elapsed, 2) if res.elapsed else None,
+                 "loader_cores_busy": round(loader_s / res.elapsed, 2) if res.elapsed else None,
+                 "server_cpu_s_by_process": [round(v, 2) for v in busy]}
+
+
+def _ratios(row: dict) -> None:
+    r, f, e = row["rank"], row["floor"], row["empty_rpc"]
+    row["ratio"] = {
+        "p50_vs_floor": round(r["p50_ms"] / f["p50_ms"], 2) if r.get("p50_ms") and f.get("p50_ms") else None,
+        "p99_vs_floor": round(r["p99_ms"] / f["p99_ms"], 2) if r.get("p99_ms") and f.get("p99_ms") else None,
+        "throughput_vs_empty_rpc": round(r["throughput_per_s"] / e["throughput_per_s"], 3) if e["throughput_per_s"] else None,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="one 100k world, fewer settings, shorter runs (< 2 min)")
+    ap.add_argument("--worlds", help="comma list of " + ",".join(WORLDS))
+    ap.add_argument("--candidates", help="comma list, e.g. 100,500")
+    ap.add_argument("--workers", help="server processes, comma list, e.g. 1,2")
+    ap.add_argument("--concurrency", help="closed-loop callers, comma list, e.g. 1,8,32")
+    ap.add_argument("--scale-time", type=float, default=1.0, help="multiply every measuring window")
+    ap.add_argument("--skip", default="", help="comma list of: retrieval, comparisons, memory")
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    ap.add_argument("--bundle", type=Path, help="bench an existing published bundle (with --redis-url) instead of a world")
+    ap.add_argument("--redis-url", help="Redis holding --bundle's features")
+    args = ap.parse_args(argv)
+
+    plan = Plan.quick() if args.quick else Plan.full()
+    if args.worlds:
+        plan.worlds = args.worlds.split(",")
+        plan.headline_world = plan.worlds[0] if plan.headline_world not in plan.worlds else plan.headline_world
+    for name in ("candidates", "workers", "concurrency"):
+        if getattr(args, name):
+            setattr(plan, name, [int(x) for x in getattr(args, name).split(",")])
+    if plan.headline_candidates not in plan.candidates:
+        plan.headline_candidates = max(plan.candidates)
+    for name in ("warmup_s", "empty_s", "floor_s", "rank_s", "headline_rank_s", "redis_s", "comparison_s"):
+        setattr(plan, name, getattr(plan, name) * args.scale_time)
+    plan.skip = [s for s in args.skip.split(",") if s]
+    if args.bundle:
+        if not args.redis_url:
+            ap.error("--bundle needs --redis-url")
+        plan.worlds = ["given"]
+        plan.headline_world = "given"
+
+    t_start = time.perf_counter()
+    out = {"started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "mode": "quick" if args.quick else "full",
+           "machine": machine_info(), "plan": asdict(plan), "worlds": {}, "redis_floor": [], "rank": [],
+           "retrieval": {}, "memory": [], "comparisons": {}, "timings_s": {}}
+    log(f"bench ({out['mode']}): worlds {plan.worlds}, candidates {plan.candidates}, processes {plan.workers}, "
+        f"concurrency {plan.concurrency}")
+    with LoadGenerator(plan.loaders) as lg:
+        for name in plan.worlds:
+            t0 = time.perf_counter()
+            world = (BenchWorld.existing(args.bundle, args.redis_url) if args.bundle
+                     else BenchWorld(WORLDS[name]))
+            world.ensure_built()
+            world.start_redis()
+            try:
+                bench_world(name, world, plan, lg, out)
+                if "retrieval" not in plan.skip:
+                    t1 = time.perf_counter()
+                    res = retrieval.run(world.bundle_dir, ks=sorted(set(plan.candidates)),
+                                        n_queries=plan.retrieval_queries, full=plan.retrieval_full,
+                                        hnsw=plan.hnsw, log=log)
+                    out["retrieval"][name] = {"world": name, **res}
+                    out["timings_s"][f"retrieval {name}"] = round(time.perf_counter() - t1, 1)
+            finally:
+                world.stop()
+            out["timings_s"][f"world {name}"] = round(time.perf_counter() - t0, 1)
+    out["machine"]["loadavg_end"] = os.getloadavg()
+    out["timings_s"]["total"] = round(time.perf_counter() - t_start, 1)
+    out["goals"] = report.goals(out, plan.headline_world, plan.headline_candidates)
+    json_path, md_path = report.write(out, args.out)
+    print(Path(md_path).read_text())
+    log(f"done in {out['timings_s']['total']:.0f}s: {json_path}, {md_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,279 @@
+"""Start `python -m service` as a subprocess on free loopback ports, and look at it from
+outside: which processes serve the gRPC port, its Prometheus metrics, its memory.
+
+Only public surfaces are used: the CLI flags, the health service, /metrics, /proc.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from service.embedded_redis import free_port
+
+from benchmarks.worlds import ROOT, BenchWorld
+
+
+class ServerError(RuntimeError):
+    pass
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            text = Path(f"/proc/{pid}/task/{task}/children").read_text().split()
+            out.extend(int(c) for c in text)
+    except OSError:
+        pass
+    return out
+
+
+def process_tree(pid: int) -> list[int]:
+    todo, seen = [pid], []
+    while todo:
+        p = todo.pop()
+        if p in seen or not os.path.exists(f"/proc/{p}"):
+            continue
+        seen.append(p)
+        todo.extend(_children(p))
+    return seen
+
+
+def _listen_inodes(port: int) -> set[str]:
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            parts = line.split()
+            local, state, inode = parts[1], parts[3], parts[9]
+            if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:
+                inodes.add(inode)
+    return inodes
+
+
+def listening_pids(pids: list[int], port: int) -> list[int]:
+    """The processes among `pids` that hold a listening socket on `port` (= serving workers)."""
+    inodes = _listen_inodes(port)
+    out = []
+    for pid in pids:
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if target.startswith("socket:[") and target[8:-1] in inodes:
+                out.append(pid)
+                break
+    return out
+
+
+def connections_per_process(pids: list[int], port: int) -> dict[int, int]:
+    """Established client connections on `port` held by each process (how SO_REUSEPORT
+    spread the load generator's connections over the workers)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            parts = line.split()
+            if parts[3] == "01" and int(parts[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(parts[9])
+    out = {}
+    for pid in pids:
+        n = 0
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            n += target.startswith("socket:[") and target[8:-1] in inodes
+        if n:
+            out[pid] = n
+    return out
+
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pids: list[int]) -> dict[int, float]:
+    """User + system CPU seconds each process has used so far."""
+    out = {}
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        out[pid] = (int(fields[11]) + int(fields[12])) / _TICK
+    return out
+
+
+def _health_ok(addr: str, timeout: float = 1.0) -> bool:
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    ch = grpc.insecure_channel(addr, options=[("grpc.use_local_subchannel_pool", 1)])
+    try:
+        resp = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout)
+        return resp.status == health_pb2.HealthCheckResponse.SERVING
+    except grpc.RpcError:
+        return False
+    finally:
+        ch.close()
+
+
+class ServerProcess:
+    """One `python -m service` (with --workers N when asked) for one world and setting."""
+
+    def __init__(self, world: BenchWorld, candidates: int, workers: int = 1, log_dir: Path | None = None,
+                 extra_args: list[str] | None = None):
+        self.world = world
+        self.candidates = candidates
+        self.workers_requested = workers
+        self.workers = 0  # processes found serving the port once started
+        self.note = ""
+        self.grpc_port = free_port()
+        self.metrics_port = free_port()
+        self.addr = f"127.0.0.1:{self.grpc_port}"
+        self.log_dir = log_dir or (world.root / "logs")
+        self.extra_args = extra_args or []
+        self.proc: subprocess.Popen | None = None
+        self.startup_seconds: float | None = None
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
+
+    def _args(self, with_workers: bool) -> list[str]:
+        args = [sys.executable, "-m", "service", "--grpc-addr", self.addr,
+                "--metrics-addr", f"127.0.0.1:{self.metrics_port}", "--redis-url", self.world.url,
+                "--models-dir", str(self.world.models_dir), "--candidates", str(self.candidates),
+                "--clock", "data", *self.extra_args]
+        if with_workers:
+            args += ["--workers", str(self.workers_requested)]
+        return args
+
+    def _spawn(self, with_workers: bool) -> None:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.logfile = self.log_dir / f"server-c{self.candidates}-w{self.workers_requested}.log"
+        env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")  # DESIGN: one FAISS thread per request
+        self._fh = open(self.logfile, "w")
+        self.proc = subprocess.Popen(self._args(with_workers), cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
+                                     stdout=self._fh, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def start(self, timeout: float = 180.0) -> "ServerProcess":
+        t0 = time.perf_counter()
+        with_workers = self.workers_requested > 1
+        self._spawn(with_workers)
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                text = self.logfile.read_text(errors="replace")
+                if with_workers and "--workers" in text and "unrecognized" in text:
+                    # The flag does not exist (yet): measure what one process does.
+                    self.note = "--workers is not supported by this service build"
+                    with_workers = False
+                    self._fh.close()
+                    self._spawn(False)
+                    continue
+                raise ServerError(f"server exited with {self.proc.returncode}: {text.strip()[-800:]}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise ServerError(f"server did not become healthy within {timeout}s (log {self.logfile})")
+            if with_workers and time.perf_counter() - t0 > 10:
+                # A supervisor whose workers crash may wait for them for minutes: give up early.
+                text = self.logfile.read_text(errors="replace")
+                if "Traceback" in text:
+                    self.stop()
+                    last = [l for l in text.strip().splitlines() if l.strip()][-1:] or [""]
+                    raise ServerError(f"--workers {self.workers_requested}: a worker failed: {last[0].strip()[:300]} "
+                                      f"(log {self.logfile})")
+            if _health_ok(self.addr, timeout=0.5):
+                break
+            time.sleep(0.1)
+        # Several workers: wait until each holds the listening socket (each has loaded the bundle).
+        want = self.workers_requested if with_workers else 1
+        settle = time.monotonic() + min(60.0, max(5.0, deadline - time.monotonic()))
+        while True:
+            self.workers = len(listening_pids(process_tree(self.proc.pid), self.grpc_port))
+            if self.workers >= want or time.monotonic() > settle:
+                break
+            time.sleep(0.2)
+        if self.workers_requested > 1 and self.workers < self.workers_requested and not self.note:
+            self.note = (f"asked for --workers {self.workers_requested}, found {self.workers} process(es) "
+                         f"serving the port: --workers is not (yet) effective in this build")
+        # Metrics endpoint up too (scraped for stage shares).
+        for _ in range(50):
+            if self.scrape() is not None:
+                break
+            time.sleep(0.1)
+        self.startup_seconds = time.perf_counter() - t0
+        return self
+
+    @property
+    def multi_process_ok(self) -> bool:
+        return self.workers >= self.workers_requested
+
+    def pids(self) -> list[int]:
+        return process_tree(self.proc.pid) if self.proc else []
+
+    def scrape(self) -> str | None:
+        try:
+            with urllib.request.urlopen(self.metrics_url, timeout=2) as resp:
+                return resp.read().decode()
+        except OSError:
+            return None
+
+    def stop(self, timeout: float = 15.0) -> None:
+        if self.proc is None:
+            return
+        tree = self.pids()
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                try:
+                    os.killpg(self.proc.pid, signal.SIGKILL)  # the session we created for it
+                except ProcessLookupError:
+                    pass
+                self.proc.wait()
+        # Workers of the session we started must not outlive their parent.
+        for pid in tree[1:]:
+            for _ in range(50):
+                try:
+                    if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                        break
+                except OSError:
+                    break
+                time.sleep(0.1)
+            else:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        self._fh.close()
+        self.proc = None
+
+    def __enter__(self) -> "ServerProcess":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

@@ -1,0 +1,162 @@
+"""The live index: posts created (or moved by engagement) since the bundle was trained.
+
+Each worker process keeps one in memory for the serving model version, fed by that
+version's live stream in Redis (contract.live_stream_key): new posts, vectors moved by
+engagers, deletions. It is searched beside the bundle's FAISS index by brute force:
+it holds hours of posts (thousands, not millions), where a matrix product over a dense
+array is both exact and faster than any index rebuild. On start, or when the model
+version changes, it is rebuilt by replaying the stream, so live posts survive restarts.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+
+import numpy as np
+import redis
+
+from service import contract
+from service.bundle import BundleHolder
+from service.metrics import METRICS
+
+log = logging.getLogger("nichefeed.live")
+
+
+class LiveIndex:
+    def __init__(self, version: str, dim: int, capacity: int = 1024):
+        self.version = version
+        self.dim = dim
+        self.last_id = "0-0"
+        self._vectors = np.zeros((capacity, dim), dtype=np.float32)
+        self._alive = np.zeros(capacity, dtype=bool)
+        self._ids: list[str] = []
+        self._slot: dict[str, int] = {}
+        self._n = 0  # published count: readers look at [:_n] only
+        # Changes to bundle posts that only Redis knows: while Redis is down, the hot path
+        # rebuilds records from the bundle and must still honour these (privacy fails closed).
+        self.deleted: set[str] = set()
+        self.private: set[str] = set()
+
+    def __len__(self) -> int:
+        return int(self._alive[: self._n].sum())
+
+    def _grow(self) -> None:
+        cap = len(self._vectors) * 2
+        for name in ("_vectors", "_alive"):
+            old = getattr(self, name)
+            new = np.zeros((cap, *old.shape[1:]), dtype=old.dtype)
+            new[: len(old)] = old
+            setattr(self, name, new)  # readers holding the old arrays stay consistent
+
+    def apply(self, entry_id: str, fields: dict[bytes, bytes]) -> None:
+        post_id = fields[contract.LIVE_POST.encode()].decode()
+        slot = self._slot.get(post_id)
+        private = fields.get(contract.LIVE_PRIVATE.encode())
+        if private is not None:
+            (self.private.add if private == b"1" else self.private.discard)(post_id)
+        elif fields.get(contract.LIVE_DELETED.encode()) == b"1":
+            self.deleted.add(post_id)
+            if slot is not None:
+                self._alive[slot] = False
+        else:
+            vec = np.frombuffer(fields[contract.LIVE_VECTOR.encode()], dtype="<f4")
+            if vec.shape != (self.dim,):
+                log.error("live entry %s for %s has %d dims, expected %d", entry_id, post_id, vec.shape[0], self.dim)
+            else:
+                if slot is None:
+                    if self._n == len(self._vectors):
+                        self._grow()
+                    slot = self._n
+                    self._ids.append(post_id)
+                    self._slot[post_id] = slot
+                    self._vectors[slot] = vec
+                    self._alive[slot] = True
+                    self._n = slot + 1
+                else:
+                    self._vectors[slot] = vec
+        self.last_id = entry_id
+
+    def vector(self, post_id: str) -> np.ndarray | None:
+        slot = self._slot.get(post_id)
+        return self._vectors[slot] if slot is not None and slot < self._n else None
+
+    def vectors_for(self, post_ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(mask of posts this index knows, their vectors) for a candidate list."""
+        slots = np.array([self._slot.get(p, -1) for p in post_ids], dtype=np.int64)
+        known = (slots >= 0) & (slots < self._n)
+        return known, self._vectors[slots[known]]
+
+    def search(self, user_vector: np.ndarray, k: int) -> list[str]:
+        n = self._n
+        if n == 0 or k <= 0:
+            return []
+        scores = self._vectors[:n] @ user_vector
+        scores[~self._alive[:n]] = -np.inf
+        k = min(k, int(self._alive[:n].sum()))
+        if k == 0:
+            return []
+        top = np.argpartition(-scores, k - 1)[:k]
+        top = top[np.argsort(-scores[top], kind="stable")]
+        return [self._ids[i] for i in top.tolist()]
+
+
+class LiveIndexFollower:
+    """Keeps a LiveIndex for the serving version up to date by polling its stream."""
+
+    def __init__(self, holder: BundleHolder, client: redis.Redis, interval_s: float = 0.1, batch: int = 10_000):
+        self.holder = holder
+        self.client = client
+        self.interval_s = interval_s
+        self.batch = batch
+        self._index: LiveIndex | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="live-index", daemon=True)
+
+    def index_for(self, version: str) -> LiveIndex | None:
+        index = self._index
+        return index if index is not None and index.version == version else None
+
+    def poll_once(self) -> int:
+        """Apply what the stream holds past our position; returns the entries applied."""
+        bundle = self.holder.current
+        if bundle is None:
+            return 0
+        index = self._index
+        if index is None or index.version != bundle.version:
+            index = LiveIndex(bundle.version, bundle.index.d)
+        key = contract.live_stream_key(bundle.version)
+        applied = 0
+        while True:
+            reply = self.client.xread({key: index.last_id}, count=self.batch)
+            if not reply:
+                break
+            entries = reply[0][1]
+            for entry_id, fields in entries:
+                index.apply(entry_id.decode() if isinstance(entry_id, bytes) else entry_id, fields)
+            applied += len(entries)
+            if len(entries) < self.batch:
+                break
+        self._index = index  # first build: published only once fully replayed
+        METRICS.live_index_size.set(len(index))
+        METRICS.event_log_length.set(self.client.xlen(contract.EVENT_LOG_KEY))
+        return applied
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                self.poll_once()
+            except (redis.exceptions.RedisError, OSError):
+                pass  # Redis down: keep what we have, the hot path degrades on its own
+            except Exception:
+                log.exception("live index poll failed")
+
+    def start(self) -> None:
+        try:
+            self.poll_once()
+        except (redis.exceptions.RedisError, OSError):
+            pass
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)

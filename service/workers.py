@@ -1,0 +1,155 @@
+"""Worker processes: one server per process, several on one port, drained on SIGTERM.
+
+With --workers N the main process is a supervisor: it starts N server processes that
+share the gRPC port (SO_REUSEPORT: the kernel spreads connections over them, so both
+cores serve), serves /metrics itself from every worker's samples (prometheus_client
+multiprocess mode), restarts a worker that dies, and on SIGTERM or SIGINT asks every
+worker to drain and waits for it. Workers are started with "spawn", not fork: gRPC's
+threads and an open Redis pool do not survive a fork.
+
+This module imports prometheus_client (through service.app) only inside functions, so
+the supervisor can set PROMETHEUS_MULTIPROC_DIR before anything reads it.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+from service.config import Config
+
+log = logging.getLogger("nichefeed")
+STARTUP_TIMEOUT_S = 300.0  # a worker loads and verifies the bundle before it is ready
+
+
+def setup_logging(cfg: Config) -> None:
+    logging.basicConfig(level=cfg.log_level.upper(),
+                        format='{"ts":"%(asctime)s","level":"%(levelname)s","pid":%(process)d,'
+                               '"logger":"%(name)s","msg":"%(message)s"}')
+
+
+def wait_for_signal() -> None:
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+
+
+def serve_one(cfg: Config, url: str, reuse_port: bool, metrics: bool, on_ready) -> int:
+    """Run one server process until SIGTERM/SIGINT, then drain in-flight requests.
+    on_ready(version, error) is called once: with the model version, or with the error."""
+    from service.app import Service, StartupError
+
+    try:
+        service = Service(cfg, url, reuse_port=reuse_port).start(metrics=metrics)
+    except (StartupError, OSError) as exc:
+        on_ready(None, str(exc))
+        return 2
+    on_ready(service.holder.current.version, None)
+    wait_for_signal()
+    log.info("draining in-flight requests (up to %.0fs)", cfg.drain_s)
+    service.stop(grace=cfg.drain_s)
+    return 0
+
+
+def _worker_main(cfg: Config, url: str, ready) -> None:  # runs in a spawned process
+    setup_logging(cfg)
+
+    def on_ready(version, error):
+        ready.put(("error", os.getpid(), error) if error else ("ready", os.getpid(), version))
+
+    sys.exit(serve_one(cfg, url, reuse_port=True, metrics=False, on_ready=on_ready))
+
+
+class Supervisor:
+    """N worker processes on one port, /metrics for all of them, drain on SIGTERM."""
+
+    def __init__(self, cfg: Config, url: str, prom_dir: Path):
+        import multiprocessing
+
+        self.cfg = cfg
+        self.url = url
+        self.prom_dir = prom_dir
+        self.mp = multiprocessing.get_context("spawn")  # no fork: gRPC and threads do not survive it
+        self.ready = self.mp.Queue()
+        self.workers: list = []
+        self.stopping = threading.Event()
+
+    def _spawn(self):
+        p = self.mp.Process(target=_worker_main, args=(self.cfg, self.url, self.ready), name="nichefeed-worker", daemon=False)
+        p.start()
+        return p
+
+    def _await_ready(self, n: int) -> str:
+        """Wait until n workers loaded their model; the first error (or a worker that died
+        before saying anything) aborts the start."""
+        version = ""
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        ready = 0
+        while ready < n:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"workers not ready after {STARTUP_TIMEOUT_S:.0f}s")
+            try:
+                kind, pid, detail = self.ready.get(timeout=0.2)
+            except queue.Empty:
+                dead = [p for p in self.workers if p.exitcode is not None]
+                if dead:
+                    raise RuntimeError(f"worker {dead[0].pid} exited with {dead[0].exitcode} while starting") from None
+                continue
+            if kind == "error":
+                raise RuntimeError(detail)
+            version = detail
+            ready += 1
+        return version
+
+    def start(self) -> str:
+        from prometheus_client import CollectorRegistry, start_http_server
+        from prometheus_client.multiprocess import MultiProcessCollector
+
+        self.workers = [self._spawn() for _ in range(self.cfg.workers)]
+        try:
+            version = self._await_ready(len(self.workers))
+        except Exception:
+            self.stop()
+            raise
+        if self.cfg.metrics_addr:
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry, path=str(self.prom_dir))
+            host, port = self.cfg.metrics_addr.rsplit(":", 1)
+            start_http_server(int(port), addr=host, registry=registry)
+        threading.Thread(target=self._watch, name="worker-watch", daemon=True).start()
+        return version
+
+    def _watch(self) -> None:
+        """Restart a worker that died unexpectedly (its gauges leave the scrape)."""
+        from prometheus_client import multiprocess
+
+        while not self.stopping.wait(0.5):
+            for i, p in enumerate(self.workers):
+                if not p.is_alive() and not self.stopping.is_set():
+                    log.error("worker %s exited with %s; starting another", p.pid, p.exitcode)
+                    multiprocess.mark_process_dead(p.pid, path=str(self.prom_dir))
+                    self.workers[i] = self._spawn()
+
+    def stop(self) -> None:
+        from prometheus_client import multiprocess
+
+        self.stopping.set()
+        for p in self.workers:
+            if p.is_alive():
+                os.kill(p.pid, signal.SIGTERM)
+        for p in self.workers:
+            p.join(self.cfg.drain_s + 10)
+            if p.is_alive():
+                log.error("worker %s did not drain in time; killing it", p.pid)
+                p.kill()
+                p.join()
+            if p.pid:
+                multiprocess.mark_process_dead(p.pid, path=str(self.prom_dir))
+
+

@@ -1,0 +1,112 @@
+"""Gate, publish, rollback and prune against a real redis-server of this module's own
+(the shared one's pointer serves the other tests and must not move)."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import redis
+
+from service import contract
+from service.bundle import load_bundle
+from service.embedded_redis import EmbeddedRedis, free_port
+from training import publish as publishing
+from training.train import TrainParams, train
+
+
+@pytest.fixture(scope="module")
+def own_redis(tmp_path_factory):
+    server = EmbeddedRedis(tmp_path_factory.mktemp("publish_redis"), port=free_port()).start()
+    client = redis.Redis.from_url(server.url)
+    yield server, client
+    client.close()
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory, tiny_data, learned_bundle):
+    """Three bundles of the tiny world in one models dir: learned (the better one), then
+    affinity-only (worse on the gate metric), then learned again with another seed."""
+    models = tmp_path_factory.mktemp("pub_models")
+    good = models / learned_bundle.name
+    shutil.copytree(learned_bundle, good)
+    worse = train(tiny_data, models, TrainParams(scorer="affinity"), progress=False, quiet=True)
+    return models, good, worse
+
+
+def keys_of(client: redis.Redis, version: str) -> int:
+    return sum(1 for _ in client.scan_iter(match=contract.version_key_pattern(version), count=1000))
+
+
+def test_gate_refuses_a_worse_model_force_publishes_it_and_rollback_restores(own_redis, models):
+    _, client = own_redis
+    models_dir, good, worse = models
+    client.flushall()
+    assert publishing.gate_value(worse)[1] < publishing.gate_value(good)[1]
+
+    assert publishing.publish(good, client, progress=False) == good.name
+    assert publishing.current_version(client) == good.name
+    bundle = load_bundle(good)
+    user = contract.decode_user(client.get(contract.user_key(good.name, "u17")))
+    np.testing.assert_array_equal(user.vector, bundle[contract.USER_FACTORS_FILE][bundle.user_row["u17"]])
+    n_posts = len(bundle.post_ids)
+    assert len(client.mget([contract.post_key(good.name, p) for p in bundle.post_ids])) == n_posts
+    assert all(v is not None for v in client.mget([contract.post_key(good.name, p) for p in bundle.post_ids]))
+
+    with pytest.raises(publishing.GateRefused, match=r"ndcg@10 .* \(new\) vs .* \(serving .*\): the new model is worse"):
+        publishing.publish(worse, client, progress=False)
+    assert publishing.current_version(client) == good.name
+    assert keys_of(client, worse.name) == 0  # refused before a single key was written
+
+    assert publishing.publish(worse, client, force=True, progress=False) == worse.name
+    assert publishing.current_version(client) == worse.name
+    assert publishing.published_versions(client) == [worse.name, good.name]
+
+    assert publishing.rollback(client, models_dir) == good.name
+    assert publishing.current_version(client) == good.name
+    assert keys_of(client, worse.name) > 0  # still there: a roll forward needs no republish
+
+
+def test_cli_publish_refusal_is_one_line_and_exit_3(own_redis, models):
+    server, client = own_redis
+    models_dir, good, worse = models
+    client.flushall()
+    publishing.publish(good, client, progress=False)
+    env = {**os.environ, "NICHEFEED_REDIS_URL": server.url}
+    run = subprocess.run([sys.executable, "-m", "training", "publish", "--models", str(models_dir),
+                          "--version", worse.name], capture_output=True, text=True, env=env, timeout=120)
+    assert run.returncode == 3
+    last = run.stderr.strip().splitlines()
+    assert len(last) == 1 and last[0].startswith("error: gate: ndcg@10") and "use --force" in last[0]
+    assert publishing.current_version(client) == good.name
+    run = subprocess.run([sys.executable, "-m", "training", "rollback", "--models", str(models_dir)],
+                         capture_output=True, text=True, env=env, timeout=120)
+    assert run.returncode == 1 and "no previous version" in run.stderr
+
+
+def test_old_versions_are_pruned_after_keep(own_redis, models, tmp_path):
+    _, client = own_redis
+    _, good, worse = models
+    client.flushall()
+    # Three distinct versions in a scratch models dir (prune removes bundle directories).
+    scratch = tmp_path / "models"
+    scratch.mkdir()
+    versions = []
+    for src in (worse, good):
+        shutil.copytree(src, scratch / src.name)
+        versions.append(scratch / src.name)
+    publishing.publish(versions[0], client, keep=2, progress=False, prune_bundles=True)
+    publishing.publish(versions[1], client, keep=2, progress=False, prune_bundles=True)
+    third = train(Path(load_bundle(good).manifest.params["data_dir"]), scratch,
+                  TrainParams(scorer="learned"), progress=False, quiet=True)
+    assert third.name not in (versions[0].name, versions[1].name)
+    publishing.publish(third, client, keep=2, progress=False, prune_bundles=True)
+    assert publishing.published_versions(client) == [third.name, versions[1].name]
+    assert keys_of(client, versions[0].name) == 0
+    assert not versions[0].exists()
+    assert keys_of(client, versions[1].name) > 0 and versions[1].exists()

@@ -1,0 +1,161 @@
+"""Training on worlds with known answers: planted groups are recovered, cold posts are
+placed by their community, engagers move posts, the service scores exactly what training
+evaluated, and the synthetic world is reproducible."""
+from __future__ import annotations
+
+import filecmp
+import json
+
+import numpy as np
+import pytest
+
+from service import contract
+from service.bundle import load_bundle
+from service.pipeline import RankContext, RankQuery
+from service.stages.hydrate import candidate_vectors, records_from_bundle
+from service.stages.score import ScoreCandidates
+from training.als import AlsParams
+from training.features import Model, features
+from training.load import load_dataset
+from training.state import state_as_of
+from training.synthetic import EPOCH, WorldParams, generate, write_world
+from training.train import TrainParams, train
+
+DAY = 86_400
+
+
+def two_groups(dir_):
+    """Group A (a0..a9) lives in community A, group B (b0..b9) in B. 'cold_a' and
+    'cold_b' are never engaged with; 'moved' is an A post that only B users engage with."""
+    rng = np.random.default_rng(0)
+    dir_.mkdir()
+    posts = ["post_id,author_id,community_id,created_at"]
+    for g in "ab":
+        posts += [f"{g}{i}p,{g}{i % 10},{g.upper()},{i * DAY}" for i in range(20)]
+    posts += [f"cold_a,a0,A,{15 * DAY}", f"cold_b,b0,B,{15 * DAY}", f"moved,a1,A,{DAY}"]
+    (dir_ / "posts.csv").write_text("\n".join(posts) + "\n")
+    (dir_ / "memberships.csv").write_text("user_id,community_id,role,joined_at\n" + "".join(
+        f"{g}{i},{g.upper()},{'moderator' if i == 0 else 'member'},0\n" for g in "ab" for i in range(10)))
+    (dir_ / "communities.csv").write_text("community_id,is_private\nA,0\nB,1\n")
+    events = ["user_id,post_id,kind,ts"]
+    for g in "ab":
+        for i in range(10):
+            for p in rng.choice(20, 8, replace=False):
+                events.append(f"{g}{i},{g}{p}p,like,{int(p) * DAY + 3600 + i}")
+    events += [f"b{i},moved,share,{DAY + 7200 + i}" for i in range(10)]
+    (dir_ / "events.csv").write_text("\n".join(events) + "\n")
+    return dir_
+
+
+@pytest.fixture(scope="module")
+def groups_bundle(tmp_path_factory):
+    data = two_groups(tmp_path_factory.mktemp("groups") / "data")
+    params = TrainParams(als=AlsParams(factors=8, iterations=20), scorer="affinity")
+    return load_bundle(train(data, tmp_path_factory.mktemp("gm"), params, progress=False, quiet=True))
+
+
+def test_cold_posts_are_placed_by_their_community(groups_bundle):
+    b = groups_bundle
+    U = np.asarray(b[contract.USER_FACTORS_FILE])
+    V = np.asarray(b[contract.POST_VECTORS_FILE])
+    a_users = [b.user_row[f"a{i}"] for i in range(10)]
+    b_users = [b.user_row[f"b{i}"] for i in range(10)]
+    for post, mine, theirs in (("cold_a", a_users, b_users), ("cold_b", b_users, a_users)):
+        aff = U @ V[b.post_row[post]]
+        assert aff[mine].min() > aff[theirs].max(), post
+
+
+def test_engagers_move_a_post(groups_bundle):
+    b = groups_bundle
+    U = np.asarray(b[contract.USER_FACTORS_FILE])
+    V = np.asarray(b[contract.POST_VECTORS_FILE])
+    b_users = [b.user_row[f"b{i}"] for i in range(10)]
+    a_users = [b.user_row[f"a{i}"] for i in range(10)]
+    moved, cold = V[b.post_row["moved"]], V[b.post_row["cold_a"]]
+    # An A post engaged only by B users now sits with B: every B user prefers it to a cold
+    # A post, and B users as a group like it more than A users do.
+    assert (U[b_users] @ moved > U[b_users] @ cold).all()
+    assert (U[b_users] @ moved).mean() > (U[a_users] @ moved).mean()
+
+
+def test_training_recovers_planted_topics(tmp_path):
+    """Communities of one hidden topic end up next to each other in the embedding."""
+    params = WorldParams(users=600, communities=30, posts=3000, events=40000, days=21, topics=3, seed=5,
+                         end=EPOCH + 21 * DAY)
+    world = generate(params)
+    write_world(world, tmp_path / "w", params)
+    b = load_bundle(train(tmp_path / "w", tmp_path / "m", TrainParams(scorer="affinity"), progress=False, quiet=True))
+    C = np.asarray(b[contract.COMMUNITY_FACTORS_FILE])
+    C = C / np.linalg.norm(C, axis=1, keepdims=True)
+    sim = C @ C.T
+    np.fill_diagonal(sim, -np.inf)
+    nearest = sim.argmax(axis=1)
+    topic = world.community_topic
+    agreement = float(np.mean(topic[nearest] == topic))
+    assert agreement >= 0.8, agreement  # chance is about 1/3
+
+
+def test_the_service_scores_exactly_what_training_evaluates(learned_bundle, tiny_data):
+    """No train/serve skew: the service's score stage and training's feature builder give
+    the same features and scores for the same user, posts and time."""
+    b = load_bundle(learned_bundle)
+    assert b.scorer.kind == "logistic"
+    ds = load_dataset(tiny_data)
+    end = b.data_end_ts
+    serving = state_as_of(ds, end, ds.memberships_derived)
+    user = b.user_row["u17"]
+    members = np.asarray(b[contract.MEMBERSHIP_USER_FILE]) == user
+    comms = np.asarray(b[contract.MEMBERSHIP_COMMUNITY_FILE])[members]
+    roles = np.asarray(b[contract.MEMBERSHIP_ROLE_FILE])[members]
+    assert len(comms) > 0
+    rows = np.arange(0, ds.n_posts, 3)
+    ctx = RankContext(query=RankQuery(user_id="u17", limit=10), bundle=b, now=end + 3600)
+    ctx.user = contract.UserRecord(np.asarray(b[contract.USER_FACTORS_FILE][user]), comms, roles)
+    ctx.user_roles = dict(zip(comms.tolist(), roles.tolist()))
+    ctx.rows = rows
+    ctx.post_ids = [b.post_ids[r] for r in rows]
+    ctx.posts = records_from_bundle(ctx)
+    ctx.vectors = candidate_vectors(ctx)
+    ScoreCandidates().run(ctx)
+    model = Model(np.asarray(b[contract.USER_FACTORS_FILE]), np.asarray(b[contract.COMMUNITY_FACTORS_FILE]),
+                  np.asarray(b[contract.POST_VECTORS_FILE]))
+    X = features(ds, serving, model, np.full(len(rows), user), rows, end + 3600)
+    np.testing.assert_allclose(ctx.features, X, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(ctx.scores, b.scorer.score(X), rtol=1e-5, atol=1e-5)
+    assert (X[:, 2] > 0).sum() > 0 and (X[:, 2] == 0).sum() > 0  # members' and others' posts both scored
+
+
+def test_learned_pipeline_beats_the_baselines_beyond_noise(learned_bundle):
+    report = json.loads((learned_bundle / contract.REPORT_JSON_FILE).read_text())
+    vs = report["pipeline_vs"]["ndcg@10"]
+    for baseline in ("plain_als", "most_popular", "random"):
+        assert vs[baseline]["beyond_noise"], (baseline, vs[baseline])
+        assert vs[baseline]["ci95"][0] > 0
+    manifest = json.loads((learned_bundle / contract.MANIFEST_FILE).read_text())
+    assert manifest["metrics"]["gate_value"] == report["gate"]["value"]
+    assert (learned_bundle / contract.REPORT_MD_FILE).read_text().startswith("# Evaluation report")
+
+
+def test_synthetic_world_is_reproducible(tmp_path):
+    params = WorldParams(users=200, communities=12, posts=1500, events=8000, days=14, seed=3, end=EPOCH + 14 * DAY)
+    for out in ("one", "two"):
+        write_world(generate(params), tmp_path / out, params)
+    for name in ("communities.csv", "memberships.csv", "posts.csv", "events.csv"):
+        assert filecmp.cmp(tmp_path / "one" / name, tmp_path / "two" / name, shallow=False), name
+    assert np.array_equal(np.load(tmp_path / "one/truth/author_skill.npy"), np.load(tmp_path / "two/truth/author_skill.npy"))
+
+
+def test_world_shape(tmp_path):
+    """Power-law group sizes, 1-5 groups per user, every role, private groups and spam."""
+    world = generate(WorldParams(users=3000, communities=200, posts=20000, events=50000, seed=9))
+    ds = world.dataset
+    sizes = np.sort(ds.community_size())[::-1]
+    assert sizes[: len(sizes) // 10].sum() > 0.35 * sizes.sum()  # the top 10% of groups hold a big share
+    assert np.median(sizes) < sizes.mean()
+    per_user = np.bincount(ds.m_user, minlength=ds.n_users)
+    assert per_user.max() <= 6 and (per_user >= 1).mean() > 0.99  # founders may add one
+    assert set(np.unique(ds.m_role).tolist()) == {contract.ROLE_MEMBER, contract.ROLE_TRUSTED, contract.ROLE_MODERATOR}
+    assert 0 < ds.community_private.mean() < 0.5
+    assert world.spam_users.any()
+    kinds = np.bincount(ds.e_kind, minlength=7)
+    assert (kinds > 0).all()  # view, like, comment, share, save, hide, report all occur

@@ -1,0 +1,124 @@
+"""`python -m service --workers 2`: two server processes on one port, one /metrics that
+counts both (prometheus multiprocess mode, valid for promtool), and SIGTERM drains the
+requests in flight before the processes exit cleanly."""
+from __future__ import annotations
+
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+import pytest
+import redis
+from prometheus_client.parser import text_string_to_metric_families
+
+from nichefeed.v1 import ranking_pb2, ranking_pb2_grpc
+from service.embedded_redis import EmbeddedRedis, free_port
+from training import publish as publishing
+
+CALLS = 24
+
+
+def _scrape(port: int) -> str:
+    return urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+
+
+def _samples(text: str, name: str) -> list:
+    return [s for fam in text_string_to_metric_families(text) for s in fam.samples if s.name == name]
+
+
+def _stubs(port: int, n: int):
+    """n channels on separate connections (the kernel spreads connections over workers)."""
+    channels = [grpc.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.use_local_subchannel_pool", 1)])
+                for _ in range(n)]
+    return channels, [ranking_pb2_grpc.FeedRankerStub(ch) for ch in channels]
+
+
+@pytest.fixture(scope="module")
+def two_workers(tiny_bundle, tmp_path_factory):
+    server = EmbeddedRedis(tmp_path_factory.mktemp("workers-redis"), port=free_port()).start()
+    client = redis.Redis.from_url(server.url)
+    publishing.publish(tiny_bundle, client)
+    grpc_port, metrics_port = free_port(), free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "service", "--workers", "2", "--redis-url", server.url,
+         "--models-dir", str(tiny_bundle.parent), "--grpc-addr", f"127.0.0.1:{grpc_port}",
+         "--metrics-addr", f"127.0.0.1:{metrics_port}", "--clock", "data",
+         "--redis-timeout-ms", "1500", "--drain-s", "10"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    line = ""
+    end = time.monotonic() + 120
+    while time.monotonic() < end and proc.poll() is None:
+        ready, _, _ = select.select([proc.stdout], [], [], 1.0)
+        if ready:
+            line = proc.stdout.readline()
+            if "serving" in line:
+                break
+    if "with 2 workers" not in line:
+        proc.kill()
+        proc.wait()
+        server.stop()
+        raise AssertionError(f"the server did not start: {line!r} {proc.stderr.read()}")
+    yield proc, grpc_port, metrics_port, server
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+    if server.proc is not None and server.proc.poll() is None:
+        server.proc.send_signal(signal.SIGCONT)
+    client.close()
+    server.stop()
+
+
+def test_metrics_count_requests_of_every_worker(two_workers, promtool):
+    proc, grpc_port, metrics_port, _ = two_workers
+    channels, stubs = _stubs(grpc_port, 4)
+    try:
+        for i in range(CALLS):
+            resp = stubs[i % 4].Rank(ranking_pb2.RankRequest(user_id=f"u{i}", limit=5), timeout=10)
+            assert len(resp.items) == 5 and not resp.degraded
+    finally:
+        for ch in channels:
+            ch.close()
+    text = _scrape(metrics_port)
+    ok = [s for s in _samples(text, "nichefeed_requests_total") if s.labels == {"method": "Rank", "code": "OK"}]
+    assert sum(s.value for s in ok) == CALLS
+    assert len({s.labels["pid"] for s in _samples(text, "nichefeed_worker_up")}) == 2
+    assert sum(s.value for s in _samples(text, "nichefeed_request_latency_seconds_count")) == CALLS
+    versions = [s for s in _samples(text, "nichefeed_model_info") if s.value == 1]
+    assert len(versions) == 1
+    check = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=30)
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_sigterm_drains_requests_in_flight(two_workers):
+    """Redis paused so that requests stay in flight (each waits for its Redis timeout,
+    1.5 s, then answers degraded); SIGTERM arrives while they wait: each still gets its
+    answer, and the server exits 0."""
+    proc, grpc_port, metrics_port, server = two_workers
+    channels, stubs = _stubs(grpc_port, 4)
+    server.proc.send_signal(signal.SIGSTOP)
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            futures = [pool.submit(stubs[i].Rank, ranking_pb2.RankRequest(user_id=f"u{i}", limit=5), timeout=20)
+                       for i in range(4)]
+            for _ in range(200):  # bounded: until all four are inside the servers
+                if sum(s.value for s in _samples(_scrape(metrics_port), "nichefeed_requests_in_flight")) == 4:
+                    break
+                time.sleep(0.02)
+            proc.send_signal(signal.SIGTERM)
+            answers = [f.result() for f in futures]
+        assert [len(a.items) for a in answers] == [5, 5, 5, 5]
+        assert all(a.degraded for a in answers)
+        assert proc.wait(timeout=60) == 0
+        assert "Traceback" not in proc.stderr.read()
+    finally:
+        server.proc.send_signal(signal.SIGCONT)
+        for ch in channels:
+            ch.close()

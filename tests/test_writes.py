@@ -1,0 +1,217 @@
+"""The write path against a real redis-server and a real gRPC server."""
+from __future__ import annotations
+
+
+import grpc
+import numpy as np
+import pytest
+import redis
+
+from nichefeed.v1 import writes_pb2 as wpb, writes_pb2_grpc
+from service import contract
+from service.app import Service
+from service.embedded_redis import EmbeddedRedis, free_port
+from service.live_index import LiveIndexFollower
+from service.writes import FeedWriterServicer, WriteApplier
+from tests.conftest import service_config
+from training import publish as publishing
+
+
+@pytest.fixture(scope="module")
+def world(tiny_bundle, tmp_path_factory):
+    """A private Redis (writes mutate it) with the tiny bundle published, and the service."""
+    server = EmbeddedRedis(tmp_path_factory.mktemp("redis-writes"), port=free_port()).start()
+    client = redis.Redis.from_url(server.url)
+    publishing.publish(tiny_bundle, client)
+    svc = Service(service_config(tiny_bundle), server.url)
+    applier = WriteApplier(svc.holder, redis.Redis.from_url(server.url, socket_timeout=2))
+    writes_pb2_grpc.add_FeedWriterServicer_to_server(FeedWriterServicer(applier), svc.server)
+    svc.start(metrics=False)
+    ch = grpc.insecure_channel(f"127.0.0.1:{svc.port}")
+    yield {"server": server, "client": client, "svc": svc, "writer": writes_pb2_grpc.FeedWriterStub(ch)}
+    ch.close()
+    svc.stop(grace=1)
+    server.stop()
+
+
+def post_record(client, svc, post_id):
+    raw = client.get(contract.post_key(svc.holder.current.version, post_id))
+    return None if raw is None else contract.decode_posts([raw])[0]
+
+
+def create(event_id, post_id, community="c1", author="u3", **kw):
+    return wpb.PostEvent(event_id=event_id, op=wpb.POST_OP_CREATE, post_id=post_id, author_id=author,
+                         community_id=community, **kw)
+
+
+def test_created_post_is_stored_and_followed_by_the_live_index(world):
+    client, svc, writer = world["client"], world["svc"], world["writer"]
+    resp = writer.WritePosts(wpb.WritePostsRequest(events=[create("e-create-1", "live-1", created_at=1_700_000_000)]), timeout=5)
+    assert (resp.applied, resp.duplicates) == (1, 0)
+    rec = post_record(client, svc, "live-1")
+    bundle = svc.holder.current
+    assert rec["row"] == -1
+    assert rec["community"] == bundle.community_row["c1"]
+    assert rec["created_at"] == 1_700_000_000
+    assert rec["flags"] & contract.FLAG_PRESENT
+    assert bool(rec["flags"] & contract.FLAG_PRIVATE) == bool(bundle[contract.COMMUNITY_PRIVATE_FILE][bundle.community_row["c1"]])
+    follower = LiveIndexFollower(svc.holder, client)
+    follower.poll_once()
+    live = follower.index_for(bundle.version)
+    # A new post starts at its community's vector (the training rule's prior).
+    np.testing.assert_allclose(live.vector("live-1"), bundle[contract.COMMUNITY_FACTORS_FILE][bundle.community_row["c1"]], rtol=1e-6)
+    assert live.search(np.asarray(bundle[contract.COMMUNITY_FACTORS_FILE][bundle.community_row["c1"]]), 5)[0] == "live-1"
+
+
+def test_replayed_engagement_batch_changes_counters_once(world):
+    client, svc, writer = world["client"], world["svc"], world["writer"]
+    post = svc.holder.current.post_ids[10]
+    before = post_record(client, svc, post)
+    batch = wpb.WriteEngagementsRequest(events=[
+        wpb.EngagementEvent(event_id="eng-a", user_id="u1", post_id=post, kind=wpb.LIKE, ts=1_700_000_100),
+        wpb.EngagementEvent(event_id="eng-b", user_id="u2", post_id=post, kind=wpb.REPORT, ts=1_700_000_200),
+        wpb.EngagementEvent(event_id="eng-c", user_id="u2", post_id=post, kind=wpb.VIEW),
+    ])
+    first = writer.WriteEngagements(batch, timeout=5)
+    again = writer.WriteEngagements(batch, timeout=5)
+    assert (first.applied, first.duplicates) == (3, 0)
+    assert (again.applied, again.duplicates) == (0, 3)
+    after = post_record(client, svc, post)
+    assert after["positives"] == pytest.approx(before["positives"] + 1.0)  # like weighs 1
+    assert after["negatives"] == pytest.approx(before["negatives"] + 1.0)
+    assert after["views"] == pytest.approx(before["views"] + 3.0)
+    # every accepted event is in the log once, for the next training run
+    log = [contract.decode_log(f[b"engagement"], contract.LOG_ENGAGEMENT_FIELDS) for _, f in client.xrange(contract.EVENT_LOG_KEY) if b"engagement" in f]
+    assert sum(1 for e in log if e["event_id"] == "eng-a") == 1
+
+
+def test_like_moves_the_post_vector_toward_the_engager(world):
+    client, svc, writer = world["client"], world["svc"], world["writer"]
+    bundle = svc.holder.current
+    writer.WritePosts(wpb.WritePostsRequest(events=[create("e-create-2", "live-2", community="c2")]), timeout=5)
+    user = np.asarray(bundle[contract.USER_FACTORS_FILE][bundle.user_row["u7"]])
+    follower = LiveIndexFollower(svc.holder, client)
+    follower.poll_once()
+    before = follower.index_for(bundle.version).vector("live-2").copy()
+    writer.WriteEngagements(wpb.WriteEngagementsRequest(events=[
+        wpb.EngagementEvent(event_id=f"mv-{i}", user_id="u7", post_id="live-2", kind=wpb.SHARE) for i in range(5)]), timeout=5)
+    follower.poll_once()
+    after = follower.index_for(bundle.version).vector("live-2")
+    assert float(after @ user) > float(before @ user)
+
+
+def test_delete_and_visibility(world):
+    client, svc, writer = world["client"], world["svc"], world["writer"]
+    public = next(c for c, p in zip(svc.holder.current.community_ids, svc.holder.current[contract.COMMUNITY_PRIVATE_FILE]) if not p)
+    writer.WritePosts(wpb.WritePostsRequest(events=[create("e-create-3", "live-3", community=public)]), timeout=5)
+    assert not post_record(client, svc, "live-3")["flags"] & contract.FLAG_PRIVATE
+    writer.WritePosts(wpb.WritePostsRequest(events=[wpb.PostEvent(
+        event_id="e-vis-3", op=wpb.POST_OP_SET_VISIBILITY, post_id="live-3", visibility=wpb.VISIBILITY_MEMBERS)]), timeout=5)
+    assert post_record(client, svc, "live-3")["flags"] & contract.FLAG_PRIVATE
+    writer.WritePosts(wpb.WritePostsRequest(events=[wpb.PostEvent(event_id="e-del-3", op=wpb.POST_OP_DELETE, post_id="live-3")]), timeout=5)
+    assert post_record(client, svc, "live-3")["flags"] & contract.FLAG_DELETED
+    follower = LiveIndexFollower(svc.holder, client)
+    follower.poll_once()
+    assert "live-3" not in follower.index_for(svc.holder.current.version).search(np.ones(svc.holder.current.index.d, np.float32), 1000)
+
+
+@pytest.mark.parametrize("events, field", [
+    ([wpb.PostEvent(event_id="", op=wpb.POST_OP_CREATE, post_id="x", author_id="u1", community_id="c1")], "events[0].event_id"),
+    ([create("ok-1", "bad-1"), wpb.PostEvent(event_id="b2", op=wpb.POST_OP_UNSPECIFIED, post_id="x")], "events[1].op"),
+    ([create("ok-2", "bad-2", community="no-such")], "events[0].community_id"),
+    ([create("ok-3", "bad-3", created_at=-5)], "events[0].created_at"),
+    ([wpb.PostEvent(event_id="d1", op=wpb.POST_OP_DELETE, post_id="never-existed")], "events[0].post_id"),
+])
+def test_a_bad_post_event_rejects_the_whole_batch(world, events, field):
+    with pytest.raises(grpc.RpcError) as err:
+        world["writer"].WritePosts(wpb.WritePostsRequest(events=events), timeout=5)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.value.details().startswith(field + ":")
+    for e in events:  # nothing of the batch was applied
+        assert world["client"].get(contract.applied_key(e.event_id)) is None
+
+
+def test_bad_engagement_names_index_and_field(world):
+    post = world["svc"].holder.current.post_ids[0]
+    events = [wpb.EngagementEvent(event_id="x1", user_id="u1", post_id=post, kind=wpb.LIKE),
+              wpb.EngagementEvent(event_id="x2", user_id="u1", post_id=post)]
+    with pytest.raises(grpc.RpcError) as err:
+        world["writer"].WriteEngagements(wpb.WriteEngagementsRequest(events=events), timeout=5)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.value.details().startswith("events[1].kind:")
+    assert world["client"].get(contract.applied_key("x1")) is None
+
+
+def test_oversized_batch_is_resource_exhausted(world):
+    events = [wpb.EngagementEvent(event_id=f"big-{i}", user_id="u1", post_id="p1", kind=wpb.VIEW) for i in range(1001)]
+    with pytest.raises(grpc.RpcError) as err:
+        world["writer"].WriteEngagements(wpb.WriteEngagementsRequest(events=events), timeout=5)
+    assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+def test_stream_applies_in_batches(world):
+    post = world["svc"].holder.current.post_ids[20]
+    before = post_record(world["client"], world["svc"], post)["views"]
+    events = (wpb.EngagementEvent(event_id=f"s-{i}", user_id=f"u{i % 50}", post_id=post, kind=wpb.VIEW) for i in range(1200))
+    resp = world["writer"].StreamEngagements(events, timeout=30)
+    assert (resp.applied, resp.duplicates) == (1200, 0)
+    assert post_record(world["client"], world["svc"], post)["views"] == pytest.approx(before + 1200)
+
+
+def test_acknowledged_write_survives_a_redis_restart(world):
+    server, writer, svc = world["server"], world["writer"], world["svc"]
+    writer.WritePosts(wpb.WritePostsRequest(events=[create("e-durable", "live-durable")]), timeout=5)
+    server.kill()  # as a crash: no shutdown save, only the append-only file
+    server.start()
+    client = redis.Redis.from_url(server.url)
+    assert post_record(client, svc, "live-durable") is not None
+    assert client.get(contract.applied_key("e-durable")) == b"1"
+
+
+def test_writes_answer_unavailable_when_redis_is_down(world):
+    server, writer = world["server"], world["writer"]
+    server.stop()
+    try:
+        with pytest.raises(grpc.RpcError) as err:
+            writer.WritePosts(wpb.WritePostsRequest(events=[create("e-down", "live-down")]), timeout=10)
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+    finally:
+        server.start()
+
+
+def test_fold_log_feeds_the_next_training_run(world, tiny_data, tmp_path):
+    import shutil
+
+    from training.live_log import fold_log
+    from training.load import load_dataset
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data, data)
+    client, writer = world["client"], world["writer"]
+    writer.WritePosts(wpb.WritePostsRequest(events=[create("e-fold-1", "live-fold", community="c3", author="u9", created_at=1_700_000_500)]), timeout=5)
+    writer.WriteEngagements(wpb.WriteEngagementsRequest(events=[
+        wpb.EngagementEvent(event_id="e-fold-2", user_id="u4", post_id="live-fold", kind=wpb.COMMENT, ts=1_700_000_600)]), timeout=5)
+    posts, engagements, last = fold_log(client, data)
+    assert posts >= 1 and engagements >= 1
+    ds = load_dataset(data)
+    i = list(ds.post_ids).index("live-fold")
+    assert ds.community_ids[ds.post_community[i]] == "c3"
+    assert ds.user_ids[ds.post_author[i]] == "u9"
+    assert ds.post_created_at[i] == 1_700_000_500
+    hits = [(ds.user_ids[u], k) for u, p, k, t in zip(ds.e_user, ds.e_post, ds.e_kind, ds.e_ts) if p == i]
+    assert ("u4", contract.KINDS.index("comment")) in hits
+    # folding again folds nothing: the position moved and the entries were trimmed
+    assert fold_log(client, data)[:2] == (0, 0)
+
+
+def test_new_post_heads_its_community_recent_list_and_engagement_marks_seen(world):
+    client, svc, writer = world["client"], world["svc"], world["writer"]
+    version = svc.holder.current.version
+    before = contract.decode_recent(client.get(contract.recent_key(version, "c5")))
+    writer.WritePosts(wpb.WritePostsRequest(events=[create("e-recent", "live-recent", community="c5")]), timeout=5)
+    after = contract.decode_recent(client.get(contract.recent_key(version, "c5")))
+    assert after[0] == "live-recent"
+    assert after[1:] == before[: contract.RECENT_PER_COMMUNITY - 1]
+    writer.WriteEngagements(wpb.WriteEngagementsRequest(events=[
+        wpb.EngagementEvent(event_id="e-seen", user_id="u11", post_id="live-recent", kind=wpb.VIEW, ts=1_700_000_900)]), timeout=5)
+    assert client.zscore(contract.seen_key("u11"), "live-recent") == 1_700_000_900

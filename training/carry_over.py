@@ -1,0 +1,65 @@
+"""Carry live posts over to a newly published model version.
+
+Posts created through the write path after the new model's training data was cut are
+not in its bundle. Before the pointer flips, publish copies them from the serving
+version into the new one: the record is re-indexed against the new bundle's
+communities and users, and the post restarts from its community's new vector (vectors of
+two versions live in different spaces). A post whose community the new model no longer
+knows cannot be placed and is dropped, and said so. Posts the new bundle already has
+(folded into its training data) are left as trained.
+"""
+from __future__ import annotations
+
+import numpy as np
+import redis
+
+from service import contract, post_vectors
+from service.bundle import Bundle
+
+
+def carry_over(client: redis.Redis, old_version: str, new: Bundle) -> tuple[int, int]:
+    """Returns (posts carried, posts dropped)."""
+    created: dict[str, dict[bytes, bytes]] = {}
+    for _, fields in client.xrange(contract.live_stream_key(old_version)):
+        post_id = fields[contract.LIVE_POST.encode()].decode()
+        if fields.get(contract.LIVE_DELETED.encode()) == b"1":
+            created.pop(post_id, None)
+        elif contract.LIVE_COMMUNITY.encode() in fields:
+            created[post_id] = fields
+    todo = [p for p in created if p not in new.post_row]
+    if not todo:
+        return 0, 0
+    old = contract.decode_posts(client.mget([contract.post_key(old_version, p) for p in todo]))
+    pipe = client.pipeline(transaction=False)
+    carried = dropped = 0
+    recent: dict[str, list[str]] = {}
+    for j, post_id in enumerate(todo):
+        fields = created[post_id]
+        community_id = fields[contract.LIVE_COMMUNITY.encode()].decode()
+        c = new.community_row.get(community_id)
+        if c is None or not old["flags"][j] & contract.FLAG_PRESENT or old["flags"][j] & contract.FLAG_DELETED:
+            dropped += 1
+            continue
+        rec = old[j : j + 1].copy()
+        rec["row"] = -1
+        rec["community"] = c
+        rec["author"] = new.user_row.get(fields.get(contract.LIVE_AUTHOR.encode(), b"").decode(), -1)
+        if new[contract.COMMUNITY_PRIVATE_FILE][c]:  # never less private than either version says
+            rec["flags"] |= contract.FLAG_PRIVATE
+        vector = post_vectors.post_prior(np.asarray(new[contract.COMMUNITY_FACTORS_FILE][c : c + 1]), None, None)[0]
+        pipe.set(contract.post_key(new.version, post_id), contract.encode_posts(rec)[0])
+        pipe.xadd(contract.live_stream_key(new.version), {
+            contract.LIVE_POST: post_id, contract.LIVE_COMMUNITY: community_id,
+            contract.LIVE_AUTHOR: fields.get(contract.LIVE_AUTHOR.encode(), b""),
+            contract.LIVE_VECTOR: vector.astype("<f4").tobytes(), contract.LIVE_CREATED: int(rec["created_at"][0]),
+        })
+        recent.setdefault(community_id, []).append((int(rec["created_at"][0]), post_id))
+        carried += 1
+    pipe.execute()
+    # Live posts are newer than anything trained: they go to the head of their community's list.
+    for community_id, posts in recent.items():
+        key = contract.recent_key(new.version, community_id)
+        ids = [p for _, p in sorted(posts, reverse=True)]
+        merged = ids + [p for p in contract.decode_recent(client.get(key)) if p not in set(ids)]
+        client.set(key, contract.encode_recent(merged[: contract.RECENT_PER_COMMUNITY]))
+    return carried, dropped

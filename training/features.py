@@ -1,0 +1,122 @@
+"""Offline candidates and features, through the service's own scoring code.
+
+`candidates` mirrors the service's retrieval (service/stages/retrieve.py): the top
+RETRIEVE_K posts by inner product with the user's vector, plus the newest posts of each
+community the user belongs to, minus private posts of groups they are not in and posts
+they already engaged with. `features` builds the per-(user, post) inputs from a
+WorldState and calls service.scoring.feature_matrix, the function the service calls on
+the hot path, so the scorer is fitted and evaluated on exactly what it will see.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+
+from service.scoring import feature_matrix
+from training.schema import Dataset
+from training.state import WorldState
+
+RETRIEVE_K = 500  # service default NICHEFEED_CANDIDATES
+PER_COMMUNITY = 50  # service RetrieveCandidates.per_community
+
+
+@dataclass
+class Model:
+    """The vectors a ranking needs (from a fit, or from a bundle)."""
+
+    user_factors: np.ndarray
+    community_factors: np.ndarray
+    post_vectors: np.ndarray
+
+
+def top_k(scores: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k highest scores per row, best first (ties by lower index)."""
+    k = min(k, scores.shape[1])
+    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    vals = np.take_along_axis(scores, part, axis=1)
+    order = np.lexsort((part, -vals), axis=1)
+    return np.take_along_axis(part, order, axis=1)
+
+
+def seen_matrix(ds: Dataset, mask: np.ndarray) -> sp.csr_matrix:
+    """users x posts: 1 where the user engaged positively under mask (never re-recommended)."""
+    pos = mask & (ds.event_weights() > 0)
+    m = sp.csr_matrix((np.ones(int(pos.sum()), np.float32), (ds.e_user[pos], ds.e_post[pos])),
+                      shape=(ds.n_users, ds.n_posts))
+    m.sum_duplicates()
+    return m
+
+
+class CandidateSource:
+    """Per-user candidates over a fixed catalogue (rows servable at the ranking time)."""
+
+    def __init__(self, ds: Dataset, state: WorldState, model: Model, catalogue: np.ndarray,
+                 seen: sp.csr_matrix, retrieve_k: int = RETRIEVE_K, per_community: int = PER_COMMUNITY):
+        self.ds, self.state, self.model = ds, state, model
+        self.catalogue = catalogue
+        self.seen = seen
+        self.retrieve_k, self.per_community = retrieve_k, per_community
+        comm = ds.post_community[catalogue]
+        created = ds.post_created_at[catalogue]
+        order = np.lexsort((catalogue, -created, comm))
+        self.recent_rows = catalogue[order]
+        bounds = np.searchsorted(comm[order], np.arange(ds.n_communities + 1))
+        self.recent_bounds = bounds
+        self.private = ds.community_private.astype(bool)
+        self.col_of = np.full(ds.n_posts, -1, np.int64)
+        self.col_of[catalogue] = np.arange(len(catalogue))
+        self.priv_cols = np.flatnonzero(self.private[comm])
+        self.priv_comm = comm[self.priv_cols]
+        self._private_hidden: dict[int, np.ndarray] = {}  # user -> hidden columns, reused by every method
+        order_m = np.argsort(state.m_user, kind="stable")
+        self.m_comm = state.m_community[order_m]
+        self.m_bounds = np.searchsorted(state.m_user[order_m], np.arange(ds.n_users + 1))
+
+    def memberships(self, user: int) -> np.ndarray:
+        return self.m_comm[self.m_bounds[user]:self.m_bounds[user + 1]]
+
+    def for_users(self, users: np.ndarray, chunk: int = 256) -> list[np.ndarray]:
+        out = []
+        V = self.model.post_vectors[self.catalogue]
+        for lo in range(0, len(users), chunk):
+            batch = users[lo:lo + chunk]
+            scores = self.model.user_factors[batch] @ V.T
+            self.hide(scores, batch)
+            top = self.catalogue[top_k(scores, self.retrieve_k)]
+            for i, u in enumerate(batch):
+                comms = self.memberships(u)
+                recent = [self.recent_rows[self.recent_bounds[c]:self.recent_bounds[c] + self.per_community] for c in comms]
+                rows = np.unique(np.concatenate([top[i], *recent])) if recent else np.unique(top[i])
+                ok = ~self.private[self.ds.post_community[rows]] | np.isin(self.ds.post_community[rows], comms)
+                seen = self.seen.indices[self.seen.indptr[u]:self.seen.indptr[u + 1]]
+                ok &= ~np.isin(rows, seen)
+                out.append(rows[ok])
+        return out
+
+    def hide(self, scores: np.ndarray, batch: np.ndarray) -> None:
+        """-inf, in catalogue columns, where a user may not or need not see a post: private
+        posts of groups they are not in, posts they already engaged with. Every evaluated
+        method ranks under this same rule."""
+        for i, u in enumerate(batch):
+            hide = self._private_hidden.get(u)
+            if hide is None:
+                hide = self._private_hidden[u] = self.priv_cols[~np.isin(self.priv_comm, self.memberships(u))]
+            scores[i, hide] = -np.inf
+            seen = self.col_of[self.seen.indices[self.seen.indptr[u]:self.seen.indptr[u + 1]]]
+            scores[i, seen[seen >= 0]] = -np.inf
+
+
+def features(ds: Dataset, state: WorldState, model: Model, users: np.ndarray, posts: np.ndarray, now: int) -> np.ndarray:
+    """feature_matrix for (users[i], posts[i]) pairs, as the service would build it at `now`."""
+    comm = ds.post_community[posts]
+    uf = model.user_factors[users]
+    affinity = np.einsum("ij,ij->i", uf, model.post_vectors[posts])
+    community_affinity = np.einsum("ij,ij->i", uf, model.community_factors[comm])
+    role = state.role_lookup(ds.n_communities)(users, comm)
+    return feature_matrix(
+        affinity, community_affinity, role, state.author_trust[posts],
+        now - ds.post_created_at[posts], state.positives[posts], state.negatives[posts], state.views[posts],
+        state.community_size[comm].astype(np.float32),
+    )

@@ -1,0 +1,70 @@
+"""Recompute a bundle's evaluation from the bundle and its data (`make evaluate`).
+
+Everything the report depends on is in the bundle: the vectors and scorer that were
+evaluated, split_ts, K, seeds, the index window and the plain-ALS parameters (manifest
+params), the evaluated users and every method's top-K (eval_users.npy,
+eval_rankings.npy). This reruns training/evaluate.py on them against the data directory
+and says whether every number matches the saved report.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from service import contract
+from service.bundle import load_bundle
+from training.csvio import DataError
+from training.evaluate import EvalParams, evaluate
+from training.features import Model
+from training.load import load_dataset
+from training.split import TimeSplit
+from training.state import state_as_of
+
+
+def _flatten(obj, prefix: str = "") -> dict[str, float]:
+    out = {}
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            out.update(_flatten(v, f"{prefix}{k}/"))
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            out.update(_flatten(v, f"{prefix}{i}/"))
+    elif isinstance(obj, (int, float)) and not isinstance(obj, bool):
+        out[prefix.rstrip("/")] = float(obj)
+    return out
+
+
+def reevaluate(bundle_dir: Path, data_dir: Path | None = None) -> tuple[dict, list[str]]:
+    """(recomputed report, mismatches against the saved report.json)."""
+    bundle = load_bundle(bundle_dir, verify=True)
+    p = bundle.manifest.params
+    data_dir = Path(data_dir or p["data_dir"])
+    from training.train import data_fingerprint
+
+    if data_fingerprint(data_dir) != bundle.manifest.data_fingerprint:
+        raise DataError(f"{data_dir}: not the data this bundle was trained on (fingerprint differs)")
+    ds = load_dataset(data_dir)
+    split_ts, end_ts = int(p["split_ts"]), int(p["data_end_ts"])
+    split = TimeSplit(split_ts, end_ts, ds.e_ts < split_ts, ds.e_ts >= split_ts)
+    state = state_as_of(ds, split_ts, ds.memberships_derived)
+    model = Model(np.asarray(bundle[contract.USER_FACTORS_FILE]), np.asarray(bundle[contract.COMMUNITY_FACTORS_FILE]),
+                  np.asarray(bundle[contract.POST_VECTORS_FILE]))
+    e = p["eval"]
+    params = EvalParams(max_users=e["max_users"], seed=e["seed"], bootstrap=e["bootstrap"], ks=tuple(e["ks"]))
+    saved = json.loads((bundle_dir / contract.REPORT_JSON_FILE).read_text())
+    als = saved["protocol"]["plain_als"]
+    result = evaluate(ds, split_ts, end_ts, split.train, split.test, state, model, bundle.scorer,
+                      p["index_window_applied_days"], als, params, saved.get("notes"))
+    mismatches = []
+    if not np.array_equal(result.users, np.load(bundle_dir / contract.EVAL_USERS_FILE)):
+        mismatches.append("evaluated users differ")
+    if not np.array_equal(result.rankings, np.load(bundle_dir / contract.EVAL_RANKINGS_FILE)):
+        mismatches.append("rankings differ")
+    want, got = _flatten({k: saved[k] for k in ("methods", "pipeline_vs", "gate")}), \
+        _flatten({k: result.report[k] for k in ("methods", "pipeline_vs", "gate")})
+    for key in sorted(set(want) | set(got)):
+        if key not in got or key not in want or abs(want[key] - got[key]) > 1e-9:
+            mismatches.append(f"{key}: saved {want.get(key)} recomputed {got.get(key)}")
+    return result.report, mismatches

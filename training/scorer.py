@@ -1,0 +1,85 @@
+"""Stage 6: the learned scorer, a logistic model over service.scoring's features.
+
+Fitted on the training window only, by replaying inside it what evaluation does on the
+held-out window: the training window is split again at inner_ts (the same length of
+time before split_ts as the evaluation window after it); vectors are fitted on events
+before inner_ts, each sampled user gets the service's candidates as of inner_ts, and a
+candidate is a positive when the user engaged with it positively in [inner_ts,
+split_ts). The scorer thus learns the task it is judged on (which of today's candidates
+will this user engage with next) from features built by the very function the service
+uses, and never sees an event of the evaluation window.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.optimize import minimize
+
+from service.scoring import FEATURES, LinearScorer
+from training.features import CandidateSource, Model, features
+from training.schema import Dataset
+from training.state import WorldState
+
+
+@dataclass
+class ScorerParams:
+    max_users: int = 3000
+    negatives_per_user: int = 100  # sampled non-engaged candidates per user
+    l2: float = 1.0
+    seed: int = 7
+
+
+def fit_logistic(X: np.ndarray, y: np.ndarray, l2: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """L2-regularised logistic regression on standardised features; (w, mean, scale, bias)."""
+    mean = X.mean(axis=0)
+    scale = X.std(axis=0)
+    scale[scale < 1e-6] = 1.0  # a constant feature (e.g. freshness on old logs) gets weight 0
+    Z = ((X - mean) / scale).astype(np.float64)
+    n, d = Z.shape
+    sign = 2.0 * y - 1.0
+
+    def loss(theta):
+        w, b = theta[:d], theta[d]
+        m = sign * (Z @ w + b)
+        value = np.logaddexp(0, -m).sum() + 0.5 * l2 * w @ w
+        g = -sign * (1 - 1 / (1 + np.exp(-m)))  # d loss / d logit
+        return value, np.concatenate([Z.T @ g + l2 * w, [g.sum()]])
+
+    res = minimize(loss, np.zeros(d + 1), jac=True, method="L-BFGS-B", options={"maxiter": 500})
+    w = res.x[:d].astype(np.float32)
+    w[X.std(axis=0) < 1e-6] = 0.0
+    return w, mean.astype(np.float32), scale.astype(np.float32), float(res.x[d])
+
+
+def training_examples(ds: Dataset, state: WorldState, model: Model, source: CandidateSource,
+                      targets, users: np.ndarray, now: int, params: ScorerParams):
+    rng = np.random.default_rng(params.seed)
+    cands = source.for_users(users)
+    us, ps, ys = [], [], []
+    for u, rows in zip(users, cands):
+        t = targets.indices[targets.indptr[u]:targets.indptr[u + 1]]
+        label = np.isin(rows, t)
+        neg = np.flatnonzero(~label)
+        if len(neg) > params.negatives_per_user:
+            neg = rng.choice(neg, params.negatives_per_user, replace=False)
+        keep = np.concatenate([np.flatnonzero(label), neg])
+        us.append(np.full(len(keep), u, np.int32))
+        ps.append(rows[keep])
+        ys.append(label[keep])
+    users_flat, posts_flat, y = np.concatenate(us), np.concatenate(ps), np.concatenate(ys).astype(np.float64)
+    return features(ds, state, model, users_flat, posts_flat, now), y
+
+
+def fit_scorer(ds: Dataset, state: WorldState, model: Model, source: CandidateSource, targets,
+               users: np.ndarray, now: int, params: ScorerParams) -> LinearScorer:
+    X, y = training_examples(ds, state, model, source, targets, users, now, params)
+    if y.sum() == 0 or y.sum() == len(y):
+        scorer = LinearScorer.affinity_only()
+        scorer.info = {"fallback": "no positive (or no negative) candidates in the inner window: affinity only",
+                       "examples": int(len(y))}
+        return scorer
+    w, mean, scale, bias = fit_logistic(X, y, params.l2)
+    info = {"examples": int(len(y)), "positives": int(y.sum()), "users": int(len(users)),
+            "inner_ts": int(now), "weights_by_feature": {f: round(float(v), 4) for f, v in zip(FEATURES, w)}}
+    return LinearScorer(w, mean, scale, bias, "logistic", info)

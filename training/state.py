@@ -1,0 +1,131 @@
+"""What the world looked like at a moment: memberships, post counters, author standing.
+
+Every consumer asks for the state "as of" a time, so nothing downstream can peek past
+it: the scorer is fitted on the state at the inner split, evaluation ranks with the
+state at the split, and the bundle (serving) carries the state at the end of the data.
+
+Author standing goes beyond the role: a post's author_trust is the role prior
+(service.scoring.ROLE_STANDING) moved by the author's track record in that community,
+how their earlier posts there were received (positives and negatives per view, shrunk
+toward the community's own rate so a newcomer with one lucky post is not a star).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from service.scoring import ROLE_STANDING
+from training import schema
+
+NON_MEMBER_STANDING = 0.2  # an author posting where they hold no role (public groups)
+TRACK_RECORD_VIEWS = 20.0  # views at which the track record weighs as much as the role
+TRACK_RECORD_SHARE = 0.5  # how far a track record can move standing off the role prior
+
+
+@dataclass
+class WorldState:
+    as_of: int
+    m_user: np.ndarray  # memberships known at as_of
+    m_community: np.ndarray
+    m_role: np.ndarray
+    positives: np.ndarray  # float32 [n_posts] weighted positive engagements before as_of
+    negatives: np.ndarray
+    views: np.ndarray  # engagement events of any kind (counts)
+    author_trust: np.ndarray  # float32 [n_posts]
+    community_size: np.ndarray  # int32 [n_comm] members
+
+    def role_lookup(self, n_communities: int):
+        """A function (users, communities) -> role codes (0 where no membership)."""
+        keys = self.m_user.astype(np.int64) * n_communities + self.m_community
+        order = np.argsort(keys)
+        keys, roles = keys[order], self.m_role[order]
+
+        def lookup(users: np.ndarray, communities: np.ndarray) -> np.ndarray:
+            if len(keys) == 0:
+                return np.zeros(len(users), dtype=np.uint8)
+            q = np.asarray(users, np.int64) * n_communities + communities
+            pos = np.clip(np.searchsorted(keys, q), 0, len(keys) - 1)
+            return np.where(keys[pos] == q, roles[pos], 0).astype(np.uint8)
+
+        return lookup
+
+
+def derive_memberships(ds: schema.Dataset, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For logs without memberships.csv: a user is a member of a community where they
+    engaged positively at least twice, or authored a post (events under mask only)."""
+    pos = mask & (ds.event_weights() > 0)
+    n_c = max(ds.n_communities, 1)
+    has_author = ds.post_author >= 0
+    authored = ds.post_author[has_author].astype(np.int64) * n_c + ds.post_community[has_author]
+    key = np.concatenate([ds.e_user[pos].astype(np.int64) * n_c + ds.post_community[ds.e_post[pos]], authored, authored])
+    uniq, counts = np.unique(key, return_counts=True)
+    uniq = uniq[counts >= 2]
+    return (uniq // n_c).astype(np.int32), (uniq % n_c).astype(np.int32)
+
+
+def post_counters(ds: schema.Dataset, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    w = ds.event_weights()[mask]
+    posts = ds.e_post[mask]
+    positives = np.bincount(posts, weights=np.maximum(w, 0), minlength=ds.n_posts).astype(np.float32)
+    negatives = np.bincount(posts, weights=np.isin(ds.e_kind[mask], schema.NEGATIVE_KINDS) * ds.e_count[mask],
+                            minlength=ds.n_posts).astype(np.float32)
+    views = np.bincount(posts, weights=ds.e_count[mask], minlength=ds.n_posts).astype(np.float32)
+    return positives, negatives, views
+
+
+def author_standing(ds: schema.Dataset, role_of, positives: np.ndarray, negatives: np.ndarray,
+                    views: np.ndarray) -> np.ndarray:
+    """author_trust per post: role prior moved by the author's record in that community."""
+    trust = np.full(ds.n_posts, 0.0, dtype=np.float32)
+    known = ds.post_author >= 0
+    role = role_of(ds.post_author[known], ds.post_community[known])
+    trust[known] = np.where(role > 0, ROLE_STANDING[role], NON_MEMBER_STANDING)
+    if not known.any():
+        return trust
+    # Net reception per (author, community), compared with the community's average.
+    n_c = max(ds.n_communities, 1)
+    key = ds.post_author[known].astype(np.int64) * n_c + ds.post_community[known]
+    uniq, inv = np.unique(key, return_inverse=True)
+    net = (positives - 2.0 * negatives)[known]
+    a_net = np.bincount(inv, weights=net)
+    a_views = np.bincount(inv, weights=views[known])
+    c_rate = np.bincount(ds.post_community, weights=positives - 2.0 * negatives, minlength=n_c) / np.maximum(
+        np.bincount(ds.post_community, weights=views, minlength=n_c), 1.0)
+    comm = (uniq % n_c).astype(np.int64)
+    rate = (a_net + TRACK_RECORD_VIEWS * c_rate[comm]) / (a_views + TRACK_RECORD_VIEWS)
+    # Above the group's norm lifts, below lowers; tanh keeps it bounded, the views term
+    # keeps a thin record close to the role prior.
+    evidence = a_views / (a_views + TRACK_RECORD_VIEWS)
+    lift = TRACK_RECORD_SHARE * evidence * np.tanh(4.0 * (rate - c_rate[comm]))
+    trust[known] = np.clip(trust[known] + lift[inv], 0.0, 1.0)
+    return trust
+
+
+def member_engagers(ds: schema.Dataset, mask: np.ndarray, state: WorldState) -> np.ndarray:
+    """Distinct members of each post's community who engaged with it positively (under
+    mask): what lets the service say "3 members of X engaged"."""
+    pos = mask & (ds.event_weights() > 0)
+    users, posts = ds.e_user[pos], ds.e_post[pos]
+    member = state.role_lookup(ds.n_communities)(users, ds.post_community[posts]) > 0
+    pairs = np.unique(posts[member].astype(np.int64) * max(ds.n_users, 1) + users[member])
+    return np.bincount(pairs // max(ds.n_users, 1), minlength=ds.n_posts).astype(np.int32)
+
+
+def state_as_of(ds: schema.Dataset, as_of: int, memberships_derived: bool) -> WorldState:
+    before = ds.e_ts < as_of
+    if memberships_derived:
+        m_user, m_comm = derive_memberships(ds, before)
+        m_role = np.full(len(m_user), 1, dtype=np.uint8)
+    else:
+        known = ds.m_joined_at < as_of
+        m_user, m_comm, m_role = ds.m_user[known], ds.m_community[known], ds.m_role[known]
+    positives, negatives, views = post_counters(ds, before)
+    state = WorldState(
+        as_of=int(as_of), m_user=m_user, m_community=m_comm, m_role=m_role,
+        positives=positives, negatives=negatives, views=views,
+        author_trust=np.zeros(ds.n_posts, np.float32),
+        community_size=np.bincount(m_comm, minlength=ds.n_communities).astype(np.int32),
+    )
+    state.author_trust = author_standing(ds, state.role_lookup(ds.n_communities), positives, negatives, views)
+    return state
