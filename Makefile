@@ -11,7 +11,7 @@ MODELS ?= models
 ARGS ?=
 export NICHEFEED_MODELS_DIR ?= $(MODELS)
 
-.PHONY: help install install-redis proto data train model evaluate publish rollback serve test bench bench-quick clean
+.PHONY: help install install-redis proto data train model evaluate publish rollback fold-log serve test bench bench-quick clean
 
 help:
 	@echo "make serve      install, build, create the default world and model, start Redis, serve gRPC on 127.0.0.1:50051"
@@ -21,6 +21,7 @@ help:
 	@echo "make evaluate   recompute the newest bundle's evaluation report and check it matches"
 	@echo "make publish    gate, load the newest bundle's features into Redis, make it current (ARGS=--force)"
 	@echo "make rollback   make the previously published version current again"
+	@echo "make fold-log   fold the service's live event log (new posts, engagements) into DATA"
 	@echo "make bench      benchmarks (see benchmarks/README.md)"
 	@echo "make proto      regenerate the gRPC stubs into gen/"
 	@echo "make clean      remove the virtualenv, generated stubs, var/ (Redis data)"
@@ -75,6 +76,9 @@ evaluate: install
 
 publish: install
 	$(PY) -m training publish --models $(MODELS) $(ARGS)
+
+fold-log: install
+	$(PY) -m training fold-log --data $(DATA) $(ARGS)
 
 rollback: install
 	$(PY) -m training rollback --models $(MODELS) $(ARGS)

@@ -50,6 +50,28 @@ class Bundle:
     def __getitem__(self, name: str) -> np.ndarray:
         return self.arrays[name]
 
+    def post_records(self, rows: np.ndarray) -> np.ndarray:
+        """The Redis post records (contract.POST_DTYPE) of these rows as the bundle knows
+        them: what publish writes, and what the hot path falls back to without Redis."""
+        b = self
+        rec = np.zeros(len(rows), dtype=contract.POST_DTYPE)
+        rec["row"] = rows
+        rec["community"] = b[contract.POST_COMMUNITY_FILE][rows]
+        rec["author"] = b[contract.POST_AUTHOR_FILE][rows]
+        private = np.asarray(b[contract.COMMUNITY_PRIVATE_FILE])[rec["community"]] | b[contract.POST_MEMBERS_ONLY_FILE][rows]
+        rec["flags"] = (contract.FLAG_PRESENT
+                        | np.where(b[contract.POST_DELETED_FILE][rows], contract.FLAG_DELETED, 0)
+                        | np.where(private, contract.FLAG_PRIVATE, 0)).astype(np.uint8)
+        rec["created_at"] = b[contract.POST_CREATED_AT_FILE][rows]
+        rec["author_trust"] = b[contract.POST_AUTHOR_TRUST_FILE][rows]
+        rec["positives"] = b[contract.POST_POSITIVES_FILE][rows]
+        rec["negatives"] = b[contract.POST_NEGATIVES_FILE][rows]
+        rec["views"] = b[contract.POST_VIEWS_FILE][rows]
+        engagers = b.arrays.get(contract.POST_MEMBER_ENGAGERS_FILE)
+        if engagers is not None:
+            rec["member_engagers"] = np.clip(np.asarray(engagers)[rows], 0, np.iinfo(np.uint16).max)
+        return rec
+
     @property
     def data_end_ts(self) -> int:
         return int(self.manifest.params.get("data_end_ts", 0))
@@ -111,7 +133,7 @@ def load_bundle(path: Path, verify: bool = True) -> Bundle:
         contract.COMMUNITY_SIZE_FILE: (n_comm,),
     }
     for name in (contract.POST_COMMUNITY_FILE, contract.POST_AUTHOR_FILE, contract.POST_CREATED_AT_FILE,
-                 contract.POST_DELETED_FILE, contract.POST_AUTHOR_TRUST_FILE, contract.POST_POSITIVES_FILE,
+                 contract.POST_DELETED_FILE, contract.POST_MEMBERS_ONLY_FILE, contract.POST_AUTHOR_TRUST_FILE, contract.POST_POSITIVES_FILE,
                  contract.POST_NEGATIVES_FILE, contract.POST_VIEWS_FILE):
         checks[name] = (n_posts,)
     for name, shape in checks.items():

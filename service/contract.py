@@ -21,6 +21,7 @@ Bundle (a directory ``<models_dir>/<model_version>/``, written atomically by ren
   post_author.npy        i4 [n_posts]      user index of the author, -1 when unknown
   post_created_at.npy    i8 [n_posts]      unix seconds
   post_deleted.npy       b1 [n_posts]
+  post_members_only.npy  b1 [n_posts]      members-only posts (private even in a public community)
   post_author_trust.npy  f4 [n_posts]      the author's standing in the post's community
   post_positives.npy     f4 [n_posts]      weighted positive engagements (all data)
   post_negatives.npy     f4 [n_posts]      hides and reports
@@ -76,6 +77,7 @@ POST_COMMUNITY_FILE = "post_community.npy"
 POST_AUTHOR_FILE = "post_author.npy"
 POST_CREATED_AT_FILE = "post_created_at.npy"
 POST_DELETED_FILE = "post_deleted.npy"
+POST_MEMBERS_ONLY_FILE = "post_members_only.npy"  # b1 [n_posts]: visible to community members only
 POST_AUTHOR_TRUST_FILE = "post_author_trust.npy"
 POST_POSITIVES_FILE = "post_positives.npy"
 POST_NEGATIVES_FILE = "post_negatives.npy"
@@ -106,6 +108,7 @@ ARRAY_FILES: dict[str, str] = {
     POST_AUTHOR_FILE: "i",
     POST_CREATED_AT_FILE: "i",
     POST_DELETED_FILE: "b",
+    POST_MEMBERS_ONLY_FILE: "b",
     POST_AUTHOR_TRUST_FILE: "f",
     POST_POSITIVES_FILE: "f",
     POST_NEGATIVES_FILE: "f",

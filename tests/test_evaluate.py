@@ -12,7 +12,7 @@ from service import contract
 from training.evaluate import bootstrap_ci, per_user_metrics
 from training.reevaluate import reevaluate
 from training.train import TrainParams, train
-from tests.catalogue_logs import write_catalogue_logs
+from training.catalogue_logs import write_catalogue_logs
 
 
 class _Posts:

@@ -108,6 +108,7 @@ def write_world_bundle(world: SmallWorld, models_dir, seed: int) -> str:
         contract.POST_AUTHOR_FILE: np.array(world.post_author, dtype=np.int32),
         contract.POST_CREATED_AT_FILE: np.array(created, dtype=np.int64),
         contract.POST_DELETED_FILE: np.array(world.post_deleted, dtype=bool),
+        contract.POST_MEMBERS_ONLY_FILE: np.zeros(len(world.post_deleted), dtype=bool),
         contract.POST_AUTHOR_TRUST_FILE: np.full(n_posts, 0.5, dtype=np.float32),
         contract.POST_POSITIVES_FILE: rng.integers(0, 5, n_posts).astype(np.float32),
         contract.POST_NEGATIVES_FILE: np.zeros(n_posts, dtype=np.float32),

@@ -200,6 +200,7 @@ def test_fold_log_feeds_the_next_training_run(world, tiny_data, tmp_path):
     assert ds.post_created_at[i] == 1_700_000_500
     hits = [(ds.user_ids[u], k) for u, p, k, t in zip(ds.e_user, ds.e_post, ds.e_kind, ds.e_ts) if p == i]
     assert ("u4", contract.KINDS.index("comment")) in hits
+    assert not ds.post_members_only[i]
     # folding again folds nothing: the position moved and the entries were trimmed
     assert fold_log(client, data)[:2] == (0, 0)
 
@@ -215,3 +216,29 @@ def test_new_post_heads_its_community_recent_list_and_engagement_marks_seen(worl
     writer.WriteEngagements(wpb.WriteEngagementsRequest(events=[
         wpb.EngagementEvent(event_id="e-seen", user_id="u11", post_id="live-recent", kind=wpb.VIEW, ts=1_700_000_900)]), timeout=5)
     assert client.zscore(contract.seen_key("u11"), "live-recent") == 1_700_000_900
+
+
+def test_members_only_visibility_survives_fold_and_retrain(world, tiny_data, tmp_path):
+    """A post made members-only live stays private in the next model: fold-log writes the
+    visibility column, training keeps it, and the published record is private."""
+    import shutil
+
+    from service.bundle import load_bundle
+    from training.live_log import fold_log
+    from training.load import load_dataset
+    from training.train import TrainParams, train
+
+    client, svc, writer = world["client"], world["svc"], world["writer"]
+    bundle = svc.holder.current
+    private = bundle[contract.COMMUNITY_PRIVATE_FILE]
+    post = next(p for r, p in enumerate(bundle.post_ids) if not private[bundle[contract.POST_COMMUNITY_FILE][r]])
+    writer.WritePosts(wpb.WritePostsRequest(events=[wpb.PostEvent(
+        event_id="vis-retrain", op=wpb.POST_OP_SET_VISIBILITY, post_id=post, visibility=wpb.VISIBILITY_MEMBERS)]), timeout=5)
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data, data)
+    fold_log(client, data)
+    ds = load_dataset(data)
+    assert ds.post_members_only[list(ds.post_ids).index(post)]
+    retrained = load_bundle(train(data, tmp_path / "models", TrainParams(scorer="affinity"), progress=False, quiet=True))
+    record = retrained.post_records(np.array([retrained.post_row[post]]))
+    assert record["flags"][0] & contract.FLAG_PRIVATE

@@ -1,4 +1,4 @@
-"""python -m training: generate | train | evaluate | publish | rollback | ensure.
+"""python -m training: generate | train | evaluate | publish | rollback | fold-log | ensure.
 
 Run `python -m training COMMAND --help` for each command's options. Errors in input
 files or in reaching Redis end the run with one line naming the file/row/column or the
@@ -136,6 +136,18 @@ def cmd_rollback(args) -> None:
     print(f"current version is now {target}")
 
 
+def cmd_fold_log(args) -> None:
+    """Fold the live event log (writes since the last fold) into the data directory."""
+    from training.live_log import fold_log
+
+    with redis_client() as client:
+        posts, events, last = fold_log(client, args.data)
+    if posts or events:
+        print(f"folded {posts} post events and {events} engagements into {args.data} (log position {last})")
+    else:
+        print(f"nothing new in the event log; {args.data} unchanged")
+
+
 def cmd_ensure(args) -> None:
     """What `make serve` needs: data, a bundle, and that bundle published."""
     if not (args.data / EVENTS_CSV).exists():
@@ -215,6 +227,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--version", default=None, help="bundle version (default: the newest)")
     p.add_argument("--data", type=Path, default=None, help="data directory (default: the one it was trained on)")
     p.set_defaults(fn=cmd_evaluate)
+
+    p = sub.add_parser("fold-log", help="fold the service's live event log into a data directory")
+    p.add_argument("--data", type=Path, default=Path("data/default"))
+    p.set_defaults(fn=cmd_fold_log)
 
     p = sub.add_parser("ensure", help="generate, train and publish whatever is missing (make serve)")
     train_opts(p)

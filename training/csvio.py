@@ -50,16 +50,20 @@ class CsvTable:
                 raise DataError(f"{path}: row 1: missing column(s) {', '.join(missing)} (header: {','.join(header)})")
             self.columns = {c: header.index(c) for c in (*required, *optional) if c in header}
             width = len(header)
-            rows: list[list[str]] = []
             try:
-                for row in reader:
-                    if len(row) != width:
-                        if not row:  # blank line
-                            raise DataError(f"{path}: row {reader.line_num}: empty line")
-                        raise DataError(f"{path}: row {reader.line_num}: {len(row)} fields, header has {width}")
-                    rows.append(row)
+                rows: list[list[str]] = list(reader)  # C speed; widths are checked below
             except (csv.Error, UnicodeDecodeError) as exc:
                 raise DataError(f"{path}: row {reader.line_num}: {exc}") from None
+        if rows:
+            lengths = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
+            bad = np.flatnonzero(lengths != width)
+            if len(bad):
+                i = int(bad[0])
+                # Row numbers count the header as row 1 (a quoted field spanning lines would
+                # shift them; such files fail on the field instead).
+                if not rows[i]:
+                    raise DataError(f"{path}: row {i + 2}: empty line")
+                raise DataError(f"{path}: row {i + 2}: {len(rows[i])} fields, header has {width}")
         self.rows = rows
 
     def __len__(self) -> int:

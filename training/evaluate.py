@@ -17,10 +17,16 @@ Protocol (also written into every report, so anyone can recompute the numbers):
 - Spread: 95% bootstrap intervals (resampling users, `bootstrap` draws, `seed`) of each
   mean, and of the paired per-user difference of the gate metric between the pipeline
   and each baseline: a difference whose interval excludes 0 is not noise.
-Methods: random; most_popular (positive engagement before split_ts); plain_als (implicit
-ALS fitted directly on the user x post matrix of the same training events); als_stage
-(the pipeline's embeddings alone: user . post vector); pipeline (the service's
-retrieval, features and scorer: service.scoring).
+- Ties are broken by the lower post row. Scores are float32.
+Methods: random (numpy default_rng(seed), one uniform [256 users x catalogue] draw per
+chunk of users in ascending order); most_popular (summed positive weight before
+split_ts); plain_als (implicit ALS fitted directly on the user x post matrix of summed
+positive training weights, implicit's default alpha 1, the pipeline's factors,
+iterations, regularization and seed); als_stage (the pipeline's embeddings alone:
+user . post vector from the bundle); pipeline (the service's retrieval: the top 500 of
+the catalogue by user . post vector plus the 50 newest catalogue posts of each community
+the user belongs to as of split_ts, then service.scoring.feature_matrix and the
+bundle's scorer; no diversity re-rank).
 """
 from __future__ import annotations
 

@@ -6,6 +6,7 @@ report says what was assumed.
 """
 from __future__ import annotations
 
+from itertools import repeat
 from pathlib import Path
 
 import numpy as np
@@ -19,13 +20,10 @@ NO_COMMUNITY = "(none)"
 
 
 def _index(ids: list[str], known: dict[str, int], table: CsvTable, column: str, what: str) -> np.ndarray:
-    out = np.empty(len(ids), dtype=np.int32)
-    get = known.get
-    for i, v in enumerate(ids):
-        j = get(v)
-        if j is None:
-            raise table.error(i, column, f"unknown {what} {v!r}")
-        out[i] = j
+    out = np.fromiter(map(known.get, ids, repeat(-1)), dtype=np.int32, count=len(ids))
+    if len(out) and out.min() < 0:
+        i = int(np.argmin(out))
+        raise table.error(i, column, f"unknown {what} {ids[i]!r}")
     return out
 
 
@@ -57,6 +55,10 @@ def _load_posts(data_dir: Path, users: dict[str, int], notes: list[str]):
         created = np.zeros(len(posts), np.int64)
         notes.append(f"{schema.POSTS_CSV} has no created_at: every post counts as created at 0 (no freshness signal)")
     deleted = posts.bools("deleted") if posts.has("deleted") else np.zeros(len(posts), dtype=bool)
+    # visibility (written by fold-log for posts made members-only live): privacy must
+    # survive a retrain, so an unknown value is an error, never "public".
+    members_only = (posts.choices("visibility", schema.VISIBILITIES) == 1 if posts.has("visibility")
+                    else np.zeros(len(posts), dtype=bool))
     if posts.has("author_id"):
         names = posts.strings("author_id", allow_empty=True)
         unknown = np.array([not n for n in names], dtype=bool)
@@ -67,7 +69,7 @@ def _load_posts(data_dir: Path, users: dict[str, int], notes: list[str]):
     else:
         author = np.full(len(posts), -1, np.int32)
         notes.append(f"{schema.POSTS_CSV} has no author_id: authors unknown, author trust neutral")
-    return posts, post_ids, post_index, created, deleted, author
+    return posts, post_ids, post_index, created, deleted, author, members_only
 
 
 def load_dataset(data_dir: Path) -> schema.Dataset:
@@ -77,7 +79,7 @@ def load_dataset(data_dir: Path) -> schema.Dataset:
     notes: list[str] = []
     users: dict[str, int] = {}
 
-    posts, post_ids, post_index, created, deleted, post_author = _load_posts(data_dir, users, notes)
+    posts, post_ids, post_index, created, deleted, post_author, members_only = _load_posts(data_dir, users, notes)
     if posts.has("community_id"):
         post_comm_ids = posts.strings("community_id", allow_empty=True)
     else:
@@ -164,4 +166,5 @@ def load_dataset(data_dir: Path) -> schema.Dataset:
         post_deleted=deleted,
         e_user=e_user[order], e_post=e_post[order], e_kind=e_kind[order], e_ts=e_ts[order],
         e_count=e_count[order], notes=notes, memberships_derived=derived, kind_weight=kind_weight,
+        post_members_only=members_only,
     )

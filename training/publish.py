@@ -22,6 +22,7 @@ import redis
 
 from service import contract
 from service.bundle import load_bundle
+from training.carry_over import carry_over
 from training.records import post_records, recent_records, user_records
 
 BATCH = 2_000  # keys per MSET: large enough to amortise the round trip, small enough not to stall Redis
@@ -148,6 +149,11 @@ def publish(bundle_dir: Path, client: redis.Redis, keep: int = 3, force: bool = 
     _write(client, post_records(bundle), len(bundle.post_ids), "posts", progress)
     _write(client, recent_records(bundle), len(bundle.community_recent), "recent lists", progress)
     previous = current_version(client)
+    if previous and previous != version:
+        # Posts written live since the new model's data was cut must keep being served.
+        carried, dropped = carry_over(client, previous, bundle)
+        if carried or dropped:
+            log(f"live posts carried over from {previous}: {carried} (dropped, community unknown: {dropped})")
     flip(client, version)
     log(f"current version: {previous} -> {version} ({time.perf_counter() - t0:.1f}s)")
     prune(client, keep, bundle_dir.parent if prune_bundles else None)

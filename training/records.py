@@ -26,23 +26,7 @@ def user_records(bundle: Bundle):
 
 
 def post_records(bundle: Bundle):
-    n = len(bundle.post_ids)
-    rec = np.zeros(n, dtype=contract.POST_DTYPE)
-    rec["row"] = np.arange(n)
-    rec["community"] = bundle[contract.POST_COMMUNITY_FILE]
-    rec["author"] = bundle[contract.POST_AUTHOR_FILE]
-    private = np.asarray(bundle[contract.COMMUNITY_PRIVATE_FILE])[rec["community"]]
-    rec["flags"] = (contract.FLAG_PRESENT
-                    | np.where(bundle[contract.POST_DELETED_FILE], contract.FLAG_DELETED, 0)
-                    | np.where(private, contract.FLAG_PRIVATE, 0)).astype(np.uint8)
-    rec["created_at"] = bundle[contract.POST_CREATED_AT_FILE]
-    rec["author_trust"] = bundle[contract.POST_AUTHOR_TRUST_FILE]
-    rec["positives"] = bundle[contract.POST_POSITIVES_FILE]
-    rec["negatives"] = bundle[contract.POST_NEGATIVES_FILE]
-    rec["views"] = bundle[contract.POST_VIEWS_FILE]
-    engagers = bundle.arrays.get(contract.POST_MEMBER_ENGAGERS_FILE)
-    if engagers is not None:
-        rec["member_engagers"] = np.clip(np.asarray(engagers), 0, np.iinfo(np.uint16).max)
+    rec = bundle.post_records(np.arange(len(bundle.post_ids)))
     prefix = contract.post_key_prefix(bundle.version)
     return zip((prefix + p for p in bundle.post_ids), contract.encode_posts(rec))
 

@@ -31,7 +31,8 @@ TRUTH_DIR = "truth"  # hidden truth of a synthetic world: for evaluation only, n
 COMMUNITY_COLUMNS = ("community_id", "is_private")
 MEMBERSHIP_COLUMNS = ("user_id", "community_id", "role", "joined_at")
 POST_COLUMNS = ("post_id",)
-POST_OPTIONAL = ("community_id", "author_id", "created_at", "deleted")
+POST_OPTIONAL = ("community_id", "author_id", "created_at", "deleted", "visibility")
+VISIBILITIES = ("community", "members")  # members: only members of its community see the post
 EVENT_COLUMNS = ("user_id", "post_id", "ts")
 EVENT_OPTIONAL = ("kind", "weight")
 
@@ -71,6 +72,7 @@ class Dataset:
     notes: list[str] = field(default_factory=list)
     memberships_derived: bool = False  # no memberships.csv: derive them as of each split
     kind_weight: np.ndarray = field(default_factory=lambda: KIND_WEIGHT.copy())
+    post_members_only: np.ndarray | None = None  # bool [n_posts]; None: every post as its community
 
     @property
     def n_users(self) -> int:

@@ -161,6 +161,8 @@ def train(data_dir: Path, models_dir: Path, params: TrainParams, progress: bool 
         contract.POST_AUTHOR_FILE: ds.post_author.astype(np.int32),
         contract.POST_CREATED_AT_FILE: ds.post_created_at.astype(np.int64),
         contract.POST_DELETED_FILE: ds.post_deleted.astype(bool),
+        contract.POST_MEMBERS_ONLY_FILE: (ds.post_members_only if ds.post_members_only is not None
+                                          else np.zeros(ds.n_posts, dtype=bool)).astype(bool),
         contract.POST_AUTHOR_TRUST_FILE: serving.author_trust,
         contract.POST_POSITIVES_FILE: serving.positives,
         contract.POST_NEGATIVES_FILE: serving.negatives,

@@ -39,12 +39,18 @@ class DeletedFilter:
 
 
 class TooOldFilter:
+    """Posts older than max_age_days (0: off). Off too for a model trained on catalogue-like
+    logs, whose "posts" are timeless items (the bundle then indexes every post, and its
+    manifest says so with index_window_applied_days = null)."""
+
     reason = "too_old"
 
     def __init__(self, max_age_days: float):
         self.max_age_s = max_age_days * 86_400
 
     def keep(self, ctx: RankContext) -> np.ndarray:
+        if self.max_age_s <= 0 or ctx.bundle.manifest.params.get("index_window_applied_days", 0) is None:
+            return np.ones(ctx.size, dtype=bool)
         return ctx.posts["created_at"] >= ctx.now - self.max_age_s
 
 

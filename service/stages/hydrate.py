@@ -163,23 +163,7 @@ def records_from_bundle(ctx: RankContext) -> np.ndarray:
     """Post records as the bundle last knew them, with the deletions and visibility
     changes the live index saw since; only public posts may then be shown (the privacy
     filter sees unconfirmed memberships). Live posts have no bundle record: not PRESENT."""
-    b, rows = ctx.bundle, np.maximum(ctx.rows, 0)
-    rec = np.zeros(len(rows), dtype=contract.POST_DTYPE)
-    rec["row"] = rows
-    rec["community"] = b[contract.POST_COMMUNITY_FILE][rows]
-    rec["author"] = b[contract.POST_AUTHOR_FILE][rows]
-    private = np.asarray(b[contract.COMMUNITY_PRIVATE_FILE])[rec["community"]]
-    rec["flags"] = (contract.FLAG_PRESENT
-                    | np.where(b[contract.POST_DELETED_FILE][rows], contract.FLAG_DELETED, 0)
-                    | np.where(private, contract.FLAG_PRIVATE, 0)).astype(np.uint8)
-    rec["created_at"] = b[contract.POST_CREATED_AT_FILE][rows]
-    rec["author_trust"] = b[contract.POST_AUTHOR_TRUST_FILE][rows]
-    rec["positives"] = b[contract.POST_POSITIVES_FILE][rows]
-    rec["negatives"] = b[contract.POST_NEGATIVES_FILE][rows]
-    rec["views"] = b[contract.POST_VIEWS_FILE][rows]
-    engagers = b.arrays.get(contract.POST_MEMBER_ENGAGERS_FILE)
-    if engagers is not None:
-        rec["member_engagers"] = np.clip(np.asarray(engagers)[rows], 0, np.iinfo(np.uint16).max)
+    rec = ctx.bundle.post_records(np.maximum(ctx.rows, 0))
     live = ctx.live
     if live is not None and (live.deleted or live.private):
         rec["flags"] |= np.array([(contract.FLAG_DELETED if p in live.deleted else 0)

@@ -1,4 +1,4 @@
-"""A MovieLens/Last.fm-like log in the documented schema, for tests of real-log training.
+"""A MovieLens/Last.fm-like log in the documented schema: the real-log path, end to end.
 
 Items are posts with a genre as community, created_at 0 (items are old), events carry
 play counts in `weight` and no kind, and there is no communities.csv or memberships.csv:
