@@ -230,12 +230,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--concurrency", help="closed-loop callers, comma list, e.g. 1,8,32")
     ap.add_argument("--scale-time", type=float, default=1.0, help="multiply every measuring window")
     ap.add_argument("--skip", default="", help="comma list of: retrieval, comparisons, memory")
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="results directory (default benchmarks/results; --quick: var/bench/results, so that a "
+                         "quick run never overwrites the committed full results)")
     ap.add_argument("--bundle", type=Path, help="bench an existing published bundle (with --redis-url) instead of a world")
     ap.add_argument("--redis-url", help="Redis holding --bundle's features")
     args = ap.parse_args(argv)
 
     plan = Plan.quick() if args.quick else Plan.full()
+    if args.out is None:
+        args.out = ROOT / "var" / "bench" / "results" if args.quick else ROOT / "benchmarks" / "results"
     if args.worlds:
         plan.worlds = args.worlds.split(",")
         plan.headline_world = plan.worlds[0] if plan.headline_world not in plan.worlds else plan.headline_world

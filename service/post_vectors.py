@@ -3,9 +3,9 @@
 A post starts from a prior, its community's vector blended with its author's
 ("KnownFor": where the author's posts usually land), so a post nobody has touched yet is
 already placed (cold start is the norm: posts live for days). Each engager then pulls it
-toward them: the engagers' part is the exact implicit-ALS item step for that post (the
-vector ALS would give an item with these engagers, consistent in scale with the
-community vectors) and the two parts are mixed by a shrinkage weight, so one like moves
+toward them: the engagers' part is the implicit-ALS item factor for that post (in
+training, the factor ALS fitted; live, the item step from running sums, see
+engaged_from_stats) and the two parts are mixed by a shrinkage weight, so one like moves
 a post a little and fifty likes move it most of the way (in the spirit of SimClusters'
 tweet embeddings, which follow their engagers).
 """
@@ -25,44 +25,21 @@ def post_prior(community_vectors: np.ndarray, author_vectors: np.ndarray | None,
     return prior
 
 
-def engager_item_vectors(
-    user_factors: np.ndarray,
-    regularization: float,
-    post_rows: np.ndarray,
-    users: np.ndarray,
-    confidence: np.ndarray,
-    n_posts: int,
-    chunk: int = 1024,
-) -> tuple[np.ndarray, np.ndarray]:
-    """The ALS item step for every post with engagers.
-
-    post_rows/users/confidence describe (post, engager, confidence c>=1) triples. For each
-    post y = (X'X + sum (c-1) x x' + reg I)^-1 sum c x. Returns (vectors [n_posts, d],
-    total confidence weight [n_posts]); posts without engagers get zeros and weight 0.
-    """
+def fold_in_gram(user_factors: np.ndarray, regularization: float) -> np.ndarray:
+    """(X'X + reg I)^-1 over the model's user factors: computed once per model version."""
     X = np.asarray(user_factors, dtype=np.float64)
-    d = X.shape[1]
-    base = X.T @ X + regularization * np.eye(d)
-    out = np.zeros((n_posts, d), dtype=np.float32)
-    weight = np.zeros(n_posts, dtype=np.float32)
-    if len(post_rows) == 0:
-        return out, weight
-    order = np.argsort(post_rows, kind="stable")
-    post_rows, users, confidence = post_rows[order], users[order], confidence[order].astype(np.float64)
-    np.add.at(weight, post_rows, (confidence - 1.0).astype(np.float32))
-    posts, starts = np.unique(post_rows, return_index=True)
-    bounds = np.append(starts, len(post_rows))
-    for lo in range(0, len(posts), chunk):
-        hi = min(lo + chunk, len(posts))
-        seg = slice(bounds[lo], bounds[hi])
-        local_starts = bounds[lo:hi] - bounds[lo]
-        xs = X[users[seg]]
-        c = confidence[seg]
-        outer = (c - 1.0)[:, None, None] * xs[:, :, None] * xs[:, None, :]
-        A = base + np.add.reduceat(outer, local_starts, axis=0)
-        b = np.add.reduceat(c[:, None] * xs, local_starts, axis=0)
-        out[posts[lo:hi]] = np.linalg.solve(A, b[:, :, None])[:, :, 0]
-    return out, weight
+    return np.linalg.inv(X.T @ X + regularization * np.eye(X.shape[1])).astype(np.float32)
+
+
+def engaged_from_stats(confidence_weighted_sum: np.ndarray, gram_inv: np.ndarray) -> np.ndarray:
+    """The engagers' part for live engagement: the ALS item step from running sums.
+
+    The exact step is (X'X + sum (c-1) x x' + reg I)^-1 sum c x; the live path keeps only
+    sum c x per post in Redis (a d x d matrix per post would not fit the hot keys), so
+    it drops the per-post correction term. That over-trusts a post with few, strong
+    engagers a little; `blend` shrinks such posts toward their prior anyway.
+    """
+    return confidence_weighted_sum @ gram_inv.T
 
 
 def blend(prior: np.ndarray, engaged: np.ndarray, weight: np.ndarray) -> np.ndarray:

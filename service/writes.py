@@ -174,11 +174,9 @@ class FoldIn:
 
 
 def fold_in_for(bundle: Bundle) -> FoldIn:
-    X = np.asarray(bundle[contract.USER_FACTORS_FILE], dtype=np.float64)
     als = bundle.manifest.params.get("als", {})
-    reg = float(als.get("regularization", 0.05))
-    gram = X.T @ X + reg * np.eye(X.shape[1])
-    return FoldIn(bundle.version, np.linalg.inv(gram).astype(np.float32), float(als.get("alpha", 10.0)))
+    gram_inv = post_vectors.fold_in_gram(bundle[contract.USER_FACTORS_FILE], float(als.get("regularization", 0.05)))
+    return FoldIn(bundle.version, gram_inv, float(als.get("alpha", 10.0)))
 
 
 class WriteApplier:
@@ -342,7 +340,7 @@ class WriteApplier:
                 base[j] = bundle[contract.POST_VECTORS_FILE][row]
             else:
                 base[j] = bundle[contract.COMMUNITY_FACTORS_FILE][int(records["community"][j])]
-        engaged = stats[:, :dim] @ fold.gram_inv.T
+        engaged = post_vectors.engaged_from_stats(stats[:, :dim], fold.gram_inv)
         vectors = post_vectors.blend(base, engaged, stats[:, dim])
         pipe = self.client.pipeline(transaction=False)
         key = contract.live_stream_key(bundle.version)

@@ -3,8 +3,7 @@
 A post starts from its prior (its community's vector blended with its author's KnownFor
 vector) and is pulled toward its ALS factor by how much engagement it has: the ALS post
 factor is exactly the implicit-ALS item step given the final user factors (implicit
-solves items last), i.e. the vector service.post_vectors.engager_item_vectors would
-compute for these engagers, without solving 200k small systems a second time. The
+solves items last), the exact item step for these engagers, so no second solve is needed. The
 shrinkage is service.post_vectors.blend, the rule the live write path uses too.
 
 Only engagements inside the training window move a post, so evaluation on the next
