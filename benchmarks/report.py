@@ -132,10 +132,6 @@ def markdown(out: dict) -> str:
                          *[""] * 12])
             continue
         k, f, e, x = r["rank"], r["floor"], r["empty_rpc"], r["ratio"]
-        cand_out = None
-        for s in (r.get("stages") or {}).get("rows", []):
-            if s["stage"] == "retrieve":
-                cand_out = s.get("candidates_out")
         rows.append([r["world"], r["candidates"], r["workers"], r["concurrency"], k["n"], k.get("p50_ms"), k.get("p90_ms"),
                      k.get("p99_ms"), k.get("p999_ms"), k["throughput_per_s"], f.get("p50_ms"), f.get("p99_ms"),
                      x["p50_vs_floor"], x["p99_vs_floor"], e.get("p50_ms"), e["throughput_per_s"],

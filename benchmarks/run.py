@@ -21,7 +21,6 @@ import os
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # before numpy/faiss: single-query search as in the server
 
 import argparse
-import json
 import sys
 import time
 from dataclasses import asdict, dataclass, field
