@@ -419,3 +419,17 @@ def decode_log(value: bytes, fields: tuple[str, ...]) -> dict[str, str]:
 # ---------------------------------------------------------------------------------------
 EVAL_USERS_FILE = "eval_users.npy"  # i4 [n_eval] user rows evaluated, ascending
 EVAL_RANKINGS_FILE = "eval_rankings.npy"  # i4 [n_methods, n_eval, max K] post rows, -1 padded
+
+
+# Ids (users, posts, communities, events) as every API accepts them. Keys embed ids, and
+# the event log separates fields with a control character, which a printable id never has.
+MAX_ID_BYTES = 128
+
+
+def id_problem(value: str) -> str | None:
+    """Why `value` is not an acceptable id (None when it is); empty is the caller's call."""
+    if len(value.encode()) > MAX_ID_BYTES:
+        return f"longer than {MAX_ID_BYTES} bytes"
+    if not value.isprintable() or value != value.strip():
+        return "must be printable with no surrounding spaces"
+    return None

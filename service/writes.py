@@ -35,7 +35,6 @@ WRITER_SERVICE_NAME = writes_pb2.DESCRIPTOR.services_by_name["FeedWriter"].full_
 MAX_BATCH = 1000
 MAX_STREAM_EVENTS = 1_000_000
 STREAM_BATCH = 500  # events applied per script while a client stream is read
-MAX_ID_BYTES = 128
 MAX_FUTURE_S = 86_400  # a timestamp more than a day ahead is a client bug
 
 _KIND_OF = {getattr(writes_pb2, k.upper()): k for k in contract.KINDS}
@@ -51,10 +50,9 @@ class WriteRejected(Exception):
 def _check_id(value: str, where: str) -> None:
     if not value:
         raise WriteRejected(grpc.StatusCode.INVALID_ARGUMENT, f"{where}: must not be empty")
-    if len(value.encode()) > MAX_ID_BYTES:
-        raise WriteRejected(grpc.StatusCode.INVALID_ARGUMENT, f"{where}: longer than {MAX_ID_BYTES} bytes")
-    if not value.isprintable() or value != value.strip():
-        raise WriteRejected(grpc.StatusCode.INVALID_ARGUMENT, f"{where}: must be printable with no surrounding spaces")
+    problem = contract.id_problem(value)
+    if problem:
+        raise WriteRejected(grpc.StatusCode.INVALID_ARGUMENT, f"{where}: {problem}")
 
 
 def _check_ts(ts: int, now: float, where: str) -> int:

@@ -9,7 +9,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from nichefeed.v1 import ranking_pb2
-from service.stages.validate import MAX_ID_BYTES, MAX_LIST
+from service.contract import MAX_ID_BYTES
+from service.stages.validate import MAX_LIST
 
 FIELDS = ("user_id", "limit", "candidate_post_ids", "community_id", "exclude_post_ids", "request")
 EXPECTED = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND}

@@ -107,7 +107,10 @@ def choose_index(vectors: np.ndarray, queries: np.ndarray, k: int = SEARCH_K, se
     measured = [{"kind": "flat", "recall": 1.0, "latency_ms": round(flat_ms, 3)}]
     best, choice = flat, IndexChoice("flat", 1.0, flat_ms)
     if n >= 20_000 and len(queries):
-        nlist = int(4 * np.sqrt(n))
+        # sqrt(n) lists: the service asks for k=500 neighbours, which a finer partition
+        # only reaches by probing many more lists (measured at 1M posts: 4*sqrt(n) lists
+        # reached recall 0.44 at nprobe 64, sqrt(n) lists 0.96 at nprobe 64).
+        nlist = int(np.sqrt(n))
         quantizer = faiss.IndexFlatIP(d)
         ivf = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
         rng = np.random.default_rng(seed)
@@ -116,7 +119,7 @@ def choose_index(vectors: np.ndarray, queries: np.ndarray, k: int = SEARCH_K, se
         ivf.cp.seed = seed
         ivf.train(sample)
         ivf.add(vectors)
-        for nprobe in (8, 16, 32, 64, 128, 256):
+        for nprobe in (4, 8, 16, 32, 64, 128, 256):
             ivf.nprobe = nprobe
             found, ms = _search_ms(ivf, queries, k)
             rec = _recall(found, truth)

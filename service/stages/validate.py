@@ -1,9 +1,9 @@
 """Stage 1: validate the request. Every list and string is bounded; errors name the field."""
 from __future__ import annotations
 
+from service import contract
 from service.pipeline import InvalidArgument, RankContext
 
-MAX_ID_BYTES = 128
 MAX_LIST = 1000
 
 
@@ -12,10 +12,9 @@ def _check_id(value: str, field_name: str, required: bool) -> None:
         if required:
             raise InvalidArgument(field_name, "must not be empty")
         return
-    if len(value.encode()) > MAX_ID_BYTES:
-        raise InvalidArgument(field_name, f"longer than {MAX_ID_BYTES} bytes")
-    if not value.isprintable() or value != value.strip():
-        raise InvalidArgument(field_name, "must be printable with no surrounding spaces")
+    problem = contract.id_problem(value)
+    if problem:
+        raise InvalidArgument(field_name, problem)
 
 
 class ValidateRequest:
