@@ -28,24 +28,42 @@ class RetrieveCandidates:
     def run(self, ctx: RankContext) -> None:
         q, b = ctx.query, ctx.bundle
         if q.candidate_post_ids:
-            post_ids = list(dict.fromkeys(q.candidate_post_ids))  # with community_id: see filters
+            found = self._rows_of(b, q.candidate_post_ids)  # with community_id: see filters
         elif ctx.community is not None:
-            post_ids = ctx.recent.get(ctx.community, [])[: self.k]
+            found = self._rows_of(b, ctx.recent.get(ctx.community, [])[: self.k])
         else:
             # In-network first (the recent lists hold live posts too), capped at half of k.
             in_network = [p for ids in ctx.recent.values() for p in ids[: self.per_community]]
-            post_ids = list(dict.fromkeys(in_network))[: self.k // 2 or 1]
+            found = self._rows_of(b, in_network, limit=self.k // 2 or 1)
             vec = np.ascontiguousarray(ctx.user.vector, dtype=np.float32)
-            fresh = ctx.live.search(vec, self.live_k) if ctx.live is not None else []
+            if ctx.live is not None:
+                for p in ctx.live.search(vec, self.live_k):
+                    found.setdefault(p, b.post_row.get(p, -1))
             _, labels = b.index.search(vec[None, :], self.k)
-            faiss_ids = [b.post_ids[r] for r in labels[0][labels[0] >= 0].tolist()]
-            post_ids = list(dict.fromkeys(post_ids + fresh + faiss_ids))[: self.k]
+            post_ids = b.post_ids
+            for r in labels[0].tolist():  # FAISS ids are bundle rows: no lookup needed
+                if len(found) >= self.k:
+                    break
+                if r >= 0:
+                    found.setdefault(post_ids[r], r)
         if q.exclude_post_ids:
-            excluded = set(q.exclude_post_ids)
-            kept = [p for p in post_ids if p not in excluded]
-            ctx.removed["excluded"] += len(post_ids) - len(kept)
-            post_ids = kept
+            before = len(found)
+            for p in q.exclude_post_ids:
+                found.pop(p, None)
+            ctx.removed["excluded"] += before - len(found)
         # Posts the bundle does not know are live posts (or unknown ids): row -1. Their
         # record decides in hydration; a post without one is dropped as unconfirmed.
-        ctx.post_ids = post_ids
-        ctx.rows = np.array([b.post_row.get(p, -1) for p in post_ids], dtype=np.int64)
+        ctx.post_ids = list(found)
+        ctx.rows = np.fromiter(found.values(), dtype=np.int64, count=len(found))
+
+    @staticmethod
+    def _rows_of(b, post_ids: list[str], limit: int | None = None) -> dict[str, int]:
+        """post id -> bundle row (-1 if the bundle does not know it), first occurrence kept."""
+        found: dict[str, int] = {}
+        post_row = b.post_row
+        for p in post_ids:
+            if p not in found:
+                if limit is not None and len(found) >= limit:
+                    break
+                found[p] = post_row.get(p, -1)
+        return found
