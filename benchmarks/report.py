@@ -150,6 +150,7 @@ def markdown(out: dict) -> str:
         lines += _retrieval(r)
     lines += _memory(out.get("memory") or [])
     lines += _comparisons(out.get("comparisons") or {})
+    lines += _ingest(out.get("ingest"))
     return "\n".join(lines) + "\n"
 
 
@@ -270,6 +271,72 @@ def _comparisons(c: dict) -> list[str]:
                  v["numpy_scan"]["p99_ms"], v["numpy_x_faiss_p50"], v["same_ids_share"]] for w, v in c["faiss_vs_numpy"].items()]
         lines += _table(["world", "vectors", "k", "FAISS p50 ms", "FAISS p99", "numpy p50 ms", "numpy p99", "numpy / FAISS",
                          "same ids"], rows) + [""]
+    return lines
+
+
+def _ingest(ing: dict | None) -> list[str]:
+    if not ing:
+        return []
+    rd = ing.get("redis") or {}
+    mix = ", ".join(f"{k} {v:.1%}" for k, v in ing["kind_mix"].items())
+    lines = [f"## Write path: engagement ingest (world `{ing['world']}`)", "",
+             f"Loader: one process on loopback, separate from the server and from the Rank loaders. Events: unique "
+             f"event_ids, {ing['users']['ingest']} users reserved for ingest (the {ing['users']['rank']} Rank users "
+             f"are others, so their seen sets do not change), posts of the world drawn by popularity, kinds {mix}. "
+             f"Streams of at most {ing['stream_events']} events; unary calls of {ing['batch']} events. Redis: a "
+             f"scratch {rd.get('source', '?')} of the world's ({rd.get('seconds', '?')} s to set up, deleted "
+             f"afterwards), **appendonly {rd.get('appendonly', '?')}, appendfsync {rd.get('appendfsync', '?')}** "
+             f"(a write is acknowledged after fsync); keys {rd.get('keys', '?')} before, {rd.get('keys_after', '?')} "
+             f"after; aof_delayed_fsync {rd.get('aof_delayed_fsync', '?')}.", ""]
+    rows = []
+    for r in ing["rows"]:
+        if not r.get("available"):
+            rows.append([r["workers"], "not available", r.get("note") or "", *[""] * 11])
+            continue
+        for x in r.get("ingest", []):
+            cpu = x.get("cpu") or {}
+            what = (f"StreamEngagements x{x['concurrency']}" if x["op"] == "stream"
+                    else f"WriteEngagements x{x['concurrency']} callers")
+            rows.append([r["workers"], what, x["applied"], x["seconds"], _f(x["events_per_s"], 0), x["calls"],
+                         _f(x.get("events_per_call"), 0), x.get("call_p50_ms"), x.get("call_max_ms") if x["op"] == "stream"
+                         else x.get("call_p99_ms"), cpu.get("server_ms_per_1k_events"), cpu.get("redis_ms_per_1k_events"),
+                         cpu.get("redis_cores_busy"), " / ".join(f"{v:.1f}" for v in cpu.get("server_cpu_s_by_process", [])),
+                         (str(x["errors"]) if x["errors"] else "") + (f" {x['first_error']}" if x.get("first_error") else "")])
+    lines += ["Ingest alone (events/s = events the responses report `applied` / wall time of the job):", ""]
+    lines += _table(["procs", "method", "applied", "s", "events/s", "calls", "events/call", "call p50 ms",
+                     "call max (stream) / p99 (unary) ms", "server CPU ms/1k ev", "redis CPU ms/1k ev", "redis cores busy",
+                     "server CPU s by process", "errors"], rows) + [""]
+    rows = []
+    for r in ing["rows"]:
+        if not r.get("available"):
+            continue
+        i, b, d = r["rank_idle"], r["rank_ingesting"], r["ingest_during_rank"]
+        ir, br = i["rank"], b["rank"]
+
+        def stage(x, name):
+            st = next((s for s in ((x.get("stages") or {}).get("rows") or []) if s["stage"] == name), None)
+            return st["mean_ms"] if st else None
+
+        rows.append([r["workers"], ing["rank_concurrency"], ir.get("p50_ms"), ir.get("p99_ms"), ir["throughput_per_s"],
+                     br.get("p50_ms"), br.get("p99_ms"), br["throughput_per_s"],
+                     _f(br["p50_ms"] / ir["p50_ms"]) if ir.get("p50_ms") and br.get("p50_ms") else "-",
+                     _f(br["p99_ms"] / ir["p99_ms"]) if ir.get("p99_ms") and br.get("p99_ms") else "-",
+                     _f(d["events_per_s"], 0),
+                     f"{_f(stage(i, 'hydrate_user'))} -> {_f(stage(b, 'hydrate_user'))}",
+                     f"{_f(stage(i, 'hydrate_candidates'))} -> {_f(stage(b, 'hydrate_candidates'))}",
+                     f"{_f(stage(i, 'retrieve'))} -> {_f(stage(b, 'retrieve'))}",
+                     (str(br["errors"]) if br["errors"] else "")])
+    lines += [f"Rank ({ing['candidates']} candidates) idle, then while one StreamEngagements call ingests at full "
+              "speed (started 0.5 s before the Rank window, ended after it), same server, same run; stage means "
+              "in ms (idle -> ingesting):", ""]
+    lines += _table(["procs", "callers", "idle p50 ms", "idle p99", "idle calls/s", "ingesting p50 ms", "ingesting p99",
+                     "ingesting calls/s", "x p50", "x p99", "ingest events/s meanwhile", "hydrate_user",
+                     "hydrate_candidates", "retrieve", "errors"], rows) + [""]
+    live = [f"{r['workers']}p: {r['live_index_posts'].get('start')} -> {r['live_index_posts'].get('after_rank')} -> "
+            f"{r['live_index_posts'].get('end')}" for r in ing["rows"] if r.get("available")]
+    if live:
+        lines += ["Live index posts (moved by likes, comments, shares, saves; start -> after the Rank runs -> end): "
+                  + "; ".join(live) + ".", ""]
     return lines
 
 

@@ -12,7 +12,10 @@ loader processes measure, back to back:
      floor op (that call + Redis PING + one MGET of N packed candidate records);
   2. Rank end to end, with /metrics scraped before and after for the stage shares.
 Then retrieval (FAISS index types on the trained vectors), memory of 1 and 2 server
-processes, and the design comparisons. Results: benchmarks/results/latest.{json,md}.
+processes, and the design comparisons. Last, on the headline world, the write path
+(benchmarks/ingest.py): engagement ingest through FeedWriter (stream and unary) and Rank
+idle vs while an ingest stream runs, against a scratch copy of the world's Redis.
+Results: benchmarks/results/latest.{json,md}.
 """
 from __future__ import annotations
 
@@ -27,11 +30,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+import redis
 
-from benchmarks import comparisons, memory, report, retrieval, stages
+from benchmarks import comparisons, ingest, memory, report, retrieval, stages
 from benchmarks.load import LoadGenerator
 from benchmarks.servers import ServerError, ServerProcess, connections_per_process, cpu_seconds
-from benchmarks.worlds import ROOT, WORLDS, BenchWorld, log
+from benchmarks.worlds import BENCH_VAR, ROOT, WORLDS, BenchWorld, log
 from service import contract
 
 
@@ -57,6 +61,15 @@ class Plan:
     skip: list[str] = field(default_factory=list)
     headline_world: str = "1m"
     headline_candidates: int = 500
+    # The write path (issue 5), on the headline world, run last (it writes to a scratch Redis).
+    ingest_rank_s: float = 4.0  # Rank idle, then Rank while one ingest stream runs
+    ingest_s: float = 3.0  # each ingest-only measurement
+    ingest_concurrency: int = 8  # Rank callers for idle vs while ingesting
+    ingest_streams: list[int] = field(default_factory=lambda: [1, 2])  # concurrent streams
+    ingest_unary_callers: int = 4
+    ingest_batch: int = 500  # events per WriteEngagements call
+    ingest_stream_events: int = 10_000  # events per StreamEngagements call (at most)
+    ingest_max_events: int = 2_000_000  # per job, whatever the rate
 
     @classmethod
     def full(cls) -> "Plan":
@@ -69,7 +82,7 @@ class Plan:
         return cls(worlds=["100k"], candidates=[500], workers=[1, 2], concurrency=[1, 8],
                    warmup_s=0.3, empty_s=1.0, floor_s=1.0, rank_s=1.5, headline_rank_s=2.0, redis_s=0.8,
                    retrieval_queries=100, retrieval_full=False, hnsw=True, comparison_s=1.0,
-                   headline_world="100k")
+                   headline_world="100k", ingest_rank_s=2.0, ingest_s=1.5, ingest_stream_events=5_000)
 
 
 def machine_info() -> dict:
@@ -123,6 +136,8 @@ def bench_world(name: str, world: BenchWorld, plan: Plan, lg: LoadGenerator, out
     post_ids = [str(post_ids_all[i]) for i in rng.choice(len(post_ids_all), size=min(20_000, len(post_ids_all)), replace=False)]
     common = {"redis": world.url, "version": world.version, "post_ids": post_ids, "users": users, "limit": plan.limit}
 
+    if "rank" in plan.skip:  # only the other sections (e.g. ingest) of this world
+        return
     # Redis alone (no server involved): PING and one read of N packed records.
     for c in sorted({1, *[c for c in plan.concurrency if c <= 8]}):
         for op in ("ping", "mget"):
@@ -130,7 +145,7 @@ def bench_world(name: str, world: BenchWorld, plan: Plan, lg: LoadGenerator, out
                 r = lg.run(op, c, plan.redis_s, records=n_rec, **common)
                 out["redis_floor"].append(_record(r, world=name, records=n_rec or None))
     try:
-        info = __import__("redis").Redis.from_url(world.url).info("memory")
+        info = redis.Redis.from_url(world.url).info("memory")
         out["worlds"][name]["redis_used_memory_mb"] = round(info["used_memory"] / 2**20, 1)
     except Exception:  # informative only
         pass
@@ -193,6 +208,150 @@ def bench_world(name: str, world: BenchWorld, plan: Plan, lg: LoadGenerator, out
         log(f"comparisons done for world {name}")
 
 
+def bench_ingest(name: str, world: BenchWorld, plan: Plan, lg: LoadGenerator, out: dict) -> None:
+    """The write path: events/s through StreamEngagements and WriteEngagements, and Rank
+    idle vs while one stream ingests at full speed, on 1 and 2 server processes, against a
+    scratch copy of the world's Redis (writes never touch the world's own data, so neither
+    a later benchmark of this run nor a later run sees their effects)."""
+    import shutil
+    import tempfile
+
+    bundle = world.bundle_dir
+    cand = plan.headline_candidates
+    rng = np.random.default_rng(12)
+    user_ids = np.load(bundle / contract.USER_IDS_FILE, mmap_mode="r")
+    perm = rng.permutation(len(user_ids))
+    # Disjoint users: engagements grow the ingest users' seen sets, never the Rank users'.
+    n_rank = min(plan.users, max(1, len(user_ids) // 2))
+    rank_users = [str(user_ids[i]) for i in perm[:n_rank]]
+    ingest_users = [str(user_ids[i]) for i in perm[n_rank:n_rank + 20_000]] or rank_users
+    (BENCH_VAR / "scratch").mkdir(parents=True, exist_ok=True)
+    scratch_dir = Path(tempfile.mkdtemp(prefix=f"ingest-{name}-", dir=BENCH_VAR / "scratch"))
+    res = {"world": name, "candidates": cand, "rank_concurrency": plan.ingest_concurrency,
+           "users": {"rank": len(rank_users), "ingest": len(ingest_users),
+                     "disjoint": len(ingest_users) > 0 and ingest_users is not rank_users},
+           "kind_mix": ingest.KIND_MIX, "stream_events": plan.ingest_stream_events, "batch": plan.ingest_batch,
+           "rows": []}
+    out["ingest"] = res
+    scratch = None
+    try:
+        scratch, info = world.scratch_redis(scratch_dir / "redis")
+        res["redis"] = info
+        log(f"ingest on world {name}: scratch redis ({info['source']}, {info['seconds']}s, appendonly "
+            f"{info.get('appendonly')}, appendfsync {info.get('appendfsync')})")
+        view = BenchWorld.existing(bundle, scratch.url, name)
+        with ingest.IngestLoader() as ing:
+            ing.setup(bundle, ingest_users, token=f"{int(time.time())}-{os.getpid()}")
+            for workers in plan.workers:
+                row = {"workers": workers}
+                res["rows"].append(row)
+                server = ServerProcess(view, cand, workers, log_dir=world.root / "logs" / "ingest")
+                try:
+                    server.start()
+                except ServerError as exc:
+                    row.update(available=False, note=f"server failed to start: {str(exc)[:400]}")
+                    log(f"  ingest, {workers} process(es): not available: {exc}")
+                    continue
+                try:
+                    if workers > 1 and not server.multi_process_ok:
+                        row.update(available=False, note=server.note)
+                        log(f"  ingest, {workers} process(es): not available ({server.note})")
+                        continue
+                    row.update(available=True, serving_processes=server.workers)
+                    _ingest_server(server, scratch, ing, lg, plan, rank_users, view, row)
+                finally:
+                    server.stop()
+        c = redis.Redis.from_url(scratch.url, socket_timeout=30)
+        try:
+            res["redis"]["keys_after"] = c.dbsize()
+            res["redis"]["aof_delayed_fsync"] = c.info("persistence").get("aof_delayed_fsync")
+        finally:
+            c.close()
+    finally:
+        if scratch is not None:
+            scratch.stop()
+        shutil.rmtree(scratch_dir, ignore_errors=True)
+
+
+def _gauge(text: str | None, name: str) -> float | None:
+    """Largest sample of a metric family (per-process gauges in multiprocess mode)."""
+    if not text:
+        return None
+    from prometheus_client.parser import text_string_to_metric_families
+
+    vals = [s.value for fam in text_string_to_metric_families(text) if fam.name == name for s in fam.samples]
+    return max(vals) if vals else None
+
+
+def _ingest_server(server: ServerProcess, scratch, ing: "ingest.IngestLoader", lg: LoadGenerator, plan: Plan,
+                   rank_users: list[str], view: BenchWorld, row: dict) -> None:
+    c, lead = plan.ingest_concurrency, 0.5
+    job = {"grpc": server.addr, "redis": view.url, "version": view.version, "post_ids": [], "users": rank_users,
+           "limit": plan.limit, "records": plan.headline_candidates}
+    live = row["live_index_posts"] = {}
+    log(f"  ingest, {server.workers} serving process(es): server up in {server.startup_seconds:.1f}s")
+    live["start"] = _gauge(server.scrape(), "nichefeed_live_index_posts")
+
+    # Rank idle, then Rank while one stream ingests at full speed (started `lead` s earlier,
+    # ends after the Rank window: Rank is measured entirely under ingest).
+    lg_run = _RankRunner(lg, server, c, job)
+    lg_run.warm(plan.warmup_s)
+    row["rank_idle"] = lg_run.measure(plan.ingest_rank_s)
+    ing.start("stream", server.addr, 1, plan.ingest_rank_s + 2 * lead, stream_events=plan.ingest_stream_events,
+              max_events=plan.ingest_max_events)
+    time.sleep(lead)
+    row["rank_ingesting"] = lg_run.measure(plan.ingest_rank_s)
+    row["ingest_during_rank"] = ing.wait()
+    live["after_rank"] = _gauge(server.scrape(), "nichefeed_live_index_posts")
+    i, b = row["rank_idle"], row["rank_ingesting"]
+    log(f"  c={c} rank idle p50 {i['rank'].get('p50_ms')} p99 {i['rank'].get('p99_ms')} ms "
+        f"{i['rank']['throughput_per_s']}/s | while ingesting p50 {b['rank'].get('p50_ms')} p99 "
+        f"{b['rank'].get('p99_ms')} ms {b['rank']['throughput_per_s']}/s, ingest "
+        f"{row['ingest_during_rank']['events_per_s']} events/s")
+
+    # Ingest alone: streams, then unary batches from a few callers.
+    row["ingest"] = []
+    redis_pid = scratch.proc.pid if scratch.proc else None
+    runs = [("stream", k) for k in plan.ingest_streams] + [("unary", plan.ingest_unary_callers)]
+    for op, k in runs:
+        spids = server.pids()
+        s0, r0, l0 = cpu_seconds(spids), cpu_seconds([redis_pid] if redis_pid else []), cpu_seconds([ing.pid])
+        ing.start(op, server.addr, k, plan.ingest_s, stream_events=plan.ingest_stream_events,
+                  batch=plan.ingest_batch, max_events=plan.ingest_max_events)
+        r = ing.wait()
+        s1, r1, l1 = cpu_seconds(spids), cpu_seconds([redis_pid] if redis_pid else []), cpu_seconds([ing.pid])
+        per_k = 1000.0 / max(r["applied"], 1)
+        r["cpu"] = {"server_ms_per_1k_events": round(per_k * 1000 * sum(s1[p] - s0.get(p, 0) for p in s1), 2),
+                    "redis_ms_per_1k_events": round(per_k * 1000 * sum(r1[p] - r0.get(p, 0) for p in r1), 2),
+                    "loader_ms_per_1k_events": round(per_k * 1000 * sum(l1[p] - l0.get(p, 0) for p in l1), 2),
+                    "server_cores_busy": round(sum(s1[p] - s0.get(p, 0) for p in s1) / r["seconds"], 2) if r["seconds"] else None,
+                    "redis_cores_busy": round(sum(r1[p] - r0.get(p, 0) for p in r1) / r["seconds"], 2) if r["seconds"] else None}
+        # How a multi-process server shared the work (SO_REUSEPORT places each connection).
+        r["cpu"]["server_cpu_s_by_process"] = sorted((round(s1[p] - s0.get(p, 0), 2) for p in s1
+                                                      if s1[p] - s0.get(p, 0) >= 0.01), reverse=True)
+        row["ingest"].append(r)
+        log(f"  ingest {op} x{k}: {r['events_per_s']} events/s ({r['applied']} applied in {r['seconds']}s, "
+            f"{r['calls']} calls, call p50 {r.get('call_p50_ms')} ms)" + (f" errors {r['errors']}" if r["errors"] else ""))
+    live["end"] = _gauge(server.scrape(), "nichefeed_live_index_posts")
+
+
+class _RankRunner:
+    """Rank closed loop against one server, with CPU and stage shares (as the main rows)."""
+
+    def __init__(self, lg: LoadGenerator, server: ServerProcess, concurrency: int, job: dict):
+        self.lg, self.server, self.c, self.job = lg, server, concurrency, job
+
+    def warm(self, seconds: float) -> None:
+        self.lg.run("rank", self.c, seconds, **self.job)
+
+    def measure(self, seconds: float) -> dict:
+        before = self.server.scrape()
+        res, cpu = _with_cpu(self.lg, self.server, "rank", self.c, seconds, self.job)
+        after = self.server.scrape()
+        summary = res.summary()
+        return {"rank": summary, "cpu": cpu, "stages": stages.breakdown(before, after, summary.get("mean_ms"))}
+
+
 def _with_cpu(lg: LoadGenerator, server: ServerProcess, op: str, c: int, seconds: float, job: dict):
     """Run a load job and account the CPU time the server and the loaders used for it:
     on 2 cores, calls/s can never exceed 2 / (server + loader CPU seconds per call)."""
@@ -228,7 +387,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", help="server processes, comma list, e.g. 1,2")
     ap.add_argument("--concurrency", help="closed-loop callers, comma list, e.g. 1,8,32")
     ap.add_argument("--scale-time", type=float, default=1.0, help="multiply every measuring window")
-    ap.add_argument("--skip", default="", help="comma list of: retrieval, comparisons, memory")
+    ap.add_argument("--skip", default="", help="comma list of: rank, retrieval, comparisons, memory, ingest")
     ap.add_argument("--out", type=Path, default=None,
                     help="results directory (default benchmarks/results; --quick: var/bench/results, so that a "
                          "quick run never overwrites the committed full results)")
@@ -247,7 +406,8 @@ def main(argv: list[str] | None = None) -> int:
             setattr(plan, name, [int(x) for x in getattr(args, name).split(",")])
     if plan.headline_candidates not in plan.candidates:
         plan.headline_candidates = max(plan.candidates)
-    for name in ("warmup_s", "empty_s", "floor_s", "rank_s", "headline_rank_s", "redis_s", "comparison_s"):
+    for name in ("warmup_s", "empty_s", "floor_s", "rank_s", "headline_rank_s", "redis_s", "comparison_s",
+                 "ingest_rank_s", "ingest_s"):
         setattr(plan, name, getattr(plan, name) * args.scale_time)
     plan.skip = [s for s in args.skip.split(",") if s]
     if args.bundle:
@@ -259,7 +419,7 @@ def main(argv: list[str] | None = None) -> int:
     t_start = time.perf_counter()
     out = {"started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "mode": "quick" if args.quick else "full",
            "machine": machine_info(), "plan": asdict(plan), "worlds": {}, "redis_floor": [], "rank": [],
-           "retrieval": {}, "memory": [], "comparisons": {}, "timings_s": {}}
+           "retrieval": {}, "memory": [], "comparisons": {}, "ingest": None, "timings_s": {}}
     log(f"bench ({out['mode']}): worlds {plan.worlds}, candidates {plan.candidates}, processes {plan.workers}, "
         f"concurrency {plan.concurrency}")
     with LoadGenerator(plan.loaders) as lg:
@@ -278,6 +438,10 @@ def main(argv: list[str] | None = None) -> int:
                                         hnsw=plan.hnsw, log=log)
                     out["retrieval"][name] = {"world": name, **res}
                     out["timings_s"][f"retrieval {name}"] = round(time.perf_counter() - t1, 1)
+                if "ingest" not in plan.skip and name == plan.headline_world:
+                    t1 = time.perf_counter()
+                    bench_ingest(name, world, plan, lg, out)  # last: it needs the world's redis stopped
+                    out["timings_s"][f"ingest {name}"] = round(time.perf_counter() - t1, 1)
             finally:
                 world.stop()
             out["timings_s"][f"world {name}"] = round(time.perf_counter() - t0, 1)

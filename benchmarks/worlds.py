@@ -198,9 +198,50 @@ class BenchWorld:
         ids = np.load(self.bundle_dir / contract.POST_IDS_FILE, mmap_mode="r")
         return str(ids[i])
 
+    def scratch_redis(self, dest: Path) -> tuple[EmbeddedRedis, dict]:
+        """A throwaway redis-server holding this world's published features, for the
+        benchmarks that write (they mutate counters, seen sets, the live stream, the event
+        log): a copy of the world's append-only data when this world has its own
+        redis-server (stopped first, so that the files are complete and the world's data is
+        never written to), else (a given bundle) a fresh publish of the bundle. Started by
+        EmbeddedRedis, i.e. with the project's durability: appendonly yes, appendfsync
+        always. The caller stops it and deletes `dest`."""
+        import shutil
+
+        t0 = time.perf_counter()
+        dest = Path(dest)
+        if dest.exists():
+            shutil.rmtree(dest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        source = "copy"
+        if self.redis is not None:
+            self.redis.stop()  # keeps the world lock; SIGTERM flushes the AOF
+            self.redis, self.url = None, None
+            shutil.copytree(self.root / "redis", dest, ignore=shutil.ignore_patterns("redis.sock", "redis.log"))
+        else:
+            source = "publish"
+            dest.mkdir(parents=True)
+        scratch = EmbeddedRedis(dest, port=free_port()).start(timeout=180)
+        client = redis.Redis.from_url(scratch.url, socket_timeout=60)
+        try:
+            current = client.get(contract.CURRENT_KEY)
+            if not current or current.decode() != self.version:
+                from training import publish as publishing
+
+                source = "publish" if source == "publish" else "copy, then publish"
+                publishing.publish(self.bundle_dir, client, keep=1, progress=False)
+            cfg = {k: v for k, v in client.config_get("append*").items() if k in ("appendonly", "appendfsync")}
+            info = {"source": source, "seconds": round(time.perf_counter() - t0, 1), **cfg,
+                    "dir": str(dest), "keys": client.dbsize()}
+        finally:
+            client.close()
+        return scratch, info
+
     def stop(self) -> None:
         if self.redis is not None:
             self.redis.stop()
             self.redis = None
             self.url = None
+        if getattr(self, "_lock", None) is not None:
             self._lock.close()
+            self._lock = None

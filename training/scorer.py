@@ -22,6 +22,12 @@ from training.schema import Dataset
 from training.state import WorldState
 
 
+# Product rule, not a fitted fact: hides and reports must push a post down, by at least
+# this much logit per standard deviation of the post's negative rate. In the synthetic
+# world negatives come with busy posts and would otherwise earn a small positive weight.
+MAX_WEIGHT = {"negative_rate": -0.5}
+
+
 @dataclass
 class ScorerParams:
     max_users: int = 3000
@@ -46,7 +52,9 @@ def fit_logistic(X: np.ndarray, y: np.ndarray, l2: float) -> tuple[np.ndarray, n
         g = -sign * (1 - 1 / (1 + np.exp(-m)))  # d loss / d logit
         return value, np.concatenate([Z.T @ g + l2 * w, [g.sum()]])
 
-    res = minimize(loss, np.zeros(d + 1), jac=True, method="L-BFGS-B", options={"maxiter": 500})
+    bounds = [(None, MAX_WEIGHT.get(f)) for f in FEATURES] + [(None, None)]
+    start = np.array([min(0.0, MAX_WEIGHT.get(f, 0.0)) for f in FEATURES] + [0.0])
+    res = minimize(loss, start, jac=True, method="L-BFGS-B", bounds=bounds, options={"maxiter": 500})
     w = res.x[:d].astype(np.float32)
     w[X.std(axis=0) < 1e-6] = 0.0
     return w, mean.astype(np.float32), scale.astype(np.float32), float(res.x[d])
