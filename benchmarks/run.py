@@ -68,7 +68,7 @@ class Plan:
     ingest_streams: list[int] = field(default_factory=lambda: [1, 2])  # concurrent streams
     ingest_unary_callers: int = 4
     ingest_batch: int = 500  # events per WriteEngagements call
-    ingest_stream_events: int = 10_000  # events per StreamEngagements call (at most)
+    ingest_stream_events: int = 5_000  # events per StreamEngagements call (at most: ~1 s each)
     ingest_max_events: int = 2_000_000  # per job, whatever the rate
 
     @classmethod
@@ -82,7 +82,7 @@ class Plan:
         return cls(worlds=["100k"], candidates=[500], workers=[1, 2], concurrency=[1, 8],
                    warmup_s=0.3, empty_s=1.0, floor_s=1.0, rank_s=1.5, headline_rank_s=2.0, redis_s=0.8,
                    retrieval_queries=100, retrieval_full=False, hnsw=True, comparison_s=1.0,
-                   headline_world="100k", ingest_rank_s=2.0, ingest_s=1.5, ingest_stream_events=5_000)
+                   headline_world="100k", ingest_rank_s=2.0, ingest_s=1.5, ingest_stream_events=2_500)
 
 
 def machine_info() -> dict:
@@ -258,13 +258,25 @@ def bench_ingest(name: str, world: BenchWorld, plan: Plan, lg: LoadGenerator, ou
                         log(f"  ingest, {workers} process(es): not available ({server.note})")
                         continue
                     row.update(available=True, serving_processes=server.workers)
-                    _ingest_server(server, scratch, ing, lg, plan, rank_users, view, row)
+                    try:
+                        _ingest_server(server, scratch, ing, lg, plan, rank_users, view, row)
+                    except RuntimeError as exc:  # a failed job: report it, keep the run's other results
+                        row.update(available=False, note=f"ingest failed: {str(exc)[:400]}")
+                        log(f"  ingest, {workers} process(es): failed: {exc}")
+                        break  # the loader may still be busy with the failed job
                 finally:
                     server.stop()
         c = redis.Redis.from_url(scratch.url, socket_timeout=30)
         try:
             res["redis"]["keys_after"] = c.dbsize()
             res["redis"]["aof_delayed_fsync"] = c.info("persistence").get("aof_delayed_fsync")
+            # What the writes left behind: every moved vector is one live-stream entry
+            # (replayed by every worker on start), every event one event-log entry.
+            res["redis"]["live_stream_entries_after"] = c.xlen(contract.live_stream_key(view.version))
+            res["redis"]["event_log_entries_after"] = c.xlen(contract.EVENT_LOG_KEY)
+            res["redis"]["used_memory_mb_after"] = round(c.info("memory")["used_memory"] / 2**20, 1)
+            res["events_applied_total"] = sum(x["applied"] for r in res["rows"] if r.get("available")
+                                              for x in [*r["ingest"], r["ingest_during_rank"]])
         finally:
             c.close()
     finally:

@@ -3,12 +3,19 @@ are judged in benchmarks/README.md, never in tests)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from benchmarks import run
+from service import contract
 
 
-def test_bench_runs_on_tiny_world(published, redis_server, tmp_path):
+def _write_traces(client, version: str) -> tuple[int, int]:
+    return client.xlen(contract.EVENT_LOG_KEY), client.xlen(contract.live_stream_key(version))
+
+
+def test_bench_runs_on_tiny_world(published, redis_server, redis_client, tmp_path):
     out_dir = tmp_path / "results"
+    before = _write_traces(redis_client, published.name)
     rc = run.main(["--bundle", str(published), "--redis-url", redis_server.url, "--candidates", "50",
                    "--workers", "1", "--concurrency", "1,2", "--scale-time", "0.1", "--out", str(out_dir)])
     assert rc == 0
@@ -24,4 +31,24 @@ def test_bench_runs_on_tiny_world(published, redis_server, tmp_path):
     assert res["memory"] and res["memory"][0]["total"]["rss_mb"] > 0
     assert res["comparisons"]["hydration"]["given"]["packed_mget"]["n"] > 0
     assert {g["status"] for g in res["goals"]["latency"]} <= {"met", "missed"}
-    assert "## Rank over gRPC" in (out_dir / "latest.md").read_text()
+    md = (out_dir / "latest.md").read_text()
+    assert "## Rank over gRPC" in md
+
+    # The write path: stream and unary ingest, Rank idle and while a stream ingests.
+    ing = res["ingest"]
+    assert ing["redis"]["appendonly"] == "yes" and ing["redis"]["appendfsync"] == "always"
+    assert ing["users"]["disjoint"] and ing["users"]["rank"] > 0 and ing["users"]["ingest"] > 0
+    [row] = ing["rows"]
+    assert row["available"] and row["workers"] == 1
+    assert {x["op"] for x in row["ingest"]} == {"stream", "unary"}
+    for x in [*row["ingest"], row["ingest_during_rank"]]:
+        assert x["applied"] > 0 and x["applied"] == x["events_sent"], x
+        assert x["duplicates"] == 0 and not x["errors"], x
+        assert x["events_per_s"] > 0 and x["calls"] > 0
+    for key in ("rank_idle", "rank_ingesting"):
+        assert row[key]["rank"]["n"] > 0 and not row[key]["rank"]["errors"]
+    assert ing["redis"]["event_log_entries_after"] >= ing["events_applied_total"]
+    assert "## Write path: engagement ingest" in md
+    # Writes went to a scratch Redis that is gone; the given Redis saw none of them.
+    assert not Path(ing["redis"]["dir"]).exists()
+    assert _write_traces(redis_client, published.name) == before
