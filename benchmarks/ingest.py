@@ -10,6 +10,7 @@ loopback, in jobs bounded by seconds and by an event count:
           after another until the job's seconds are up (a stream in flight at the deadline
           is ended there: its iterator stops yielding). Events/s = sum of the responses'
           `applied` / the job's wall time; the time of every stream is kept.
+  batches the same streams through StreamEngagementBatches, `batch` events a message.
   unary   `callers` concurrent WriteEngagements calls of `batch` events each, closed loop.
 
 Events: unique event_ids (run token + job + caller + counter), user ids drawn uniformly
@@ -91,7 +92,7 @@ def _run_job(job: dict, world: _World, conn) -> dict:
 
     op, k = job["op"], job["concurrency"]
     max_events = job["max_events"]
-    per_call = job["stream_events"] if op == "stream" else job["batch"]
+    per_call = job["stream_events"] if op in ("stream", "batches") else job["batch"]
     channels = [_channel(job["grpc"]) for _ in range(k)]
     for ch in channels:
         grpc.channel_ready_future(ch).result(timeout=10)
@@ -131,6 +132,14 @@ def _run_job(job: dict, world: _World, conn) -> dict:
                             sent[0] = j + 1
                             yield e
                     resp = stubs[i].StreamEngagements(gen(), timeout=RPC_TIMEOUT_S)
+                elif op == "batches":
+                    def gen_batches(events=events, sent=sent, size=job["batch"]):
+                        for j in range(0, len(events), size):
+                            if time.perf_counter() >= end:
+                                return  # the job's time is up: end this stream here
+                            sent[0] = min(j + size, len(events))
+                            yield world.Request(events=events[j:j + size])
+                    resp = stubs[i].StreamEngagementBatches(gen_batches(), timeout=RPC_TIMEOUT_S)
                 else:
                     sent[0] = n
                     resp = stubs[i].WriteEngagements(world.Request(events=events), timeout=RPC_TIMEOUT_S)

@@ -298,10 +298,12 @@ def _ingest(ing: dict | None) -> list[str]:
             continue
         for x in r.get("ingest", []):
             cpu = x.get("cpu") or {}
-            what = (f"StreamEngagements x{x['concurrency']}" if x["op"] == "stream"
-                    else f"WriteEngagements x{x['concurrency']} callers")
+            what = {"stream": f"StreamEngagements x{x['concurrency']}",
+                    "batches": f"StreamEngagementBatches x{x['concurrency']}"}.get(
+                        x["op"], f"WriteEngagements x{x['concurrency']} callers")
+            streamed = x["op"] in ("stream", "batches")
             rows.append([r["workers"], what, x["applied"], x["seconds"], _f(x["events_per_s"], 0), x["calls"],
-                         _f(x.get("events_per_call"), 0), x.get("call_p50_ms"), x.get("call_max_ms") if x["op"] == "stream"
+                         _f(x.get("events_per_call"), 0), x.get("call_p50_ms"), x.get("call_max_ms") if streamed
                          else x.get("call_p99_ms"), cpu.get("server_ms_per_1k_events"), cpu.get("redis_ms_per_1k_events"),
                          cpu.get("redis_cores_busy"), " / ".join(f"{v:.1f}" for v in cpu.get("server_cpu_s_by_process", [])),
                          (str(x["errors"]) if x["errors"] else "") + (f" {x['first_error']}" if x.get("first_error") else "")])

@@ -324,7 +324,8 @@ def _ingest_server(server: ServerProcess, scratch, ing: "ingest.IngestLoader", l
     # Ingest alone: streams, then unary batches from a few callers.
     row["ingest"] = []
     redis_pid = scratch.proc.pid if scratch.proc else None
-    runs = [("stream", k) for k in plan.ingest_streams] + [("unary", plan.ingest_unary_callers)]
+    runs = ([("stream", k) for k in plan.ingest_streams] + [("batches", 1)]
+            + [("unary", plan.ingest_unary_callers)])
     for op, k in runs:
         spids = server.pids()
         s0, r0, l0 = cpu_seconds(spids), cpu_seconds([redis_pid] if redis_pid else []), cpu_seconds([ing.pid])

@@ -404,29 +404,52 @@ class FeedWriterServicer(writes_pb2_grpc.FeedWriterServicer):
                          lambda: self.applier.write_engagements(events, time.time()), context)
 
     def StreamEngagements(self, request_iterator, context):
-        """Applied batch by batch as events arrive: a bad event rejects its own batch and
-        ends the stream; batches before it stay applied (the status says how many)."""
+        """One event a message, applied in batches of STREAM_BATCH as they arrive."""
+        def batches():
+            batch, seen = [], 0
+            for event in request_iterator:
+                if event is UNDECODABLE:
+                    raise WriteRejected(grpc.StatusCode.INVALID_ARGUMENT, f"events[{seen}]: not a valid nichefeed.v1.EngagementEvent")
+                seen += 1
+                batch.append(event)
+                if len(batch) >= STREAM_BATCH:
+                    yield batch
+                    batch = []
+            if batch:
+                yield batch
+        return self._apply_stream("StreamEngagements", batches(), context)
+
+    def StreamEngagementBatches(self, request_iterator, context):
+        """A batch a message (at most MAX_BATCH events): one decode per batch, not per event."""
+        def batches():
+            seen = 0
+            for request in request_iterator:
+                if request is UNDECODABLE:
+                    raise WriteRejected(grpc.StatusCode.INVALID_ARGUMENT,
+                                        f"events[{seen}]: message is not a valid nichefeed.v1.WriteEngagementsRequest")
+                if len(request.events) > MAX_BATCH:
+                    raise WriteRejected(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                        f"events: a batch of {len(request.events)} events, at most {MAX_BATCH} a message")
+                seen += len(request.events)
+                yield list(request.events)
+        return self._apply_stream("StreamEngagementBatches", batches(), context)
+
+    def _apply_stream(self, method: str, batches, context):
+        """Apply batches as they arrive. A bad event rejects its own batch and ends the
+        stream; batches before it stay applied (the status says how many)."""
         t0 = time.perf_counter()
         applied = dups = seen = 0
         batch: list = []
         try:
-            for event in request_iterator:
-                seen += 1
-                if event is UNDECODABLE:
-                    raise WriteRejected(grpc.StatusCode.INVALID_ARGUMENT, f"events[{seen - 1}]: not a valid nichefeed.v1.EngagementEvent")
-                if seen > MAX_STREAM_EVENTS:
-                    METRICS.writes.labels(kind="engagement", outcome="too_large").inc()
-                    context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                                  f"events: more than {MAX_STREAM_EVENTS} in one stream ({applied} applied before this)")
-                batch.append(event)
-                if len(batch) >= STREAM_BATCH:
-                    a, d = self.applier.write_engagements(batch, time.time(), offset=seen - len(batch))
-                    applied, dups, batch = applied + a, dups + d, []
-            if batch:
-                a, d = self.applier.write_engagements(batch, time.time(), offset=seen - len(batch))
-                applied, dups = applied + a, dups + d
+            for batch in batches:
+                if seen + len(batch) > MAX_STREAM_EVENTS:
+                    raise WriteRejected(grpc.StatusCode.RESOURCE_EXHAUSTED, f"events: more than {MAX_STREAM_EVENTS} in one stream")
+                a, d = self.applier.write_engagements(batch, time.time(), offset=seen)
+                applied, dups, seen = applied + a, dups + d, seen + len(batch)
+                batch = []  # applied: a later failure does not count these
         except WriteRejected as exc:
-            METRICS.writes.labels(kind="engagement", outcome="rejected").inc(len(batch))
+            outcome = "too_large" if exc.code == grpc.StatusCode.RESOURCE_EXHAUSTED else "rejected"
+            METRICS.writes.labels(kind="engagement", outcome=outcome).inc(len(batch))
             context.abort(exc.code, f"{exc} ({applied} events applied before this batch)")
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
             METRICS.writes.labels(kind="engagement", outcome="unavailable").inc(len(batch))
@@ -434,7 +457,7 @@ class FeedWriterServicer(writes_pb2_grpc.FeedWriterServicer):
                           f"feature store unavailable ({exc.__class__.__name__}) after {applied} applied events; "
                           "resend the rest with the same event ids")
         finally:
-            METRICS.write_latency.labels(method="StreamEngagements").observe(time.perf_counter() - t0)
+            METRICS.write_latency.labels(method=method).observe(time.perf_counter() - t0)
         METRICS.writes.labels(kind="engagement", outcome="applied").inc(applied)
         if dups:
             METRICS.writes.labels(kind="engagement", outcome="duplicate").inc(dups)
@@ -467,4 +490,7 @@ def writer_handlers(servicer: FeedWriterServicer) -> grpc.GenericRpcHandler:
             servicer.WriteEngagements, request_deserializer=_safe(writes_pb2.WriteEngagementsRequest), response_serializer=out),
         "StreamEngagements": grpc.stream_unary_rpc_method_handler(
             servicer.StreamEngagements, request_deserializer=_safe(writes_pb2.EngagementEvent), response_serializer=out),
+        "StreamEngagementBatches": grpc.stream_unary_rpc_method_handler(
+            servicer.StreamEngagementBatches, request_deserializer=_safe(writes_pb2.WriteEngagementsRequest),
+            response_serializer=out),
     })

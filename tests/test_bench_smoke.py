@@ -40,7 +40,7 @@ def test_bench_runs_on_tiny_world(published, redis_server, redis_client, tmp_pat
     assert ing["users"]["disjoint"] and ing["users"]["rank"] > 0 and ing["users"]["ingest"] > 0
     [row] = ing["rows"]
     assert row["available"] and row["workers"] == 1
-    assert {x["op"] for x in row["ingest"]} == {"stream", "unary"}
+    assert {x["op"] for x in row["ingest"]} == {"stream", "batches", "unary"}
     for x in [*row["ingest"], row["ingest_during_rank"]]:
         assert x["applied"] > 0 and x["applied"] == x["events_sent"], x
         assert x["duplicates"] == 0 and not x["errors"], x

@@ -242,3 +242,26 @@ def test_members_only_visibility_survives_fold_and_retrain(world, tiny_data, tmp
     retrained = load_bundle(train(data, tmp_path / "models", TrainParams(scorer="affinity"), progress=False, quiet=True))
     record = retrained.post_records(np.array([retrained.post_row[post]]))
     assert record["flags"][0] & contract.FLAG_PRIVATE
+
+
+def test_batch_stream_applies_each_message_and_names_the_bad_event(world):
+    post = world["svc"].holder.current.post_ids[30]
+    before = post_record(world["client"], world["svc"], post)["views"]
+
+    def batch(start, n, **overrides):
+        return wpb.WriteEngagementsRequest(events=[
+            wpb.EngagementEvent(event_id=f"bs-{start + i}", user_id=f"u{i % 40}", post_id=post,
+                                kind=overrides.get("kind", wpb.VIEW)) for i in range(n)])
+
+    resp = world["writer"].StreamEngagementBatches(iter([batch(0, 700), batch(700, 300)]), timeout=30)
+    assert (resp.applied, resp.duplicates) == (1000, 0)
+    assert post_record(world["client"], world["svc"], post)["views"] == pytest.approx(before + 1000)
+    bad = batch(2000, 10)
+    bad.events[4].kind = wpb.ENGAGEMENT_KIND_UNSPECIFIED
+    with pytest.raises(grpc.RpcError) as err:
+        world["writer"].StreamEngagementBatches(iter([batch(1000, 5), bad]), timeout=30)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.value.details().startswith("events[9].kind:")  # index across the whole stream
+    assert "5 events applied before this batch" in err.value.details()
+    assert world["client"].get(contract.applied_key("bs-2000")) is None  # the bad batch: nothing
+    assert world["client"].get(contract.applied_key("bs-1004")) == b"1"  # the batch before it: all
