@@ -30,6 +30,7 @@ RATE_PRIOR_VIEWS = 5.0  # smoothing: a post with 1 view and 1 like is not a 100%
 # Standing of a user in a community by contract role code (none, member, trusted,
 # moderator). Shared with training's author-trust prior so both read roles alike.
 ROLE_STANDING = np.array([0.0, 0.5, 0.8, 0.9], dtype=np.float32)
+NON_MEMBER_STANDING = 0.2  # an author posting where they hold no role (public groups)
 
 
 def feature_matrix(

@@ -28,6 +28,7 @@ from nichefeed.v1 import writes_pb2, writes_pb2_grpc
 from service import contract, post_vectors
 from service.bundle import Bundle, BundleHolder
 from service.metrics import METRICS
+from service.scoring import NON_MEMBER_STANDING, ROLE_STANDING
 
 log = logging.getLogger("nichefeed.writes")
 
@@ -350,16 +351,14 @@ class WriteApplier:
 
 
 def _author_trust(raw: bytes | None, community: int) -> float:
-    """The author's standing in the community, from their role (as training computes it)."""
-    trust = {contract.ROLE_NONE: 0.2, contract.ROLE_MEMBER: 0.5, contract.ROLE_TRUSTED: 0.8, contract.ROLE_MODERATOR: 0.9}
-    if raw is None:
-        return trust[contract.ROLE_NONE]
+    """The author's standing in the community: training's role prior (a live post has no
+    track record yet to move it)."""
     try:
-        user = contract.decode_user(raw)
+        user = contract.decode_user(raw) if raw is not None else None
     except contract.ContractError:
-        return trust[contract.ROLE_NONE]
-    roles = dict(zip(user.communities.tolist(), user.roles.tolist()))
-    return trust.get(roles.get(community, contract.ROLE_NONE), 0.2)
+        user = None
+    role = dict(zip(user.communities.tolist(), user.roles.tolist())).get(community, 0) if user else 0
+    return float(ROLE_STANDING[role]) if role > 0 else NON_MEMBER_STANDING
 
 
 class FeedWriterServicer(writes_pb2_grpc.FeedWriterServicer):

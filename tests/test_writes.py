@@ -12,6 +12,7 @@ from service import contract
 from service.app import Service
 from service.embedded_redis import EmbeddedRedis, free_port
 from service.live_index import LiveIndexFollower
+from service.scoring import NON_MEMBER_STANDING, ROLE_STANDING
 from service.writes import FeedWriterServicer, WriteApplier
 from tests.conftest import service_config
 from training import publish as publishing
@@ -55,6 +56,11 @@ def test_created_post_is_stored_and_followed_by_the_live_index(world):
     assert rec["created_at"] == 1_700_000_000
     assert rec["flags"] & contract.FLAG_PRESENT
     assert bool(rec["flags"] & contract.FLAG_PRIVATE) == bool(bundle[contract.COMMUNITY_PRIVATE_FILE][bundle.community_row["c1"]])
+    # the author's standing: training's role prior for their role in c1 (none: the non-member prior)
+    members = np.asarray(bundle[contract.MEMBERSHIP_USER_FILE]) == bundle.user_row["u3"]
+    in_c1 = np.asarray(bundle[contract.MEMBERSHIP_COMMUNITY_FILE])[members] == bundle.community_row["c1"]
+    role = int(np.asarray(bundle[contract.MEMBERSHIP_ROLE_FILE])[members][in_c1][0]) if in_c1.any() else 0
+    assert rec["author_trust"] == pytest.approx(ROLE_STANDING[role] if role else NON_MEMBER_STANDING)
     follower = LiveIndexFollower(svc.holder, client)
     follower.poll_once()
     live = follower.index_for(bundle.version)

@@ -15,10 +15,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from service.scoring import ROLE_STANDING
+from service.scoring import NON_MEMBER_STANDING, ROLE_STANDING
 from training import schema
 
-NON_MEMBER_STANDING = 0.2  # an author posting where they hold no role (public groups)
 TRACK_RECORD_VIEWS = 20.0  # views at which the track record weighs as much as the role
 TRACK_RECORD_SHARE = 0.5  # how far a track record can move standing off the role prior
 
