@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from service import contract
+from service import contract, post_vectors
 from service.scoring import LinearScorer
 
 
@@ -49,6 +49,16 @@ class Bundle:
 
     def __getitem__(self, name: str) -> np.ndarray:
         return self.arrays[name]
+
+    def new_post_vectors(self, communities: np.ndarray, authors: np.ndarray) -> np.ndarray:
+        """Where posts nobody has engaged with yet start (service.post_vectors.post_prior):
+        their community's vector blended with the author's KnownFor vector, if any."""
+        communities = np.asarray(communities, dtype=np.int64)
+        authors = np.asarray(authors, dtype=np.int64)
+        known = authors >= 0
+        author_vecs = np.asarray(self[contract.AUTHOR_VECTORS_FILE])[np.maximum(authors, 0)]
+        has_author = known & np.any(author_vecs != 0, axis=1)
+        return post_vectors.post_prior(np.asarray(self[contract.COMMUNITY_FACTORS_FILE])[communities], author_vecs, has_author)
 
     def post_records(self, rows: np.ndarray) -> np.ndarray:
         """The Redis post records (contract.POST_DTYPE) of these rows as the bundle knows
@@ -127,6 +137,7 @@ def load_bundle(path: Path, verify: bool = True) -> Bundle:
     d = arrays[contract.USER_FACTORS_FILE].shape[1]
     checks = {
         contract.USER_FACTORS_FILE: (n_users, d),
+        contract.AUTHOR_VECTORS_FILE: (n_users, d),
         contract.COMMUNITY_FACTORS_FILE: (n_comm, d),
         contract.POST_VECTORS_FILE: (n_posts, d),
         contract.COMMUNITY_PRIVATE_FILE: (n_comm,),

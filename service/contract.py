@@ -11,6 +11,7 @@ Bundle (a directory ``<models_dir>/<model_version>/``, written atomically by ren
                          params, metrics, dims, files (sha256 and size of every file)
   user_ids.npy           U  [n_users]      external user ids, row = user index
   user_factors.npy       f4 [n_users, d]   ALS user factors (community affinity)
+  author_vectors.npy     f4 [n_users, d]   authors' KnownFor vectors (zeros: no engaged post yet)
   community_ids.npy      U  [n_comm]
   community_factors.npy  f4 [n_comm, d]
   community_private.npy  b1 [n_comm]
@@ -67,6 +68,7 @@ SCHEMA_VERSION = 1
 MANIFEST_FILE = "manifest.json"
 USER_IDS_FILE = "user_ids.npy"
 USER_FACTORS_FILE = "user_factors.npy"
+AUTHOR_VECTORS_FILE = "author_vectors.npy"  # f4 [n_users, d]: KnownFor of each author, zeros if none
 COMMUNITY_IDS_FILE = "community_ids.npy"
 COMMUNITY_FACTORS_FILE = "community_factors.npy"
 COMMUNITY_PRIVATE_FILE = "community_private.npy"
@@ -98,6 +100,7 @@ REPORT_MD_FILE = "report.md"
 ARRAY_FILES: dict[str, str] = {
     USER_IDS_FILE: "U",
     USER_FACTORS_FILE: "f",
+    AUTHOR_VECTORS_FILE: "f",
     COMMUNITY_IDS_FILE: "U",
     COMMUNITY_FACTORS_FILE: "f",
     COMMUNITY_PRIVATE_FILE: "b",

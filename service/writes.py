@@ -273,7 +273,7 @@ class WriteApplier:
         rec["flags"] = contract.FLAG_PRESENT | (contract.FLAG_PRIVATE if private else 0)
         rec["created_at"] = created
         rec["author_trust"] = _author_trust(author_raw, community)
-        prior = post_vectors.post_prior(np.asarray(bundle[contract.COMMUNITY_FACTORS_FILE][community:community + 1]), None, None)
+        prior = bundle.new_post_vectors(np.array([community]), rec["author"])
         return contract.encode_posts(rec)[0], prior[0].astype("<f4").tobytes()
 
     # -- engagements --------------------------------------------------------------------
@@ -337,8 +337,8 @@ class WriteApplier:
             row = bundle.post_row.get(p)
             if row is not None:
                 base[j] = bundle[contract.POST_VECTORS_FILE][row]
-            else:
-                base[j] = bundle[contract.COMMUNITY_FACTORS_FILE][int(records["community"][j])]
+            else:  # a live post: its prior, as when it was created
+                base[j] = bundle.new_post_vectors(records["community"][j:j + 1], records["author"][j:j + 1])[0]
         engaged = post_vectors.engaged_from_stats(stats[:, :dim], fold.gram_inv)
         vectors = post_vectors.blend(base, engaged, stats[:, dim])
         pipe = self.client.pipeline(transaction=False)

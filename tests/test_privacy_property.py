@@ -98,6 +98,7 @@ def write_world_bundle(world: SmallWorld, models_dir, seed: int) -> str:
     arrays = {
         contract.USER_IDS_FILE: np.array([f"u{i}" for i in range(n_users)]),
         contract.USER_FACTORS_FILE: rng.normal(size=(n_users, d)).astype(np.float32),
+        contract.AUTHOR_VECTORS_FILE: np.zeros((n_users, d), dtype=np.float32),
         contract.COMMUNITY_IDS_FILE: np.array([f"c{i}" for i in range(n_comm)]),
         contract.COMMUNITY_FACTORS_FILE: rng.normal(size=(n_comm, d)).astype(np.float32),
         contract.COMMUNITY_PRIVATE_FILE: np.array(world.private, dtype=bool),

@@ -64,9 +64,10 @@ def test_created_post_is_stored_and_followed_by_the_live_index(world):
     follower = LiveIndexFollower(svc.holder, client)
     follower.poll_once()
     live = follower.index_for(bundle.version)
-    # A new post starts at its community's vector (the training rule's prior).
-    np.testing.assert_allclose(live.vector("live-1"), bundle[contract.COMMUNITY_FACTORS_FILE][bundle.community_row["c1"]], rtol=1e-6)
-    assert live.search(np.asarray(bundle[contract.COMMUNITY_FACTORS_FILE][bundle.community_row["c1"]]), 5)[0] == "live-1"
+    # A new post starts at the training rule's prior (community and author).
+    start = bundle.new_post_vectors(np.array([bundle.community_row["c1"]]), np.array([bundle.user_row["u3"]]))[0]
+    np.testing.assert_allclose(live.vector("live-1"), start, rtol=1e-6)
+    assert "live-1" in live.search(start, 5)
 
 
 def test_replayed_engagement_batch_changes_counters_once(world):
@@ -271,3 +272,23 @@ def test_batch_stream_applies_each_message_and_names_the_bad_event(world):
     assert "5 events applied before this batch" in err.value.details()
     assert world["client"].get(contract.applied_key("bs-2000")) is None  # the bad batch: nothing
     assert world["client"].get(contract.applied_key("bs-1004")) == b"1"  # the batch before it: all
+
+
+def test_a_new_post_starts_from_community_and_author_like_training(world):
+    """The write path places a post by the prior training uses: the community's vector
+    blended with the author's KnownFor vector (service.post_vectors.post_prior)."""
+    from service import post_vectors
+
+    client, svc, writer = world["client"], world["svc"], world["writer"]
+    bundle = svc.holder.current
+    authors = np.asarray(bundle[contract.AUTHOR_VECTORS_FILE])
+    author = next(u for u in range(len(bundle.user_ids)) if authors[u].any())
+    c = bundle.community_row["c4"]
+    writer.WritePosts(wpb.WritePostsRequest(events=[create("e-author", "live-author", community="c4",
+                                                            author=bundle.user_ids[author])]), timeout=5)
+    follower = LiveIndexFollower(svc.holder, client)
+    follower.poll_once()
+    expected = post_vectors.post_prior(np.asarray(bundle[contract.COMMUNITY_FACTORS_FILE])[[c]], authors[[author]],
+                                       np.array([True]))[0]
+    np.testing.assert_allclose(follower.index_for(bundle.version).vector("live-author"), expected, rtol=1e-6)
+    assert not np.allclose(expected, bundle[contract.COMMUNITY_FACTORS_FILE][c])  # the author part counts

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import redis
 
-from service import contract, post_vectors
+from service import contract
 from service.bundle import Bundle
 
 
@@ -46,7 +46,7 @@ def carry_over(client: redis.Redis, old_version: str, new: Bundle) -> tuple[int,
         rec["author"] = new.user_row.get(fields.get(contract.LIVE_AUTHOR.encode(), b"").decode(), -1)
         if new[contract.COMMUNITY_PRIVATE_FILE][c]:  # never less private than either version says
             rec["flags"] |= contract.FLAG_PRIVATE
-        vector = post_vectors.post_prior(np.asarray(new[contract.COMMUNITY_FACTORS_FILE][c : c + 1]), None, None)[0]
+        vector = new.new_post_vectors(np.array([c]), rec["author"])[0]
         pipe.set(contract.post_key(new.version, post_id), contract.encode_posts(rec)[0])
         pipe.xadd(contract.live_stream_key(new.version), {
             contract.LIVE_POST: post_id, contract.LIVE_COMMUNITY: community_id,

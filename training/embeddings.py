@@ -35,9 +35,11 @@ def author_vectors(ds: Dataset, model: AlsModel) -> tuple[np.ndarray, np.ndarray
     return vectors, has
 
 
-def post_embeddings(ds: Dataset, model: AlsModel) -> np.ndarray:
+def post_embeddings(ds: Dataset, model: AlsModel) -> tuple[np.ndarray, np.ndarray]:
+    """(post vectors, authors' KnownFor vectors): the bundle keeps the latter so that the
+    write path places a new post by the same prior."""
     vectors, has = author_vectors(ds, model)
     author = np.maximum(ds.post_author, 0)
     has_author = (ds.post_author >= 0) & has[author]
     prior = post_vectors.post_prior(model.community_factors[ds.post_community], vectors[author], has_author)
-    return post_vectors.blend(prior, model.post_factors, model.post_weight)
+    return post_vectors.blend(prior, model.post_factors, model.post_weight), vectors

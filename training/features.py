@@ -29,6 +29,7 @@ class Model:
     user_factors: np.ndarray
     community_factors: np.ndarray
     post_vectors: np.ndarray
+    author_vectors: np.ndarray | None = None  # KnownFor per user (zeros: not an author yet)
 
 
 def top_k(scores: np.ndarray, k: int) -> np.ndarray:

@@ -79,7 +79,8 @@ def data_fingerprint(data_dir: Path) -> str:
 def fit_model(ds: schema.Dataset, split: TimeSplit, params: TrainParams, progress: bool):
     state = state_as_of(ds, split.split_ts, ds.memberships_derived)
     als = fit_community_als(ds, split.train, state, params.als, progress)
-    return state, Model(als.user_factors, als.community_factors, post_embeddings(ds, als))
+    posts, authors = post_embeddings(ds, als)
+    return state, Model(als.user_factors, als.community_factors, posts, authors)
 
 
 def learn_scorer(ds: schema.Dataset, split: TimeSplit, window: float | None, params: TrainParams,
@@ -151,6 +152,7 @@ def train(data_dir: Path, models_dir: Path, params: TrainParams, progress: bool 
     arrays = {
         contract.USER_IDS_FILE: ds.user_ids,
         contract.USER_FACTORS_FILE: model.user_factors,
+        contract.AUTHOR_VECTORS_FILE: model.author_vectors,
         contract.COMMUNITY_IDS_FILE: ds.community_ids,
         contract.COMMUNITY_FACTORS_FILE: model.community_factors,
         contract.COMMUNITY_PRIVATE_FILE: ds.community_private.astype(bool),

@@ -147,15 +147,17 @@ class HydrateCandidates:
 def candidate_vectors(ctx: RankContext) -> np.ndarray:
     """Each candidate's current vector: moved or new in the live index if it is there,
     else as trained in the bundle, else (a live post the live index has not caught up
-    with yet) its community's vector, which is exactly where a new post starts."""
+    with yet) its prior from community and author, which is exactly where it started."""
     b, rows = ctx.bundle, ctx.rows
-    vectors = np.asarray(b[contract.COMMUNITY_FACTORS_FILE])[np.maximum(ctx.posts["community"], 0)].astype(np.float32)
-    in_bundle = rows >= 0
-    if in_bundle.any():
-        vectors[in_bundle] = np.asarray(b[contract.POST_VECTORS_FILE])[rows[in_bundle]]
+    vectors = np.empty((len(rows), b.index.d), dtype=np.float32)
+    pending = rows < 0
+    vectors[~pending] = np.asarray(b[contract.POST_VECTORS_FILE])[rows[~pending]]
     if ctx.live is not None and len(ctx.post_ids):
         known, live_vectors = ctx.live.vectors_for(ctx.post_ids)
         vectors[known] = live_vectors
+        pending &= ~known
+    if pending.any():
+        vectors[pending] = b.new_post_vectors(np.maximum(ctx.posts["community"][pending], 0), ctx.posts["author"][pending])
     return vectors
 
 
