@@ -32,8 +32,11 @@ class RetrieveCandidates:
         elif ctx.community is not None:
             found = self._rows_of(b, ctx.recent.get(ctx.community, [])[: self.k])
         else:
-            # In-network first (the recent lists hold live posts too), capped at half of k.
-            in_network = [p for ids in ctx.recent.values() for p in ids[: self.per_community]]
+            # In-network first (the recent lists hold live posts too), capped at half of k,
+            # taken round-robin: every group's newest post before any group's second, so a
+            # cap never cuts the fresh head of a group that happens to be listed last.
+            lists = [ids[: self.per_community] for ids in ctx.recent.values()]
+            in_network = [ids[i] for i in range(self.per_community) for ids in lists if i < len(ids)]
             found = self._rows_of(b, in_network, limit=self.k // 2 or 1)
             vec = np.ascontiguousarray(ctx.user.vector, dtype=np.float32)
             if ctx.live is not None:
