@@ -288,8 +288,8 @@ def _ingest(ing: dict | None) -> list[str]:
              f"afterwards), **appendonly {rd.get('appendonly', '?')}, appendfsync {rd.get('appendfsync', '?')}** "
              f"(a write is acknowledged after fsync); keys {rd.get('keys', '?')} before, {rd.get('keys_after', '?')} "
              f"after; aof_delayed_fsync {rd.get('aof_delayed_fsync', '?')}. After {ing.get('events_applied_total', '?')} "
-             f"applied events: live stream {rd.get('live_stream_entries_after', '?')} entries (never trimmed; every "
-             f"worker replays it on start), event log {rd.get('event_log_entries_after', '?')} entries, Redis used "
+             f"applied events: live stream {rd.get('live_stream_entries_after', '?')} entries (every worker replays "
+             f"it on start; compacted every 30 s past 10k entries), event log {rd.get('event_log_entries_after', '?')} entries, Redis used "
              f"memory {rd.get('used_memory_mb_after', '?')} MB.", ""]
     rows = []
     for r in ing["rows"]:

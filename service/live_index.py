@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 import numpy as np
 import redis
@@ -36,6 +37,7 @@ class LiveIndex:
         # rebuilds records from the bundle and must still honour these (privacy fails closed).
         self.deleted: set[str] = set()
         self.private: set[str] = set()
+        self._created: dict[str, dict[bytes, bytes]] = {}  # live posts' creation fields (carry-over needs them)
 
     def __len__(self) -> int:
         return int(self._alive[: self._n].sum())
@@ -70,11 +72,26 @@ class LiveIndex:
                     self._ids.append(post_id)
                     self._slot[post_id] = slot
                     self._vectors[slot] = vec
+                    if contract.LIVE_COMMUNITY.encode() in fields:
+                        self._created[post_id] = {k: v for k, v in fields.items() if k != contract.LIVE_VECTOR.encode()}
                     self._alive[slot] = True
                     self._n = slot + 1
                 else:
                     self._vectors[slot] = vec
         self.last_id = entry_id
+
+    def snapshot(self) -> list[dict[bytes, bytes]]:
+        """The index's state as the fewest stream entries that rebuild it: one per live or
+        moved post (its creation fields and current vector), a delete marker per deleted
+        bundle post, a visibility marker per members-only post. Deleted live posts vanish."""
+        P, V, D, X = (f.encode() for f in (contract.LIVE_POST, contract.LIVE_VECTOR, contract.LIVE_DELETED, contract.LIVE_PRIVATE))
+        out = []
+        for slot in np.flatnonzero(self._alive[: self._n]).tolist():
+            post_id = self._ids[slot]
+            out.append({**self._created.get(post_id, {P: post_id.encode()}), V: self._vectors[slot].astype("<f4").tobytes()})
+        out += [{P: p.encode(), D: b"1"} for p in sorted(self.deleted) if p not in self._created]
+        out += [{P: p.encode(), X: b"1"} for p in sorted(self.private)]
+        return out
 
     def vector(self, post_id: str) -> np.ndarray | None:
         slot = self._slot.get(post_id)
@@ -100,6 +117,30 @@ class LiveIndex:
         return [self._ids[i] for i in top.tolist()]
 
 
+# KEYS[1]: the live stream. ARGV[1]: the last entry id the snapshot has seen; then per
+# entry: field count, then field/value pairs. Applied only if nothing was appended since
+# the snapshot (else a newer deletion could be followed by an older "alive" entry).
+_COMPACT_LUA = """
+local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+if #last == 0 or last[1][1] ~= ARGV[1] then return 0 end
+local i, first = 2, nil
+while i <= #ARGV do
+  local n = tonumber(ARGV[i])
+  local id = redis.call('XADD', KEYS[1], '*', unpack(ARGV, i + 1, i + 2 * n))
+  first = first or id
+  i = i + 1 + 2 * n
+end
+if first then
+  redis.call('XTRIM', KEYS[1], 'MINID', first)
+else
+  redis.call('XTRIM', KEYS[1], 'MAXLEN', 0)
+end
+return 1
+"""
+COMPACT_MIN_ENTRIES = 10_000  # below this the stream is cheap to replay as it is
+COMPACT_EVERY_S = 30.0
+
+
 class LiveIndexFollower:
     """Keeps a LiveIndex for the serving version up to date by polling its stream."""
 
@@ -111,6 +152,8 @@ class LiveIndexFollower:
         self._index: LiveIndex | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="live-index", daemon=True)
+        self._compact = client.register_script(_COMPACT_LUA)
+        self._next_compaction = time.monotonic() + COMPACT_EVERY_S
 
     def index_for(self, version: str) -> LiveIndex | None:
         index = self._index
@@ -141,10 +184,41 @@ class LiveIndexFollower:
         METRICS.event_log_length.set(self.client.xlen(contract.EVENT_LOG_KEY))
         return applied
 
+    def compact(self, min_entries: int = COMPACT_MIN_ENTRIES) -> bool:
+        """Rewrite the stream as the snapshot of this process's index, if it has grown to
+        more than twice that (a post moved by a thousand likes has a thousand entries) and
+        no other process is compacting it. Every process follows the rewritten stream
+        unchanged: the snapshot entries re-state what it already applied."""
+        index = self._index
+        if index is None:
+            return False
+        key = contract.live_stream_key(index.version)
+        snapshot = index.snapshot()
+        if self.client.xlen(key) <= max(min_entries, 2 * len(snapshot)):
+            return False
+        lock = key + ":compacting"
+        if not self.client.set(lock, b"1", nx=True, ex=60):
+            return False
+        try:
+            args: list = [index.last_id]
+            for entry in snapshot:
+                args.append(len(entry))
+                for k, v in entry.items():
+                    args += [k, v]
+            done = bool(self._compact(keys=[key], args=args))
+        finally:
+            self.client.delete(lock)
+        if done:
+            log.warning("live stream %s compacted to %d entries", key, len(snapshot))
+        return done
+
     def _loop(self) -> None:
         while not self._stop.wait(self.interval_s):
             try:
                 self.poll_once()
+                if time.monotonic() >= self._next_compaction:
+                    self._next_compaction = time.monotonic() + COMPACT_EVERY_S
+                    self.compact()
             except (redis.exceptions.RedisError, OSError):
                 pass  # Redis down: keep what we have, the hot path degrades on its own
             except Exception:

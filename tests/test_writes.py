@@ -292,3 +292,36 @@ def test_a_new_post_starts_from_community_and_author_like_training(world):
                                        np.array([True]))[0]
     np.testing.assert_allclose(follower.index_for(bundle.version).vector("live-author"), expected, rtol=1e-6)
     assert not np.allclose(expected, bundle[contract.COMMUNITY_FACTORS_FILE][c])  # the author part counts
+
+
+def test_live_stream_compaction_keeps_what_a_replay_rebuilds(world):
+    """Many moves of one post grow the stream; compaction rewrites it as one entry per
+    post (plus markers), and a process replaying it from scratch rebuilds the same index."""
+    client, svc, writer = world["client"], world["svc"], world["writer"]
+    bundle = svc.holder.current
+    key = contract.live_stream_key(bundle.version)
+    writer.WritePosts(wpb.WritePostsRequest(events=[create("e-compact", "live-compact", community="c6")]), timeout=5)
+    for round_ in range(12):  # every batch re-publishes the moved vector: 12 entries for one post
+        writer.WriteEngagements(wpb.WriteEngagementsRequest(events=[
+            wpb.EngagementEvent(event_id=f"cmp-{round_}", user_id="u8", post_id="live-compact", kind=wpb.LIKE)]), timeout=5)
+    follower = LiveIndexFollower(svc.holder, client)
+    follower.poll_once()
+    before = follower.index_for(bundle.version)
+    grown = client.xlen(key)
+    assert follower.compact(min_entries=0)
+    compacted = client.xlen(key)
+    assert compacted == len(before.snapshot()) < grown
+    fresh = LiveIndexFollower(svc.holder, client)
+    fresh.poll_once()
+    after = fresh.index_for(bundle.version)
+    # deleted bundle posts keep their marker; a deleted live post simply vanishes
+    assert after.deleted == {p for p in before.deleted if p in bundle.post_row}
+    assert after.private == before.private
+    assert len(after) == len(before)
+    np.testing.assert_allclose(after.vector("live-compact"), before.vector("live-compact"))
+    # the old follower goes on from where it was: the rewritten entries re-state its state
+    follower.poll_once()
+    np.testing.assert_allclose(follower.index_for(bundle.version).vector("live-compact"), before.vector("live-compact"))
+    # a snapshot older than the stream's tail is refused (a newer write could be undone)
+    writer.WritePosts(wpb.WritePostsRequest(events=[create("e-compact-2", "live-compact-2", community="c6")]), timeout=5)
+    assert not fresh.compact(min_entries=0)
