@@ -189,8 +189,10 @@ class BenchWorld:
             t0 = time.perf_counter()
             log(f"publishing world {self.name} into the bench redis-server")
             env = dict(os.environ, NICHEFEED_REDIS_URL=self.url)
+            # --force: the bench world's own build replaces its previous one; the gate judges
+            # model quality, which a latency benchmark does not (and eval sizes may differ).
             _run([sys.executable, "-m", "training", "publish", "--models", str(self.models_dir),
-                  "--version", self.version, "--keep", "1"], self.root / "build.log", env=env)
+                  "--version", self.version, "--keep", "1", "--force"], self.root / "build.log", env=env)
             log(f"published in {time.perf_counter() - t0:.0f}s")
         return self.url
 
