@@ -44,7 +44,11 @@ def process_tree(pid: int) -> list[int]:
     return seen
 
 
-def _listen_inodes(port: int) -> set[str]:
+TCP_LISTEN, TCP_ESTABLISHED = "0A", "01"  # socket states in /proc/net/tcp
+
+
+def _tcp_inodes(port: int, state: str) -> set[str]:
+    """Socket inodes of TCP sockets on local `port` in `state`."""
     inodes = set()
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
@@ -53,61 +57,39 @@ def _listen_inodes(port: int) -> set[str]:
             continue
         for line in lines:
             parts = line.split()
-            local, state, inode = parts[1], parts[3], parts[9]
-            if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:
-                inodes.add(inode)
+            if parts[3] == state and int(parts[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(parts[9])
     return inodes
+
+
+def _sockets_held(pid: int, inodes: set[str]) -> int:
+    """How many of these socket inodes process `pid` holds open."""
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return 0
+    n = 0
+    for fd in fds:
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        n += target.startswith("socket:[") and target[8:-1] in inodes
+    return n
 
 
 def listening_pids(pids: list[int], port: int) -> list[int]:
     """The processes among `pids` that hold a listening socket on `port` (= serving workers)."""
-    inodes = _listen_inodes(port)
-    out = []
-    for pid in pids:
-        try:
-            fds = os.listdir(f"/proc/{pid}/fd")
-        except OSError:
-            continue
-        for fd in fds:
-            try:
-                target = os.readlink(f"/proc/{pid}/fd/{fd}")
-            except OSError:
-                continue
-            if target.startswith("socket:[") and target[8:-1] in inodes:
-                out.append(pid)
-                break
-    return out
+    inodes = _tcp_inodes(port, TCP_LISTEN)
+    return [pid for pid in pids if _sockets_held(pid, inodes)]
 
 
 def connections_per_process(pids: list[int], port: int) -> dict[int, int]:
     """Established client connections on `port` held by each process (how SO_REUSEPORT
     spread the load generator's connections over the workers)."""
-    inodes = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            lines = Path(table).read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            parts = line.split()
-            if parts[3] == "01" and int(parts[1].rsplit(":", 1)[1], 16) == port:
-                inodes.add(parts[9])
-    out = {}
-    for pid in pids:
-        n = 0
-        try:
-            fds = os.listdir(f"/proc/{pid}/fd")
-        except OSError:
-            continue
-        for fd in fds:
-            try:
-                target = os.readlink(f"/proc/{pid}/fd/{fd}")
-            except OSError:
-                continue
-            n += target.startswith("socket:[") and target[8:-1] in inodes
-        if n:
-            out[pid] = n
-    return out
+    inodes = _tcp_inodes(port, TCP_ESTABLISHED)
+    held = {pid: _sockets_held(pid, inodes) for pid in pids}
+    return {pid: n for pid, n in held.items() if n}
 
 
 _TICK = os.sysconf("SC_CLK_TCK")
