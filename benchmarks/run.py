@@ -441,8 +441,8 @@ def main(argv: list[str] | None = None) -> int:
             world = (BenchWorld.existing(args.bundle, args.redis_url) if args.bundle
                      else BenchWorld(WORLDS[name]))
             world.ensure_built()
-            world.start_redis()
             try:
+                world.start_redis()  # inside the try: a failed publish must not leave it running
                 bench_world(name, world, plan, lg, out)
                 if "retrieval" not in plan.skip:
                     t1 = time.perf_counter()
