@@ -33,6 +33,8 @@ import time
 
 import numpy as np
 
+from benchmarks.load import serve_jobs
+
 RPC_TIMEOUT_S = 120.0  # a stream of stream_events events; bounded anyway by the job's seconds
 
 # Share of each engagement kind: mostly views, some positive engagement, a few negatives.
@@ -170,23 +172,15 @@ def _run_job(job: dict, world: _World, conn) -> dict:
 
 
 def _ingest_main(conn) -> None:
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    world = None
-    while True:
-        try:
-            job = conn.recv()
-        except EOFError:
-            return
-        if job is None:
-            return
-        try:
-            if job["op"] == "setup":
-                world = _World(job)
-                conn.send({"ok": True})
-            else:
-                conn.send(_run_job(job, world, conn))
-        except Exception as exc:  # reported to the parent, which fails the measurement
-            conn.send({"error": f"{type(exc).__name__}: {exc}"})
+    state: dict = {}
+
+    def handle(job: dict) -> dict:
+        if job["op"] == "setup":
+            state["world"] = _World(job)
+            return {"ok": True}
+        return _run_job(job, state.get("world"), conn)
+
+    serve_jobs(conn, handle)
 
 
 # --------------------------------------------------------------------------------------

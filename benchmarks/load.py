@@ -180,9 +180,10 @@ def _run_job(job: dict, callers: _Callers, proc_index: int) -> dict:
     return {"lat": merged.tobytes(), "elapsed": elapsed, "errors": errors}
 
 
-def _loader_main(conn, proc_index: int) -> None:
+def serve_jobs(conn, handle) -> None:
+    """A loader process's loop: take jobs from the parent until None or EOF, answer each
+    with handle(job), or with the error it raised (the parent fails the measurement)."""
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    callers = _Callers()
     while True:
         try:
             job = conn.recv()
@@ -191,9 +192,14 @@ def _loader_main(conn, proc_index: int) -> None:
         if job is None:
             return
         try:
-            conn.send(_run_job(job, callers, proc_index))
-        except Exception as exc:  # reported to the parent, which fails the measurement
+            conn.send(handle(job))
+        except Exception as exc:
             conn.send({"error": f"{type(exc).__name__}: {exc}"})
+
+
+def _loader_main(conn, proc_index: int) -> None:
+    callers = _Callers()
+    serve_jobs(conn, lambda job: _run_job(job, callers, proc_index))
 
 
 # --------------------------------------------------------------------------------------
