@@ -14,7 +14,7 @@ import time
 import numpy as np
 import redis
 
-from service import contract
+from core import contract
 
 HASH_PREFIX = "nfbench:h:"
 FIELDS = [name for name in contract.POST_DTYPE.names if not name.startswith("_")]

@@ -106,7 +106,7 @@ def _make_op(job: dict, callers: _Callers, slot: int, seed: int):
         r = callers.redis_client(job["redis"], slot)
         calls.append(r.ping)
     if op in ("mget", "floor"):
-        from service import contract
+        from core import contract
 
         r = callers.redis_client(job["redis"], slot)
         prefix, ids, n = contract.post_key_prefix(job["version"]), job["post_ids"], job["records"]

@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 
-from service import contract
+from core import contract
 
 
 def _load(bundle_dir, n_queries: int, seed: int = 3):

@@ -36,7 +36,7 @@ from benchmarks import comparisons, ingest, memory, report, retrieval, stages
 from benchmarks.load import LoadGenerator
 from benchmarks.servers import ServerError, ServerProcess, connections_per_process, cpu_seconds
 from benchmarks.worlds import BENCH_VAR, ROOT, WORLDS, BenchWorld, log
-from service import contract
+from core import contract
 
 
 @dataclass

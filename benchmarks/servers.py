@@ -13,7 +13,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from service.embedded_redis import free_port
+from core.embedded_redis import free_port
 
 from benchmarks.worlds import ROOT, BenchWorld
 
@@ -155,7 +155,7 @@ class ServerProcess:
     def _spawn(self, with_workers: bool) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.logfile = self.log_dir / f"server-c{self.candidates}-w{self.workers_requested}.log"
-        env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")  # DESIGN: one FAISS thread per request
+        env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")  # one FAISS thread per request, as make serve runs it
         self._fh = open(self.logfile, "w")
         self.proc = subprocess.Popen(self._args(with_workers), cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
                                      stdout=self._fh, stderr=subprocess.STDOUT, start_new_session=True)

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import redis
 
-from service import contract
-from service.embedded_redis import EmbeddedRedis, free_port
+from core import contract
+from core.embedded_redis import EmbeddedRedis, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_VAR = ROOT / "var" / "bench"

@@ -20,7 +20,7 @@ import threading
 from pathlib import Path
 
 from service.config import Config, load_config
-from service.embedded_redis import EmbeddedRedis, EmbeddedRedisError, free_port
+from core.embedded_redis import EmbeddedRedis, EmbeddedRedisError, free_port
 from service.workers import Supervisor, serve_one, setup_logging, wait_for_signal
 
 log = logging.getLogger("nichefeed")

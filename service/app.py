@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 
-os.environ.setdefault("OMP_NUM_THREADS", "1")  # one FAISS thread per request: see DESIGN "Performance"
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # one FAISS thread per request: a single query gains nothing from more (docs/serving.md)
 
 import logging
 from pathlib import Path
@@ -15,17 +15,20 @@ from pathlib import Path
 import redis
 from prometheus_client import start_http_server
 
-from service.bundle import BundleHolder
-from service.config import Config, redis_address
+from service.reload import BundleHolder
+from core.settings import redis_address
+from service.config import Config
 from service.live_index import LiveIndexFollower
 from service.metrics import METRICS
 from service.pipeline import RankPipeline
 from service.reload import ModelReloader
 from service.security import SecurityConfigError
-from service.server import FeedRankerServicer, build_server, make_clock, set_serving
+from service.api.rank import FeedRankerServicer
+from service.api.writes import FeedWriterServicer
+from service.server import build_server, make_clock, set_serving
 from service.stages import default_stages
 from service.store import FeatureStore, StoreUnavailable
-from service.writes import FeedWriterServicer, WriteApplier
+from service.writes import WriteApplier
 
 log = logging.getLogger("nichefeed")
 

@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import argparse
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
+
+from core.flags import add_flags, from_flags
+from core.settings import ENV_PREFIX
 
 MAX_LIMIT = 200  # largest RankRequest.limit (documented in the proto)
 
@@ -46,31 +49,12 @@ class Config:
         return int(self.grpc_addr.rsplit(":", 1)[1])
 
 
-ENV_PREFIX = "NICHEFEED_"
-
-
-def _env_name(field_name: str) -> str:
-    return ENV_PREFIX + field_name.upper()
-
-
 def load_config(argv: list[str] | None = None, environ: dict[str, str] | None = None) -> Config:
     environ = dict(os.environ if environ is None else environ)
-    defaults = Config()
     parser = argparse.ArgumentParser(prog="python -m service", description="nichefeed ranking service")
-    for f in fields(Config):
-        default = getattr(defaults, f.name)
-        typ = type(default)
-        env_value = environ.get(_env_name(f.name))
-        use_env = env_value is not None and (env_value != "" or typ is str)
-        value = typ(env_value) if use_env else default
-        parser.add_argument(
-            "--" + f.name.replace("_", "-"),
-            type=typ,
-            default=value,
-            help=f"(env {_env_name(f.name)}, default {default})",
-        )
+    add_flags(parser, Config, env_prefix=ENV_PREFIX, environ=environ)
     args = parser.parse_args(argv)
-    cfg = Config(**vars(args))
+    cfg = from_flags(Config, args)
     if cfg.clock not in ("wall", "data"):
         parser.error("--clock must be 'wall' or 'data'")
     if not 1 <= cfg.workers <= 64:
@@ -78,24 +62,3 @@ def load_config(argv: list[str] | None = None, environ: dict[str, str] | None = 
     if not 1 <= cfg.candidates <= 5000:
         parser.error("--candidates must be 1..5000")
     return cfg
-
-
-def redis_url_from_env(environ: dict[str, str] | None = None) -> str:
-    """For the training CLI: the same variable the service reads."""
-    environ = os.environ if environ is None else environ
-    return environ.get(_env_name("redis_url"), "")
-
-
-def var_dir_from_env(environ: dict[str, str] | None = None) -> Path:
-    environ = os.environ if environ is None else environ
-    return Path(environ.get(_env_name("var_dir"), "var"))
-
-
-def redis_address(url: str) -> str:
-    """The address part of a URL, for error messages (never the password)."""
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(url)
-    if parts.scheme == "unix":
-        return parts.path
-    return f"{parts.hostname}:{parts.port or 6379}"

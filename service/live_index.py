@@ -16,8 +16,8 @@ import time
 import numpy as np
 import redis
 
-from service import contract
-from service.bundle import BundleHolder
+from core import contract
+from service.reload import BundleHolder
 from service.metrics import METRICS
 
 log = logging.getLogger("nichefeed.live")
@@ -92,10 +92,6 @@ class LiveIndex:
         out += [{P: p.encode(), D: b"1"} for p in sorted(self.deleted) if p not in self._created]
         out += [{P: p.encode(), X: b"1"} for p in sorted(self.private)]
         return out
-
-    def vector(self, post_id: str) -> np.ndarray | None:
-        slot = self._slot.get(post_id)
-        return self._vectors[slot] if slot is not None and slot < self._n else None
 
     def vectors_for(self, post_ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """(mask of posts this index knows, their vectors) for a candidate list."""

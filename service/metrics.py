@@ -45,7 +45,7 @@ class Metrics:
                                    multiprocess_mode="livemax")
         self.worker_up = Gauge(f"{NS}_worker_up", "1 per live server process (pid label under --workers)",
                                multiprocess_mode="liveall")
-        # Write path (service/writes.py, service/live_index.py)
+        # Write path (service/writes/, service/live_index.py)
         self.writes = Counter(f"{NS}_write_events_total", "Write events, by kind and outcome", ["kind", "outcome"])
         self.write_latency = Histogram(f"{NS}_write_latency_seconds", "Write RPC latency, by method", ["method"],
                                        buckets=LATENCY_BUCKETS)

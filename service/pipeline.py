@@ -13,36 +13,11 @@ from typing import Callable, Protocol
 
 import numpy as np
 
-from service import contract
-from service.bundle import Bundle
+from core import contract
+from core.bundle import Bundle
 from service.live_index import LiveIndex
+from service.errors import Cancelled, DeadlineExceeded
 from service.metrics import METRICS
-
-
-class RankError(Exception):
-    """An expected end of a request, mapped to a gRPC status by the server."""
-
-    code = "INTERNAL"
-
-
-class InvalidArgument(RankError):
-    code = "INVALID_ARGUMENT"
-
-    def __init__(self, field_name: str, problem: str):
-        super().__init__(f"{field_name}: {problem}")
-        self.field = field_name
-
-
-class NotFound(RankError):
-    code = "NOT_FOUND"
-
-
-class DeadlineExceeded(RankError):
-    code = "DEADLINE_EXCEEDED"
-
-
-class Cancelled(RankError):
-    code = "CANCELLED"
 
 
 @dataclass

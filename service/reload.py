@@ -12,11 +12,29 @@ import logging
 import threading
 from pathlib import Path
 
-from service.bundle import BundleError, BundleHolder, load_bundle
+from core.bundle import Bundle, BundleError, load_bundle
 from service.metrics import METRICS
 from service.store import FeatureStore, StoreUnavailable
 
 log = logging.getLogger("nichefeed.reload")
+
+
+class BundleHolder:
+    """The serving bundle behind one reference. A request reads `.current` once and uses
+    that object start to end, so a reload never mixes two versions in one answer."""
+
+    def __init__(self, bundle: Bundle | None = None):
+        self._bundle = bundle
+        self._lock = threading.Lock()  # serialises loads, never taken by readers
+
+    @property
+    def current(self) -> Bundle | None:
+        return self._bundle
+
+    def swap(self, bundle: Bundle) -> Bundle | None:
+        with self._lock:
+            old, self._bundle = self._bundle, bundle
+            return old
 
 
 class ModelReloader:

@@ -16,10 +16,11 @@ import redis
 
 from service.app import Service
 from service.config import Config
-from service.embedded_redis import EmbeddedRedis, free_port
+from core.embedded_redis import EmbeddedRedis, free_port
 from training import publish as publishing
 from training.synthetic import EPOCH, WorldParams, generate, write_world
-from training.train import TrainParams, train
+from training.params import TrainParams
+from training.train import train
 
 TINY = WorldParams(users=300, communities=24, posts=3000, events=30000, days=21, seed=11, end=EPOCH + 21 * 86_400)
 

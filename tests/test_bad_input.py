@@ -8,7 +8,7 @@ import grpc
 import pytest
 
 from nichefeed.v1 import ranking_pb2
-from service.embedded_redis import free_port
+from core.embedded_redis import free_port
 
 
 @pytest.mark.parametrize(

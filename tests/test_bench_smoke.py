@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from benchmarks import run
-from service import contract
+from core import contract
 
 
 def _write_traces(client, version: str) -> tuple[int, int]:

@@ -7,12 +7,13 @@ import redis
 
 from nichefeed.v1 import ranking_pb2, ranking_pb2_grpc
 from service.app import Service
-from service.bundle import load_bundle
-from service.embedded_redis import EmbeddedRedis, free_port
+from core.bundle import load_bundle
+from core.embedded_redis import EmbeddedRedis, free_port
 from tests.conftest import service_config
 from training import publish as publishing
-from training.catalogue_logs import write_catalogue_logs
-from training.train import TrainParams, train
+from tests.catalogue_logs import write_catalogue_logs
+from training.params import TrainParams
+from training.train import train
 
 
 def test_catalogue_model_serves_under_the_wall_clock(tmp_path):

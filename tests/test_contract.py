@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from service import contract
+from core import contract
 
 
 def test_user_record_round_trip():

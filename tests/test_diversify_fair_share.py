@@ -9,7 +9,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service import contract
+from core import contract
 from service.pipeline import RankContext, RankQuery
 from service.stages.diversify import DiversifyCandidates
 

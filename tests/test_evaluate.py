@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from service import contract
+from core import contract
 from training.evaluate import bootstrap_ci, per_user_metrics
 from training.reevaluate import reevaluate
-from training.train import TrainParams, train
-from training.catalogue_logs import write_catalogue_logs
+from training.params import TrainParams
+from training.train import train
+from tests.catalogue_logs import write_catalogue_logs
 
 
 class _Posts:

@@ -7,8 +7,8 @@ import pytest
 from prometheus_client import REGISTRY
 
 from nichefeed.v1 import ranking_pb2
-from service import contract
-from service.bundle import load_bundle
+from core import contract
+from core.bundle import load_bundle
 
 USER = "u41"
 

@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from nichefeed.v1 import ranking_pb2
-from service.contract import MAX_ID_BYTES
+from core.contract import MAX_ID_BYTES
 from service.stages.validate import MAX_LIST
 
 FIELDS = ("user_id", "limit", "candidate_post_ids", "community_id", "exclude_post_ids", "request")

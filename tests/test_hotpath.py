@@ -11,9 +11,10 @@ import pytest
 from prometheus_client import REGISTRY
 
 from nichefeed.v1 import ranking_pb2
-from service import contract
-from service.bundle import load_bundle
-from service.pipeline import DeadlineExceeded, RankContext, RankPipeline, RankQuery
+from core import contract
+from core.bundle import load_bundle
+from service.errors import DeadlineExceeded
+from service.pipeline import RankContext, RankPipeline, RankQuery
 from service.stages import default_stages
 
 

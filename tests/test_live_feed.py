@@ -10,11 +10,12 @@ import pytest
 import redis
 
 from nichefeed.v1 import ranking_pb2, ranking_pb2_grpc, writes_pb2 as wpb, writes_pb2_grpc
-from service import contract
+from core import contract
 from service.app import Service
-from service.embedded_redis import EmbeddedRedis, free_port
+from core.embedded_redis import EmbeddedRedis, free_port
 from tests.conftest import service_config
 from training import publish as publishing
+from tests.live_helpers import vector_of
 
 POLL_LIMIT_S = 1.0  # the promise: retrievable within a second of the ack
 FULL = 1000  # a limit above any candidate count: the whole filtered, ranked candidate list
@@ -107,7 +108,7 @@ def test_out_of_network_fresh_posts_come_from_the_live_index(running):
     target = max(others, key=lambda c: float(comm_vectors[c] @ user_vec))
     new_post(running, "fresh-oon", bundle.community_ids[target])
     live = running.svc.live
-    assert wait_for(lambda: (ix := live.index_for(bundle.version)) is not None and ix.vector("fresh-oon") is not None)
+    assert wait_for(lambda: (ix := live.index_for(bundle.version)) is not None and vector_of(ix, "fresh-oon") is not None)
     assert "fresh-oon" in live.index_for(bundle.version).search(user_vec.astype(np.float32), 5)
     # With a limit above the candidate count, the feed is every retrieved post that passes
     # the filters: the fresh post is among them although the user is in none of its groups.
@@ -124,7 +125,7 @@ def test_private_live_post_never_reaches_a_non_member(running):
     new_post(running, "fresh-members", community, visibility=wpb.VISIBILITY_MEMBERS)
     assert wait_for(lambda: "fresh-members" in feed(running, user))
     live = running.svc.live  # also in the live index, so out-of-network search could find it
-    assert wait_for(lambda: (ix := live.index_for(bundle.version)) is not None and ix.vector("fresh-members") is not None)
+    assert wait_for(lambda: (ix := live.index_for(bundle.version)) is not None and vector_of(ix, "fresh-members") is not None)
     for _ in range(3):
         assert "fresh-members" not in feed(running, outsider)
         assert "fresh-members" not in feed(running, outsider, candidate_post_ids=["fresh-members"])
@@ -139,7 +140,7 @@ def test_live_posts_survive_a_service_restart(tiny_bundle, redis_server):
     second = Running(tiny_bundle, redis_server.url)
     try:
         # the live index is replayed from Redis before the new server takes requests
-        assert second.svc.live.index_for(bundle.version).vector("fresh-restart") is not None
+        assert vector_of(second.svc.live.index_for(bundle.version), "fresh-restart") is not None
         assert "fresh-restart" in feed(second, user)
     finally:
         second.stop()

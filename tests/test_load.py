@@ -9,11 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service import contract
+from core import contract
 from training.csvio import DataError
 from training.load import load_dataset
 from training.state import state_as_of
-from training.train import TrainParams, train
+from training.params import TrainParams
+from training.train import train
 
 POSTS = "post_id,author_id,community_id,created_at\np1,a,c1,100\np2,b,c2,100\np3,a,c1,200\n"
 EVENTS = "user_id,post_id,kind,ts\nu1,p1,like,1000\nu1,p3,comment,2000\nu2,p2,like,3000\n"

@@ -8,9 +8,9 @@ import grpc
 import redis
 
 from nichefeed.v1 import ranking_pb2, ranking_pb2_grpc, writes_pb2 as wpb, writes_pb2_grpc
-from service import contract
+from core import contract
 from service.app import Service
-from service.embedded_redis import EmbeddedRedis, free_port
+from core.embedded_redis import EmbeddedRedis, free_port
 from tests.conftest import service_config
 from training import publish as publishing
 from training.scorer import MAX_WEIGHT

@@ -24,10 +24,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from nichefeed.v1 import ranking_pb2, ranking_pb2_grpc
-from service import contract
+from core import contract
 from service.app import Service
-from service.embedded_redis import EmbeddedRedis, free_port
-from service.scoring import LinearScorer
+from core.embedded_redis import EmbeddedRedis, free_port
+from core.scoring import LinearScorer
 from tests.conftest import service_config
 from training import publish as publishing
 
@@ -84,7 +84,7 @@ def small_worlds(draw) -> SmallWorld:
 
 
 def write_world_bundle(world: SmallWorld, models_dir, seed: int) -> str:
-    """A real bundle for `world` (the layout of service/contract.py), written by rename."""
+    """A real bundle for `world` (the layout of core/contract.py), written by rename."""
     rng = np.random.default_rng(seed)
     version = f"w{next(_versions):05d}"
     staging = models_dir / f"{contract.STAGING_PREFIX}{version}"

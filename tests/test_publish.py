@@ -12,11 +12,12 @@ import numpy as np
 import pytest
 import redis
 
-from service import contract
-from service.bundle import load_bundle
-from service.embedded_redis import EmbeddedRedis, free_port
+from core import contract
+from core.bundle import load_bundle
+from core.embedded_redis import EmbeddedRedis, free_port
 from training import publish as publishing
-from training.train import TrainParams, train
+from training.params import TrainParams
+from training.train import train
 
 
 @pytest.fixture(scope="module")

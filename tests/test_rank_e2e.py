@@ -10,9 +10,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from nichefeed.v1 import ranking_pb2, ranking_pb2_grpc
-from service import contract
+from core import contract
 from service.app import Service
-from service.bundle import load_bundle
+from core.bundle import load_bundle
 from tests.conftest import service_config
 
 

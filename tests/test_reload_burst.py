@@ -14,10 +14,11 @@ import redis
 from prometheus_client import REGISTRY
 
 from nichefeed.v1 import ranking_pb2, ranking_pb2_grpc
-from service import contract
+from core import contract
 from service.app import Service
-from service.bundle import BundleHolder, load_bundle
-from service.embedded_redis import EmbeddedRedis, free_port
+from core.bundle import load_bundle
+from service.reload import BundleHolder
+from core.embedded_redis import EmbeddedRedis, free_port
 from service.pipeline import RankContext, RankPipeline, RankQuery
 from service.stages import default_stages
 from tests.conftest import service_config

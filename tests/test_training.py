@@ -9,17 +9,18 @@ import json
 import numpy as np
 import pytest
 
-from service import contract
-from service.bundle import load_bundle
+from core import contract
+from core.bundle import load_bundle
 from service.pipeline import RankContext, RankQuery
 from service.stages.hydrate import candidate_vectors, records_from_bundle
 from service.stages.score import ScoreCandidates
-from training.als import AlsParams
+from training.params import AlsParams
 from training.features import Model, features
 from training.load import load_dataset
 from training.state import state_as_of
 from training.synthetic import EPOCH, WorldParams, generate, write_world
-from training.train import TrainParams, train
+from training.params import TrainParams
+from training.train import train
 
 DAY = 86_400
 

@@ -18,7 +18,7 @@ import redis
 from prometheus_client.parser import text_string_to_metric_families
 
 from nichefeed.v1 import ranking_pb2, ranking_pb2_grpc
-from service.embedded_redis import EmbeddedRedis, free_port
+from core.embedded_redis import EmbeddedRedis, free_port
 from training import publish as publishing
 
 CALLS = 24

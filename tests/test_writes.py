@@ -8,14 +8,16 @@ import pytest
 import redis
 
 from nichefeed.v1 import writes_pb2 as wpb, writes_pb2_grpc
-from service import contract
+from core import contract
 from service.app import Service
-from service.embedded_redis import EmbeddedRedis, free_port
+from core.embedded_redis import EmbeddedRedis, free_port
 from service.live_index import LiveIndexFollower
-from service.scoring import NON_MEMBER_STANDING, ROLE_STANDING
-from service.writes import FeedWriterServicer, WriteApplier
+from core.scoring import NON_MEMBER_STANDING, ROLE_STANDING
+from service.api.writes import FeedWriterServicer
+from service.writes import WriteApplier
 from tests.conftest import service_config
 from training import publish as publishing
+from tests.live_helpers import vector_of
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +68,7 @@ def test_created_post_is_stored_and_followed_by_the_live_index(world):
     live = follower.index_for(bundle.version)
     # A new post starts at the training rule's prior (community and author).
     start = bundle.new_post_vectors(np.array([bundle.community_row["c1"]]), np.array([bundle.user_row["u3"]]))[0]
-    np.testing.assert_allclose(live.vector("live-1"), start, rtol=1e-6)
+    np.testing.assert_allclose(vector_of(live, "live-1"), start, rtol=1e-6)
     assert "live-1" in live.search(start, 5)
 
 
@@ -99,11 +101,11 @@ def test_like_moves_the_post_vector_toward_the_engager(world):
     user = np.asarray(bundle[contract.USER_FACTORS_FILE][bundle.user_row["u7"]])
     follower = LiveIndexFollower(svc.holder, client)
     follower.poll_once()
-    before = follower.index_for(bundle.version).vector("live-2").copy()
+    before = vector_of(follower.index_for(bundle.version), "live-2").copy()
     writer.WriteEngagements(wpb.WriteEngagementsRequest(events=[
         wpb.EngagementEvent(event_id=f"mv-{i}", user_id="u7", post_id="live-2", kind=wpb.SHARE) for i in range(5)]), timeout=5)
     follower.poll_once()
-    after = follower.index_for(bundle.version).vector("live-2")
+    after = vector_of(follower.index_for(bundle.version), "live-2")
     assert float(after @ user) > float(before @ user)
 
 
@@ -230,10 +232,11 @@ def test_members_only_visibility_survives_fold_and_retrain(world, tiny_data, tmp
     visibility column, training keeps it, and the published record is private."""
     import shutil
 
-    from service.bundle import load_bundle
+    from core.bundle import load_bundle
     from training.live_log import fold_log
     from training.load import load_dataset
-    from training.train import TrainParams, train
+    from training.params import TrainParams
+    from training.train import train
 
     client, svc, writer = world["client"], world["svc"], world["writer"]
     bundle = svc.holder.current
@@ -247,7 +250,7 @@ def test_members_only_visibility_survives_fold_and_retrain(world, tiny_data, tmp
     ds = load_dataset(data)
     assert ds.post_members_only[list(ds.post_ids).index(post)]
     retrained = load_bundle(train(data, tmp_path / "models", TrainParams(scorer="affinity"), progress=False, quiet=True))
-    record = retrained.post_records(np.array([retrained.post_row[post]]))
+    record = retrained.records_at(np.array([retrained.post_row[post]]))
     assert record["flags"][0] & contract.FLAG_PRIVATE
 
 
@@ -276,8 +279,8 @@ def test_batch_stream_applies_each_message_and_names_the_bad_event(world):
 
 def test_a_new_post_starts_from_community_and_author_like_training(world):
     """The write path places a post by the prior training uses: the community's vector
-    blended with the author's KnownFor vector (service.post_vectors.post_prior)."""
-    from service import post_vectors
+    blended with the author's KnownFor vector (core.post_vectors.post_prior)."""
+    from core import post_vectors
 
     client, svc, writer = world["client"], world["svc"], world["writer"]
     bundle = svc.holder.current
@@ -290,7 +293,7 @@ def test_a_new_post_starts_from_community_and_author_like_training(world):
     follower.poll_once()
     expected = post_vectors.post_prior(np.asarray(bundle[contract.COMMUNITY_FACTORS_FILE])[[c]], authors[[author]],
                                        np.array([True]))[0]
-    np.testing.assert_allclose(follower.index_for(bundle.version).vector("live-author"), expected, rtol=1e-6)
+    np.testing.assert_allclose(vector_of(follower.index_for(bundle.version), "live-author"), expected, rtol=1e-6)
     assert not np.allclose(expected, bundle[contract.COMMUNITY_FACTORS_FILE][c])  # the author part counts
 
 
@@ -318,10 +321,10 @@ def test_live_stream_compaction_keeps_what_a_replay_rebuilds(world):
     assert after.deleted == {p for p in before.deleted if p in bundle.post_row}
     assert after.private == before.private
     assert len(after) == len(before)
-    np.testing.assert_allclose(after.vector("live-compact"), before.vector("live-compact"))
+    np.testing.assert_allclose(vector_of(after, "live-compact"), vector_of(before, "live-compact"))
     # the old follower goes on from where it was: the rewritten entries re-state its state
     follower.poll_once()
-    np.testing.assert_allclose(follower.index_for(bundle.version).vector("live-compact"), before.vector("live-compact"))
+    np.testing.assert_allclose(vector_of(follower.index_for(bundle.version), "live-compact"), vector_of(before, "live-compact"))
     # a snapshot older than the stream's tail is refused (a newer write could be undone)
     writer.WritePosts(wpb.WritePostsRequest(events=[create("e-compact-2", "live-compact-2", community="c6")]), timeout=5)
     assert not fresh.compact(min_entries=0)

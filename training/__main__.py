@@ -14,26 +14,33 @@ from pathlib import Path
 
 import redis
 
-from service import config, contract
-from service.embedded_redis import EmbeddedRedis, EmbeddedRedisError
+from core import contract
+
+from core import settings
+from core.flags import add_flags, from_flags
+from core.embedded_redis import EmbeddedRedis, EmbeddedRedisError
 from training import publish as publishing
 from training.csvio import DataError
+from training.params import TrainParams
 from training.schema import EVENTS_CSV
+
+DEFAULT_DATA = Path("data/default")
+DEFAULT_MODELS = Path("models")
 
 
 @contextlib.contextmanager
 def redis_client():
     """The configured Redis, or the project's private one started for this command."""
-    url = config.redis_url_from_env()
+    url = settings.redis_url_from_env()
     embedded = None
     if not url:
-        embedded = EmbeddedRedis(config.var_dir_from_env() / "redis").start()
+        embedded = EmbeddedRedis(settings.var_dir_from_env() / "redis").start()
         url = embedded.url
     client = redis.Redis.from_url(url, socket_timeout=30, socket_connect_timeout=3)
     try:
         client.ping()
     except (redis.exceptions.RedisError, OSError) as exc:
-        raise SystemExit(f"error: cannot reach Redis at {config.redis_address(url)}: {exc}") from None
+        raise SystemExit(f"error: cannot reach Redis at {settings.redis_address(url)}: {exc}") from None
     try:
         yield client
     finally:
@@ -45,10 +52,9 @@ def redis_client():
 def cmd_generate(args) -> None:
     from training.synthetic import WorldParams, generate, write_world
 
-    params = WorldParams.scaled(args.scale, seed=args.seed) if args.scale != 1.0 else WorldParams(seed=args.seed)
-    for name in ("users", "communities", "posts", "events", "days"):
-        if getattr(args, name) is not None:
-            setattr(params, name, getattr(args, name))
+    params = from_flags(WorldParams, args)
+    if args.scale != 1.0:
+        params = params.times(args.scale)
     params.end = args.end if args.end is not None else int(time.time()) // 3600 * 3600
     t0 = time.perf_counter()
     world = generate(params)
@@ -58,21 +64,20 @@ def cmd_generate(args) -> None:
           f"{ds.n_posts} posts, {len(ds.e_ts)} events in {time.perf_counter() - t0:.1f}s")
 
 
+def ensure_default_world(args) -> None:
+    """`make train` on a fresh clone: the default data directory is generated, as
+    `make serve` does; any other missing directory is the caller's mistake (an error)."""
+    if args.data == DEFAULT_DATA and not (args.data / EVENTS_CSV).exists():
+        print(f"{args.data} has no {EVENTS_CSV}: generating the synthetic default world first")
+        args.out = args.data
+        cmd_generate(args)
+
+
 def cmd_train(args) -> Path:
-    from training.als import AlsParams
-    from training.train import TrainParams, train
+    from training.train import train
 
-    from training.evaluate import EvalParams
-
-    params = TrainParams(
-        als=AlsParams(factors=args.factors, iterations=args.iterations, regularization=args.regularization,
-                      alpha=args.alpha, seed=args.train_seed),
-        test_fraction=args.test_fraction,
-        index_window_days=args.index_window_days,
-        scorer=args.scorer,
-        eval=EvalParams(max_users=args.eval_users, seed=args.train_seed),
-    )
-    bundle = train(args.data, args.models, params, progress=not args.quiet)
+    ensure_default_world(args)
+    bundle = train(args.data, args.models, from_flags(TrainParams, args), progress=not args.quiet)
     print_outputs(bundle)
     return bundle
 
@@ -168,7 +173,7 @@ def cmd_ensure(args) -> None:
 
 
 def loadable(bundle: Path) -> bool:
-    from service.bundle import BundleError, load_bundle
+    from core.bundle import BundleError, load_bundle
 
     try:
         load_bundle(bundle, verify=False)
@@ -182,29 +187,20 @@ def main(argv: list[str] | None = None) -> None:
     sub = parser.add_subparsers(dest="command", required=True)
 
     def world_opts(p):
-        p.add_argument("--scale", type=float, default=1.0, help="default world times this (5 gives 1M posts)")
-        p.add_argument("--seed", type=int, default=7)
+        from training.synthetic import WorldParams
+
+        add_flags(p, WorldParams)
+        p.add_argument("--scale", type=float, default=1.0, help="the default world's sizes times this (5 gives 1M posts)")
         p.add_argument("--end", type=int, default=None, help="unix time of the world's end (default: now)")
-        for name in ("users", "communities", "posts", "events", "days"):
-            p.add_argument(f"--{name}", type=int, default=None)
 
     def train_opts(p):
-        p.add_argument("--data", type=Path, default=Path("data/default"))
-        p.add_argument("--models", type=Path, default=Path("models"))
-        p.add_argument("--factors", type=int, default=32)
-        p.add_argument("--iterations", type=int, default=15)
-        p.add_argument("--regularization", type=float, default=0.05)
-        p.add_argument("--alpha", type=float, default=10.0)
-        p.add_argument("--test-fraction", type=float, default=0.1)
-        p.add_argument("--index-window-days", type=float, default=14.0)
-        p.add_argument("--scorer", choices=("learned", "affinity"), default="learned",
-                       help="learned: logistic over the service's features; affinity: inner product only")
-        p.add_argument("--eval-users", type=int, default=3000, help="users evaluated (sampled with the seed)")
-        p.add_argument("--train-seed", type=int, default=7, help="seed of ALS, sampling and bootstrap")
+        p.add_argument("--data", type=Path, default=DEFAULT_DATA)
+        p.add_argument("--models", type=Path, default=DEFAULT_MODELS)
+        add_flags(p, TrainParams)
         p.add_argument("--quiet", action="store_true", help="no progress bars")
 
     p = sub.add_parser("generate", help="write the synthetic world (CSV + truth/)")
-    p.add_argument("--out", type=Path, default=Path("data/default"))
+    p.add_argument("--out", type=Path, default=DEFAULT_DATA)
     world_opts(p)
     p.set_defaults(fn=cmd_generate)
 
@@ -215,7 +211,7 @@ def main(argv: list[str] | None = None) -> None:
     for name, fn, text in (("publish", cmd_publish, "write a bundle's features to Redis and make it current"),
                            ("rollback", cmd_rollback, "make the previous published version current again")):
         p = sub.add_parser(name, help=text)
-        p.add_argument("--models", type=Path, default=Path("models"))
+        p.add_argument("--models", type=Path, default=DEFAULT_MODELS)
         p.add_argument("--version", default=None, help="bundle version (default: the newest)")
         p.add_argument("--keep", type=int, default=3, help="published versions kept for rollback")
         if name == "publish":
@@ -223,13 +219,13 @@ def main(argv: list[str] | None = None) -> None:
         p.set_defaults(fn=fn)
 
     p = sub.add_parser("evaluate", help="recompute a bundle's evaluation from the bundle and its data")
-    p.add_argument("--models", type=Path, default=Path("models"))
+    p.add_argument("--models", type=Path, default=DEFAULT_MODELS)
     p.add_argument("--version", default=None, help="bundle version (default: the newest)")
     p.add_argument("--data", type=Path, default=None, help="data directory (default: the one it was trained on)")
     p.set_defaults(fn=cmd_evaluate)
 
     p = sub.add_parser("fold-log", help="fold the service's live event log into a data directory")
-    p.add_argument("--data", type=Path, default=Path("data/default"))
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA)
     p.set_defaults(fn=cmd_fold_log)
 
     p = sub.add_parser("ensure", help="generate, train and publish whatever is missing (make serve)")

@@ -1,4 +1,4 @@
-"""Stage 3: community-affinity embeddings with implicit ALS.
+"""ALS: community-affinity embeddings with implicit ALS.
 
 One factorisation places users, communities and posts in one space: the matrix is
 users x [communities | posts].
@@ -21,21 +21,13 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from service import contract
+from core import contract
 from training.schema import Dataset
 from training.state import WorldState
+from training.params import AlsParams
 
 MEMBERSHIP_PRIOR = {contract.ROLE_MEMBER: 2.0, contract.ROLE_TRUSTED: 3.0, contract.ROLE_MODERATOR: 3.0}
 COMMUNITY_SHARE = 0.5  # community columns' confidence relative to post columns
-
-
-@dataclass
-class AlsParams:
-    factors: int = 32
-    iterations: int = 15
-    regularization: float = 0.05
-    alpha: float = 10.0
-    seed: int = 7
 
 
 @dataclass

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from service import contract
+from core import contract
 
 
 def new_version(fingerprint: str) -> str:

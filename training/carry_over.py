@@ -13,8 +13,8 @@ from __future__ import annotations
 import numpy as np
 import redis
 
-from service import contract
-from service.bundle import Bundle
+from core import contract
+from core.bundle import Bundle
 
 
 def carry_over(client: redis.Redis, old_version: str, new: Bundle) -> tuple[int, int]:

@@ -1,10 +1,10 @@
-"""Stage 4: post embeddings from community, author and engagers (service.post_vectors).
+"""Post embeddings from community, author and engagers (core.post_vectors).
 
 A post starts from its prior (its community's vector blended with its author's KnownFor
 vector) and is pulled toward its ALS factor by how much engagement it has: the ALS post
 factor is exactly the implicit-ALS item step given the final user factors (implicit
 solves items last), the exact item step for these engagers, so no second solve is needed. The
-shrinkage is service.post_vectors.blend, the rule the live write path uses too.
+shrinkage is core.post_vectors.blend, the rule the live write path uses too.
 
 Only engagements inside the training window move a post, so evaluation on the next
 window sees posts exactly as serving would have seen them at the split.
@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from service import post_vectors
+from core import post_vectors
 from training.als import AlsModel
 from training.schema import Dataset
 

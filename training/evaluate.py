@@ -1,4 +1,4 @@
-"""Stage 7: evaluate on the held-out window, against baselines, with the spread over users.
+"""Evaluate on the held-out window, against baselines, with the spread over users.
 
 Protocol (also written into every report, so anyone can recompute the numbers):
 - Rank "as of" split_ts: vectors fitted on events before it, counters, memberships and
@@ -25,32 +25,26 @@ positive training weights, implicit's default alpha 1, the pipeline's factors,
 iterations, regularization and seed); als_stage (the pipeline's embeddings alone:
 user . post vector from the bundle); pipeline (the service's retrieval: the top 500 of
 the catalogue by user . post vector plus the 50 newest catalogue posts of each community
-the user belongs to as of split_ts, then service.scoring.feature_matrix and the
+the user belongs to as of split_ts, then core.scoring.feature_matrix and the
 bundle's scorer; no diversity re-rank).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import scipy.sparse as sp
 
-from service.scoring import LinearScorer
+from core.scoring import LinearScorer
 from training.features import CandidateSource, Model, features, seen_matrix, top_k
 from training.schema import Dataset
 from training.state import WorldState
+from training.als import fit_als
+from training.params import KS, AlsParams, EvalParams
+from training.split import TimeSplit
 
-KS = (10, 50)
 GATE_METRIC = "ndcg@10"
 METHODS = ("random", "most_popular", "plain_als", "als_stage", "pipeline")
-
-
-@dataclass
-class EvalParams:
-    max_users: int = 3000
-    seed: int = 7
-    bootstrap: int = 1000
-    ks: tuple[int, ...] = KS
 
 
 @dataclass
@@ -89,22 +83,14 @@ def pick_users(targets: sp.csr_matrix, seen: sp.csr_matrix, max_users: int, seed
     return users.astype(np.int32)
 
 
-def plain_als(ds: Dataset, train_mask: np.ndarray, factors: int, iterations: int, regularization: float,
-              seed: int) -> tuple[np.ndarray, np.ndarray]:
+def plain_als(ds: Dataset, train_mask: np.ndarray, als: AlsParams) -> tuple[np.ndarray, np.ndarray]:
     """implicit ALS on the user x post matrix of positive training engagement (counts), as a
-    practitioner would fit it directly: raw summed weights, implicit's default alpha."""
-    from implicit.cpu.als import AlternatingLeastSquares
-    from threadpoolctl import threadpool_limits
-
+    practitioner would fit it directly: raw summed weights, implicit's default alpha (1)."""
     pos = train_mask & (ds.event_weights() > 0)
     m = sp.csr_matrix((ds.event_weights()[pos].astype(np.float32), (ds.e_user[pos], ds.e_post[pos])),
                       shape=(ds.n_users, ds.n_posts))
     m.sum_duplicates()
-    with threadpool_limits(1, "blas"):
-        model = AlternatingLeastSquares(factors=factors, regularization=regularization, iterations=iterations,
-                                        random_state=seed, calculate_training_loss=False)
-        model.fit(m, show_progress=False)
-    return np.asarray(model.user_factors, np.float32), np.asarray(model.item_factors, np.float32)
+    return fit_als(m, replace(als, alpha=1.0))
 
 
 def _rank_dense(source: CandidateSource, users: np.ndarray, score_fn, k: int, chunk: int = 256) -> np.ndarray:
@@ -170,10 +156,23 @@ def bootstrap_ci(values: np.ndarray, draws: int, rng: np.random.Generator) -> tu
     return float(lo), float(hi)
 
 
-def evaluate(ds: Dataset, split_ts: int, end_ts: int, train_mask: np.ndarray, test_mask: np.ndarray,
-             state: WorldState, model: Model, scorer: LinearScorer, window_days: float | None,
-             als_params: dict, params: EvalParams, notes: list[str] | None = None,
+@dataclass
+class EvalSetup:
+    """What is evaluated (the model, its scorer, the world as of the split) and on what."""
+
+    ds: Dataset
+    split: TimeSplit
+    state: WorldState  # as of split.split_ts
+    model: Model
+    scorer: LinearScorer
+    window_days: float | None  # the index window (None: catalogue-like, every post)
+
+
+def evaluate(setup: EvalSetup, params: EvalParams, als: AlsParams, notes: list[str] | None = None,
              progress: bool = False) -> EvalResult:
+    """Rank the held-out window with every method; `als` is what plain ALS is fitted with."""
+    ds, state, model, scorer, window_days = setup.ds, setup.state, setup.model, setup.scorer, setup.window_days
+    split_ts, end_ts, train_mask, test_mask = setup.split.split_ts, setup.split.end_ts, setup.split.train, setup.split.test
     catalogue = catalogue_rows(ds, split_ts, end_ts, window_days)
     seen = seen_matrix(ds, train_mask)
     targets = target_matrix(ds, test_mask, seen, catalogue)
@@ -183,8 +182,7 @@ def evaluate(ds: Dataset, split_ts: int, end_ts: int, train_mask: np.ndarray, te
     source = CandidateSource(ds, state, model, catalogue, seen)
     rng = np.random.default_rng(params.seed)
     popularity = state.positives[catalogue]
-    plain_u, plain_i = plain_als(ds, train_mask, als_params["factors"], als_params["iterations"],
-                                 als_params["regularization"], als_params["seed"])
+    plain_u, plain_i = plain_als(ds, train_mask, als)
     scorers = {
         "random": lambda b: rng.random((len(b), len(catalogue))),
         "most_popular": lambda b: np.broadcast_to(popularity, (len(b), len(catalogue))).copy(),
@@ -206,7 +204,7 @@ def evaluate(ds: Dataset, split_ts: int, end_ts: int, train_mask: np.ndarray, te
         "catalogue_posts": int(len(catalogue)), "index_window_days": window_days,
         "targets": int(targets[users].nnz), "test_positive_events": all_test_pos,
         "users_with_targets": int((np.diff(targets.indptr) > 0).sum()),
-        "plain_als": als_params, "gate_metric": GATE_METRIC,
+        "plain_als": {k: v for k, v in asdict(als).items() if k != "alpha"}, "gate_metric": GATE_METRIC,
         "text": __doc__.split("recompute the numbers):", 1)[1].strip(),
     }
     report["notes"] = list(notes or [])

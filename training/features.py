@@ -4,7 +4,7 @@
 RETRIEVE_K posts by inner product with the user's vector, plus the newest posts of each
 community the user belongs to, minus private posts of groups they are not in and posts
 they already engaged with. `features` builds the per-(user, post) inputs from a
-WorldState and calls service.scoring.feature_matrix, the function the service calls on
+WorldState and calls core.scoring.feature_matrix, the function the service calls on
 the hot path, so the scorer is fitted and evaluated on exactly what it will see.
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from service.scoring import feature_matrix
+from core.scoring import feature_matrix
 from training.schema import Dataset
 from training.state import WorldState
 

@@ -1,4 +1,4 @@
-"""Stage 5: the FAISS index over post vectors, saved as a file served memory-mapped.
+"""The FAISS index over post vectors, saved as a file served memory-mapped.
 
 Which posts: those a feed could still show. On feed-like data (most engagement lands on
 posts younger than the window) that is the non-deleted posts created within

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import redis
 
-from service import contract
+from core import contract
 from training import schema
 
 CHUNK = 10_000

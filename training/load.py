@@ -1,4 +1,4 @@
-"""Stage 1: load and validate the input files into a Dataset (see training/schema.py).
+"""Load and validate the input files into a Dataset (see training/schema.py).
 
 Every bad cell ends the run with one line naming file, row and column (csvio.DataError).
 Partial logs load with documented fallbacks, each recorded in Dataset.notes so the
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from service import contract
+from core import contract
 from training import schema
 from training.csvio import CsvTable, DataError
 

@@ -1,4 +1,4 @@
-"""Stage 8b: gate, publish a bundle's features to Redis, flip the pointer, keep history, prune.
+"""Publish: gate, publish a bundle's features to Redis, flip the pointer, keep history, prune.
 
 Gate: a bundle whose report scores it below the serving version on the gate metric
 (evaluate.GATE_METRIC, the pipeline's NDCG@10 on its held-out window) is refused unless
@@ -20,10 +20,10 @@ from pathlib import Path
 
 import redis
 
-from service import contract
-from service.bundle import load_bundle
+from core import contract
+from core.bundle import load_bundle
 from training.carry_over import carry_over
-from training.records import post_records, recent_records, user_records
+from training.records import post_entries, recent_entries, user_entries
 
 BATCH = 2_000  # keys per MSET: large enough to amortise the round trip, small enough not to stall Redis
 
@@ -145,9 +145,9 @@ def publish(bundle_dir: Path, client: redis.Redis, keep: int = 3, force: bool = 
     bundle = load_bundle(bundle_dir, verify=True)
     version = bundle.version
     log(f"publishing {version} from {bundle_dir}")
-    _write(client, user_records(bundle), len(bundle.user_ids), "users", progress)
-    _write(client, post_records(bundle), len(bundle.post_ids), "posts", progress)
-    _write(client, recent_records(bundle), len(bundle.community_recent), "recent lists", progress)
+    _write(client, user_entries(bundle), len(bundle.user_ids), "users", progress)
+    _write(client, post_entries(bundle), len(bundle.post_ids), "posts", progress)
+    _write(client, recent_entries(bundle), len(bundle.community_recent), "recent lists", progress)
     previous = current_version(client)
     if previous and previous != version:
         # Posts written live since the new model's data was cut must keep being served.

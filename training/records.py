@@ -1,6 +1,6 @@
 """Redis records built from a bundle: what publish writes for one model version.
 
-Each function yields (key, packed value) pairs in the formats of service/contract.py:
+Each function yields (key, packed value) pairs in the formats of core/contract.py:
 user records, post records, and the recent-post lists of each community (the in-network
 candidates the hot path reads in the user's round trip).
 """
@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from service import contract
-from service.bundle import Bundle
+from core import contract
+from core.bundle import Bundle
 
 
-def user_records(bundle: Bundle):
+def user_entries(bundle: Bundle):
     users = bundle[contract.MEMBERSHIP_USER_FILE]
     order = np.argsort(users, kind="stable")
     comms = np.asarray(bundle[contract.MEMBERSHIP_COMMUNITY_FILE])[order]
@@ -25,13 +25,13 @@ def user_records(bundle: Bundle):
         yield contract.user_key(version, uid), contract.encode_user(factors[i], comms[lo:hi], roles[lo:hi])
 
 
-def post_records(bundle: Bundle):
-    rec = bundle.post_records(np.arange(len(bundle.post_ids)))
+def post_entries(bundle: Bundle):
+    rec = bundle.records_at(np.arange(len(bundle.post_ids)))
     prefix = contract.post_key_prefix(bundle.version)
     return zip((prefix + p for p in bundle.post_ids), contract.encode_posts(rec))
 
 
-def recent_records(bundle: Bundle):
+def recent_entries(bundle: Bundle):
     """Each community's newest servable posts (the in-network candidates), newest first.
     How many: len(bundle.community_recent)."""
     version = bundle.version

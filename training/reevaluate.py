@@ -13,10 +13,11 @@ from pathlib import Path
 
 import numpy as np
 
-from service import contract
-from service.bundle import load_bundle
+from core import contract
+from core.bundle import load_bundle
 from training.csvio import DataError
-from training.evaluate import EvalParams, evaluate
+from training.evaluate import EvalSetup, evaluate
+from training.params import AlsParams, EvalParams
 from training.features import Model
 from training.load import load_dataset
 from training.split import TimeSplit
@@ -54,9 +55,9 @@ def reevaluate(bundle_dir: Path, data_dir: Path | None = None) -> tuple[dict, li
     e = p["eval"]
     params = EvalParams(max_users=e["max_users"], seed=e["seed"], bootstrap=e["bootstrap"], ks=tuple(e["ks"]))
     saved = json.loads((bundle_dir / contract.REPORT_JSON_FILE).read_text())
-    als = saved["protocol"]["plain_als"]
-    result = evaluate(ds, split_ts, end_ts, split.train, split.test, state, model, bundle.scorer,
-                      p["index_window_applied_days"], als, params, saved.get("notes"))
+    als = AlsParams(**saved["protocol"]["plain_als"])
+    setup = EvalSetup(ds, split, state, model, bundle.scorer, p["index_window_applied_days"])
+    result = evaluate(setup, params, als, saved.get("notes"))
     mismatches = []
     if not np.array_equal(result.users, np.load(bundle_dir / contract.EVAL_USERS_FILE)):
         mismatches.append("evaluated users differ")

@@ -1,4 +1,4 @@
-"""Stage 6: the learned scorer, a logistic model over service.scoring's features.
+"""The learned scorer, a logistic model over core.scoring's features.
 
 Fitted on the training window only, by replaying inside it what evaluation does on the
 held-out window: the training window is split again at inner_ts (the same length of
@@ -16,24 +16,17 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import minimize
 
-from service.scoring import FEATURES, LinearScorer
+from core.scoring import FEATURES, LinearScorer
 from training.features import CandidateSource, Model, features
 from training.schema import Dataset
 from training.state import WorldState
+from training.params import ScorerParams
 
 
 # Product rule, not a fitted fact: hides and reports must push a post down, by at least
 # this much logit per standard deviation of the post's negative rate. In the synthetic
 # world negatives come with busy posts and would otherwise earn a small positive weight.
 MAX_WEIGHT = {"negative_rate": -0.5}
-
-
-@dataclass
-class ScorerParams:
-    max_users: int = 3000
-    negatives_per_user: int = 100  # sampled non-engaged candidates per user
-    l2: float = 1.0
-    seed: int = 7
 
 
 def fit_logistic(X: np.ndarray, y: np.ndarray, l2: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:

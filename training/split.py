@@ -1,4 +1,4 @@
-"""Stage 2: split by time. Train on the past, evaluate on what came next.
+"""Split by time. Train on the past, evaluate on what came next.
 
 A random split lets a model peek at the future of the very posts it is asked about and
 flatters every model; a feed is judged on posts it has not seen engaged yet. The

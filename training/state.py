@@ -5,7 +5,7 @@ it: the scorer is fitted on the state at the inner split, evaluation ranks with 
 state at the split, and the bundle (serving) carries the state at the end of the data.
 
 Author standing goes beyond the role: a post's author_trust is the role prior
-(service.scoring.ROLE_STANDING) moved by the author's track record in that community,
+(core.scoring.ROLE_STANDING) moved by the author's track record in that community,
 how their earlier posts there were received (positives and negatives per view, shrunk
 toward the community's own rate so a newcomer with one lucky post is not a star).
 """
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from service.scoring import NON_MEMBER_STANDING, ROLE_STANDING
+from core.scoring import NON_MEMBER_STANDING, ROLE_STANDING
 from training import schema
 
 TRACK_RECORD_VIEWS = 20.0  # views at which the track record weighs as much as the role

@@ -19,14 +19,15 @@ author skill, per-membership affinity) is written under truth/ for evaluation on
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
-from service import contract
+from core import contract
 from training import schema
 from training.csvio import write_csv
+from core.flags import param
 
 DAY = 86_400
 EPOCH = 1_760_000_000  # a fixed start (Oct 2025) so worlds are reproducible to the byte
@@ -34,31 +35,21 @@ EPOCH = 1_760_000_000  # a fixed start (Oct 2025) so worlds are reproducible to 
 
 @dataclass
 class WorldParams:
-    users: int = 20_000
-    communities: int = 1_200
-    posts: int = 200_000
-    events: int = 2_000_000
-    days: int = 42
-    topics: int = 24
-    private_fraction: float = 0.2
-    spam_fraction: float = 0.02  # share of posts written by spam accounts
-    seed: int = 7
-    end: int = EPOCH + 42 * DAY  # unix time the world ends (the CLI defaults it to now)
+    users: int = param(20_000, "users")
+    communities: int = param(1_200, "communities")
+    posts: int = param(200_000, "posts")
+    events: int = param(2_000_000, "engagement events")
+    days: int = param(42, "days the world spans")
+    topics: int = param(24, "hidden topics behind communities and tastes")
+    private_fraction: float = param(0.2, "share of private communities")
+    spam_fraction: float = param(0.02, "share of posts written by spam accounts")
+    seed: int = param(7, "seed of the world")
+    end: int = param(EPOCH + 42 * DAY, "unix time the world ends", cli=False)  # the CLI defaults it to now
 
-    @classmethod
-    def scaled(cls, scale: float, seed: int = 7) -> "WorldParams":
-        """The default world times `scale` (scale=5 gives 1M posts)."""
-        base = cls(seed=seed)
-        return cls(
-            users=max(20, int(base.users * scale)),
-            communities=max(4, int(base.communities * scale)),
-            posts=max(40, int(base.posts * scale)),
-            events=max(200, int(base.events * scale)),
-            days=base.days,
-            topics=base.topics,
-            seed=seed,
-            end=base.end,
-        )
+    def times(self, scale: float) -> "WorldParams":
+        """These sizes times `scale` (the default world at scale 5 has 1M posts)."""
+        return replace(self, users=max(20, int(self.users * scale)), communities=max(4, int(self.communities * scale)),
+                       posts=max(40, int(self.posts * scale)), events=max(200, int(self.events * scale)))
 
 
 @dataclass

@@ -11,36 +11,27 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
-from service import contract
-from service.scoring import LinearScorer
+from core import contract
+from core.scoring import LinearScorer
 from training import schema
-from training.als import AlsParams, fit_community_als
+from training.als import fit_community_als
 from training.bundle_writer import new_version, write_bundle
 from training.embeddings import post_embeddings
-from training.evaluate import EvalParams, catalogue_rows, evaluate, markdown, pick_users, target_matrix
+from training.evaluate import EvalSetup, catalogue_rows, evaluate, markdown, pick_users, target_matrix
 from training.features import CandidateSource, Model, seen_matrix
 from training.index import age_window, build_index, servable_rows
 from training.load import load_dataset
-from training.scorer import ScorerParams, fit_scorer
+from training.scorer import fit_scorer
+from training.params import TrainParams
 from training.split import TimeSplit, inner_split, split_by_time
 from training.state import member_engagers, state_as_of
 
 INDEX_QUERIES = 200  # user vectors that measure the index candidates
-
-
-@dataclass
-class TrainParams:
-    als: AlsParams = field(default_factory=AlsParams)
-    test_fraction: float = 0.1
-    index_window_days: float = 14.0
-    scorer: str = "learned"  # "learned" (logistic over service.scoring.FEATURES) or "affinity"
-    scorer_fit: ScorerParams = field(default_factory=ScorerParams)
-    eval: EvalParams = field(default_factory=EvalParams)
 
 
 class StageClock:
@@ -128,10 +119,7 @@ def train(data_dir: Path, models_dir: Path, params: TrainParams, progress: bool 
         raise ValueError(f"scorer must be 'learned' or 'affinity', got {params.scorer!r}")
     clock.done("scorer", f"{scorer.kind}: " + json.dumps(scorer.info.get("weights_by_feature", {})))
 
-    result = evaluate(ds, split.split_ts, split.end_ts, split.train, split.test, state, model, scorer, window,
-                      {"factors": params.als.factors, "iterations": params.als.iterations,
-                       "regularization": params.als.regularization, "seed": params.als.seed},
-                      params.eval, notes, progress)
+    result = evaluate(EvalSetup(ds, split, state, model, scorer, window), params.eval, params.als, notes, progress)
     clock.done("evaluate", f"{len(result.users)} users, gate {result.report['gate']['metric']} = "
                            f"{result.report['gate']['value']:.4f}")
 

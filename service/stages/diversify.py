@@ -1,4 +1,4 @@
-"""Stage 7: re-rank for diversity so that one group or one author cannot flood the feed,
+"""Diversify: re-rank for diversity so that one group or one author cannot flood the feed,
 and small active groups get a fair share of it.
 
 1. Caps, greedy by score: a candidate is taken while its community and its author are
@@ -20,7 +20,7 @@ import math
 
 import numpy as np
 
-from service import contract
+from core import contract
 from service.pipeline import RankContext
 
 

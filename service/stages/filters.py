@@ -1,4 +1,4 @@
-"""Stage 5: filters. Each filter is one rule and counts what it removed under its reason.
+"""Filter: drop what the user may not or need not see. Each filter is one rule and counts what it removed under its reason.
 
 Privacy fails closed: a post is shown only when its record was read (PRESENT), and a
 private community's post only when the user's membership of it was confirmed this
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from service import contract
+from core import contract
 from service.pipeline import RankContext
 
 

@@ -1,4 +1,4 @@
-"""Stages 2 and 4: hydrate the user (one Redis round trip) and the candidates (one MGET).
+"""Hydrate: the two stages that read Redis, the user (one round trip) and the candidates (one MGET).
 
 The user's round trip reads, in one write and one read: the packed user record
 (vector, memberships, roles) and the recent-post lists of the communities to draw
@@ -22,9 +22,10 @@ from collections import OrderedDict
 
 import numpy as np
 
-from service import contract
+from core import contract
 from service.metrics import METRICS
-from service.pipeline import NotFound, RankContext
+from service.errors import NotFound
+from service.pipeline import RankContext
 from service.store import FeatureStore, StoreUnavailable
 
 IN_NETWORK_COMMUNITIES = 32  # at most this many of the user's communities feed in-network
@@ -137,7 +138,7 @@ class HydrateCandidates:
             ctx.posts = records_from_bundle(ctx)
         else:
             try:
-                ctx.posts = contract.decode_posts(self.store.post_records(ctx.bundle.version, ctx.post_ids, ctx.deadline))
+                ctx.posts = contract.decode_posts(self.store.read_post_records(ctx.bundle.version, ctx.post_ids, ctx.deadline))
             except StoreUnavailable as exc:
                 degrade(ctx, f"redis_{exc.reason}")
                 ctx.posts = records_from_bundle(ctx)
@@ -165,7 +166,7 @@ def records_from_bundle(ctx: RankContext) -> np.ndarray:
     """Post records as the bundle last knew them, with the deletions and visibility
     changes the live index saw since; only public posts may then be shown (the privacy
     filter sees unconfirmed memberships). Live posts have no bundle record: not PRESENT."""
-    rec = ctx.bundle.post_records(np.maximum(ctx.rows, 0))
+    rec = ctx.bundle.records_at(np.maximum(ctx.rows, 0))
     live = ctx.live
     if live is not None and (live.deleted or live.private):
         rec["flags"] |= np.array([(contract.FLAG_DELETED if p in live.deleted else 0)

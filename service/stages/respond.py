@@ -1,9 +1,9 @@
-"""Stage 8: the top `limit` items, with reasons drawn from the features that scored them."""
+"""Respond: the top `limit` items, with reasons drawn from the features that scored them."""
 from __future__ import annotations
 
-from service import contract
+from core import contract
 from service.pipeline import RankContext, RankedItem
-from service.scoring import FEATURES
+from core.scoring import FEATURES
 
 _MEMBER = FEATURES.index("is_member")
 _TRUST = FEATURES.index("author_trust")

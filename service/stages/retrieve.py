@@ -1,4 +1,4 @@
-"""Stage 3: retrieve candidates.
+"""Retrieve: the candidates of a request.
 
 Three modes, by what the caller asked:
 - re-rank: exactly the caller's candidate_post_ids (unknown ids are dropped, counted);

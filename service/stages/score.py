@@ -1,11 +1,11 @@
-"""Stage 6: score every candidate with the bundle's scorer (service.scoring)."""
+"""Score: every candidate gets the bundle's scorer's value over core.scoring's features."""
 from __future__ import annotations
 
 import numpy as np
 
-from service import contract
+from core import contract
 from service.pipeline import RankContext
-from service.scoring import feature_matrix
+from core.scoring import feature_matrix
 
 
 def user_roles_of(ctx: RankContext, communities: np.ndarray) -> np.ndarray:

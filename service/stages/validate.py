@@ -1,8 +1,9 @@
-"""Stage 1: validate the request. Every list and string is bounded; errors name the field."""
+"""Validate: check the request. Every list and string is bounded; errors name the field."""
 from __future__ import annotations
 
-from service import contract
-from service.pipeline import InvalidArgument, RankContext
+from core import contract
+from service.errors import InvalidArgument
+from service.pipeline import RankContext
 
 MAX_LIST = 1000
 

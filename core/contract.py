@@ -31,7 +31,7 @@ Bundle (a directory ``<models_dir>/<model_version>/``, written atomically by ren
   membership_community.npy i4 [n_memberships]
   membership_role.npy    u1 [n_memberships] ROLE_* codes
   posts.faiss            FAISS index over post_vectors (ids = rows), memory-mapped
-  scorer.json            the learned scorer (see service.scoring)
+  scorer.json            the learned scorer (see core.scoring)
   report.json / .md      evaluation report (optional for serving)
 
 No pickle anywhere: arrays are .npy loaded with allow_pickle=False, the rest is JSON.
@@ -207,10 +207,6 @@ def list_versions(models_dir: Path) -> list[str]:
 KEY_ROOT = f"nf:{SCHEMA_VERSION}"
 CURRENT_KEY = f"{KEY_ROOT}:current"
 HISTORY_KEY = f"{KEY_ROOT}:history"
-
-
-def model_prefix(version: str) -> str:
-    return f"{KEY_ROOT}:m:{version}"
 
 
 def user_key(version: str, user_id: str) -> str:

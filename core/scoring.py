@@ -79,10 +79,6 @@ class LinearScorer:
     def score(self, X: np.ndarray) -> np.ndarray:
         return ((X - self.mean) / self.scale) @ self.weights + self.bias
 
-    def contributions(self, x: np.ndarray) -> np.ndarray:
-        """Per-feature contribution for one row (used to explain a ranking)."""
-        return (x - self.mean) / self.scale * self.weights
-
     @classmethod
     def affinity_only(cls) -> "LinearScorer":
         """Rank by the embedding inner product alone (plain retrieval order)."""

@@ -1,4 +1,4 @@
-"""Load and verify a model bundle; hold the serving one behind a single swappable reference.
+"""Load and verify a model bundle.
 
 A bundle is refused unless its manifest matches this contract and every file matches
 its checksum: a corrupt or half-copied bundle must never replace a good one. Large
@@ -7,14 +7,13 @@ copy in the page cache.
 """
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from service import contract, post_vectors
-from service.scoring import LinearScorer
+from core import contract, post_vectors
+from core.scoring import LinearScorer
 
 
 class BundleError(RuntimeError):
@@ -51,7 +50,7 @@ class Bundle:
         return self.arrays[name]
 
     def new_post_vectors(self, communities: np.ndarray, authors: np.ndarray) -> np.ndarray:
-        """Where posts nobody has engaged with yet start (service.post_vectors.post_prior):
+        """Where posts nobody has engaged with yet start (core.post_vectors.post_prior):
         their community's vector blended with the author's KnownFor vector, if any."""
         communities = np.asarray(communities, dtype=np.int64)
         authors = np.asarray(authors, dtype=np.int64)
@@ -60,7 +59,7 @@ class Bundle:
         has_author = known & np.any(author_vecs != 0, axis=1)
         return post_vectors.post_prior(np.asarray(self[contract.COMMUNITY_FACTORS_FILE])[communities], author_vecs, has_author)
 
-    def post_records(self, rows: np.ndarray) -> np.ndarray:
+    def records_at(self, rows: np.ndarray) -> np.ndarray:
         """The Redis post records (contract.POST_DTYPE) of these rows as the bundle knows
         them: what publish writes, and what the hot path falls back to without Redis."""
         b = self
@@ -179,21 +178,3 @@ def _recent_by_community(index, arrays: dict[str, np.ndarray]) -> dict[int, np.n
     rows, comm = rows[order], comm[order]
     cuts = np.flatnonzero(np.diff(comm)) + 1
     return {int(c[0]): r for c, r in zip(np.split(comm, cuts), np.split(rows, cuts)) if len(r)}
-
-
-class BundleHolder:
-    """The serving bundle behind one reference. A request reads `.current` once and uses
-    that object start to end, so a reload never mixes two versions in one answer."""
-
-    def __init__(self, bundle: Bundle | None = None):
-        self._bundle = bundle
-        self._lock = threading.Lock()  # serialises loads, never taken by readers
-
-    @property
-    def current(self) -> Bundle | None:
-        return self._bundle
-
-    def swap(self, bundle: Bundle) -> Bundle | None:
-        with self._lock:
-            old, self._bundle = self._bundle, bundle
-            return old

@@ -1,0 +1,56 @@
+"""WriteApplier: runs a batch of any kind (batches.py) against the serving bundle and Redis.
+
+validate -> one read round trip -> one Lua script -> finish. Redis transport failures
+become Unavailable (the client retries with the same event ids: the idempotency markers
+make that safe), so nothing above this module knows Redis.
+"""
+from __future__ import annotations
+
+import redis
+
+from core.bundle import Bundle
+from service.errors import Unavailable
+from service.reload import BundleHolder
+from service.writes.batches import EngagementBatch, PostBatch
+
+REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
+
+
+class WriteApplier:
+    def __init__(self, holder: BundleHolder, client: redis.Redis):
+        self.holder = holder
+        self.client = client
+        self.posts = PostBatch()
+        self.engagements = EngagementBatch(client)
+        self._scripts = {b.kind: client.register_script(b.script) for b in (self.posts, self.engagements)}
+
+    def _bundle(self) -> Bundle:
+        bundle = self.holder.current
+        if bundle is None:
+            raise Unavailable("no model loaded yet")
+        return bundle
+
+    def apply(self, batch, events, now: float, offset: int = 0) -> tuple[int, int]:
+        """(applied, duplicates) of one all-or-nothing batch; `offset` is the index of its
+        first event in the caller's request (a stream), for the errors' events[i]."""
+        bundle = self._bundle()
+        batch.validate(bundle, events, now, offset)
+        if not events:
+            return 0, 0
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            for command in batch.reads(bundle, events):
+                pipe.execute_command(*command)
+            replies = pipe.execute()
+            keys, argv = batch.script_args(bundle, events, replies, now, offset)
+            reply = self._scripts[batch.kind](keys=keys, args=argv)
+            return batch.finish(bundle, reply)
+        except REDIS_ERRORS as exc:
+            raise Unavailable(f"feature store unavailable ({exc.__class__.__name__}); "
+                              "retry with the same event ids") from exc
+
+    def write_posts(self, events, now: float) -> tuple[int, int]:
+        return self.apply(self.posts, events, now)
+
+    def write_engagements(self, events, now: float, offset: int = 0) -> tuple[int, int]:
+        return self.apply(self.engagements, events, now, offset)

@@ -1,0 +1,186 @@
+"""The batch kinds of the write path, each in the one shape the applier runs:
+
+    validate(events)         -> every event checked; InvalidArgument names events[i].field
+    reads(events)            -> the commands of the one read round trip
+    script_args(events, replies) -> KEYS and ARGV of the batch's Lua script (scripts.py)
+    finish(reply)            -> (applied, duplicates), after any follow-up (moved vectors)
+
+A batch is all or nothing: validation and the reads happen before the script, and the
+script applies every event or (Redis refusing it) none.
+"""
+from __future__ import annotations
+
+import numpy as np
+import redis
+
+from core import contract
+from core.bundle import Bundle
+from core.scoring import NON_MEMBER_STANDING, ROLE_STANDING
+from nichefeed.v1 import writes_pb2
+from service.errors import AlreadyExists, InvalidArgument
+from service.writes import scripts
+from service.writes.validate import check_id, check_ts
+from service.writes.vectors import FoldIn, engagement_stats, fold_in_for, publish_moved
+
+KIND_OF = {getattr(writes_pb2, k.upper()): k for k in contract.KINDS}
+KIND_CODE = {k: i for i, k in enumerate(contract.KINDS)}
+
+
+class PostBatch:
+    """Create posts, change their visibility, delete them."""
+
+    kind = "post"
+    script = scripts.POSTS_LUA
+
+    def validate(self, bundle: Bundle, events, now: float, offset: int = 0) -> None:
+        for i, e in enumerate(events, start=offset):
+            check_id(e.event_id, f"events[{i}].event_id")
+            check_id(e.post_id, f"events[{i}].post_id")
+            if e.op == writes_pb2.POST_OP_UNSPECIFIED or e.op not in writes_pb2.PostOp.values():
+                raise InvalidArgument(f"events[{i}].op", "must be CREATE, SET_VISIBILITY or DELETE")
+            if e.visibility not in writes_pb2.Visibility.values():
+                raise InvalidArgument(f"events[{i}].visibility", f"unknown value {e.visibility}")
+            if e.op == writes_pb2.POST_OP_CREATE:
+                check_id(e.author_id, f"events[{i}].author_id")
+                check_id(e.community_id, f"events[{i}].community_id")
+                if e.community_id not in bundle.community_row:
+                    raise InvalidArgument(f"events[{i}].community_id", f"unknown community {e.community_id!r}")
+                check_ts(e.created_at, now, f"events[{i}].created_at")
+
+    def reads(self, bundle: Bundle, events) -> list[tuple]:
+        """Applied markers, existing post records, author records."""
+        version = bundle.version
+        return [("MGET", *[contract.applied_key(e.event_id) for e in events]),
+                ("MGET", *[contract.post_key(version, e.post_id) for e in events]),
+                ("MGET", *[contract.user_key(version, e.author_id or "-") for e in events])]
+
+    def script_args(self, bundle: Bundle, events, replies, now: float, offset: int = 0) -> tuple[list, list]:
+        applied_before, records, authors = replies
+        version = bundle.version
+        created_here: set[str] = set()
+        keys = [contract.live_stream_key(version), contract.EVENT_LOG_KEY]
+        argv: list = [contract.APPLIED_TTL_S, contract.post_field_offset("flags"), contract.EVENT_LOG_MAXLEN,
+                      contract.RECENT_PER_COMMUNITY]
+        private_comm = bundle[contract.COMMUNITY_PRIVATE_FILE]
+        for i, e in enumerate(events):
+            where = f"events[{i + offset}].post_id"
+            exists = records[i] is not None or e.post_id in bundle.post_row or e.post_id in created_here
+            if applied_before[i] is None:
+                if e.op == writes_pb2.POST_OP_CREATE and exists:
+                    raise AlreadyExists(where, f"post {e.post_id!r} already exists")
+                if e.op != writes_pb2.POST_OP_CREATE and not exists:
+                    raise InvalidArgument(where, f"unknown post {e.post_id!r}")
+            keys += [contract.applied_key(e.event_id), contract.post_key(version, e.post_id),
+                     contract.recent_key(version, e.community_id or "-")]
+            record = vector = b""
+            created = 0
+            if e.op == writes_pb2.POST_OP_CREATE:
+                created_here.add(e.post_id)
+                created = check_ts(e.created_at, now, "")
+                record, vector = new_post(bundle, e, bundle.community_row[e.community_id], created, authors[i])
+                op = "create"
+            elif e.op == writes_pb2.POST_OP_DELETE:
+                op = "delete"
+            else:
+                comm = community_of(bundle, e.post_id, records[i])
+                members_only = e.visibility == writes_pb2.VISIBILITY_MEMBERS or bool(private_comm[comm])
+                op = f"flags:{contract.FLAG_PRIVATE if members_only else 0}:{0 if members_only else contract.FLAG_PRIVATE}"
+            payload = contract.encode_log(e.event_id, writes_pb2.PostOp.Name(e.op), e.post_id, e.author_id,
+                                          e.community_id, created, writes_pb2.Visibility.Name(e.visibility))
+            argv += [op, e.post_id, record, e.community_id, e.author_id, vector, created, payload]
+        return keys, argv
+
+    def finish(self, bundle: Bundle, reply) -> tuple[int, int]:
+        applied, dups = reply
+        return int(applied), int(dups)
+
+
+def community_of(bundle: Bundle, post_id: str, record: bytes | None) -> int:
+    if record is not None:
+        return int(contract.decode_posts([record])["community"][0])
+    return int(bundle[contract.POST_COMMUNITY_FILE][bundle.post_row[post_id]])
+
+
+def new_post(bundle: Bundle, e, community: int, created: int, author_raw: bytes | None) -> tuple[bytes, bytes]:
+    """(packed record, packed starting vector) of a post created live."""
+    rec = np.zeros(1, dtype=contract.POST_DTYPE)
+    rec["row"] = -1
+    rec["community"] = community
+    rec["author"] = bundle.user_row.get(e.author_id, -1)
+    private = bool(bundle[contract.COMMUNITY_PRIVATE_FILE][community]) or e.visibility == writes_pb2.VISIBILITY_MEMBERS
+    rec["flags"] = contract.FLAG_PRESENT | (contract.FLAG_PRIVATE if private else 0)
+    rec["created_at"] = created
+    rec["author_trust"] = author_trust(author_raw, community)
+    prior = bundle.new_post_vectors(np.array([community]), rec["author"])
+    return contract.encode_posts(rec)[0], prior[0].astype("<f4").tobytes()
+
+
+def author_trust(raw: bytes | None, community: int) -> float:
+    """The author's standing in the community: training's role prior (a live post has no
+    track record yet to move it)."""
+    try:
+        user = contract.decode_user(raw) if raw is not None else None
+    except contract.ContractError:
+        user = None
+    role = dict(zip(user.communities.tolist(), user.roles.tolist())).get(community, 0) if user else 0
+    return float(ROLE_STANDING[role]) if role > 0 else NON_MEMBER_STANDING
+
+
+class EngagementBatch:
+    """Views, likes, comments, shares, saves, hides, reports."""
+
+    kind = "engagement"
+    script = scripts.ENGAGEMENTS_LUA
+
+    def __init__(self, client: redis.Redis):
+        self.client = client  # for the moved vectors' follow-up
+        self._fold: FoldIn | None = None
+
+    def fold_in(self, bundle: Bundle) -> FoldIn:
+        fold = self._fold
+        if fold is None or fold.version != bundle.version:
+            fold = self._fold = fold_in_for(bundle)
+        return fold
+
+    def validate(self, bundle: Bundle, events, now: float, offset: int = 0) -> None:
+        for i, e in enumerate(events, start=offset):
+            check_id(e.event_id, f"events[{i}].event_id")
+            check_id(e.user_id, f"events[{i}].user_id")
+            check_id(e.post_id, f"events[{i}].post_id")
+            if e.kind not in KIND_OF:
+                raise InvalidArgument(f"events[{i}].kind", f"must be one of {', '.join(k.upper() for k in contract.KINDS)}")
+            check_ts(e.ts, now, f"events[{i}].ts")
+
+    def reads(self, bundle: Bundle, events) -> list[tuple]:
+        """Applied markers and the post records (an unknown post is an error)."""
+        return [("MGET", *[contract.applied_key(e.event_id) for e in events]),
+                ("MGET", *[contract.post_key(bundle.version, e.post_id) for e in events])]
+
+    def script_args(self, bundle: Bundle, events, replies, now: float, offset: int = 0) -> tuple[list, list]:
+        applied_before, records = replies
+        for i, e in enumerate(events):
+            if applied_before[i] is None and records[i] is None:
+                raise InvalidArgument(f"events[{i + offset}].post_id", f"unknown post {e.post_id!r}")
+        fold = self.fold_in(bundle)
+        user_factors = bundle[contract.USER_FACTORS_FILE]
+        keys = [contract.EVENT_LOG_KEY]
+        argv: list = [contract.APPLIED_TTL_S, contract.post_field_offset("positives"),
+                      contract.post_field_offset("negatives"), contract.post_field_offset("views"),
+                      user_factors.shape[1], contract.EVENT_LOG_MAXLEN, contract.SEEN_READ_MAX]
+        for e in events:
+            kind = KIND_OF[e.kind]
+            weight = float(contract.KIND_WEIGHT[KIND_CODE[kind]])
+            row = bundle.user_row.get(e.user_id)
+            delta = engagement_stats(fold, user_factors[row], weight) if weight > 0 and row is not None else b""
+            keys += [contract.applied_key(e.event_id), contract.post_key(bundle.version, e.post_id),
+                     contract.engager_stats_key(bundle.version, e.post_id), contract.seen_key(e.user_id)]
+            ts = e.ts or int(now)
+            argv += [max(weight, 0.0), 1.0 if kind in contract.NEGATIVE_KIND_NAMES else 0.0, 1.0, delta,
+                     e.post_id, ts, contract.encode_log(e.event_id, e.user_id, e.post_id, kind, ts)]
+        return keys, argv
+
+    def finish(self, bundle: Bundle, reply) -> tuple[int, int]:
+        if len(reply) > 2:
+            dim = bundle[contract.USER_FACTORS_FILE].shape[1]
+            publish_moved(self.client, bundle, self.fold_in(bundle), reply[2:], dim)
+        return int(reply[0]), int(reply[1])

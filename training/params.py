@@ -1,0 +1,55 @@
+"""Every training parameter, with its default and its meaning, in one place.
+
+`python -m training train` generates its flags from these dataclasses (core/flags.py),
+the manifest records them whole (`params`), and the stages take them whole: a default
+is written here and nowhere else.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from core.flags import param
+
+KS = (10, 50)  # cut-offs of recall@K and NDCG@K
+
+
+@dataclass
+class AlsParams:
+    """Implicit ALS over users x [communities | posts] (training/als.py)."""
+
+    factors: int = param(32, "latent factors of users, communities and posts")
+    iterations: int = param(15, "ALS sweeps")
+    regularization: float = param(0.05, "L2 regularisation of the factors")
+    alpha: float = param(10.0, "confidence = alpha * log(1 + net engagement)")
+    seed: int = param(7, "seed of ALS's initial factors", flag="train-seed")
+
+
+@dataclass
+class ScorerParams:
+    """The learned scorer, fitted by replaying the evaluation inside the training window."""
+
+    max_users: int = param(3000, "users sampled to fit the scorer", flag="scorer-users")
+    negatives_per_user: int = param(100, "sampled non-engaged candidates per user")
+    l2: float = param(1.0, "L2 penalty of the logistic regression")
+    seed: int = param(7, "seed of the scorer's user and negative sampling", flag="scorer-seed")
+
+
+@dataclass
+class EvalParams:
+    """The held-out evaluation (training/evaluate.py)."""
+
+    max_users: int = param(3000, "users evaluated (sampled with the seed)", flag="eval-users")
+    seed: int = param(7, "seed of user sampling, the random baseline and the bootstrap", flag="eval-seed")
+    bootstrap: int = param(1000, "bootstrap resamples of each interval")
+    ks: tuple[int, ...] = param(KS, "cut-offs K", cli=False)
+
+
+@dataclass
+class TrainParams:
+    als: AlsParams = field(default_factory=AlsParams)
+    test_fraction: float = param(0.1, "share of the event time range held out for evaluation")
+    index_window_days: float = param(14.0, "on feed-like data, posts older than this are not indexed")
+    scorer: str = param("learned", "learned: logistic over the service's features; affinity: inner product only",
+                        choices=("learned", "affinity"))
+    scorer_fit: ScorerParams = field(default_factory=ScorerParams)
+    eval: EvalParams = field(default_factory=EvalParams)
