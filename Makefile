@@ -11,7 +11,7 @@ MODELS ?= models
 ARGS ?=
 export NICHEFEED_MODELS_DIR ?= $(MODELS)
 
-.PHONY: help install install-redis proto data train model evaluate publish rollback fold-log serve test bench bench-quick clean
+.PHONY: help install install-redis proto data train model evaluate publish rollback fold-log serve test format bench bench-quick clean
 
 help:
 	@echo "make serve      install, build, create the default world and model, start Redis, serve gRPC on 127.0.0.1:50051"
@@ -24,13 +24,17 @@ help:
 	@echo "make fold-log   fold the service's live event log (new posts, engagements) into DATA"
 	@echo "make bench      benchmarks (see benchmarks/README.md)"
 	@echo "make proto      regenerate the gRPC stubs into gen/"
+	@echo "make format     apply the linter's fixes and the formatter (make test checks both)"
 	@echo "make clean      remove the virtualenv, generated stubs, var/ (Redis data)"
 
-# Python dependencies come from pyproject.toml (the one list), into a project virtualenv.
+# The project and its dependencies (pyproject.toml: serving, [train], [bench], [dev]) into a
+# project virtualenv, installed editable so the tree is what runs. gen/ must exist first:
+# the generated stubs are the package nichefeed.v1.
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	@$(PY) -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; print("\n".join(p["dependencies"] + p["optional-dependencies"]["dev"]))' > $(VENV)/requirements.txt
-	$(PY) -m pip install --disable-pip-version-check -q -r $(VENV)/requirements.txt
+	@mkdir -p gen/nichefeed/v1 && touch gen/nichefeed/__init__.py gen/nichefeed/v1/__init__.py
+	@rm -f $$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/nichefeed.pth
+	$(PY) -m pip install --disable-pip-version-check -q -e '.[dev]'
 	@touch $@
 
 install: $(STAMP) $(GEN) install-redis $(PROMTOOL)
@@ -53,12 +57,10 @@ $(PROMTOOL):
 	@rm -rf var/tools/deb
 	@$@ --version | head -1
 
-# Stubs are generated, never edited; gen/ is on the virtualenv's path through a .pth file.
+# Stubs are generated, never edited, and not checked in.
 PROTOS := $(wildcard protos/nichefeed/v1/*.proto)
 $(GEN): $(PROTOS) $(STAMP)
-	@mkdir -p gen
 	$(PY) -m grpc_tools.protoc -Iprotos --python_out=gen --grpc_python_out=gen --pyi_out=gen $(PROTOS)
-	@echo -e "$(CURDIR)\n$(CURDIR)/gen" > $$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/nichefeed.pth
 
 proto: $(STAMP)
 	@rm -f $(GEN)
@@ -87,8 +89,16 @@ serve: install
 	$(PY) -m training ensure --data $(DATA) --models $(MODELS)
 	exec $(PY) -m service $(ARGS)
 
+# The linter and the format check first: a tree that does not pass them does not pass.
 test: install
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 	$(PY) -m pytest $(ARGS)
+
+# Fix what the linter can fix and format the tree.
+format: install
+	$(PY) -m ruff check --fix .
+	$(PY) -m ruff format .
 
 bench: install
 	$(PY) -m benchmarks.run $(ARGS)

@@ -7,6 +7,7 @@
 2. top-K retrieval: FAISS exact inner-product search against a numpy brute-force scan
    (matrix-vector product + argpartition) over the same vectors, one thread each.
 """
+
 from __future__ import annotations
 
 import time
@@ -31,8 +32,12 @@ def _time(fn, seconds: float, max_iter: int = 100_000) -> dict:
         fn()
         lat.append(time.perf_counter() - t0)
     ms = np.array(lat) * 1000
-    return {"n": len(ms), "p50_ms": round(float(np.percentile(ms, 50)), 3), "p99_ms": round(float(np.percentile(ms, 99)), 3),
-            "mean_ms": round(float(ms.mean()), 3)}
+    return {
+        "n": len(ms),
+        "p50_ms": round(float(np.percentile(ms, 50)), 3),
+        "p99_ms": round(float(np.percentile(ms, 99)), 3),
+        "mean_ms": round(float(ms.mean()), 3),
+    }
 
 
 def hydration(url: str, version: str, post_ids: list[str], n: int = 500, seconds: float = 2.0, seed: int = 1) -> dict:
@@ -74,10 +79,12 @@ def hydration(url: str, version: str, post_ids: list[str], n: int = 500, seconds
         return out
 
     try:
-        out = {"records": n,
-               "packed_mget": _time(packed_mget, seconds),
-               "packed_get_pipeline": _time(packed_pipeline, seconds),
-               "field_hashes_hmget_pipeline": _time(field_hashes, seconds)}
+        out = {
+            "records": n,
+            "packed_mget": _time(packed_mget, seconds),
+            "packed_get_pipeline": _time(packed_pipeline, seconds),
+            "field_hashes_hmget_pipeline": _time(field_hashes, seconds),
+        }
     finally:
         for i in range(0, len(pool), 1000):
             client.delete(*[HASH_PREFIX + p for p in pool[i : i + 1000]])
@@ -99,7 +106,9 @@ def faiss_vs_numpy(bundle_dir, k: int = 500, n_queries: int = 100, seed: int = 3
     xb = np.ascontiguousarray(vectors[rows], dtype=np.float32)
     users = np.load(bundle_dir / contract.USER_FACTORS_FILE)
     rng = np.random.default_rng(seed)
-    xq = np.ascontiguousarray(users[rng.choice(len(users), size=min(n_queries, len(users)), replace=False)], dtype=np.float32)
+    xq = np.ascontiguousarray(
+        users[rng.choice(len(users), size=min(n_queries, len(users)), replace=False)], dtype=np.float32
+    )
 
     def numpy_topk(q):
         s = xb @ q
@@ -110,16 +119,21 @@ def faiss_vs_numpy(bundle_dir, k: int = 500, n_queries: int = 100, seed: int = 3
     with threadpool_limits(1):
         for q in xq:
             t0 = time.perf_counter()
-            D, I = index.search(q[None, :], k)
+            _, labels = index.search(q[None, :], k)
             lat_f.append(time.perf_counter() - t0)
             t0 = time.perf_counter()
             top = numpy_topk(q)
             lat_n.append(time.perf_counter() - t0)
-            agree += len(np.intersect1d(I[0], top))
+            agree += len(np.intersect1d(labels[0], top))
     f, nump = np.array(lat_f) * 1000, np.array(lat_n) * 1000
-    out = {"vectors": len(xb), "k": k, "queries": len(xq), "threads": 1,
-           "faiss_flat_ip": {"p50_ms": round(float(np.median(f)), 3), "p99_ms": round(float(np.percentile(f, 99)), 3)},
-           "numpy_scan": {"p50_ms": round(float(np.median(nump)), 3), "p99_ms": round(float(np.percentile(nump, 99)), 3)},
-           "same_ids_share": round(agree / (k * len(xq)), 4)}
+    out = {
+        "vectors": len(xb),
+        "k": k,
+        "queries": len(xq),
+        "threads": 1,
+        "faiss_flat_ip": {"p50_ms": round(float(np.median(f)), 3), "p99_ms": round(float(np.percentile(f, 99)), 3)},
+        "numpy_scan": {"p50_ms": round(float(np.median(nump)), 3), "p99_ms": round(float(np.percentile(nump, 99)), 3)},
+        "same_ids_share": round(agree / (k * len(xq)), 4),
+    }
     out["numpy_x_faiss_p50"] = round(out["numpy_scan"]["p50_ms"] / out["faiss_flat_ip"]["p50_ms"], 2)
     return out

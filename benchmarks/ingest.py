@@ -24,8 +24,10 @@ the live stream and the event log): benchmarks/run.py therefore runs this sectio
 against a scratch copy of the world's Redis that is deleted afterwards (see
 benchmarks/worlds.py, BenchWorld.scratch_redis), never against the world's own Redis.
 """
+
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import os
 import threading
@@ -77,8 +79,10 @@ class _World:
         users = rng.integers(0, len(self.users), size=n)
         kinds = rng.choice(self.kinds, size=n, p=self.kind_p)
         ev, pid, uid = self.Event, self.post_ids, self.users
-        return [ev(event_id=f"{prefix}{start + i}", user_id=uid[u], post_id=str(pid[p]), kind=int(k))
-                for i, (u, p, k) in enumerate(zip(users.tolist(), posts.tolist(), kinds.tolist()))]
+        return [
+            ev(event_id=f"{prefix}{start + i}", user_id=uid[u], post_id=str(pid[p]), kind=int(k))
+            for i, (u, p, k) in enumerate(zip(users.tolist(), posts.tolist(), kinds.tolist()))
+        ]
 
 
 def _channel(addr: str):
@@ -90,6 +94,7 @@ def _channel(addr: str):
 
 def _run_job(job: dict, world: _World, conn) -> dict:
     import grpc
+
     from nichefeed.v1 import writes_pb2_grpc
 
     op, k = job["op"], job["concurrency"]
@@ -127,20 +132,24 @@ def _run_job(job: dict, world: _World, conn) -> dict:
             t0 = time.perf_counter()
             try:
                 if op == "stream":
+
                     def gen(events=events, sent=sent):
                         for j, e in enumerate(events):
                             if j % 64 == 0 and time.perf_counter() >= end:
                                 return  # the job's time is up: end this stream here
                             sent[0] = j + 1
                             yield e
+
                     resp = stubs[i].StreamEngagements(gen(), timeout=RPC_TIMEOUT_S)
                 elif op == "batches":
+
                     def gen_batches(events=events, sent=sent, size=job["batch"]):
                         for j in range(0, len(events), size):
                             if time.perf_counter() >= end:
                                 return  # the job's time is up: end this stream here
                             sent[0] = min(j + size, len(events))
-                            yield world.Request(events=events[j:j + size])
+                            yield world.Request(events=events[j : j + size])
+
                     resp = stubs[i].StreamEngagementBatches(gen_batches(), timeout=RPC_TIMEOUT_S)
                 else:
                     sent[0] = n
@@ -167,8 +176,12 @@ def _run_job(job: dict, world: _World, conn) -> dict:
     elapsed = time.perf_counter() - t0
     for ch in channels:
         ch.close()
-    return {"elapsed": elapsed, "calls": [c for per in calls for c in per], "errors": errors,
-            "first_error": job.get("first_error")}
+    return {
+        "elapsed": elapsed,
+        "calls": [c for per in calls for c in per],
+        "errors": errors,
+        "first_error": job.get("first_error"),
+    }
 
 
 def _ingest_main(conn) -> None:
@@ -191,15 +204,28 @@ def summarize(op: str, concurrency: int, raw: dict) -> dict:
     secs = np.array([c[0] for c in calls]) * 1000.0
     sent = sum(c[1] for c in calls)
     applied = sum(c[2] for c in calls)
-    out = {"op": op, "concurrency": concurrency, "seconds": round(raw["elapsed"], 2), "calls": len(calls),
-           "events_sent": int(sent), "applied": int(applied), "duplicates": int(sum(c[3] for c in calls)),
-           "events_per_s": round(applied / raw["elapsed"], 1) if raw["elapsed"] > 0 else None,
-           "errors": raw["errors"], "first_error": raw.get("first_error")}
+    out = {
+        "op": op,
+        "concurrency": concurrency,
+        "seconds": round(raw["elapsed"], 2),
+        "calls": len(calls),
+        "events_sent": int(sent),
+        "applied": int(applied),
+        "duplicates": int(sum(c[3] for c in calls)),
+        "events_per_s": round(applied / raw["elapsed"], 1) if raw["elapsed"] > 0 else None,
+        "errors": raw["errors"],
+        "first_error": raw.get("first_error"),
+    }
     if len(calls):
         p = np.percentile(secs, [50, 99])
-        out.update({"call_p50_ms": round(float(p[0]), 1), "call_p99_ms": round(float(p[1]), 1),
-                    "call_max_ms": round(float(secs.max()), 1),
-                    "events_per_call": round(sent / len(calls), 1)})
+        out.update(
+            {
+                "call_p50_ms": round(float(p[0]), 1),
+                "call_p99_ms": round(float(p[1]), 1),
+                "call_max_ms": round(float(secs.max()), 1),
+                "events_per_call": round(sent / len(calls), 1),
+            }
+        )
         # per-call rate: what one stream / one caller sustains on its own
         rates = [c[2] / c[0] for c in calls if c[0] > 0]
         out["events_per_s_per_call_p50"] = round(float(np.median(rates)), 1) if rates else None
@@ -234,12 +260,29 @@ class IngestLoader:
         self.conn.send({"op": "setup", "bundle": str(bundle_dir), "users": users, "token": token})
         self._recv(120)
 
-    def start(self, op: str, grpc_addr: str, concurrency: int, seconds: float, *, stream_events: int = 10_000,
-              batch: int = 500, max_events: int = 1_000_000) -> None:
+    def start(
+        self,
+        op: str,
+        grpc_addr: str,
+        concurrency: int,
+        seconds: float,
+        *,
+        stream_events: int = 10_000,
+        batch: int = 500,
+        max_events: int = 1_000_000,
+    ) -> None:
         self._jobs += 1
-        self._job = {"op": op, "grpc": grpc_addr, "concurrency": concurrency, "seconds": seconds,
-                     "stream_events": stream_events, "batch": batch, "max_events": max_events,
-                     "seed": self._jobs, "name": f"j{self._jobs}{op[0]}"}
+        self._job = {
+            "op": op,
+            "grpc": grpc_addr,
+            "concurrency": concurrency,
+            "seconds": seconds,
+            "stream_events": stream_events,
+            "batch": batch,
+            "max_events": max_events,
+            "seed": self._jobs,
+            "name": f"j{self._jobs}{op[0]}",
+        }
         self.conn.send(self._job)
         self._recv(60)  # {"ready": True}: channels connected, callers about to start
 
@@ -253,16 +296,14 @@ class IngestLoader:
         return self.wait()
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(OSError):
             self.conn.send(None)
-        except OSError:
-            pass
         self.proc.join(5)
         if self.proc.is_alive():
             self.proc.terminate()
             self.proc.join(2)
 
-    def __enter__(self) -> "IngestLoader":
+    def __enter__(self) -> IngestLoader:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -14,9 +14,11 @@ Operations:
   floor   health, then ping, then mget: the physical floor of one Rank call, in sequence
   rank    nichefeed.v1.FeedRanker/Rank for a sampled user (home feed)
 """
+
 from __future__ import annotations
 
 import array
+import contextlib
 import multiprocessing as mp
 import os
 import threading
@@ -43,14 +45,26 @@ class LoadResult:
 
     def summary(self) -> dict:
         lat = self.latencies * 1000.0
-        out = {"op": self.op, "concurrency": self.concurrency, "n": self.n,
-               "seconds": round(self.elapsed, 2), "throughput_per_s": round(self.throughput, 1),
-               "errors": dict(self.errors)}
+        out = {
+            "op": self.op,
+            "concurrency": self.concurrency,
+            "n": self.n,
+            "seconds": round(self.elapsed, 2),
+            "throughput_per_s": round(self.throughput, 1),
+            "errors": dict(self.errors),
+        }
         if self.n:
             p = np.percentile(lat, [50, 90, 99, 99.9])
-            out.update({"mean_ms": round(float(lat.mean()), 3), "p50_ms": round(float(p[0]), 3),
-                        "p90_ms": round(float(p[1]), 3), "p99_ms": round(float(p[2]), 3),
-                        "p999_ms": round(float(p[3]), 3), "max_ms": round(float(lat.max()), 3)})
+            out.update(
+                {
+                    "mean_ms": round(float(lat.mean()), 3),
+                    "p50_ms": round(float(p[0]), 3),
+                    "p90_ms": round(float(p[1]), 3),
+                    "p99_ms": round(float(p[2]), 3),
+                    "p999_ms": round(float(p[3]), 3),
+                    "max_ms": round(float(lat.max()), 3),
+                }
+            )
         return out
 
 
@@ -110,8 +124,9 @@ def _make_op(job: dict, callers: _Callers, slot: int, seed: int):
 
         r = callers.redis_client(job["redis"], slot)
         prefix, ids, n = contract.post_key_prefix(job["version"]), job["post_ids"], job["records"]
-        key_sets = [[prefix + ids[j] for j in rng.choice(len(ids), size=min(n, len(ids)), replace=False)]
-                    for _ in range(16)]
+        key_sets = [
+            [prefix + ids[j] for j in rng.choice(len(ids), size=min(n, len(ids)), replace=False)] for _ in range(16)
+        ]
         it = iter(range(1 << 62))
         mget = r.mget
         calls.append(lambda: contract.decode_posts(mget(key_sets[next(it) % 16])))
@@ -121,8 +136,10 @@ def _make_op(job: dict, callers: _Callers, slot: int, seed: int):
         rank = ranking_pb2_grpc.FeedRankerStub(callers.channel(job["grpc"], slot)).Rank
         users = list(job["users"])
         rng.shuffle(users)
-        reqs = [ranking_pb2.RankRequest(user_id=u, limit=job.get("limit", 20), explain=job.get("explain", False))
-                for u in users]
+        reqs = [
+            ranking_pb2.RankRequest(user_id=u, limit=job.get("limit", 20), explain=job.get("explain", False))
+            for u in users
+        ]
         it = iter(range(1 << 62))
         calls.append(lambda: rank(reqs[next(it) % len(reqs)], timeout=RPC_TIMEOUT_S))
     if not calls:
@@ -223,8 +240,15 @@ class LoadGenerator:
         n_procs = min(concurrency, len(self.procs))
         shares = [concurrency // n_procs + (1 if i < concurrency % n_procs else 0) for i in range(n_procs)]
         for i in range(n_procs):
-            self.conns[i].send({**job, "op": op, "inflight": shares[i], "seconds": seconds,
-                                "requests": max(1, requests * shares[i] // concurrency)})
+            self.conns[i].send(
+                {
+                    **job,
+                    "op": op,
+                    "inflight": shares[i],
+                    "seconds": seconds,
+                    "requests": max(1, requests * shares[i] // concurrency),
+                }
+            )
         replies = []
         for i in range(n_procs):
             if not self.conns[i].poll(seconds + 120):
@@ -238,23 +262,27 @@ class LoadGenerator:
         for r in replies:
             for k, v in r["errors"].items():
                 errors[k] = errors.get(k, 0) + v
-        throughput = sum(len(l) / r["elapsed"] for l, r in zip(lats, replies) if r["elapsed"] > 0)
-        return LoadResult(op, concurrency, np.concatenate(lats) if lats else np.empty(0),
-                          max(r["elapsed"] for r in replies), throughput, errors)
+        throughput = sum(len(lat) / r["elapsed"] for lat, r in zip(lats, replies) if r["elapsed"] > 0)
+        return LoadResult(
+            op,
+            concurrency,
+            np.concatenate(lats) if lats else np.empty(0),
+            max(r["elapsed"] for r in replies),
+            throughput,
+            errors,
+        )
 
     def close(self) -> None:
         for c in self.conns:
-            try:
+            with contextlib.suppress(OSError):
                 c.send(None)
-            except OSError:
-                pass
         for p in self.procs:
             p.join(5)
             if p.is_alive():
                 p.terminate()
                 p.join(2)
 
-    def __enter__(self) -> "LoadGenerator":
+    def __enter__(self) -> LoadGenerator:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -7,6 +7,7 @@ what a process would give back if it exited: the cost of one more worker. The bu
 big files (post vectors, FAISS index) are also reported per file: how much of each is
 resident, and whether it is mapped from the file (shared page cache) at all.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -58,12 +59,22 @@ def measure(pids: list[int], bundle_dir: Path | None = None) -> dict:
             files = _file_mappings(pid, bundle_dir) if bundle_dir else {}
         except OSError:
             continue
-        procs.append({"pid": pid, "cmd": _cmd(pid), "rss_mb": r.get("Rss", 0) / 2**20, "pss_mb": r.get("Pss", 0) / 2**20,
-                      "private_mb": (r.get("Private_Clean", 0) + r.get("Private_Dirty", 0)) / 2**20,
-                      "shared_mb": (r.get("Shared_Clean", 0) + r.get("Shared_Dirty", 0)) / 2**20,
-                      "anon_mb": r.get("Anonymous", 0) / 2**20,
-                      "bundle_files": {k: {"rss_mb": round(v["rss"] / 2**20, 1), "pss_mb": round(v["pss"] / 2**20, 1)}
-                                       for k, v in sorted(files.items()) if v["rss"] >= 2**20}})
+        procs.append(
+            {
+                "pid": pid,
+                "cmd": _cmd(pid),
+                "rss_mb": r.get("Rss", 0) / 2**20,
+                "pss_mb": r.get("Pss", 0) / 2**20,
+                "private_mb": (r.get("Private_Clean", 0) + r.get("Private_Dirty", 0)) / 2**20,
+                "shared_mb": (r.get("Shared_Clean", 0) + r.get("Shared_Dirty", 0)) / 2**20,
+                "anon_mb": r.get("Anonymous", 0) / 2**20,
+                "bundle_files": {
+                    k: {"rss_mb": round(v["rss"] / 2**20, 1), "pss_mb": round(v["pss"] / 2**20, 1)}
+                    for k, v in sorted(files.items())
+                    if v["rss"] >= 2**20
+                },
+            }
+        )
     for p in procs:
         for k in ("rss_mb", "pss_mb", "private_mb", "shared_mb", "anon_mb"):
             p[k] = round(p[k], 1)
@@ -72,6 +83,8 @@ def measure(pids: list[int], bundle_dir: Path | None = None) -> dict:
 
 
 def bundle_file_sizes(bundle_dir: Path) -> dict[str, float]:
-    return {p.name: round(p.stat().st_size / 2**20, 1) for p in sorted(Path(bundle_dir).iterdir())
-            if p.is_file() and p.stat().st_size >= 2**20}
-
+    return {
+        p.name: round(p.stat().st_size / 2**20, 1)
+        for p in sorted(Path(bundle_dir).iterdir())
+        if p.is_file() and p.stat().st_size >= 2**20
+    }

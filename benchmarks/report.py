@@ -1,4 +1,5 @@
 """Results: the goals judged from one run's numbers, a JSON file and a Markdown report."""
+
 from __future__ import annotations
 
 import json
@@ -22,16 +23,33 @@ def goals(out: dict, world: str, candidates: int) -> dict:
         if r.get("concurrency") not in (1, 8):
             continue
         if not r.get("available"):
-            latency.append({"workers": r["workers"], "concurrency": r.get("concurrency"), "status": "not available",
-                            "note": r.get("note")})
+            latency.append(
+                {
+                    "workers": r["workers"],
+                    "concurrency": r.get("concurrency"),
+                    "status": "not available",
+                    "note": r.get("note"),
+                }
+            )
             continue
         ratio = r["ratio"]
-        met = ratio["p50_vs_floor"] is not None and ratio["p99_vs_floor"] is not None and \
-            ratio["p50_vs_floor"] <= LATENCY_GOAL and ratio["p99_vs_floor"] <= LATENCY_GOAL
-        entry = {"workers": r["workers"], "concurrency": r["concurrency"], "status": "met" if met else "missed",
-                 "p50_ms": r["rank"].get("p50_ms"), "floor_p50_ms": r["floor"].get("p50_ms"),
-                 "p50_x": ratio["p50_vs_floor"], "p99_ms": r["rank"].get("p99_ms"),
-                 "floor_p99_ms": r["floor"].get("p99_ms"), "p99_x": ratio["p99_vs_floor"]}
+        met = (
+            ratio["p50_vs_floor"] is not None
+            and ratio["p99_vs_floor"] is not None
+            and ratio["p50_vs_floor"] <= LATENCY_GOAL
+            and ratio["p99_vs_floor"] <= LATENCY_GOAL
+        )
+        entry = {
+            "workers": r["workers"],
+            "concurrency": r["concurrency"],
+            "status": "met" if met else "missed",
+            "p50_ms": r["rank"].get("p50_ms"),
+            "floor_p50_ms": r["floor"].get("p50_ms"),
+            "p50_x": ratio["p50_vs_floor"],
+            "p99_ms": r["rank"].get("p99_ms"),
+            "floor_p99_ms": r["floor"].get("p99_ms"),
+            "p99_x": ratio["p99_vs_floor"],
+        }
         if not met:
             worst = max(ratio["p50_vs_floor"] or 0, ratio["p99_vs_floor"] or 0)
             entry["missed_by"] = f"{worst / LATENCY_GOAL:.2f}x the goal ({worst:.2f}x floor vs {LATENCY_GOAL}x)"
@@ -44,15 +62,27 @@ def goals(out: dict, world: str, candidates: int) -> dict:
             throughput.append({"concurrency": r.get("concurrency"), "status": "not available", "note": r.get("note")})
             continue
         x = r["ratio"]["throughput_vs_empty_rpc"]
-        entry = {"concurrency": r["concurrency"], "rank_per_s": r["rank"]["throughput_per_s"],
-                 "empty_rpc_per_s": r["empty_rpc"]["throughput_per_s"], "x": x,
-                 "status": "met" if x is not None and x >= THROUGHPUT_GOAL else "missed"}
+        entry = {
+            "concurrency": r["concurrency"],
+            "rank_per_s": r["rank"]["throughput_per_s"],
+            "empty_rpc_per_s": r["empty_rpc"]["throughput_per_s"],
+            "x": x,
+            "status": "met" if x is not None and x >= THROUGHPUT_GOAL else "missed",
+        }
         if entry["status"] == "missed":
-            entry["missed_by"] = f"{x / THROUGHPUT_GOAL:.2f} of the goal ({x:.1%} of empty-RPC calls/s vs {THROUGHPUT_GOAL:.0%})"
+            entry["missed_by"] = (
+                f"{x / THROUGHPUT_GOAL:.2f} of the goal ({x:.1%} of empty-RPC calls/s vs {THROUGHPUT_GOAL:.0%})"
+            )
             entry["held_back_by"] = _holders(r)
         throughput.append(entry)
-    return {"world": world, "candidates": candidates, "latency_goal_x_floor": LATENCY_GOAL,
-            "throughput_goal_x_empty_rpc": THROUGHPUT_GOAL, "latency": latency, "throughput": throughput}
+    return {
+        "world": world,
+        "candidates": candidates,
+        "latency_goal_x_floor": LATENCY_GOAL,
+        "throughput_goal_x_empty_rpc": THROUGHPUT_GOAL,
+        "latency": latency,
+        "throughput": throughput,
+    }
 
 
 # --------------------------------------------------------------------------------------
@@ -76,15 +106,20 @@ def markdown(out: dict) -> str:
     m = out["machine"]
     lines = [f"# nichefeed benchmark results ({out['mode']}, {out['started_at']})", ""]
     libs = ", ".join(f"{k} {v}" for k, v in m["libraries"].items() if v)
-    lines += [f"Machine: {m['cores']} cores, {m['cpu']}, {m.get('memory_gb')} GB, Linux {m['kernel']}, "
-              f"Python {m['python']}, redis-server {m.get('redis_server')}; {libs}. "
-              f"Load average at start {tuple(round(x, 2) for x in m['loadavg_start'])}, "
-              f"at end {tuple(round(x, 2) for x in m.get('loadavg_end', ()))}. Total time {out['timings_s'].get('total')} s.", ""]
+    lines += [
+        f"Machine: {m['cores']} cores, {m['cpu']}, {m.get('memory_gb')} GB, Linux {m['kernel']}, "
+        f"Python {m['python']}, redis-server {m.get('redis_server')}; {libs}. "
+        f"Load average at start {tuple(round(x, 2) for x in m['loadavg_start'])}, "
+        f"at end {tuple(round(x, 2) for x in m.get('loadavg_end', ()))}. Total time {out['timings_s'].get('total')} s.",
+        "",
+    ]
     for name, w in out["worlds"].items():
         d = w["dims"]
-        lines.append(f"World `{name}`: {d['posts']} posts ({d['indexed_posts']} in the index), {d['users']} users, "
-                     f"{d['communities']} communities, {d['factors']} factors; Redis used memory "
-                     f"{w.get('redis_used_memory_mb', '-')} MB.")
+        lines.append(
+            f"World `{name}`: {d['posts']} posts ({d['indexed_posts']} in the index), {d['users']} users, "
+            f"{d['communities']} communities, {d['factors']} factors; Redis used memory "
+            f"{w.get('redis_used_memory_mb', '-')} MB."
+        )
     lines.append("")
 
     g = out.get("goals") or {}
@@ -93,15 +128,24 @@ def markdown(out: dict) -> str:
         rows = []
         for e in g["latency"]:
             if e["status"] == "not available":
-                rows.append([f"latency, {e['workers']} proc, c={e['concurrency']}", "not available", e.get("note") or "", ""])
+                rows.append(
+                    [f"latency, {e['workers']} proc, c={e['concurrency']}", "not available", e.get("note") or "", ""]
+                )
                 continue
             detail = f"p50 {e['p50_ms']} ms vs floor {e['floor_p50_ms']} ms = {e['p50_x']}x; p99 {e['p99_ms']} ms vs floor {e['floor_p99_ms']} ms = {e['p99_x']}x"
             why = ""
             if e["status"] == "missed":
                 why = f"missed by {e['missed_by']}; biggest: " + ", ".join(
-                    f"{h['stage']} {h['mean_ms']} ms ({(h['share'] or 0):.0%})" for h in e["held_back_by"])
-            rows.append([f"latency <= {g['latency_goal_x_floor']}x floor, {e['workers']} proc, c={e['concurrency']}",
-                         e["status"], detail, why])
+                    f"{h['stage']} {h['mean_ms']} ms ({(h['share'] or 0):.0%})" for h in e["held_back_by"]
+                )
+            rows.append(
+                [
+                    f"latency <= {g['latency_goal_x_floor']}x floor, {e['workers']} proc, c={e['concurrency']}",
+                    e["status"],
+                    detail,
+                    why,
+                ]
+            )
         for e in g["throughput"]:
             if e["status"] == "not available":
                 rows.append([f"throughput, 2 proc, c={e['concurrency']}", "not available", e.get("note") or "", ""])
@@ -109,38 +153,100 @@ def markdown(out: dict) -> str:
             why = ""
             if e["status"] == "missed":
                 why = f"missed: {e['missed_by']}; biggest: " + ", ".join(
-                    f"{h['stage']} {h['mean_ms']} ms ({(h['share'] or 0):.0%})" for h in e["held_back_by"])
-            rows.append([f"throughput >= {g['throughput_goal_x_empty_rpc']:.0%} of empty RPC, 2 proc, c={e['concurrency']}",
-                         e["status"], f"{e['rank_per_s']} vs {e['empty_rpc_per_s']} calls/s = {e['x']:.1%}", why])
+                    f"{h['stage']} {h['mean_ms']} ms ({(h['share'] or 0):.0%})" for h in e["held_back_by"]
+                )
+            rows.append(
+                [
+                    f"throughput >= {g['throughput_goal_x_empty_rpc']:.0%} of empty RPC, 2 proc, c={e['concurrency']}",
+                    e["status"],
+                    f"{e['rank_per_s']} vs {e['empty_rpc_per_s']} calls/s = {e['x']:.1%}",
+                    why,
+                ]
+            )
         if not g["throughput"]:
             rows.append(["throughput, 2 proc", "not measured", "", ""])
         lines += _table(["goal", "status", "measured", "why"], rows) + [""]
 
     lines += ["## Floor: Redis alone (from a loader process)", ""]
-    lines += _table(["world", "op", "records", "callers", "p50 ms", "p99 ms", "calls/s"],
-                    [[r["world"], r["op"], r.get("records") or "", r["concurrency"], r.get("p50_ms"), r.get("p99_ms"),
-                      r["throughput_per_s"]] for r in out["redis_floor"]]) + [""]
+    lines += _table(
+        ["world", "op", "records", "callers", "p50 ms", "p99 ms", "calls/s"],
+        [
+            [
+                r["world"],
+                r["op"],
+                r.get("records") or "",
+                r["concurrency"],
+                r.get("p50_ms"),
+                r.get("p99_ms"),
+                r["throughput_per_s"],
+            ]
+            for r in out["redis_floor"]
+        ],
+    ) + [""]
 
-    lines += ["## Rank over gRPC, beside the floor measured against the same server just before",
-              "",
-              "floor = empty gRPC call (health Check) + Redis PING + MGET of N packed records, in sequence, "
-              "by the same loader processes at the same concurrency. x = Rank / floor.", ""]
+    lines += [
+        "## Rank over gRPC, beside the floor measured against the same server just before",
+        "",
+        "floor = empty gRPC call (health Check) + Redis PING + MGET of N packed records, in sequence, "
+        "by the same loader processes at the same concurrency. x = Rank / floor.",
+        "",
+    ]
     rows = []
     for r in out["rank"]:
         if not r.get("available"):
-            rows.append([r["world"], r["candidates"], r["workers"], r.get("concurrency", "-"), "not available",
-                         *[""] * 12])
+            rows.append(
+                [r["world"], r["candidates"], r["workers"], r.get("concurrency", "-"), "not available", *[""] * 12]
+            )
             continue
         k, f, e, x = r["rank"], r["floor"], r["empty_rpc"], r["ratio"]
-        rows.append([r["world"], r["candidates"], r["workers"], r["concurrency"], k["n"], k.get("p50_ms"), k.get("p90_ms"),
-                     k.get("p99_ms"), k.get("p999_ms"), k["throughput_per_s"], f.get("p50_ms"), f.get("p99_ms"),
-                     x["p50_vs_floor"], x["p99_vs_floor"], e.get("p50_ms"), e["throughput_per_s"],
-                     f"{x['throughput_vs_empty_rpc']:.1%}" if x["throughput_vs_empty_rpc"] is not None else "-"])
-    lines += _table(["world", "cand", "procs", "callers", "n", "p50 ms", "p90", "p99", "p99.9", "calls/s",
-                     "floor p50", "floor p99", "x p50", "x p99", "empty RPC p50", "empty RPC calls/s", "Rank/empty calls"],
-                    rows) + [""]
-    errs = [(r["world"], r["candidates"], r["workers"], r["concurrency"], r["rank"]["errors"]) for r in out["rank"]
-            if r.get("available") and r["rank"]["errors"]]
+        rows.append(
+            [
+                r["world"],
+                r["candidates"],
+                r["workers"],
+                r["concurrency"],
+                k["n"],
+                k.get("p50_ms"),
+                k.get("p90_ms"),
+                k.get("p99_ms"),
+                k.get("p999_ms"),
+                k["throughput_per_s"],
+                f.get("p50_ms"),
+                f.get("p99_ms"),
+                x["p50_vs_floor"],
+                x["p99_vs_floor"],
+                e.get("p50_ms"),
+                e["throughput_per_s"],
+                f"{x['throughput_vs_empty_rpc']:.1%}" if x["throughput_vs_empty_rpc"] is not None else "-",
+            ]
+        )
+    lines += _table(
+        [
+            "world",
+            "cand",
+            "procs",
+            "callers",
+            "n",
+            "p50 ms",
+            "p90",
+            "p99",
+            "p99.9",
+            "calls/s",
+            "floor p50",
+            "floor p99",
+            "x p50",
+            "x p99",
+            "empty RPC p50",
+            "empty RPC calls/s",
+            "Rank/empty calls",
+        ],
+        rows,
+    ) + [""]
+    errs = [
+        (r["world"], r["candidates"], r["workers"], r["concurrency"], r["rank"]["errors"])
+        for r in out["rank"]
+        if r.get("available") and r["rank"]["errors"]
+    ]
     if errs:
         lines += ["Errors during Rank runs: " + "; ".join(f"{w}/{c}/{p}p/c{n}: {e}" for w, c, p, n, e in errs), ""]
 
@@ -160,29 +266,66 @@ def _cpu_table(out: dict) -> list[str]:
         if not r.get("available") or "cpu" not in r:
             continue
         k, e = r["cpu"]["rank"], r["cpu"]["empty_rpc"]
-        rows.append([r["world"], r["candidates"], r["workers"], r["concurrency"], k["server_ms_per_call"],
-                     k["loader_ms_per_call"], k["server_cores_busy"], " / ".join(f"{v:.1f}" for v in k["server_cpu_s_by_process"]),
-                     " / ".join(str(v) for v in r.get("connections_per_process", [])),
-                     e["server_ms_per_call"], e["loader_ms_per_call"], e["server_cores_busy"]])
+        rows.append(
+            [
+                r["world"],
+                r["candidates"],
+                r["workers"],
+                r["concurrency"],
+                k["server_ms_per_call"],
+                k["loader_ms_per_call"],
+                k["server_cores_busy"],
+                " / ".join(f"{v:.1f}" for v in k["server_cpu_s_by_process"]),
+                " / ".join(str(v) for v in r.get("connections_per_process", [])),
+                e["server_ms_per_call"],
+                e["loader_ms_per_call"],
+                e["server_cores_busy"],
+            ]
+        )
     if not rows:
         return []
-    return ["## CPU per call (from /proc, during the same runs)", "",
+    return (
+        [
+            "## CPU per call (from /proc, during the same runs)",
+            "",
             "On 2 cores calls/s cannot exceed 2 / (server + loader CPU per call), whatever the concurrency. "
             "`CPU s by process` shows how a multi-process server shared the work; `connections` how "
-            "SO_REUSEPORT spread the load generator's connections over its processes.", ""] + _table(
-        ["world", "cand", "procs", "callers", "Rank server CPU ms/call", "loader ms/call", "server cores busy",
-         "CPU s by process", "connections", "empty RPC server ms/call", "loader ms/call", "server cores busy"],
-        rows) + [""]
+            "SO_REUSEPORT spread the load generator's connections over its processes.",
+            "",
+        ]
+        + _table(
+            [
+                "world",
+                "cand",
+                "procs",
+                "callers",
+                "Rank server CPU ms/call",
+                "loader ms/call",
+                "server cores busy",
+                "CPU s by process",
+                "connections",
+                "empty RPC server ms/call",
+                "loader ms/call",
+                "server cores busy",
+            ],
+            rows,
+        )
+        + [""]
+    )
 
 
 def _stage_tables(out: dict) -> list[str]:
-    lines = ["## Where the time goes: per-stage mean ms (share of the client-observed mean)", "",
-             "From the server's own `nichefeed_stage_latency_seconds` (Δsum / ΔRank requests between scrapes "
-             "before and after each run). `handler other` = `nichefeed_request_latency_seconds{method=\"Rank\"}` "
-             "minus the sum of stages (request conversion, building the RankResponse in the servicer); "
-             "`grpc + transport` = client-observed mean minus the server's request latency (protobuf "
-             "(de)serialisation, the gRPC stack, queueing, loopback, the client). Serialisation in the issue's "
-             "sense is `respond` + `handler other` + the protobuf share of `grpc + transport`.", ""]
+    lines = [
+        "## Where the time goes: per-stage mean ms (share of the client-observed mean)",
+        "",
+        "From the server's own `nichefeed_stage_latency_seconds` (Δsum / ΔRank requests between scrapes "
+        'before and after each run). `handler other` = `nichefeed_request_latency_seconds{method="Rank"}` '
+        "minus the sum of stages (request conversion, building the RankResponse in the servicer); "
+        "`grpc + transport` = client-observed mean minus the server's request latency (protobuf "
+        "(de)serialisation, the gRPC stack, queueing, loopback, the client). Serialisation in the issue's "
+        "sense is `respond` + `handler other` + the protobuf share of `grpc + transport`.",
+        "",
+    ]
     groups: dict[tuple, list] = {}
     for r in out["rank"]:
         if r.get("available") and r.get("stages"):
@@ -201,9 +344,13 @@ def _stage_tables(out: dict) -> list[str]:
                 s = next((s for s in r["stages"]["rows"] if s["stage"] == n), None)
                 cells.append(f"{s['mean_ms']:.2f} ({(s['share'] or 0):.0%})" if s else "-")
             body.append(cells)
-        body.append(["candidates after retrieve"] + [
-            _f(next((s.get("candidates_out") for s in r["stages"]["rows"] if s["stage"] == "retrieve"), None), 0)
-            for r in rows])
+        body.append(
+            ["candidates after retrieve"]
+            + [
+                _f(next((s.get("candidates_out") for s in r["stages"]["rows"] if s["stage"] == "retrieve"), None), 0)
+                for r in rows
+            ]
+        )
         body.append(["client-observed mean"] + [_f(r["rank"].get("mean_ms")) for r in rows])
         lines += [f"World `{world}`, {cand} candidates:", ""] + _table(header, body) + [""]
     return lines
@@ -213,46 +360,96 @@ def _retrieval(r: dict) -> list[str]:
     if not r:
         return []
     ks = r["ks"]
-    lines = [f"## Retrieval: FAISS on the trained vectors (world `{r.get('world')}`, {r['vectors']} vectors x {r['dim']}, "
-             f"{r['queries']} user queries, 1 thread, one query per search)", "",
-             f"The service serves `{r['serving_index']}`. Recall is tie-aware against exact search "
-             "(a hit is a post scoring at least the exact K-th score).", ""]
+    lines = [
+        f"## Retrieval: FAISS on the trained vectors (world `{r.get('world')}`, {r['vectors']} vectors x {r['dim']}, "
+        f"{r['queries']} user queries, 1 thread, one query per search)",
+        "",
+        f"The service serves `{r['serving_index']}`. Recall is tie-aware against exact search "
+        "(a hit is a post scoring at least the exact K-th score).",
+        "",
+    ]
     header = ["index", "build s", "MB"] + [x for k in ks for x in (f"recall@{k}", f"p50 ms@{k}", f"p99 ms@{k}")]
-    rows = [[x["index"], x["build_s"], x["size_mb"]] + [x[f"{m}@{k}"] for k in ks for m in ("recall", "p50_ms", "p99_ms")]
-            for x in r["rows"]]
+    rows = [
+        [x["index"], x["build_s"], x["size_mb"]] + [x[f"{m}@{k}"] for k in ks for m in ("recall", "p50_ms", "p99_ms")]
+        for x in r["rows"]
+    ]
     lines += _table(header, rows)
     c = r["choice"]
-    lines += ["", f"Fastest at recall@{c['k']} >= {c['min_recall']}: **{c['fastest']}** (p50 {c['fastest_p50_ms']} ms, "
-              f"recall {c['fastest_recall']}), {c['speedup_vs_exact']}x faster than exact ({c['exact_p50_ms']} ms).", ""]
+    lines += [
+        "",
+        f"Fastest at recall@{c['k']} >= {c['min_recall']}: **{c['fastest']}** (p50 {c['fastest_p50_ms']} ms, "
+        f"recall {c['fastest_recall']}), {c['speedup_vs_exact']}x faster than exact ({c['exact_p50_ms']} ms).",
+        "",
+    ]
     return lines
 
 
 def _memory(mem: list[dict]) -> list[str]:
     if not mem:
         return []
-    lines = ["## Memory of the server process tree (after its Rank runs)", "",
-             "RSS double-counts pages shared between processes; PSS splits them (the tree's real cost); "
-             "private = what one process alone holds.", ""]
+    lines = [
+        "## Memory of the server process tree (after its Rank runs)",
+        "",
+        "RSS double-counts pages shared between processes; PSS splits them (the tree's real cost); "
+        "private = what one process alone holds.",
+        "",
+    ]
     rows = []
     for m in mem:
         files = {}
         for p in m["processes"]:
             for name, v in p["bundle_files"].items():
                 files.setdefault(name, []).append(f"{v['rss_mb']:.0f}")
-        rows.append([m["world"], m["workers"], m["n_processes"], m["total"]["rss_mb"], m["total"]["pss_mb"],
-                     m["total"]["private_mb"], m["total"]["shared_mb"],
-                     "; ".join(f"{k} {'/'.join(v)}" for k, v in files.items()) or "none mapped"])
-    lines += _table(["world", "procs asked", "processes", "RSS MB", "PSS MB", "private MB", "shared MB",
-                     "bundle files mapped (RSS MB per process)"], rows) + [""]
+        rows.append(
+            [
+                m["world"],
+                m["workers"],
+                m["n_processes"],
+                m["total"]["rss_mb"],
+                m["total"]["pss_mb"],
+                m["total"]["private_mb"],
+                m["total"]["shared_mb"],
+                "; ".join(f"{k} {'/'.join(v)}" for k, v in files.items()) or "none mapped",
+            ]
+        )
+    lines += _table(
+        [
+            "world",
+            "procs asked",
+            "processes",
+            "RSS MB",
+            "PSS MB",
+            "private MB",
+            "shared MB",
+            "bundle files mapped (RSS MB per process)",
+        ],
+        rows,
+    ) + [""]
     rows = []
     for m in mem:
         for p in m["processes"]:
             big = sum(v["rss_mb"] for v in p["bundle_files"].values())
-            rows.append([m["world"], m["workers"], p["pid"], p["cmd"][-40:], p["rss_mb"], p["pss_mb"], p["private_mb"],
-                         p["anon_mb"], round(big, 1)])
-    lines += ["Per process (anon = heap: Python objects such as id lists and dicts; mapped = bundle files resident):", ""]
-    lines += _table(["world", "procs asked", "pid", "command", "RSS MB", "PSS MB", "private MB", "anon MB",
-                     "bundle mapped MB"], rows) + [""]
+            rows.append(
+                [
+                    m["world"],
+                    m["workers"],
+                    p["pid"],
+                    p["cmd"][-40:],
+                    p["rss_mb"],
+                    p["pss_mb"],
+                    p["private_mb"],
+                    p["anon_mb"],
+                    round(big, 1),
+                ]
+            )
+    lines += [
+        "Per process (anon = heap: Python objects such as id lists and dicts; mapped = bundle files resident):",
+        "",
+    ]
+    lines += _table(
+        ["world", "procs asked", "pid", "command", "RSS MB", "PSS MB", "private MB", "anon MB", "bundle mapped MB"],
+        rows,
+    ) + [""]
     return lines
 
 
@@ -263,14 +460,40 @@ def _comparisons(c: dict) -> list[str]:
         rows = []
         for world, h in c["hydration"].items():
             for k in ("packed_mget", "packed_get_pipeline", "field_hashes_hmget_pipeline"):
-                rows.append([world, h["records"], k, h[k]["p50_ms"], h[k]["p99_ms"], h[k].get("x_packed_mget_p50", 1.0)])
+                rows.append(
+                    [world, h["records"], k, h[k]["p50_ms"], h[k]["p99_ms"], h[k].get("x_packed_mget_p50", 1.0)]
+                )
         lines += _table(["world", "records", "layout / access", "p50 ms", "p99 ms", "x packed MGET p50"], rows) + [""]
     if c.get("faiss_vs_numpy"):
         lines += ["## Top-K retrieval: the served FAISS index vs a numpy brute-force scan (1 thread)", ""]
-        rows = [[w, v["vectors"], v["k"], v["faiss_flat_ip"]["p50_ms"], v["faiss_flat_ip"]["p99_ms"], v["numpy_scan"]["p50_ms"],
-                 v["numpy_scan"]["p99_ms"], v["numpy_x_faiss_p50"], v["same_ids_share"]] for w, v in c["faiss_vs_numpy"].items()]
-        lines += _table(["world", "vectors", "k", "FAISS p50 ms", "FAISS p99", "numpy p50 ms", "numpy p99", "numpy / FAISS",
-                         "same ids"], rows) + [""]
+        rows = [
+            [
+                w,
+                v["vectors"],
+                v["k"],
+                v["faiss_flat_ip"]["p50_ms"],
+                v["faiss_flat_ip"]["p99_ms"],
+                v["numpy_scan"]["p50_ms"],
+                v["numpy_scan"]["p99_ms"],
+                v["numpy_x_faiss_p50"],
+                v["same_ids_share"],
+            ]
+            for w, v in c["faiss_vs_numpy"].items()
+        ]
+        lines += _table(
+            [
+                "world",
+                "vectors",
+                "k",
+                "FAISS p50 ms",
+                "FAISS p99",
+                "numpy p50 ms",
+                "numpy p99",
+                "numpy / FAISS",
+                "same ids",
+            ],
+            rows,
+        ) + [""]
     return lines
 
 
@@ -279,18 +502,22 @@ def _ingest(ing: dict | None) -> list[str]:
         return []
     rd = ing.get("redis") or {}
     mix = ", ".join(f"{k} {v:.1%}" for k, v in ing["kind_mix"].items())
-    lines = [f"## Write path: engagement ingest (world `{ing['world']}`)", "",
-             f"Loader: one process on loopback, separate from the server and from the Rank loaders. Events: unique "
-             f"event_ids, {ing['users']['ingest']} users reserved for ingest (the {ing['users']['rank']} Rank users "
-             f"are others, so their seen sets do not change), posts of the world drawn by popularity, kinds {mix}. "
-             f"Streams of at most {ing['stream_events']} events; unary calls of {ing['batch']} events. Redis: a "
-             f"scratch {rd.get('source', '?')} of the world's ({rd.get('seconds', '?')} s to set up, deleted "
-             f"afterwards), **appendonly {rd.get('appendonly', '?')}, appendfsync {rd.get('appendfsync', '?')}** "
-             f"(a write is acknowledged after fsync); keys {rd.get('keys', '?')} before, {rd.get('keys_after', '?')} "
-             f"after; aof_delayed_fsync {rd.get('aof_delayed_fsync', '?')}. After {ing.get('events_applied_total', '?')} "
-             f"applied events: live stream {rd.get('live_stream_entries_after', '?')} entries (every worker replays "
-             f"it on start; compacted every 30 s past 10k entries), event log {rd.get('event_log_entries_after', '?')} entries, Redis used "
-             f"memory {rd.get('used_memory_mb_after', '?')} MB.", ""]
+    lines = [
+        f"## Write path: engagement ingest (world `{ing['world']}`)",
+        "",
+        f"Loader: one process on loopback, separate from the server and from the Rank loaders. Events: unique "
+        f"event_ids, {ing['users']['ingest']} users reserved for ingest (the {ing['users']['rank']} Rank users "
+        f"are others, so their seen sets do not change), posts of the world drawn by popularity, kinds {mix}. "
+        f"Streams of at most {ing['stream_events']} events; unary calls of {ing['batch']} events. Redis: a "
+        f"scratch {rd.get('source', '?')} of the world's ({rd.get('seconds', '?')} s to set up, deleted "
+        f"afterwards), **appendonly {rd.get('appendonly', '?')}, appendfsync {rd.get('appendfsync', '?')}** "
+        f"(a write is acknowledged after fsync); keys {rd.get('keys', '?')} before, {rd.get('keys_after', '?')} "
+        f"after; aof_delayed_fsync {rd.get('aof_delayed_fsync', '?')}. After {ing.get('events_applied_total', '?')} "
+        f"applied events: live stream {rd.get('live_stream_entries_after', '?')} entries (every worker replays "
+        f"it on start; compacted every 30 s past 10k entries), event log {rd.get('event_log_entries_after', '?')} entries, Redis used "
+        f"memory {rd.get('used_memory_mb_after', '?')} MB.",
+        "",
+    ]
     rows = []
     for r in ing["rows"]:
         if not r.get("available"):
@@ -298,19 +525,50 @@ def _ingest(ing: dict | None) -> list[str]:
             continue
         for x in r.get("ingest", []):
             cpu = x.get("cpu") or {}
-            what = {"stream": f"StreamEngagements x{x['concurrency']}",
-                    "batches": f"StreamEngagementBatches x{x['concurrency']}"}.get(
-                        x["op"], f"WriteEngagements x{x['concurrency']} callers")
+            what = {
+                "stream": f"StreamEngagements x{x['concurrency']}",
+                "batches": f"StreamEngagementBatches x{x['concurrency']}",
+            }.get(x["op"], f"WriteEngagements x{x['concurrency']} callers")
             streamed = x["op"] in ("stream", "batches")
-            rows.append([r["workers"], what, x["applied"], x["seconds"], _f(x["events_per_s"], 0), x["calls"],
-                         _f(x.get("events_per_call"), 0), x.get("call_p50_ms"), x.get("call_max_ms") if streamed
-                         else x.get("call_p99_ms"), cpu.get("server_ms_per_1k_events"), cpu.get("redis_ms_per_1k_events"),
-                         cpu.get("redis_cores_busy"), " / ".join(f"{v:.1f}" for v in cpu.get("server_cpu_s_by_process", [])),
-                         (str(x["errors"]) if x["errors"] else "") + (f" {x['first_error']}" if x.get("first_error") else "")])
+            rows.append(
+                [
+                    r["workers"],
+                    what,
+                    x["applied"],
+                    x["seconds"],
+                    _f(x["events_per_s"], 0),
+                    x["calls"],
+                    _f(x.get("events_per_call"), 0),
+                    x.get("call_p50_ms"),
+                    x.get("call_max_ms") if streamed else x.get("call_p99_ms"),
+                    cpu.get("server_ms_per_1k_events"),
+                    cpu.get("redis_ms_per_1k_events"),
+                    cpu.get("redis_cores_busy"),
+                    " / ".join(f"{v:.1f}" for v in cpu.get("server_cpu_s_by_process", [])),
+                    (str(x["errors"]) if x["errors"] else "")
+                    + (f" {x['first_error']}" if x.get("first_error") else ""),
+                ]
+            )
     lines += ["Ingest alone (events/s = events the responses report `applied` / wall time of the job):", ""]
-    lines += _table(["procs", "method", "applied", "s", "events/s", "calls", "events/call", "call p50 ms",
-                     "call max (stream) / p99 (unary) ms", "server CPU ms/1k ev", "redis CPU ms/1k ev", "redis cores busy",
-                     "server CPU s by process", "errors"], rows) + [""]
+    lines += _table(
+        [
+            "procs",
+            "method",
+            "applied",
+            "s",
+            "events/s",
+            "calls",
+            "events/call",
+            "call p50 ms",
+            "call max (stream) / p99 (unary) ms",
+            "server CPU ms/1k ev",
+            "redis CPU ms/1k ev",
+            "redis cores busy",
+            "server CPU s by process",
+            "errors",
+        ],
+        rows,
+    ) + [""]
     rows = []
     for r in ing["rows"]:
         if not r.get("available"):
@@ -322,26 +580,64 @@ def _ingest(ing: dict | None) -> list[str]:
             st = next((s for s in ((x.get("stages") or {}).get("rows") or []) if s["stage"] == name), None)
             return st["mean_ms"] if st else None
 
-        rows.append([r["workers"], ing["rank_concurrency"], ir.get("p50_ms"), ir.get("p99_ms"), ir["throughput_per_s"],
-                     br.get("p50_ms"), br.get("p99_ms"), br["throughput_per_s"],
-                     _f(br["p50_ms"] / ir["p50_ms"]) if ir.get("p50_ms") and br.get("p50_ms") else "-",
-                     _f(br["p99_ms"] / ir["p99_ms"]) if ir.get("p99_ms") and br.get("p99_ms") else "-",
-                     _f(d["events_per_s"], 0),
-                     f"{_f(stage(i, 'hydrate_user'))} -> {_f(stage(b, 'hydrate_user'))}",
-                     f"{_f(stage(i, 'hydrate_candidates'))} -> {_f(stage(b, 'hydrate_candidates'))}",
-                     f"{_f(stage(i, 'retrieve'))} -> {_f(stage(b, 'retrieve'))}",
-                     (str(br["errors"]) if br["errors"] else "")])
-    lines += [f"Rank ({ing['candidates']} candidates) idle, then while one StreamEngagements call ingests at full "
-              "speed (started 0.5 s before the Rank window, ended after it), same server, same run; stage means "
-              "in ms (idle -> ingesting):", ""]
-    lines += _table(["procs", "callers", "idle p50 ms", "idle p99", "idle calls/s", "ingesting p50 ms", "ingesting p99",
-                     "ingesting calls/s", "x p50", "x p99", "ingest events/s meanwhile", "hydrate_user",
-                     "hydrate_candidates", "retrieve", "errors"], rows) + [""]
-    live = [f"{r['workers']}p: {r['live_index_posts'].get('start')} -> {r['live_index_posts'].get('after_rank')} -> "
-            f"{r['live_index_posts'].get('end')}" for r in ing["rows"] if r.get("available")]
+        rows.append(
+            [
+                r["workers"],
+                ing["rank_concurrency"],
+                ir.get("p50_ms"),
+                ir.get("p99_ms"),
+                ir["throughput_per_s"],
+                br.get("p50_ms"),
+                br.get("p99_ms"),
+                br["throughput_per_s"],
+                _f(br["p50_ms"] / ir["p50_ms"]) if ir.get("p50_ms") and br.get("p50_ms") else "-",
+                _f(br["p99_ms"] / ir["p99_ms"]) if ir.get("p99_ms") and br.get("p99_ms") else "-",
+                _f(d["events_per_s"], 0),
+                f"{_f(stage(i, 'hydrate_user'))} -> {_f(stage(b, 'hydrate_user'))}",
+                f"{_f(stage(i, 'hydrate_candidates'))} -> {_f(stage(b, 'hydrate_candidates'))}",
+                f"{_f(stage(i, 'retrieve'))} -> {_f(stage(b, 'retrieve'))}",
+                (str(br["errors"]) if br["errors"] else ""),
+            ]
+        )
+    lines += [
+        f"Rank ({ing['candidates']} candidates) idle, then while one StreamEngagements call ingests at full "
+        "speed (started 0.5 s before the Rank window, ended after it), same server, same run; stage means "
+        "in ms (idle -> ingesting):",
+        "",
+    ]
+    lines += _table(
+        [
+            "procs",
+            "callers",
+            "idle p50 ms",
+            "idle p99",
+            "idle calls/s",
+            "ingesting p50 ms",
+            "ingesting p99",
+            "ingesting calls/s",
+            "x p50",
+            "x p99",
+            "ingest events/s meanwhile",
+            "hydrate_user",
+            "hydrate_candidates",
+            "retrieve",
+            "errors",
+        ],
+        rows,
+    ) + [""]
+    live = [
+        f"{r['workers']}p: {r['live_index_posts'].get('start')} -> {r['live_index_posts'].get('after_rank')} -> "
+        f"{r['live_index_posts'].get('end')}"
+        for r in ing["rows"]
+        if r.get("available")
+    ]
     if live:
-        lines += ["Live index posts (moved by likes, comments, shares, saves; start -> after the Rank runs -> end): "
-                  + "; ".join(live) + ".", ""]
+        lines += [
+            "Live index posts (moved by likes, comments, shares, saves; start -> after the Rank runs -> end): "
+            + "; ".join(live)
+            + ".",
+            "",
+        ]
     return lines
 
 

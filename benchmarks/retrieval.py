@@ -10,6 +10,7 @@ community and author alone), so "the" exact top-K is not unique. A returned post
 as a hit when its true inner product is at least the exact K-th best score (minus a
 float32 epsilon); recall@K = hits / K.
 """
+
 from __future__ import annotations
 
 import time
@@ -28,7 +29,9 @@ def _load(bundle_dir, n_queries: int, seed: int = 3):
     xb = np.ascontiguousarray(vectors[np.sort(rows)], dtype=np.float32)
     users = np.load(bundle_dir / contract.USER_FACTORS_FILE)
     rng = np.random.default_rng(seed)
-    xq = np.ascontiguousarray(users[rng.choice(len(users), size=min(n_queries, len(users)), replace=False)], dtype=np.float32)
+    xq = np.ascontiguousarray(
+        users[rng.choice(len(users), size=min(n_queries, len(users)), replace=False)], dtype=np.float32
+    )
     inner = faiss.downcast_index(index.index) if hasattr(index, "id_map") else index
     return xb, xq, type(inner).__name__
 
@@ -38,9 +41,9 @@ def _latency(index, xq: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     ids = np.empty((len(xq), k), dtype=np.int64)
     for i in range(len(xq)):
         t0 = time.perf_counter()
-        _, I = index.search(xq[i : i + 1], k)
+        _, labels = index.search(xq[i : i + 1], k)
         lat[i] = time.perf_counter() - t0
-        ids[i] = I[0]
+        ids[i] = labels[0]
     return lat, ids
 
 
@@ -65,8 +68,7 @@ def _candidates(n: int, full: bool, hnsw: bool) -> list[tuple[str, str, dict]]:
     return out
 
 
-def run(bundle_dir, ks=(100, 500), n_queries: int = 200, full: bool = True, hnsw: bool = True,
-        log=print) -> dict:
+def run(bundle_dir, ks=(100, 500), n_queries: int = 200, full: bool = True, hnsw: bool = True, log=print) -> dict:
     import faiss
 
     faiss.omp_set_num_threads(1)
@@ -103,8 +105,13 @@ def run(bundle_dir, ks=(100, 500), n_queries: int = 200, full: bool = True, hnsw
             faiss.extract_index_ivf(index).nprobe = params["nprobe"]
         if "efSearch" in params:
             faiss.downcast_index(index).hnsw.efSearch = params["efSearch"]
-        row = {"index": label, "factory": factory, "params": params, "build_s": round(build_s, 2),
-               "size_mb": round(size_mb, 1)}
+        row = {
+            "index": label,
+            "factory": factory,
+            "params": params,
+            "build_s": round(build_s, 2),
+            "size_mb": round(size_mb, 1),
+        }
         for k in ks:
             lat, ids = _latency(index, xq, k)
             lat_ms = lat * 1000
@@ -114,8 +121,15 @@ def run(bundle_dir, ks=(100, 500), n_queries: int = 200, full: bool = True, hnsw
         rows.append(row)
     del built
     choice = _choose(rows, kmax)
-    return {"vectors": n, "dim": d, "queries": len(xq), "ks": list(ks), "serving_index": f"IndexIDMap({serving_type})",
-            "rows": rows, "choice": choice}
+    return {
+        "vectors": n,
+        "dim": d,
+        "queries": len(xq),
+        "ks": list(ks),
+        "serving_index": f"IndexIDMap({serving_type})",
+        "rows": rows,
+        "choice": choice,
+    }
 
 
 def _choose(rows: list[dict], k: int, min_recall: float = 0.95) -> dict:
@@ -123,6 +137,12 @@ def _choose(rows: list[dict], k: int, min_recall: float = 0.95) -> dict:
     ok = [r for r in rows if r[f"recall@{k}"] >= min_recall]
     exact = next(r for r in rows if r["factory"] == "Flat")
     best = min(ok, key=lambda r: r[f"p50_ms@{k}"]) if ok else exact
-    return {"k": k, "min_recall": min_recall, "fastest": best["index"], "fastest_p50_ms": best[f"p50_ms@{k}"],
-            "fastest_recall": best[f"recall@{k}"], "exact_p50_ms": exact[f"p50_ms@{k}"],
-            "speedup_vs_exact": round(exact[f"p50_ms@{k}"] / best[f"p50_ms@{k}"], 2) if best[f"p50_ms@{k}"] else None}
+    return {
+        "k": k,
+        "min_recall": min_recall,
+        "fastest": best["index"],
+        "fastest_p50_ms": best[f"p50_ms@{k}"],
+        "fastest_recall": best[f"recall@{k}"],
+        "exact_p50_ms": exact[f"p50_ms@{k}"],
+        "speedup_vs_exact": round(exact[f"p50_ms@{k}"] / best[f"p50_ms@{k}"], 2) if best[f"p50_ms@{k}"] else None,
+    }

@@ -17,6 +17,7 @@ processes, and the design comparisons. Last, on the headline world, the write pa
 idle vs while an ingest stream runs, against a scratch copy of the world's Redis.
 Results: benchmarks/results/latest.{json,md}.
 """
+
 from __future__ import annotations
 
 import os
@@ -24,6 +25,7 @@ import os
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # before numpy/faiss: single-query search as in the server
 
 import argparse
+import contextlib
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -72,17 +74,46 @@ class Plan:
     ingest_max_events: int = 2_000_000  # per job, whatever the rate
 
     @classmethod
-    def full(cls) -> "Plan":
-        return cls(worlds=["1m", "100k"], candidates=[500, 100], workers=[1, 2], concurrency=[1, 8, 32],
-                   warmup_s=0.5, empty_s=1.5, floor_s=1.5, rank_s=2.5, headline_rank_s=8.0, redis_s=1.5,
-                   retrieval_queries=200, retrieval_full=True, hnsw=True, comparison_s=2.0)
+    def full(cls) -> Plan:
+        return cls(
+            worlds=["1m", "100k"],
+            candidates=[500, 100],
+            workers=[1, 2],
+            concurrency=[1, 8, 32],
+            warmup_s=0.5,
+            empty_s=1.5,
+            floor_s=1.5,
+            rank_s=2.5,
+            headline_rank_s=8.0,
+            redis_s=1.5,
+            retrieval_queries=200,
+            retrieval_full=True,
+            hnsw=True,
+            comparison_s=2.0,
+        )
 
     @classmethod
-    def quick(cls) -> "Plan":
-        return cls(worlds=["100k"], candidates=[500], workers=[1, 2], concurrency=[1, 8],
-                   warmup_s=0.3, empty_s=1.0, floor_s=1.0, rank_s=1.5, headline_rank_s=2.0, redis_s=0.8,
-                   retrieval_queries=100, retrieval_full=False, hnsw=True, comparison_s=1.0,
-                   headline_world="100k", ingest_rank_s=2.0, ingest_s=1.5, ingest_stream_events=2_500)
+    def quick(cls) -> Plan:
+        return cls(
+            worlds=["100k"],
+            candidates=[500],
+            workers=[1, 2],
+            concurrency=[1, 8],
+            warmup_s=0.3,
+            empty_s=1.0,
+            floor_s=1.0,
+            rank_s=1.5,
+            headline_rank_s=2.0,
+            redis_s=0.8,
+            retrieval_queries=100,
+            retrieval_full=False,
+            hnsw=True,
+            comparison_s=1.0,
+            headline_world="100k",
+            ingest_rank_s=2.0,
+            ingest_s=1.5,
+            ingest_stream_events=2_500,
+        )
 
 
 def machine_info() -> dict:
@@ -99,7 +130,17 @@ def machine_info() -> dict:
     except OSError:
         pass
     libs = {}
-    for name in ("grpcio", "protobuf", "faiss-cpu", "numpy", "redis", "hiredis", "prometheus-client", "implicit", "scipy"):
+    for name in (
+        "grpcio",
+        "protobuf",
+        "faiss-cpu",
+        "numpy",
+        "redis",
+        "hiredis",
+        "prometheus-client",
+        "implicit",
+        "scipy",
+    ):
         try:
             libs[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
@@ -110,13 +151,18 @@ def machine_info() -> dict:
     except OSError:
         redis_server = None
     mem_gb = None
-    try:
+    with contextlib.suppress(OSError, ValueError, IndexError):
         mem_gb = round(int(Path("/proc/meminfo").read_text().split()[1]) / 2**20, 1)
-    except (OSError, ValueError, IndexError):
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gb": mem_gb, "kernel": platform.release(),
-            "python": platform.python_version(), "libraries": libs, "redis_server": redis_server,
-            "loadavg_start": os.getloadavg()}
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gb": mem_gb,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "libraries": libs,
+        "redis_server": redis_server,
+        "loadavg_start": os.getloadavg(),
+    }
 
 
 def _record(res, **keys) -> dict:
@@ -126,14 +172,20 @@ def _record(res, **keys) -> dict:
 def bench_world(name: str, world: BenchWorld, plan: Plan, lg: LoadGenerator, out: dict) -> None:
     bundle = world.bundle_dir
     manifest = world.manifest()
-    out["worlds"][name] = {"spec": asdict(world.spec) if world.spec else None, "version": world.version,
-                           "dims": manifest["dims"], "bundle_mb": memory.bundle_file_sizes(bundle),
-                           "build_seconds_this_run": world.build_seconds}
+    out["worlds"][name] = {
+        "spec": asdict(world.spec) if world.spec else None,
+        "version": world.version,
+        "dims": manifest["dims"],
+        "bundle_mb": memory.bundle_file_sizes(bundle),
+        "build_seconds_this_run": world.build_seconds,
+    }
     rng = np.random.default_rng(11)
     user_ids = np.load(bundle / contract.USER_IDS_FILE, mmap_mode="r")
     users = [str(user_ids[i]) for i in rng.choice(len(user_ids), size=min(plan.users, len(user_ids)), replace=False)]
     post_ids_all = np.load(bundle / contract.POST_IDS_FILE, mmap_mode="r")
-    post_ids = [str(post_ids_all[i]) for i in rng.choice(len(post_ids_all), size=min(20_000, len(post_ids_all)), replace=False)]
+    post_ids = [
+        str(post_ids_all[i]) for i in rng.choice(len(post_ids_all), size=min(20_000, len(post_ids_all)), replace=False)
+    ]
     common = {"redis": world.url, "version": world.version, "post_ids": post_ids, "users": users, "limit": plan.limit}
 
     if "rank" in plan.skip:  # only the other sections (e.g. ingest) of this world
@@ -141,7 +193,7 @@ def bench_world(name: str, world: BenchWorld, plan: Plan, lg: LoadGenerator, out
     # Redis alone (no server involved): PING and one read of N packed records.
     for c in sorted({1, *[c for c in plan.concurrency if c <= 8]}):
         for op in ("ping", "mget"):
-            for n_rec in (plan.candidates if op == "mget" else [0]):
+            for n_rec in plan.candidates if op == "mget" else [0]:
                 r = lg.run(op, c, plan.redis_s, records=n_rec, **common)
                 out["redis_floor"].append(_record(r, world=name, records=n_rec or None))
     try:
@@ -161,15 +213,31 @@ def bench_world(name: str, world: BenchWorld, plan: Plan, lg: LoadGenerator, out
             except ServerError as exc:
                 log(f"{label}: not available, the server failed to start: {exc}")
                 for c in plan.concurrency:
-                    out["rank"].append({"world": name, "candidates": cand, "workers": workers, "concurrency": c,
-                                        "available": False, "note": f"server failed to start: {str(exc)[:400]}"})
+                    out["rank"].append(
+                        {
+                            "world": name,
+                            "candidates": cand,
+                            "workers": workers,
+                            "concurrency": c,
+                            "available": False,
+                            "note": f"server failed to start: {str(exc)[:400]}",
+                        }
+                    )
                 continue
             try:
                 if workers > 1 and not server.multi_process_ok:
                     log(f"{label}: not available ({server.note})")
                     for c in plan.concurrency:
-                        out["rank"].append({"world": name, "candidates": cand, "workers": workers, "concurrency": c,
-                                            "available": False, "note": server.note})
+                        out["rank"].append(
+                            {
+                                "world": name,
+                                "candidates": cand,
+                                "workers": workers,
+                                "concurrency": c,
+                                "available": False,
+                                "note": server.note,
+                            }
+                        )
                     continue
                 log(f"{label}: server up in {server.startup_seconds:.1f}s ({server.workers} serving process(es))")
                 job = {**common, "grpc": server.addr, "records": cand}
@@ -181,30 +249,52 @@ def bench_world(name: str, world: BenchWorld, plan: Plan, lg: LoadGenerator, out
                     before = server.scrape()
                     rank, rank_cpu = _with_cpu(lg, server, "rank", c, rank_s, job)
                     after = server.scrape()
-                    row = {**keys, "available": True, "serving_processes": server.workers,
-                           "rank": rank.summary(), "empty_rpc": empty.summary(), "floor": floor.summary(),
-                           "cpu": {"rank": rank_cpu, "empty_rpc": empty_cpu},
-                           "connections_per_process": list(connections_per_process(server.pids(), server.grpc_port).values())}
+                    row = {
+                        **keys,
+                        "available": True,
+                        "serving_processes": server.workers,
+                        "rank": rank.summary(),
+                        "empty_rpc": empty.summary(),
+                        "floor": floor.summary(),
+                        "cpu": {"rank": rank_cpu, "empty_rpc": empty_cpu},
+                        "connections_per_process": list(
+                            connections_per_process(server.pids(), server.grpc_port).values()
+                        ),
+                    }
                     row["stages"] = stages.breakdown(before, after, row["rank"].get("mean_ms"))
                     _ratios(row)
                     out["rank"].append(row)
-                    log(f"  c={c:<3} rank p50 {row['rank'].get('p50_ms')} p99 {row['rank'].get('p99_ms')} ms "
+                    log(
+                        f"  c={c:<3} rank p50 {row['rank'].get('p50_ms')} p99 {row['rank'].get('p99_ms')} ms "
                         f"{row['rank']['throughput_per_s']}/s | floor p50 {row['floor'].get('p50_ms')} "
                         f"p99 {row['floor'].get('p99_ms')} ms | empty rpc {row['empty_rpc']['throughput_per_s']}/s"
-                        + (f" | errors {row['rank']['errors']}" if row["rank"]["errors"] else ""))
+                        + (f" | errors {row['rank']['errors']}" if row["rank"]["errors"] else "")
+                    )
                 if "memory" not in plan.skip and cand == max(plan.candidates):
                     mem = memory.measure(server.pids(), bundle)
-                    out["memory"].append({"world": name, "candidates": cand, "workers": workers,
-                                          "serving_processes": server.workers, **mem})
-                    log(f"  memory: {mem['n_processes']} process(es), RSS {mem['total']['rss_mb']} MB, "
-                        f"PSS {mem['total']['pss_mb']} MB")
+                    out["memory"].append(
+                        {
+                            "world": name,
+                            "candidates": cand,
+                            "workers": workers,
+                            "serving_processes": server.workers,
+                            **mem,
+                        }
+                    )
+                    log(
+                        f"  memory: {mem['n_processes']} process(es), RSS {mem['total']['rss_mb']} MB, "
+                        f"PSS {mem['total']['pss_mb']} MB"
+                    )
             finally:
                 server.stop()
 
     if "comparisons" not in plan.skip:
         out["comparisons"].setdefault("hydration", {})[name] = comparisons.hydration(
-            world.url, world.version, post_ids, n=max(plan.candidates), seconds=plan.comparison_s)
-        out["comparisons"].setdefault("faiss_vs_numpy", {})[name] = comparisons.faiss_vs_numpy(bundle, k=max(plan.candidates))
+            world.url, world.version, post_ids, n=max(plan.candidates), seconds=plan.comparison_s
+        )
+        out["comparisons"].setdefault("faiss_vs_numpy", {})[name] = comparisons.faiss_vs_numpy(
+            bundle, k=max(plan.candidates)
+        )
         log(f"comparisons done for world {name}")
 
 
@@ -224,21 +314,32 @@ def bench_ingest(name: str, world: BenchWorld, plan: Plan, lg: LoadGenerator, ou
     # Disjoint users: engagements grow the ingest users' seen sets, never the Rank users'.
     n_rank = min(plan.users, max(1, len(user_ids) // 2))
     rank_users = [str(user_ids[i]) for i in perm[:n_rank]]
-    ingest_users = [str(user_ids[i]) for i in perm[n_rank:n_rank + 20_000]] or rank_users
+    ingest_users = [str(user_ids[i]) for i in perm[n_rank : n_rank + 20_000]] or rank_users
     (BENCH_VAR / "scratch").mkdir(parents=True, exist_ok=True)
     scratch_dir = Path(tempfile.mkdtemp(prefix=f"ingest-{name}-", dir=BENCH_VAR / "scratch"))
-    res = {"world": name, "candidates": cand, "rank_concurrency": plan.ingest_concurrency,
-           "users": {"rank": len(rank_users), "ingest": len(ingest_users),
-                     "disjoint": len(ingest_users) > 0 and ingest_users is not rank_users},
-           "kind_mix": ingest.KIND_MIX, "stream_events": plan.ingest_stream_events, "batch": plan.ingest_batch,
-           "rows": []}
+    res = {
+        "world": name,
+        "candidates": cand,
+        "rank_concurrency": plan.ingest_concurrency,
+        "users": {
+            "rank": len(rank_users),
+            "ingest": len(ingest_users),
+            "disjoint": len(ingest_users) > 0 and ingest_users is not rank_users,
+        },
+        "kind_mix": ingest.KIND_MIX,
+        "stream_events": plan.ingest_stream_events,
+        "batch": plan.ingest_batch,
+        "rows": [],
+    }
     out["ingest"] = res
     scratch = None
     try:
         scratch, info = world.scratch_redis(scratch_dir / "redis")
         res["redis"] = info
-        log(f"ingest on world {name}: scratch redis ({info['source']}, {info['seconds']}s, appendonly "
-            f"{info.get('appendonly')}, appendfsync {info.get('appendfsync')})")
+        log(
+            f"ingest on world {name}: scratch redis ({info['source']}, {info['seconds']}s, appendonly "
+            f"{info.get('appendonly')}, appendfsync {info.get('appendfsync')})"
+        )
         view = BenchWorld.existing(bundle, scratch.url, name)
         with ingest.IngestLoader() as ing:
             ing.setup(bundle, ingest_users, token=f"{int(time.time())}-{os.getpid()}")
@@ -275,8 +376,9 @@ def bench_ingest(name: str, world: BenchWorld, plan: Plan, lg: LoadGenerator, ou
             res["redis"]["live_stream_entries_after"] = c.xlen(contract.live_stream_key(view.version))
             res["redis"]["event_log_entries_after"] = c.xlen(contract.EVENT_LOG_KEY)
             res["redis"]["used_memory_mb_after"] = round(c.info("memory")["used_memory"] / 2**20, 1)
-            res["events_applied_total"] = sum(x["applied"] for r in res["rows"] if r.get("available")
-                                              for x in [*r["ingest"], r["ingest_during_rank"]])
+            res["events_applied_total"] = sum(
+                x["applied"] for r in res["rows"] if r.get("available") for x in [*r["ingest"], r["ingest_during_rank"]]
+            )
         finally:
             c.close()
     finally:
@@ -295,11 +397,26 @@ def _gauge(text: str | None, name: str) -> float | None:
     return max(vals) if vals else None
 
 
-def _ingest_server(server: ServerProcess, scratch, ing: "ingest.IngestLoader", lg: LoadGenerator, plan: Plan,
-                   rank_users: list[str], view: BenchWorld, row: dict) -> None:
+def _ingest_server(
+    server: ServerProcess,
+    scratch,
+    ing: ingest.IngestLoader,
+    lg: LoadGenerator,
+    plan: Plan,
+    rank_users: list[str],
+    view: BenchWorld,
+    row: dict,
+) -> None:
     c, lead = plan.ingest_concurrency, 0.5
-    job = {"grpc": server.addr, "redis": view.url, "version": view.version, "post_ids": [], "users": rank_users,
-           "limit": plan.limit, "records": plan.headline_candidates}
+    job = {
+        "grpc": server.addr,
+        "redis": view.url,
+        "version": view.version,
+        "post_ids": [],
+        "users": rank_users,
+        "limit": plan.limit,
+        "records": plan.headline_candidates,
+    }
     live = row["live_index_posts"] = {}
     log(f"  ingest, {server.workers} serving process(es): server up in {server.startup_seconds:.1f}s")
     live["start"] = _gauge(server.scrape(), "nichefeed_live_index_posts")
@@ -309,42 +426,66 @@ def _ingest_server(server: ServerProcess, scratch, ing: "ingest.IngestLoader", l
     lg_run = _RankRunner(lg, server, c, job)
     lg_run.warm(plan.warmup_s)
     row["rank_idle"] = lg_run.measure(plan.ingest_rank_s)
-    ing.start("stream", server.addr, 1, plan.ingest_rank_s + 2 * lead, stream_events=plan.ingest_stream_events,
-              max_events=plan.ingest_max_events)
+    ing.start(
+        "stream",
+        server.addr,
+        1,
+        plan.ingest_rank_s + 2 * lead,
+        stream_events=plan.ingest_stream_events,
+        max_events=plan.ingest_max_events,
+    )
     time.sleep(lead)
     row["rank_ingesting"] = lg_run.measure(plan.ingest_rank_s)
     row["ingest_during_rank"] = ing.wait()
     live["after_rank"] = _gauge(server.scrape(), "nichefeed_live_index_posts")
     i, b = row["rank_idle"], row["rank_ingesting"]
-    log(f"  c={c} rank idle p50 {i['rank'].get('p50_ms')} p99 {i['rank'].get('p99_ms')} ms "
+    log(
+        f"  c={c} rank idle p50 {i['rank'].get('p50_ms')} p99 {i['rank'].get('p99_ms')} ms "
         f"{i['rank']['throughput_per_s']}/s | while ingesting p50 {b['rank'].get('p50_ms')} p99 "
         f"{b['rank'].get('p99_ms')} ms {b['rank']['throughput_per_s']}/s, ingest "
-        f"{row['ingest_during_rank']['events_per_s']} events/s")
+        f"{row['ingest_during_rank']['events_per_s']} events/s"
+    )
 
     # Ingest alone: streams, then unary batches from a few callers.
     row["ingest"] = []
     redis_pid = scratch.proc.pid if scratch.proc else None
-    runs = ([("stream", k) for k in plan.ingest_streams] + [("batches", 1)]
-            + [("unary", plan.ingest_unary_callers)])
+    runs = [("stream", k) for k in plan.ingest_streams] + [("batches", 1)] + [("unary", plan.ingest_unary_callers)]
     for op, k in runs:
         spids = server.pids()
         s0, r0, l0 = cpu_seconds(spids), cpu_seconds([redis_pid] if redis_pid else []), cpu_seconds([ing.pid])
-        ing.start(op, server.addr, k, plan.ingest_s, stream_events=plan.ingest_stream_events,
-                  batch=plan.ingest_batch, max_events=plan.ingest_max_events)
+        ing.start(
+            op,
+            server.addr,
+            k,
+            plan.ingest_s,
+            stream_events=plan.ingest_stream_events,
+            batch=plan.ingest_batch,
+            max_events=plan.ingest_max_events,
+        )
         r = ing.wait()
         s1, r1, l1 = cpu_seconds(spids), cpu_seconds([redis_pid] if redis_pid else []), cpu_seconds([ing.pid])
         per_k = 1000.0 / max(r["applied"], 1)
-        r["cpu"] = {"server_ms_per_1k_events": round(per_k * 1000 * sum(s1[p] - s0.get(p, 0) for p in s1), 2),
-                    "redis_ms_per_1k_events": round(per_k * 1000 * sum(r1[p] - r0.get(p, 0) for p in r1), 2),
-                    "loader_ms_per_1k_events": round(per_k * 1000 * sum(l1[p] - l0.get(p, 0) for p in l1), 2),
-                    "server_cores_busy": round(sum(s1[p] - s0.get(p, 0) for p in s1) / r["seconds"], 2) if r["seconds"] else None,
-                    "redis_cores_busy": round(sum(r1[p] - r0.get(p, 0) for p in r1) / r["seconds"], 2) if r["seconds"] else None}
+        r["cpu"] = {
+            "server_ms_per_1k_events": round(per_k * 1000 * sum(s1[p] - s0.get(p, 0) for p in s1), 2),
+            "redis_ms_per_1k_events": round(per_k * 1000 * sum(r1[p] - r0.get(p, 0) for p in r1), 2),
+            "loader_ms_per_1k_events": round(per_k * 1000 * sum(l1[p] - l0.get(p, 0) for p in l1), 2),
+            "server_cores_busy": round(sum(s1[p] - s0.get(p, 0) for p in s1) / r["seconds"], 2)
+            if r["seconds"]
+            else None,
+            "redis_cores_busy": round(sum(r1[p] - r0.get(p, 0) for p in r1) / r["seconds"], 2)
+            if r["seconds"]
+            else None,
+        }
         # How a multi-process server shared the work (SO_REUSEPORT places each connection).
-        r["cpu"]["server_cpu_s_by_process"] = sorted((round(s1[p] - s0.get(p, 0), 2) for p in s1
-                                                      if s1[p] - s0.get(p, 0) >= 0.01), reverse=True)
+        r["cpu"]["server_cpu_s_by_process"] = sorted(
+            (round(s1[p] - s0.get(p, 0), 2) for p in s1 if s1[p] - s0.get(p, 0) >= 0.01), reverse=True
+        )
         row["ingest"].append(r)
-        log(f"  ingest {op} x{k}: {r['events_per_s']} events/s ({r['applied']} applied in {r['seconds']}s, "
-            f"{r['calls']} calls, call p50 {r.get('call_p50_ms')} ms)" + (f" errors {r['errors']}" if r["errors"] else ""))
+        log(
+            f"  ingest {op} x{k}: {r['events_per_s']} events/s ({r['applied']} applied in {r['seconds']}s, "
+            f"{r['calls']} calls, call p50 {r.get('call_p50_ms')} ms)"
+            + (f" errors {r['errors']}" if r["errors"] else "")
+        )
     live["end"] = _gauge(server.scrape(), "nichefeed_live_index_posts")
 
 
@@ -377,10 +518,13 @@ def _with_cpu(lg: LoadGenerator, server: ServerProcess, op: str, c: int, seconds
     server_s = sum(per_proc.values())
     loader_s = sum(l1[p] - l0.get(p, 0.0) for p in l1)
     busy = sorted((v for v in per_proc.values() if v > 0.01 * max(server_s, 1e-9)), reverse=True)
-    return res, {"server_ms_per_call": round(1000 * server_s / n, 3), "loader_ms_per_call": round(1000 * loader_s / n, 3),
-                 "server_cores_busy": round(server_s / res.elapsed, 2) if res.elapsed else None,
-                 "loader_cores_busy": round(loader_s / res.elapsed, 2) if res.elapsed else None,
-                 "server_cpu_s_by_process": [round(v, 2) for v in busy]}
+    return res, {
+        "server_ms_per_call": round(1000 * server_s / n, 3),
+        "loader_ms_per_call": round(1000 * loader_s / n, 3),
+        "server_cores_busy": round(server_s / res.elapsed, 2) if res.elapsed else None,
+        "loader_cores_busy": round(loader_s / res.elapsed, 2) if res.elapsed else None,
+        "server_cpu_s_by_process": [round(v, 2) for v in busy],
+    }
 
 
 def _ratios(row: dict) -> None:
@@ -388,7 +532,9 @@ def _ratios(row: dict) -> None:
     row["ratio"] = {
         "p50_vs_floor": round(r["p50_ms"] / f["p50_ms"], 2) if r.get("p50_ms") and f.get("p50_ms") else None,
         "p99_vs_floor": round(r["p99_ms"] / f["p99_ms"], 2) if r.get("p99_ms") and f.get("p99_ms") else None,
-        "throughput_vs_empty_rpc": round(r["throughput_per_s"] / e["throughput_per_s"], 3) if e["throughput_per_s"] else None,
+        "throughput_vs_empty_rpc": round(r["throughput_per_s"] / e["throughput_per_s"], 3)
+        if e["throughput_per_s"]
+        else None,
     }
 
 
@@ -401,10 +547,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--concurrency", help="closed-loop callers, comma list, e.g. 1,8,32")
     ap.add_argument("--scale-time", type=float, default=1.0, help="multiply every measuring window")
     ap.add_argument("--skip", default="", help="comma list of: rank, retrieval, comparisons, memory, ingest")
-    ap.add_argument("--out", type=Path, default=None,
-                    help="results directory (default benchmarks/results; --quick: var/bench/results, so that a "
-                         "quick run never overwrites the committed full results)")
-    ap.add_argument("--bundle", type=Path, help="bench an existing published bundle (with --redis-url) instead of a world")
+    ap.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="results directory (default benchmarks/results; --quick: var/bench/results, so that a "
+        "quick run never overwrites the committed full results)",
+    )
+    ap.add_argument(
+        "--bundle", type=Path, help="bench an existing published bundle (with --redis-url) instead of a world"
+    )
     ap.add_argument("--redis-url", help="Redis holding --bundle's features")
     args = ap.parse_args(argv)
 
@@ -419,8 +571,17 @@ def main(argv: list[str] | None = None) -> int:
             setattr(plan, name, [int(x) for x in getattr(args, name).split(",")])
     if plan.headline_candidates not in plan.candidates:
         plan.headline_candidates = max(plan.candidates)
-    for name in ("warmup_s", "empty_s", "floor_s", "rank_s", "headline_rank_s", "redis_s", "comparison_s",
-                 "ingest_rank_s", "ingest_s"):
+    for name in (
+        "warmup_s",
+        "empty_s",
+        "floor_s",
+        "rank_s",
+        "headline_rank_s",
+        "redis_s",
+        "comparison_s",
+        "ingest_rank_s",
+        "ingest_s",
+    ):
         setattr(plan, name, getattr(plan, name) * args.scale_time)
     plan.skip = [s for s in args.skip.split(",") if s]
     if args.bundle:
@@ -430,25 +591,42 @@ def main(argv: list[str] | None = None) -> int:
         plan.headline_world = "given"
 
     t_start = time.perf_counter()
-    out = {"started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "mode": "quick" if args.quick else "full",
-           "machine": machine_info(), "plan": asdict(plan), "worlds": {}, "redis_floor": [], "rank": [],
-           "retrieval": {}, "memory": [], "comparisons": {}, "ingest": None, "timings_s": {}}
-    log(f"bench ({out['mode']}): worlds {plan.worlds}, candidates {plan.candidates}, processes {plan.workers}, "
-        f"concurrency {plan.concurrency}")
+    out = {
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "mode": "quick" if args.quick else "full",
+        "machine": machine_info(),
+        "plan": asdict(plan),
+        "worlds": {},
+        "redis_floor": [],
+        "rank": [],
+        "retrieval": {},
+        "memory": [],
+        "comparisons": {},
+        "ingest": None,
+        "timings_s": {},
+    }
+    log(
+        f"bench ({out['mode']}): worlds {plan.worlds}, candidates {plan.candidates}, processes {plan.workers}, "
+        f"concurrency {plan.concurrency}"
+    )
     with LoadGenerator(plan.loaders) as lg:
         for name in plan.worlds:
             t0 = time.perf_counter()
-            world = (BenchWorld.existing(args.bundle, args.redis_url) if args.bundle
-                     else BenchWorld(WORLDS[name]))
+            world = BenchWorld.existing(args.bundle, args.redis_url) if args.bundle else BenchWorld(WORLDS[name])
             world.ensure_built()
             try:
                 world.start_redis()  # inside the try: a failed publish must not leave it running
                 bench_world(name, world, plan, lg, out)
                 if "retrieval" not in plan.skip:
                     t1 = time.perf_counter()
-                    res = retrieval.run(world.bundle_dir, ks=sorted(set(plan.candidates)),
-                                        n_queries=plan.retrieval_queries, full=plan.retrieval_full,
-                                        hnsw=plan.hnsw, log=log)
+                    res = retrieval.run(
+                        world.bundle_dir,
+                        ks=sorted(set(plan.candidates)),
+                        n_queries=plan.retrieval_queries,
+                        full=plan.retrieval_full,
+                        hnsw=plan.hnsw,
+                        log=log,
+                    )
                     out["retrieval"][name] = {"world": name, **res}
                     out["timings_s"][f"retrieval {name}"] = round(time.perf_counter() - t1, 1)
                 if "ingest" not in plan.skip and name == plan.headline_world:

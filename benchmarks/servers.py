@@ -3,8 +3,10 @@ outside: which processes serve the gRPC port, its Prometheus metrics, its memory
 
 Only public surfaces are used: the CLI flags, the health service, /metrics, /proc.
 """
+
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -13,9 +15,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-from core.embedded_redis import free_port
-
 from benchmarks.worlds import ROOT, BenchWorld
+from core.embedded_redis import free_port
 
 
 class ServerError(RuntimeError):
@@ -124,8 +125,14 @@ def _health_ok(addr: str, timeout: float = 1.0) -> bool:
 class ServerProcess:
     """One `python -m service` (with --workers N when asked) for one world and setting."""
 
-    def __init__(self, world: BenchWorld, candidates: int, workers: int = 1, log_dir: Path | None = None,
-                 extra_args: list[str] | None = None):
+    def __init__(
+        self,
+        world: BenchWorld,
+        candidates: int,
+        workers: int = 1,
+        log_dir: Path | None = None,
+        extra_args: list[str] | None = None,
+    ):
         self.world = world
         self.candidates = candidates
         self.workers_requested = workers
@@ -144,10 +151,24 @@ class ServerProcess:
         return f"http://127.0.0.1:{self.metrics_port}/metrics"
 
     def _args(self, with_workers: bool) -> list[str]:
-        args = [sys.executable, "-m", "service", "--grpc-addr", self.addr,
-                "--metrics-addr", f"127.0.0.1:{self.metrics_port}", "--redis-url", self.world.url,
-                "--models-dir", str(self.world.models_dir), "--candidates", str(self.candidates),
-                "--clock", "data", *self.extra_args]
+        args = [
+            sys.executable,
+            "-m",
+            "service",
+            "--grpc-addr",
+            self.addr,
+            "--metrics-addr",
+            f"127.0.0.1:{self.metrics_port}",
+            "--redis-url",
+            self.world.url,
+            "--models-dir",
+            str(self.world.models_dir),
+            "--candidates",
+            str(self.candidates),
+            "--clock",
+            "data",
+            *self.extra_args,
+        ]
         if with_workers:
             args += ["--workers", str(self.workers_requested)]
         return args
@@ -155,12 +176,21 @@ class ServerProcess:
     def _spawn(self, with_workers: bool) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.logfile = self.log_dir / f"server-c{self.candidates}-w{self.workers_requested}.log"
-        env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")  # one FAISS thread per request, as make serve runs it
+        env = dict(
+            os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1"
+        )  # one FAISS thread per request, as make serve runs it
         self._fh = open(self.logfile, "w")
-        self.proc = subprocess.Popen(self._args(with_workers), cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
-                                     stdout=self._fh, stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen(
+            self._args(with_workers),
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=self._fh,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
-    def start(self, timeout: float = 180.0) -> "ServerProcess":
+    def start(self, timeout: float = 180.0) -> ServerProcess:
         t0 = time.perf_counter()
         with_workers = self.workers_requested > 1
         self._spawn(with_workers)
@@ -184,9 +214,11 @@ class ServerProcess:
                 text = self.logfile.read_text(errors="replace")
                 if "Traceback" in text:
                     self.stop()
-                    last = [l for l in text.strip().splitlines() if l.strip()][-1:] or [""]
-                    raise ServerError(f"--workers {self.workers_requested}: a worker failed: {last[0].strip()[:300]} "
-                                      f"(log {self.logfile})")
+                    last = [line for line in text.strip().splitlines() if line.strip()][-1:] or [""]
+                    raise ServerError(
+                        f"--workers {self.workers_requested}: a worker failed: {last[0].strip()[:300]} "
+                        f"(log {self.logfile})"
+                    )
             if _health_ok(self.addr, timeout=0.5):
                 break
             time.sleep(0.1)
@@ -199,8 +231,10 @@ class ServerProcess:
                 break
             time.sleep(0.2)
         if self.workers_requested > 1 and self.workers < self.workers_requested and not self.note:
-            self.note = (f"asked for --workers {self.workers_requested}, found {self.workers} process(es) "
-                         f"serving the port: --workers is not (yet) effective in this build")
+            self.note = (
+                f"asked for --workers {self.workers_requested}, found {self.workers} process(es) "
+                f"serving the port: --workers is not (yet) effective in this build"
+            )
         # Metrics endpoint up too (scraped for stage shares).
         for _ in range(50):
             if self.scrape() is not None:
@@ -232,10 +266,8 @@ class ServerProcess:
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.killpg(self.proc.pid, signal.SIGKILL)  # the session we created for it
-                except ProcessLookupError:
-                    pass
                 self.proc.wait()
         # Workers of the session we started must not outlive their parent.
         for pid in tree[1:]:
@@ -247,14 +279,12 @@ class ServerProcess:
                     break
                 time.sleep(0.1)
             else:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
         self._fh.close()
         self.proc = None
 
-    def __enter__(self) -> "ServerProcess":
+    def __enter__(self) -> ServerProcess:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -16,6 +16,7 @@ Shares are of the mean Rank latency the client observed:
 "serialisation" in the issue's sense is `respond` (building items) + handler other +
 the protobuf part of grpc + transport; the metrics cannot split the last one further.
 """
+
 from __future__ import annotations
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -85,5 +86,11 @@ def breakdown(before: str | None, after: str | None, client_mean_ms: float | Non
     for r in rows:
         r["share"] = round(r["mean_ms"] / total, 4) if total > 0 else None
     slowest = max(stages, key=lambda r: r["mean_ms"])["stage"] if stages else None
-    return {"requests": int(req_n), "server_mean_ms": round(server_ms, 3), "client_mean_ms": client_mean_ms,
-            "stages_sum_ms": round(total_stage_ms, 3), "rows": rows, "slowest_stage": slowest}
+    return {
+        "requests": int(req_n),
+        "server_mean_ms": round(server_ms, 3),
+        "client_mean_ms": client_mean_ms,
+        "stages_sum_ms": round(total_stage_ms, 3),
+        "rows": rows,
+        "slowest_stage": slowest,
+    }

@@ -6,6 +6,7 @@ FAISS index holds every live post: a 1M-post world is a 1M-post index), and redi
 append-only data of a bench-private redis-server holding the published features. All of
 it is reused when present, so only the first `make bench` pays for building.
 """
+
 from __future__ import annotations
 
 import json
@@ -65,15 +66,21 @@ def _run(args: list[str], logfile: Path, env: dict | None = None) -> None:
 
 
 def _train_help() -> str:
-    return subprocess.run([sys.executable, "-m", "training", "train", "--help"], cwd=ROOT, capture_output=True,
-                          text=True).stdout
+    return subprocess.run(
+        [sys.executable, "-m", "training", "train", "--help"], cwd=ROOT, capture_output=True, text=True
+    ).stdout
 
 
 class BenchWorld:
     """One world: its bundle on disk and its features in a bench-private redis-server."""
 
-    def __init__(self, spec: WorldSpec | None, root: Path | None = None, bundle_dir: Path | None = None,
-                 redis_url: str | None = None):
+    def __init__(
+        self,
+        spec: WorldSpec | None,
+        root: Path | None = None,
+        bundle_dir: Path | None = None,
+        redis_url: str | None = None,
+    ):
         self.spec = spec
         self.root = root or (BENCH_VAR / "worlds" / spec.key)
         self._bundle_dir = bundle_dir
@@ -82,7 +89,7 @@ class BenchWorld:
         self.build_seconds: float | None = None
 
     @classmethod
-    def existing(cls, bundle_dir: Path, redis_url: str, name: str = "given") -> "BenchWorld":
+    def existing(cls, bundle_dir: Path, redis_url: str, name: str = "given") -> BenchWorld:
         """A bundle already published into a running Redis (the smoke test's fixtures)."""
         w = cls(None, root=Path(bundle_dir).parent, bundle_dir=Path(bundle_dir), redis_url=redis_url)
         w._name = name
@@ -127,27 +134,64 @@ class BenchWorld:
         self.root.mkdir(parents=True, exist_ok=True)
         logfile = self.root / "build.log"
         s = self.spec
-        log(f"building world {s.name} ({s.posts} posts, {s.users} users, {s.events} events) into {self.root} "
-            f"(first run only; log {logfile})")
+        log(
+            f"building world {s.name} ({s.posts} posts, {s.users} users, {s.events} events) into {self.root} "
+            f"(first run only; log {logfile})"
+        )
         data_marker = self.root / "data.json"
         if not data_marker.is_file():
-            _run([sys.executable, "-m", "training", "generate", "--out", str(self.data_dir),
-                  "--posts", str(s.posts), "--users", str(s.users), "--communities", str(s.communities),
-                  "--events", str(s.events), "--days", str(s.days), "--seed", str(s.seed),
-                  "--end", str(WORLD_END)], logfile)
+            _run(
+                [
+                    sys.executable,
+                    "-m",
+                    "training",
+                    "generate",
+                    "--out",
+                    str(self.data_dir),
+                    "--posts",
+                    str(s.posts),
+                    "--users",
+                    str(s.users),
+                    "--communities",
+                    str(s.communities),
+                    "--events",
+                    str(s.events),
+                    "--days",
+                    str(s.days),
+                    "--seed",
+                    str(s.seed),
+                    "--end",
+                    str(WORLD_END),
+                ],
+                logfile,
+            )
             data_marker.write_text(json.dumps(asdict(s), indent=2))
         log(f"training world {s.name}")
         env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS",)}  # training may use both cores
-        args = [sys.executable, "-m", "training", "train", "--data", str(self.data_dir), "--models", str(self.models_dir),
-                "--index-window-days", "100000", "--quiet"]
+        args = [
+            sys.executable,
+            "-m",
+            "training",
+            "train",
+            "--data",
+            str(self.data_dir),
+            "--models",
+            str(self.models_dir),
+            "--index-window-days",
+            "100000",
+            "--quiet",
+        ]
         if "--eval-users" in _train_help():
             # The evaluation report is not what is benchmarked: 200 users instead of 500 take the
             # 1M world's evaluation from 72 s to 34 s (the numbers' intervals widen, that is all).
             args += ["--eval-users", "200"]
         _run(args, logfile, env=env)
         self.build_seconds = time.perf_counter() - t0
-        marker.write_text(json.dumps({"spec": asdict(s), "version": self.version,
-                                      "build_seconds": round(self.build_seconds, 1)}, indent=2))
+        marker.write_text(
+            json.dumps(
+                {"spec": asdict(s), "version": self.version, "build_seconds": round(self.build_seconds, 1)}, indent=2
+            )
+        )
         log(f"world {s.name} built in {self.build_seconds:.0f}s")
 
     def _bundle_current(self) -> bool:
@@ -157,7 +201,8 @@ class BenchWorld:
         except (OSError, ValueError, RuntimeError):
             return False
         return m.get("schema_version") == contract.SCHEMA_VERSION and all(
-            (self.bundle_dir / f).is_file() for f in contract.REQUIRED_FILES)
+            (self.bundle_dir / f).is_file() for f in contract.REQUIRED_FILES
+        )
 
     def start_redis(self) -> str:
         """Start the world's private redis-server (loopback, free port) and make sure this
@@ -173,7 +218,9 @@ class BenchWorld:
             fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             self._lock.close()
-            raise RuntimeError(f"another bench run is using {self.root} (its redis-server); wait for it to finish") from None
+            raise RuntimeError(
+                f"another bench run is using {self.root} (its redis-server); wait for it to finish"
+            ) from None
         self.redis = EmbeddedRedis(self.root / "redis", port=free_port()).start(timeout=60)
         self.url = self.redis.url
         client = redis.Redis.from_url(self.url, socket_timeout=30)
@@ -181,8 +228,12 @@ class BenchWorld:
             current = client.get(contract.CURRENT_KEY)
             expected = self.manifest()["dims"]
             sample = client.exists(contract.post_key(self.version, self.spec_post_id(-1)))
-            complete = (current and current.decode() == self.version and sample
-                        and client.dbsize() >= expected["posts"] + expected["users"])
+            complete = (
+                current
+                and current.decode() == self.version
+                and sample
+                and client.dbsize() >= expected["posts"] + expected["users"]
+            )
         finally:
             client.close()
         if not complete:
@@ -191,8 +242,23 @@ class BenchWorld:
             env = dict(os.environ, NICHEFEED_REDIS_URL=self.url)
             # --force: the bench world's own build replaces its previous one; the gate judges
             # model quality, which a latency benchmark does not (and eval sizes may differ).
-            _run([sys.executable, "-m", "training", "publish", "--models", str(self.models_dir),
-                  "--version", self.version, "--keep", "1", "--force"], self.root / "build.log", env=env)
+            _run(
+                [
+                    sys.executable,
+                    "-m",
+                    "training",
+                    "publish",
+                    "--models",
+                    str(self.models_dir),
+                    "--version",
+                    self.version,
+                    "--keep",
+                    "1",
+                    "--force",
+                ],
+                self.root / "build.log",
+                env=env,
+            )
             log(f"published in {time.perf_counter() - t0:.0f}s")
         return self.url
 
@@ -235,8 +301,13 @@ class BenchWorld:
                 source = "publish" if source == "publish" else "copy, then publish"
                 publishing.publish(self.bundle_dir, client, keep=1, progress=False)
             cfg = {k: v for k, v in client.config_get("append*").items() if k in ("appendonly", "appendfsync")}
-            info = {"source": source, "seconds": round(time.perf_counter() - t0, 1), **cfg,
-                    "dir": str(dest), "keys": client.dbsize()}
+            info = {
+                "source": source,
+                "seconds": round(time.perf_counter() - t0, 1),
+                **cfg,
+                "dir": str(dest),
+                "keys": client.dbsize(),
+            }
         finally:
             client.close()
         return scratch, info

@@ -5,6 +5,7 @@ its checksum: a corrupt or half-copied bundle must never replace a good one. Lar
 arrays and the FAISS index are memory-mapped, so several worker processes share one
 copy in the page cache.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -44,7 +45,7 @@ class Bundle:
     def communities_of(self, user_row: int) -> np.ndarray:
         """The user's communities as training saw them (which recent lists to read; the
         Redis user record stays the authority on membership for privacy)."""
-        return self.membership_communities[self.membership_offsets[user_row]:self.membership_offsets[user_row + 1]]
+        return self.membership_communities[self.membership_offsets[user_row] : self.membership_offsets[user_row + 1]]
 
     def __getitem__(self, name: str) -> np.ndarray:
         return self.arrays[name]
@@ -57,7 +58,9 @@ class Bundle:
         known = authors >= 0
         author_vecs = np.asarray(self[contract.AUTHOR_VECTORS_FILE])[np.maximum(authors, 0)]
         has_author = known & np.any(author_vecs != 0, axis=1)
-        return post_vectors.post_prior(np.asarray(self[contract.COMMUNITY_FACTORS_FILE])[communities], author_vecs, has_author)
+        return post_vectors.post_prior(
+            np.asarray(self[contract.COMMUNITY_FACTORS_FILE])[communities], author_vecs, has_author
+        )
 
     def records_at(self, rows: np.ndarray) -> np.ndarray:
         """The Redis post records (contract.POST_DTYPE) of these rows as the bundle knows
@@ -67,10 +70,14 @@ class Bundle:
         rec["row"] = rows
         rec["community"] = b[contract.POST_COMMUNITY_FILE][rows]
         rec["author"] = b[contract.POST_AUTHOR_FILE][rows]
-        private = np.asarray(b[contract.COMMUNITY_PRIVATE_FILE])[rec["community"]] | b[contract.POST_MEMBERS_ONLY_FILE][rows]
-        rec["flags"] = (contract.FLAG_PRESENT
-                        | np.where(b[contract.POST_DELETED_FILE][rows], contract.FLAG_DELETED, 0)
-                        | np.where(private, contract.FLAG_PRIVATE, 0)).astype(np.uint8)
+        private = (
+            np.asarray(b[contract.COMMUNITY_PRIVATE_FILE])[rec["community"]] | b[contract.POST_MEMBERS_ONLY_FILE][rows]
+        )
+        rec["flags"] = (
+            contract.FLAG_PRESENT
+            | np.where(b[contract.POST_DELETED_FILE][rows], contract.FLAG_DELETED, 0)
+            | np.where(private, contract.FLAG_PRIVATE, 0)
+        ).astype(np.uint8)
         rec["created_at"] = b[contract.POST_CREATED_AT_FILE][rows]
         rec["author_trust"] = b[contract.POST_AUTHOR_TRUST_FILE][rows]
         rec["positives"] = b[contract.POST_POSITIVES_FILE][rows]
@@ -113,8 +120,14 @@ def load_bundle(path: Path, verify: bool = True) -> Bundle:
     if verify:
         for name, meta in manifest.files.items():
             file = path / name
-            if not file.is_file() or file.stat().st_size != meta.get("bytes") or contract.file_digest(file) != meta.get("sha256"):
-                raise BundleError(f"{path}: {name} does not match its checksum in the manifest (corrupt or half-written)")
+            if (
+                not file.is_file()
+                or file.stat().st_size != meta.get("bytes")
+                or contract.file_digest(file) != meta.get("sha256")
+            ):
+                raise BundleError(
+                    f"{path}: {name} does not match its checksum in the manifest (corrupt or half-written)"
+                )
     arrays = {}
     try:
         for name, kind in contract.ARRAY_FILES.items():
@@ -132,7 +145,9 @@ def load_bundle(path: Path, verify: bool = True) -> Bundle:
         index = _read_index(path / contract.INDEX_FILE)
     except (ValueError, OSError, RuntimeError) as exc:
         raise BundleError(f"{path}: {exc}") from None
-    n_users, n_posts, n_comm = (len(arrays[f]) for f in (contract.USER_IDS_FILE, contract.POST_IDS_FILE, contract.COMMUNITY_IDS_FILE))
+    n_users, n_posts, n_comm = (
+        len(arrays[f]) for f in (contract.USER_IDS_FILE, contract.POST_IDS_FILE, contract.COMMUNITY_IDS_FILE)
+    )
     d = arrays[contract.USER_FACTORS_FILE].shape[1]
     checks = {
         contract.USER_FACTORS_FILE: (n_users, d),
@@ -142,9 +157,17 @@ def load_bundle(path: Path, verify: bool = True) -> Bundle:
         contract.COMMUNITY_PRIVATE_FILE: (n_comm,),
         contract.COMMUNITY_SIZE_FILE: (n_comm,),
     }
-    for name in (contract.POST_COMMUNITY_FILE, contract.POST_AUTHOR_FILE, contract.POST_CREATED_AT_FILE,
-                 contract.POST_DELETED_FILE, contract.POST_MEMBERS_ONLY_FILE, contract.POST_AUTHOR_TRUST_FILE, contract.POST_POSITIVES_FILE,
-                 contract.POST_NEGATIVES_FILE, contract.POST_VIEWS_FILE):
+    for name in (
+        contract.POST_COMMUNITY_FILE,
+        contract.POST_AUTHOR_FILE,
+        contract.POST_CREATED_AT_FILE,
+        contract.POST_DELETED_FILE,
+        contract.POST_MEMBERS_ONLY_FILE,
+        contract.POST_AUTHOR_TRUST_FILE,
+        contract.POST_POSITIVES_FILE,
+        contract.POST_NEGATIVES_FILE,
+        contract.POST_VIEWS_FILE,
+    ):
         checks[name] = (n_posts,)
     for name, shape in checks.items():
         if arrays[name].shape != shape:
@@ -157,10 +180,17 @@ def load_bundle(path: Path, verify: bool = True) -> Bundle:
     m_user = np.asarray(arrays[contract.MEMBERSHIP_USER_FILE])
     m_order = np.argsort(m_user, kind="stable")
     return Bundle(
-        path=path, manifest=manifest, arrays=arrays, index=index, scorer=scorer,
-        post_ids=post_ids, post_row={p: i for i, p in enumerate(post_ids)},
-        community_ids=community_ids, community_row={c: i for i, c in enumerate(community_ids)},
-        user_ids=user_ids, user_row={u: i for i, u in enumerate(user_ids)},
+        path=path,
+        manifest=manifest,
+        arrays=arrays,
+        index=index,
+        scorer=scorer,
+        post_ids=post_ids,
+        post_row={p: i for i, p in enumerate(post_ids)},
+        community_ids=community_ids,
+        community_row={c: i for i, c in enumerate(community_ids)},
+        user_ids=user_ids,
+        user_row={u: i for i, u in enumerate(user_ids)},
         community_recent=_recent_by_community(index, arrays),
         membership_offsets=np.searchsorted(m_user[m_order], np.arange(n_users + 1)),
         membership_communities=np.asarray(arrays[contract.MEMBERSHIP_COMMUNITY_FILE])[m_order],

@@ -48,6 +48,7 @@ so a publish writes a new version's keys and then flips one pointer):
                                     unix seconds; the reader takes the newest SEEN_READ_MAX)
   nf:1:blocked:<user_id>            live, unversioned: author user ids the user blocked (SET)
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -145,7 +146,7 @@ class Manifest:
         return json.dumps(self.__dict__, indent=2, sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str, where: str) -> "Manifest":
+    def from_json(cls, text: str, where: str) -> Manifest:
         try:
             raw = json.loads(text)
         except json.JSONDecodeError as exc:

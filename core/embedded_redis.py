@@ -4,6 +4,7 @@ It listens on a unix socket only (no TCP port to collide with or expose), keeps 
 under a git-ignored directory with append-only persistence (an acknowledged write
 survives a restart), and is stopped by whoever started it.
 """
+
 from __future__ import annotations
 
 import os
@@ -58,28 +59,45 @@ class EmbeddedRedis:
         except OSError:
             return False
 
-    def start(self, timeout: float = 10.0) -> "EmbeddedRedis":
+    def start(self, timeout: float = 10.0) -> EmbeddedRedis:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if not self.port and self._ping():
-            raise EmbeddedRedisError(f"a redis-server already listens on {self.socket_path}; set NICHEFEED_REDIS_URL={self.url} to share it")
+            raise EmbeddedRedisError(
+                f"a redis-server already listens on {self.socket_path}; set NICHEFEED_REDIS_URL={self.url} to share it"
+            )
         args = [
             find_redis_server(),
-            "--port", str(self.port), "--bind", self.host,
-            "--dir", str(self.data_dir),
-            "--appendonly", "yes", "--appendfsync", "always",  # a write is acked once on disk
-            "--save", "",
-            "--daemonize", "no", "--protected-mode", "yes",
-            "--loglevel", "warning", "--logfile", str(self.data_dir / "redis.log"),
+            "--port",
+            str(self.port),
+            "--bind",
+            self.host,
+            "--dir",
+            str(self.data_dir),
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",  # a write is acked once on disk
+            "--save",
+            "",
+            "--daemonize",
+            "no",
+            "--protected-mode",
+            "yes",
+            "--loglevel",
+            "warning",
+            "--logfile",
+            str(self.data_dir / "redis.log"),
         ]
         if not self.port:
             args += ["--unixsocket", str(self.socket_path), "--unixsocketperm", "700"]
-        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 err = self.proc.stderr.read().decode(errors="replace").strip() if self.proc.stderr else ""
-                log = (self.data_dir / "redis.log")
+                log = self.data_dir / "redis.log"
                 tail = log.read_text(errors="replace").strip().splitlines()[-3:] if log.exists() else []
                 raise EmbeddedRedisError(f"redis-server exited with {self.proc.returncode}: {err or ' '.join(tail)}")
             if self._ping():
@@ -104,7 +122,7 @@ class EmbeddedRedis:
             self.proc.kill()
             self.proc.wait()
 
-    def __enter__(self) -> "EmbeddedRedis":
+    def __enter__(self) -> EmbeddedRedis:
         return self.start()
 
     def __exit__(self, *exc) -> None:

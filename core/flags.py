@@ -6,6 +6,7 @@ flag (`flag`, when two nested fields share a name), give `help` and `choices`, o
 off the command line (`cli: False`). With `env_prefix`, an environment variable
 (NICHEFEED_FIELD_NAME) sets the default and the flag still wins: the service's Config.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -62,8 +63,9 @@ def leaves(cls, defaults=None, path: tuple[str, ...] = ()) -> list[_Leaf]:
         if typ not in _SCALARS:
             continue  # tuples and the like stay off the command line
         flag = f.metadata.get("flag") or f.name.replace("_", "-")
-        out.append(_Leaf(path + (f.name,), flag, typ, optional, value, f.metadata.get("help", ""),
-                         f.metadata.get("choices")))
+        out.append(
+            _Leaf(path + (f.name,), flag, typ, optional, value, f.metadata.get("help", ""), f.metadata.get("choices"))
+        )
     names = [leaf.flag for leaf in out]
     dup = {n for n in names if names.count(n) > 1}
     if dup:
@@ -82,12 +84,14 @@ def _parse(typ: type, optional: bool):
                 return False
             raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
         return typ(text)
+
     parse.__name__ = typ.__name__  # argparse names the type in its error messages
     return parse
 
 
-def add_flags(parser: argparse.ArgumentParser, cls, *, env_prefix: str | None = None,
-              environ: dict[str, str] | None = None) -> None:
+def add_flags(
+    parser: argparse.ArgumentParser, cls, *, env_prefix: str | None = None, environ: dict[str, str] | None = None
+) -> None:
     """Add a flag per field of `cls` to parser (defaults from the dataclass or the env)."""
     for leaf in leaves(cls):
         default, where = leaf.default, f"default {leaf.default}"
@@ -99,8 +103,15 @@ def add_flags(parser: argparse.ArgumentParser, cls, *, env_prefix: str | None = 
                 default = _parse(leaf.type, leaf.optional)(value)
             where = f"env {env}, default {leaf.default}"
         text = f"{leaf.help} ({where})" if leaf.help else f"({where})"
-        parser.add_argument(f"--{leaf.flag}", dest="__".join(leaf.path), type=_parse(leaf.type, leaf.optional),
-                            default=default, choices=leaf.choices, help=text, metavar=leaf.type.__name__.upper())
+        parser.add_argument(
+            f"--{leaf.flag}",
+            dest="__".join(leaf.path),
+            type=_parse(leaf.type, leaf.optional),
+            default=default,
+            choices=leaf.choices,
+            help=text,
+            metavar=leaf.type.__name__.upper(),
+        )
 
 
 def from_flags(cls, args: argparse.Namespace, path: tuple[str, ...] = ()):

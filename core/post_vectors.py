@@ -9,6 +9,7 @@ engaged_from_stats) and the two parts are mixed by a shrinkage weight, so one li
 a post a little and fifty likes move it most of the way (in the spirit of SimClusters'
 tweet embeddings, which follow their engagers).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -17,7 +18,9 @@ AUTHOR_SHARE = 0.3  # weight of the author's KnownFor vector in the prior
 PRIOR_STRENGTH = 4.0  # engagement weight at which the engagers' part and the prior weigh equally
 
 
-def post_prior(community_vectors: np.ndarray, author_vectors: np.ndarray | None, has_author: np.ndarray | None) -> np.ndarray:
+def post_prior(
+    community_vectors: np.ndarray, author_vectors: np.ndarray | None, has_author: np.ndarray | None
+) -> np.ndarray:
     """Prior vectors: community, blended with the author's vector where one is known."""
     prior = np.array(community_vectors, dtype=np.float32, copy=True)
     if author_vectors is not None and has_author is not None and has_author.any():

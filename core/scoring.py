@@ -6,6 +6,7 @@ evaluate it (training/features.py), so what was measured is what serves (no
 train/serve skew). The scorer is a linear model over standardised features (a logistic
 model's logit), stored as JSON in the bundle.
 """
+
 from __future__ import annotations
 
 import json
@@ -80,7 +81,7 @@ class LinearScorer:
         return ((X - self.mean) / self.scale) @ self.weights + self.bias
 
     @classmethod
-    def affinity_only(cls) -> "LinearScorer":
+    def affinity_only(cls) -> LinearScorer:
         """Rank by the embedding inner product alone (plain retrieval order)."""
         w = np.zeros(len(FEATURES), dtype=np.float32)
         w[FEATURES.index("affinity")] = 1.0
@@ -101,7 +102,7 @@ class LinearScorer:
         )
 
     @classmethod
-    def from_json(cls, text: str) -> "LinearScorer":
+    def from_json(cls, text: str) -> LinearScorer:
         raw = json.loads(text)
         if raw.get("features") != list(FEATURES):
             raise ValueError(f"scorer features {raw.get('features')} differ from this service's {list(FEATURES)}")

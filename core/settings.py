@@ -4,6 +4,7 @@ The service derives every flag of its Config from the environment (service/confi
 the training CLI needs only where Redis and the private Redis' data are, read the same
 way so that `make publish` finds the Redis `make serve` uses.
 """
+
 from __future__ import annotations
 
 import os

@@ -6,6 +6,7 @@ processes share the gRPC port and this one serves /metrics for all of them.
 Nothing here imports prometheus_client (directly or through service.app) before
 PROMETHEUS_MULTIPROC_DIR is set: the library picks its mode at import time.
 """
+
 from __future__ import annotations
 
 import os
@@ -19,8 +20,8 @@ import tempfile
 import threading
 from pathlib import Path
 
-from service.config import Config, load_config
 from core.embedded_redis import EmbeddedRedis, EmbeddedRedisError, free_port
+from service.config import Config, load_config
 from service.workers import Supervisor, serve_one, setup_logging, wait_for_signal
 
 log = logging.getLogger("nichefeed")
@@ -45,8 +46,9 @@ def main(argv: list[str] | None = None) -> int:
         if not url:
             embedded = EmbeddedRedis(cfg.var_dir / "redis").start()
             url = embedded.url
-            threading.Thread(target=_keep_redis_alive, args=(embedded, keeper_stop), name="redis-keeper",
-                             daemon=True).start()
+            threading.Thread(
+                target=_keep_redis_alive, args=(embedded, keeper_stop), name="redis-keeper", daemon=True
+            ).start()
     except (EmbeddedRedisError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -79,8 +81,11 @@ def _serve_single(cfg: Config, url: str) -> int:
         if error:
             print(f"error: {error}", file=sys.stderr)
         else:
-            print(f"nichefeed serving model {version} on {cfg.grpc_addr} "
-                  f"(metrics http://{cfg.metrics_addr}/metrics, redis {url})", flush=True)
+            print(
+                f"nichefeed serving model {version} on {cfg.grpc_addr} "
+                f"(metrics http://{cfg.metrics_addr}/metrics, redis {url})",
+                flush=True,
+            )
 
     return serve_one(cfg, url, reuse_port=False, metrics=True, on_ready=on_ready)
 
@@ -92,8 +97,11 @@ def _serve_workers(cfg: Config, url: str, prom_dir: Path) -> int:
     except Exception as exc:  # a worker could not start: its one-line reason
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"nichefeed serving model {version} on {cfg.grpc_addr} with {cfg.workers} workers "
-          f"(metrics http://{cfg.metrics_addr}/metrics, redis {url})", flush=True)
+    print(
+        f"nichefeed serving model {version} on {cfg.grpc_addr} with {cfg.workers} workers "
+        f"(metrics http://{cfg.metrics_addr}/metrics, redis {url})",
+        flush=True,
+    )
     wait_for_signal()
     print("draining in-flight requests", flush=True)
     sup.stop()

@@ -3,11 +3,14 @@
 __main__ and the tests both start the service through Service, so what the tests run is
 what `make serve` runs.
 """
+
 from __future__ import annotations
 
 import os
 
-os.environ.setdefault("OMP_NUM_THREADS", "1")  # one FAISS thread per request: a single query gains nothing from more (docs/serving.md)
+os.environ.setdefault(
+    "OMP_NUM_THREADS", "1"
+)  # one FAISS thread per request: a single query gains nothing from more (docs/serving.md)
 
 import logging
 from pathlib import Path
@@ -15,16 +18,15 @@ from pathlib import Path
 import redis
 from prometheus_client import start_http_server
 
-from service.reload import BundleHolder
 from core.settings import redis_address
+from service.api.rank import FeedRankerServicer
+from service.api.writes import FeedWriterServicer
 from service.config import Config
 from service.live_index import LiveIndexFollower
 from service.metrics import METRICS
 from service.pipeline import RankPipeline
-from service.reload import ModelReloader
+from service.reload import BundleHolder, ModelReloader
 from service.security import SecurityConfigError
-from service.api.rank import FeedRankerServicer
-from service.api.writes import FeedWriterServicer
 from service.server import build_server, make_clock, set_serving
 from service.stages import default_stages
 from service.store import FeatureStore, StoreUnavailable
@@ -43,7 +45,9 @@ class Service:
         self.store = FeatureStore(redis_url, timeout_ms=cfg.redis_timeout_ms, max_connections=cfg.threads * 2 + 4)
         where = redis_address(redis_url)
         if not self.store.ping():
-            raise StartupError(f"cannot reach Redis at {where} (set NICHEFEED_REDIS_URL, or unset it for a private redis-server)")
+            raise StartupError(
+                f"cannot reach Redis at {where} (set NICHEFEED_REDIS_URL, or unset it for a private redis-server)"
+            )
         try:
             version = self.store.current_version()
         except StoreUnavailable as exc:
@@ -57,18 +61,24 @@ class Service:
         self.pipeline = RankPipeline(default_stages(cfg, self.store))
         # The write path and the live index use their own client: writes wait for Redis'
         # fsync, which must not eat into the hot path's short timeouts and pool.
-        self.write_client = redis.Redis.from_url(redis_url, socket_timeout=cfg.write_timeout_ms / 1000,
-                                                 socket_connect_timeout=1.0, max_connections=cfg.threads + 4)
+        self.write_client = redis.Redis.from_url(
+            redis_url,
+            socket_timeout=cfg.write_timeout_ms / 1000,
+            socket_connect_timeout=1.0,
+            max_connections=cfg.threads + 4,
+        )
         self.live = LiveIndexFollower(self.holder, self.write_client, interval_s=cfg.live_poll_s)
         self.servicer = FeedRankerServicer(self.pipeline, self.holder, make_clock(cfg), live_for=self.live.index_for)
         self.writer = FeedWriterServicer(WriteApplier(self.holder, self.write_client))
         try:
-            self.server, self.port, self.health = build_server(cfg, self.servicer, reuse_port=reuse_port, writer=self.writer)
+            self.server, self.port, self.health = build_server(
+                cfg, self.servicer, reuse_port=reuse_port, writer=self.writer
+            )
         except SecurityConfigError as exc:
             self.store.close()
             raise StartupError(str(exc)) from None
 
-    def start(self, metrics: bool = True) -> "Service":
+    def start(self, metrics: bool = True) -> Service:
         if metrics and self.cfg.metrics_addr:
             host, port = self.cfg.metrics_addr.rsplit(":", 1)
             start_http_server(int(port), addr=host)

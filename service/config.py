@@ -3,6 +3,7 @@
 Every setting has a flag and an environment variable (flag wins), with a default that
 binds to loopback. See README "Configuration".
 """
+
 from __future__ import annotations
 
 import argparse

@@ -5,6 +5,7 @@ status code in one place (service/api/status.py). The message always starts with
 field it is about when there is one (`limit: must be between 1 and 200, got 0`,
 `events[3].kind: must be one of ...`), so a client can act on it.
 """
+
 from __future__ import annotations
 
 

@@ -7,8 +7,10 @@ it holds hours of posts (thousands, not millions), where a matrix product over a
 array is both exact and faster than any index rebuild. On start, or when the model
 version changes, it is rebuilt by replaying the stream, so live posts survive restarts.
 """
+
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -17,8 +19,8 @@ import numpy as np
 import redis
 
 from core import contract
-from service.reload import BundleHolder
 from service.metrics import METRICS
+from service.reload import BundleHolder
 
 log = logging.getLogger("nichefeed.live")
 
@@ -84,11 +86,15 @@ class LiveIndex:
         """The index's state as the fewest stream entries that rebuild it: one per live or
         moved post (its creation fields and current vector), a delete marker per deleted
         bundle post, a visibility marker per members-only post. Deleted live posts vanish."""
-        P, V, D, X = (f.encode() for f in (contract.LIVE_POST, contract.LIVE_VECTOR, contract.LIVE_DELETED, contract.LIVE_PRIVATE))
+        P, V, D, X = (
+            f.encode() for f in (contract.LIVE_POST, contract.LIVE_VECTOR, contract.LIVE_DELETED, contract.LIVE_PRIVATE)
+        )
         out = []
         for slot in np.flatnonzero(self._alive[: self._n]).tolist():
             post_id = self._ids[slot]
-            out.append({**self._created.get(post_id, {P: post_id.encode()}), V: self._vectors[slot].astype("<f4").tobytes()})
+            out.append(
+                {**self._created.get(post_id, {P: post_id.encode()}), V: self._vectors[slot].astype("<f4").tobytes()}
+            )
         out += [{P: p.encode(), D: b"1"} for p in sorted(self.deleted) if p not in self._created]
         out += [{P: p.encode(), X: b"1"} for p in sorted(self.private)]
         return out
@@ -221,10 +227,8 @@ class LiveIndexFollower:
                 log.exception("live index poll failed")
 
     def start(self) -> None:
-        try:
+        with contextlib.suppress(redis.exceptions.RedisError, OSError):
             self.poll_once()
-        except (redis.exceptions.RedisError, OSError):
-            pass
         self._thread.start()
 
     def stop(self) -> None:

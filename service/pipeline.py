@@ -4,19 +4,21 @@ Each stage is one class with one job (service/stages/); the pipeline owns nothin
 the order, the per-stage timers and the deadline check between stages. Reading
 `default_stages()` top to bottom is reading what a Rank request does.
 """
+
 from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import Protocol
 
 import numpy as np
 
 from core import contract
 from core.bundle import Bundle
-from service.live_index import LiveIndex
 from service.errors import Cancelled, DeadlineExceeded
+from service.live_index import LiveIndex
 from service.metrics import METRICS
 
 

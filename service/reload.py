@@ -6,6 +6,7 @@ once that directory changes (a copy that completes, a bundle rewritten); meanwhi
 old model keeps serving, nichefeed_model_reloads_total{outcome="refused"} counts the
 refusal and nichefeed_model_refused says a pointer names a model that cannot serve.
 """
+
 from __future__ import annotations
 
 import logging
@@ -64,8 +65,9 @@ class ModelReloader:
         self.refused = None
         METRICS.model_refused.set(0)
         METRICS.reloads.labels(outcome="loaded").inc()
-        METRICS.set_model(bundle.version, bundle.manifest.created_at, bundle.index.ntotal,
-                          previous.version if previous else None)
+        METRICS.set_model(
+            bundle.version, bundle.manifest.created_at, bundle.index.ntotal, previous.version if previous else None
+        )
         log.warning("serving model %s", bundle.version)
         return True
 

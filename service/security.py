@@ -8,6 +8,7 @@
   Health checks stay open: load balancers and orchestrators probe without credentials.
 Redis takes its own: a `rediss://` URL for TLS and `redis://:password@host` for AUTH.
 """
+
 from __future__ import annotations
 
 import hmac

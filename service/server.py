@@ -2,6 +2,7 @@
 
 No ranking or write logic lives here; this module only assembles what serves.
 """
+
 from __future__ import annotations
 
 import time
@@ -27,14 +28,18 @@ def make_clock(cfg: Config):
     return lambda bundle: time.time()
 
 
-def build_server(cfg: Config, servicer: FeedRankerServicer, reuse_port: bool = False,
-                 writer: FeedWriterServicer | None = None) -> tuple[grpc.Server, int, health.HealthServicer]:
+def build_server(
+    cfg: Config, servicer: FeedRankerServicer, reuse_port: bool = False, writer: FeedWriterServicer | None = None
+) -> tuple[grpc.Server, int, health.HealthServicer]:
     options = [
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
         ("grpc.so_reuseport", 1 if reuse_port else 0),
     ]
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=cfg.threads, thread_name_prefix="rank"), options=options,
-                         interceptors=security.interceptors(cfg))
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=cfg.threads, thread_name_prefix="rank"),
+        options=options,
+        interceptors=security.interceptors(cfg),
+    )
     server.add_generic_rpc_handlers((rank_handlers(servicer),))
     names = [SERVICE_NAME]
     if writer is not None:

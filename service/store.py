@@ -12,6 +12,7 @@ call (a request or the reloader's poll) probes; its success closes the breaker, 
 service recovers by itself when Redis returns. Connections that failed mid-reply are
 closed before they go back to the pool (no stale replies, no leak).
 """
+
 from __future__ import annotations
 
 import logging
@@ -163,11 +164,15 @@ class FeatureStore:
         """The user's round trip: the packed user record and the recent lists of the
         given communities (one MGET), the newest seen posts, the blocked authors."""
         keys = [contract.user_key(version, user_id)] + [contract.recent_key(version, c) for c in community_ids]
-        values, seen, blocked = self.round_trip("user", [
-            ("MGET", *keys),
-            ("ZREVRANGE", contract.seen_key(user_id), 0, contract.SEEN_READ_MAX - 1),
-            ("SMEMBERS", contract.blocked_key(user_id)),
-        ], deadline)
+        values, seen, blocked = self.round_trip(
+            "user",
+            [
+                ("MGET", *keys),
+                ("ZREVRANGE", contract.seen_key(user_id), 0, contract.SEEN_READ_MAX - 1),
+                ("SMEMBERS", contract.blocked_key(user_id)),
+            ],
+            deadline,
+        )
         if isinstance(values, Exception):
             raise StoreUnavailable("error", f"user MGET: {values}")
         if isinstance(blocked, Exception) or len(blocked) > contract.BLOCKED_READ_MAX:

@@ -10,6 +10,7 @@ threads and an open Redis pool do not survive a fork.
 This module imports prometheus_client (through service.app) only inside functions, so
 the supervisor can set PROMETHEUS_MULTIPROC_DIR before anything reads it.
 """
+
 from __future__ import annotations
 
 import logging
@@ -28,9 +29,10 @@ STARTUP_TIMEOUT_S = 300.0  # a worker loads and verifies the bundle before it is
 
 
 def setup_logging(cfg: Config) -> None:
-    logging.basicConfig(level=cfg.log_level.upper(),
-                        format='{"ts":"%(asctime)s","level":"%(levelname)s","pid":%(process)d,'
-                               '"logger":"%(name)s","msg":"%(message)s"}')
+    logging.basicConfig(
+        level=cfg.log_level.upper(),
+        format='{"ts":"%(asctime)s","level":"%(levelname)s","pid":%(process)d,"logger":"%(name)s","msg":"%(message)s"}',
+    )
 
 
 def wait_for_signal() -> None:
@@ -81,7 +83,9 @@ class Supervisor:
         self.stopping = threading.Event()
 
     def _spawn(self):
-        p = self.mp.Process(target=_worker_main, args=(self.cfg, self.url, self.ready), name="nichefeed-worker", daemon=False)
+        p = self.mp.Process(
+            target=_worker_main, args=(self.cfg, self.url, self.ready), name="nichefeed-worker", daemon=False
+        )
         p.start()
         return p
 
@@ -151,5 +155,3 @@ class Supervisor:
                 p.join()
             if p.pid:
                 multiprocess.mark_process_dead(p.pid, path=str(self.prom_dir))
-
-

@@ -5,6 +5,7 @@ play counts in `weight` and no kind, and there is no communities.csv or membersh
 the partial shape real public logs have once converted. Preferences are low-rank with a
 power-law item popularity, so a user x item ALS has something real to find.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -12,8 +13,16 @@ from pathlib import Path
 import numpy as np
 
 
-def write_catalogue_logs(out: Path, users: int = 600, items: int = 400, genres: int = 8, rank: int = 6,
-                         per_user: int = 40, seed: int = 3, days: int = 365) -> Path:
+def write_catalogue_logs(
+    out: Path,
+    users: int = 600,
+    items: int = 400,
+    genres: int = 8,
+    rank: int = 6,
+    per_user: int = 40,
+    seed: int = 3,
+    days: int = 365,
+) -> Path:
     rng = np.random.default_rng(seed)
     out.mkdir(parents=True, exist_ok=True)
     genre = rng.integers(0, genres, items)

@@ -1,5 +1,6 @@
 """Fixtures with real parts: a redis-server on a free loopback port, a trained and
 published tiny world, and the real gRPC service on a free port."""
+
 from __future__ import annotations
 
 import os
@@ -14,12 +15,12 @@ import grpc
 import pytest
 import redis
 
+from core.embedded_redis import EmbeddedRedis, free_port
 from service.app import Service
 from service.config import Config
-from core.embedded_redis import EmbeddedRedis, free_port
 from training import publish as publishing
-from training.synthetic import EPOCH, WorldParams, generate, write_world
 from training.params import TrainParams
+from training.synthetic import EPOCH, WorldParams, generate, write_world
 from training.train import train
 
 TINY = WorldParams(users=300, communities=24, posts=3000, events=30000, days=21, seed=11, end=EPOCH + 21 * 86_400)

@@ -1,4 +1,5 @@
 """Reading one post's vector out of a live index, the way the hot path reads a batch."""
+
 from __future__ import annotations
 
 

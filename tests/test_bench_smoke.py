@@ -1,5 +1,6 @@
 """The benchmark code runs end to end on the tiny world (no timing is asserted: numbers
 are judged in benchmarks/README.md, never in tests)."""
+
 from __future__ import annotations
 
 import json
@@ -16,8 +17,24 @@ def _write_traces(client, version: str) -> tuple[int, int]:
 def test_bench_runs_on_tiny_world(published, redis_server, redis_client, tmp_path):
     out_dir = tmp_path / "results"
     before = _write_traces(redis_client, published.name)
-    rc = run.main(["--bundle", str(published), "--redis-url", redis_server.url, "--candidates", "50",
-                   "--workers", "1", "--concurrency", "1,2", "--scale-time", "0.1", "--out", str(out_dir)])
+    rc = run.main(
+        [
+            "--bundle",
+            str(published),
+            "--redis-url",
+            redis_server.url,
+            "--candidates",
+            "50",
+            "--workers",
+            "1",
+            "--concurrency",
+            "1,2",
+            "--scale-time",
+            "0.1",
+            "--out",
+            str(out_dir),
+        ]
+    )
     assert rc == 0
     res = json.loads((out_dir / "latest.json").read_text())
     rows = [r for r in res["rank"] if r.get("available")]

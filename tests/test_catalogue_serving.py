@@ -1,17 +1,18 @@
 """A model trained on catalogue-like logs (timeless items, no memberships) serves: its
 posts are old by the wall clock, and the age filter knows not to apply."""
+
 from __future__ import annotations
 
 import grpc
 import redis
 
-from nichefeed.v1 import ranking_pb2, ranking_pb2_grpc
-from service.app import Service
 from core.bundle import load_bundle
 from core.embedded_redis import EmbeddedRedis, free_port
+from nichefeed.v1 import ranking_pb2, ranking_pb2_grpc
+from service.app import Service
+from tests.catalogue_logs import write_catalogue_logs
 from tests.conftest import service_config
 from training import publish as publishing
-from tests.catalogue_logs import write_catalogue_logs
 from training.params import TrainParams
 from training.train import train
 

@@ -1,5 +1,6 @@
 """Redis slow, down, restarted or flushed: Rank still answers (degraded, public posts only)
 within the client's deadline, says so, and recovers by itself; nothing leaks."""
+
 from __future__ import annotations
 
 import signal
@@ -13,11 +14,11 @@ import pytest
 import redis
 from prometheus_client import REGISTRY
 
-from nichefeed.v1 import ranking_pb2, ranking_pb2_grpc
 from core import contract
-from service.app import Service
 from core.bundle import load_bundle
 from core.embedded_redis import EmbeddedRedis, free_port
+from nichefeed.v1 import ranking_pb2, ranking_pb2_grpc
+from service.app import Service
 from tests.conftest import service_config
 from training import publish as publishing
 
@@ -193,9 +194,27 @@ def test_the_private_redis_server_is_restarted_when_it_dies(tiny_bundle, tmp_pat
     private.stop()
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "service", "--var-dir", str(var), "--models-dir", str(tiny_bundle.parent),
-         "--grpc-addr", f"127.0.0.1:{port}", "--metrics-addr", "", "--clock", "data", "--redis-timeout-ms", "200"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "service",
+            "--var-dir",
+            str(var),
+            "--models-dir",
+            str(tiny_bundle.parent),
+            "--grpc-addr",
+            f"127.0.0.1:{port}",
+            "--metrics-addr",
+            "",
+            "--clock",
+            "data",
+            "--redis-timeout-ms",
+            "200",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     ch = grpc.insecure_channel(f"127.0.0.1:{port}")
     try:
         assert "serving" in proc.stdout.readline()

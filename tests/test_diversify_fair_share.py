@@ -1,5 +1,6 @@
 """The diversity re-rank: caps per community and per author, and a fair share for small
 active groups. The stage is exercised directly on ranked candidates with known scores."""
+
 from __future__ import annotations
 
 import math
@@ -91,8 +92,9 @@ def feeds(draw):
 def test_diversify_properties(feed, share, community_share):
     sizes, community, author, score, age_h, limit = feed
     ctx = ranked(sizes, community, [-1] * len(score), score, age_h, limit)  # author cap off
-    stage = DiversifyCandidates(community_share=community_share, per_author=0, small_group_members=50,
-                                small_group_share=share)
+    stage = DiversifyCandidates(
+        community_share=community_share, per_author=0, small_group_members=50, small_group_share=share
+    )
     eligible = {f"p{i}" for i in range(len(score)) if sizes[community[i]] <= 50 and age_h[i] <= 72}
     stage.run(ctx)
     out = ctx.post_ids

@@ -1,5 +1,6 @@
 """Evaluation: metrics with hand-computed answers, a report anyone can recompute from the
 bundle, and catalogue-like logs where the ALS stage must match a direct implicit ALS."""
+
 from __future__ import annotations
 
 import json
@@ -9,11 +10,11 @@ import pytest
 import scipy.sparse as sp
 
 from core import contract
-from training.evaluate import bootstrap_ci, per_user_metrics
-from training.reevaluate import reevaluate
-from training.params import TrainParams
-from training.train import train
 from tests.catalogue_logs import write_catalogue_logs
+from training.evaluate import bootstrap_ci, per_user_metrics
+from training.params import TrainParams
+from training.reevaluate import reevaluate
+from training.train import train
 
 
 class _Posts:

@@ -1,14 +1,15 @@
 """Seen posts and blocked authors: per-user live keys in Redis (unversioned), read in the
 user's round trip, filtered, and counted by reason."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 from prometheus_client import REGISTRY
 
-from nichefeed.v1 import ranking_pb2
 from core import contract
 from core.bundle import load_bundle
+from nichefeed.v1 import ranking_pb2
 
 USER = "u41"
 
@@ -26,8 +27,12 @@ def live_keys(redis_client):
 def test_seen_posts_and_blocked_authors_are_filtered_and_counted(ranker, service, published, live_keys):
     bundle = load_bundle(published)
     public = ~np.asarray(bundle[contract.COMMUNITY_PRIVATE_FILE])
-    candidates = [bundle.post_ids[r] for c, rows in sorted(bundle.community_recent.items()) if public[c]
-                  for r in rows[:4].tolist()]
+    candidates = [
+        bundle.post_ids[r]
+        for c, rows in sorted(bundle.community_recent.items())
+        if public[c]
+        for r in rows[:4].tolist()
+    ]
     request = ranking_pb2.RankRequest(user_id=USER, limit=200, candidate_post_ids=candidates)
     before = [i.post_id for i in ranker.Rank(request, timeout=10).items]
     assert len(before) >= 10

@@ -1,5 +1,6 @@
 """Bad input from a generated set: the server never crashes and always answers with a
 status; INVALID_ARGUMENT names the field; a bounded request is never an internal error."""
+
 from __future__ import annotations
 
 import grpc
@@ -8,15 +9,17 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nichefeed.v1 import ranking_pb2
 from core.contract import MAX_ID_BYTES
+from nichefeed.v1 import ranking_pb2
 from service.stages.validate import MAX_LIST
 
 FIELDS = ("user_id", "limit", "candidate_post_ids", "community_id", "exclude_post_ids", "request")
 EXPECTED = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND}
 
 ids = st.one_of(
-    st.sampled_from(["u1", "u7", "p1", "p42", "c3", "", " u1", "u1\n", "\x00", "é" * 65, "x" * 129, "x" * MAX_ID_BYTES]),
+    st.sampled_from(
+        ["u1", "u7", "p1", "p42", "c3", "", " u1", "u1\n", "\x00", "é" * 65, "x" * 129, "x" * MAX_ID_BYTES]
+    ),
     st.text(max_size=140),
 )
 id_lists = st.one_of(

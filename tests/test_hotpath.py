@@ -1,5 +1,6 @@
 """The Rank hot path over real gRPC and Redis: in-network candidates from the recent lists
 in Redis, re-rank and community modes, exclusions, reasons, deadlines, per-stage metrics."""
+
 from __future__ import annotations
 
 import struct
@@ -10,9 +11,9 @@ import numpy as np
 import pytest
 from prometheus_client import REGISTRY
 
-from nichefeed.v1 import ranking_pb2
 from core import contract
 from core.bundle import load_bundle
+from nichefeed.v1 import ranking_pb2
 from service.errors import DeadlineExceeded
 from service.pipeline import RankContext, RankPipeline, RankQuery
 from service.stages import default_stages
@@ -40,8 +41,9 @@ def test_the_community_feed_comes_from_the_recent_list_in_redis(ranker, bundle, 
     chosen = [bundle.post_ids[r] for r in bundle.community_recent[c][[3, 7, 11]].tolist()]
     redis_client.set(key, contract.encode_recent(chosen + ["p-not-in-the-model"]))
     try:
-        resp = ranker.Rank(ranking_pb2.RankRequest(user_id=user, limit=50, community_id=bundle.community_ids[c]),
-                           timeout=10)
+        resp = ranker.Rank(
+            ranking_pb2.RankRequest(user_id=user, limit=50, community_id=bundle.community_ids[c]), timeout=10
+        )
     finally:
         redis_client.set(key, original)
     assert sorted(i.post_id for i in resp.items) == sorted(chosen)
@@ -66,14 +68,19 @@ def test_home_feed_holds_the_newest_posts_of_the_users_communities(ranker, bundl
 def test_rerank_mode_ranks_exactly_the_callers_posts_minus_exclusions(ranker, bundle):
     user, c = member_of_public_community(bundle)
     posts = [bundle.post_ids[r] for r in bundle.community_recent[c][:10].tolist()]
-    resp = ranker.Rank(ranking_pb2.RankRequest(user_id=user, limit=200, candidate_post_ids=posts + ["nope"],
-                                               exclude_post_ids=posts[:2]), timeout=10)
+    resp = ranker.Rank(
+        ranking_pb2.RankRequest(
+            user_id=user, limit=200, candidate_post_ids=posts + ["nope"], exclude_post_ids=posts[:2]
+        ),
+        timeout=10,
+    )
     assert sorted(i.post_id for i in resp.items) == sorted(posts[2:])
     scores = [i.score for i in resp.items]
     assert len(scores) == 8
     other = next(x for x in bundle.community_ids if x != bundle.community_ids[c])
-    only_other = ranker.Rank(ranking_pb2.RankRequest(user_id=user, limit=200, candidate_post_ids=posts,
-                                                     community_id=other), timeout=10)
+    only_other = ranker.Rank(
+        ranking_pb2.RankRequest(user_id=user, limit=200, candidate_post_ids=posts, community_id=other), timeout=10
+    )
     assert list(only_other.items) == []  # re-rank within another community: none of these
 
 
@@ -83,8 +90,10 @@ def test_reasons_come_from_the_features_and_records(ranker, bundle, redis_client
     resp = ranker.Rank(ranking_pb2.RankRequest(user_id=user, limit=5, community_id=name, explain=True), timeout=10)
     assert len(resp.items) == 5
     for item in resp.items:
-        assert any(r.endswith(f"of {name}") and r.split(" of ")[0] in ("member", "trusted member", "moderator")
-                   for r in item.reasons), item.reasons
+        assert any(
+            r.endswith(f"of {name}") and r.split(" of ")[0] in ("member", "trusted member", "moderator")
+            for r in item.reasons
+        ), item.reasons
     # "N members of X engaged" comes from the post record's member_engagers field.
     target = resp.items[0].post_id
     key = contract.post_key(bundle.version, target)
@@ -92,8 +101,9 @@ def test_reasons_come_from_the_features_and_records(ranker, bundle, redis_client
     original = redis_client.getrange(key, offset, offset + 1)
     redis_client.setrange(key, offset, struct.pack("<H", 3))
     try:
-        again = ranker.Rank(ranking_pb2.RankRequest(user_id=user, limit=50, candidate_post_ids=[target], explain=True),
-                            timeout=10)
+        again = ranker.Rank(
+            ranking_pb2.RankRequest(user_id=user, limit=50, candidate_post_ids=[target], explain=True), timeout=10
+        )
     finally:
         redis_client.setrange(key, offset, original)
     assert f"3 members of {name} engaged" in again.items[0].reasons
@@ -109,15 +119,24 @@ def test_fresh_posts_in_the_users_groups_say_so(ranker, bundle, service):
     fresh = [bundle.post_ids[r] for r in bundle.community_recent[c].tolist() if now - created[r] < 6 * 3600]
     if not fresh:
         pytest.skip("no post of this group is younger than 6 h in the tiny world")
-    resp = ranker.Rank(ranking_pb2.RankRequest(user_id=user, limit=50, candidate_post_ids=fresh, explain=True),
-                       timeout=10)
+    resp = ranker.Rank(
+        ranking_pb2.RankRequest(user_id=user, limit=50, candidate_post_ids=fresh, explain=True), timeout=10
+    )
     assert resp.items and all(f"new in a group you joined ({bundle.community_ids[c]})" in i.reasons for i in resp.items)
 
 
 def test_every_stage_is_timed_and_counted(ranker, service):
     names = [s.name for s in service.pipeline.stages]
-    assert names == ["validate", "hydrate_user", "retrieve", "hydrate_candidates", "filter", "score", "diversify",
-                     "respond"]
+    assert names == [
+        "validate",
+        "hydrate_user",
+        "retrieve",
+        "hydrate_candidates",
+        "filter",
+        "score",
+        "diversify",
+        "respond",
+    ]
     before = {n: REGISTRY.get_sample_value("nichefeed_stage_latency_seconds_count", {"stage": n}) or 0 for n in names}
     ranker.Rank(ranking_pb2.RankRequest(user_id="u8", limit=5), timeout=10)
     after = {n: REGISTRY.get_sample_value("nichefeed_stage_latency_seconds_count", {"stage": n}) for n in names}
@@ -143,8 +162,9 @@ def test_a_passed_deadline_stops_the_pipeline_before_the_next_stage(service, bun
 
     stages = default_stages(service.cfg, service.store)
     pipeline = RankPipeline([Slow(), After()] + stages)
-    ctx = RankContext(query=RankQuery(user_id="u8", limit=5), bundle=bundle, now=bundle.data_end_ts,
-                      deadline=time.monotonic() + 0.02)
+    ctx = RankContext(
+        query=RankQuery(user_id="u8", limit=5), bundle=bundle, now=bundle.data_end_ts, deadline=time.monotonic() + 0.02
+    )
     with pytest.raises(DeadlineExceeded) as err:
         pipeline.run(ctx)
     assert ran == ["slow"] and "before stage after" in str(err.value)

@@ -1,5 +1,6 @@
 """The write path seen through Rank: new posts reach feeds in under a second, deletions
 at once, and live posts survive a service restart. Real redis-server, real gRPC."""
+
 from __future__ import annotations
 
 import time
@@ -9,13 +10,14 @@ import numpy as np
 import pytest
 import redis
 
-from nichefeed.v1 import ranking_pb2, ranking_pb2_grpc, writes_pb2 as wpb, writes_pb2_grpc
 from core import contract
-from service.app import Service
 from core.embedded_redis import EmbeddedRedis, free_port
+from nichefeed.v1 import ranking_pb2, ranking_pb2_grpc, writes_pb2_grpc
+from nichefeed.v1 import writes_pb2 as wpb
+from service.app import Service
 from tests.conftest import service_config
-from training import publish as publishing
 from tests.live_helpers import vector_of
+from training import publish as publishing
 
 POLL_LIMIT_S = 1.0  # the issue's promise: retrievable within a second of the ack
 FULL = 1000  # a limit above any candidate count: the whole filtered, ranked candidate list
@@ -59,7 +61,10 @@ def member_and_community(bundle, public: bool | None = None):
 
 
 def feed(running, user, limit=200, **kw):
-    return [i.post_id for i in running.ranker.Rank(ranking_pb2.RankRequest(user_id=user, limit=limit, **kw), timeout=5).items]
+    return [
+        i.post_id
+        for i in running.ranker.Rank(ranking_pb2.RankRequest(user_id=user, limit=limit, **kw), timeout=5).items
+    ]
 
 
 def wait_for(predicate, limit=POLL_LIMIT_S):
@@ -75,9 +80,22 @@ def wait_for(predicate, limit=POLL_LIMIT_S):
 def new_post(running, post_id, community, author="u1", **kw):
     bundle = running.svc.holder.current
     now = int(bundle.data_end_ts)  # the service runs on the data clock: "now" for the world
-    resp = running.writer.WritePosts(wpb.WritePostsRequest(events=[wpb.PostEvent(
-        event_id=f"create-{post_id}", op=wpb.POST_OP_CREATE, post_id=post_id, author_id=author,
-        community_id=community, created_at=now, **kw)]), timeout=5)
+    resp = running.writer.WritePosts(
+        wpb.WritePostsRequest(
+            events=[
+                wpb.PostEvent(
+                    event_id=f"create-{post_id}",
+                    op=wpb.POST_OP_CREATE,
+                    post_id=post_id,
+                    author_id=author,
+                    community_id=community,
+                    created_at=now,
+                    **kw,
+                )
+            ]
+        ),
+        timeout=5,
+    )
     assert resp.applied == 1
 
 
@@ -88,8 +106,12 @@ def test_a_new_post_reaches_a_member_within_a_second_and_a_deletion_at_once(runn
     # In-network: the community's recent list is updated by the same script as the record.
     assert "fresh-1" in feed(running, user, community_id=community)
     assert wait_for(lambda: "fresh-1" in feed(running, user))
-    running.writer.WritePosts(wpb.WritePostsRequest(events=[wpb.PostEvent(
-        event_id="delete-fresh-1", op=wpb.POST_OP_DELETE, post_id="fresh-1")]), timeout=5)
+    running.writer.WritePosts(
+        wpb.WritePostsRequest(
+            events=[wpb.PostEvent(event_id="delete-fresh-1", op=wpb.POST_OP_DELETE, post_id="fresh-1")]
+        ),
+        timeout=5,
+    )
     assert "fresh-1" not in feed(running, user)
     assert "fresh-1" not in feed(running, user, community_id=community)
 
@@ -108,7 +130,9 @@ def test_out_of_network_fresh_posts_come_from_the_live_index(running):
     target = max(others, key=lambda c: float(comm_vectors[c] @ user_vec))
     new_post(running, "fresh-oon", bundle.community_ids[target])
     live = running.svc.live
-    assert wait_for(lambda: (ix := live.index_for(bundle.version)) is not None and vector_of(ix, "fresh-oon") is not None)
+    assert wait_for(
+        lambda: (ix := live.index_for(bundle.version)) is not None and vector_of(ix, "fresh-oon") is not None
+    )
     assert "fresh-oon" in live.index_for(bundle.version).search(user_vec.astype(np.float32), 5)
     # With a limit above the candidate count, the feed is every retrieved post that passes
     # the filters: the fresh post is among them although the user is in none of its groups.
@@ -125,7 +149,9 @@ def test_private_live_post_never_reaches_a_non_member(running):
     new_post(running, "fresh-members", community, visibility=wpb.VISIBILITY_MEMBERS)
     assert wait_for(lambda: "fresh-members" in feed(running, user))
     live = running.svc.live  # also in the live index, so out-of-network search could find it
-    assert wait_for(lambda: (ix := live.index_for(bundle.version)) is not None and vector_of(ix, "fresh-members") is not None)
+    assert wait_for(
+        lambda: (ix := live.index_for(bundle.version)) is not None and vector_of(ix, "fresh-members") is not None
+    )
     for _ in range(3):
         assert "fresh-members" not in feed(running, outsider)
         assert "fresh-members" not in feed(running, outsider, candidate_post_ids=["fresh-members"])
@@ -153,12 +179,24 @@ def test_degraded_mode_honours_live_deletions_and_visibility(running, redis_serv
     public_posts = [p for p in feed(running, user) if p in bundle.post_row]
     assert len(public_posts) >= 2
     gone, hidden = public_posts[0], public_posts[1]
-    running.writer.WritePosts(wpb.WritePostsRequest(events=[
-        wpb.PostEvent(event_id=f"del-{gone}", op=wpb.POST_OP_DELETE, post_id=gone),
-        wpb.PostEvent(event_id=f"vis-{hidden}", op=wpb.POST_OP_SET_VISIBILITY, post_id=hidden,
-                      visibility=wpb.VISIBILITY_MEMBERS)]), timeout=5)
+    running.writer.WritePosts(
+        wpb.WritePostsRequest(
+            events=[
+                wpb.PostEvent(event_id=f"del-{gone}", op=wpb.POST_OP_DELETE, post_id=gone),
+                wpb.PostEvent(
+                    event_id=f"vis-{hidden}",
+                    op=wpb.POST_OP_SET_VISIBILITY,
+                    post_id=hidden,
+                    visibility=wpb.VISIBILITY_MEMBERS,
+                ),
+            ]
+        ),
+        timeout=5,
+    )
     live = running.svc.live
-    assert wait_for(lambda: gone in live.index_for(bundle.version).deleted and hidden in live.index_for(bundle.version).private)
+    assert wait_for(
+        lambda: gone in live.index_for(bundle.version).deleted and hidden in live.index_for(bundle.version).private
+    )
     redis_server.stop()
     try:
         resp = running.ranker.Rank(ranking_pb2.RankRequest(user_id=user, limit=200), timeout=5)

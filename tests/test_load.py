@@ -1,5 +1,6 @@
 """Loading real logs: exact one-line errors, documented fallbacks for partial logs,
 and nothing half-written when a file is bad."""
+
 from __future__ import annotations
 
 import subprocess
@@ -12,8 +13,8 @@ import pytest
 from core import contract
 from training.csvio import DataError
 from training.load import load_dataset
-from training.state import state_as_of
 from training.params import TrainParams
+from training.state import state_as_of
 from training.train import train
 
 POSTS = "post_id,author_id,community_id,created_at\np1,a,c1,100\np2,b,c2,100\np3,a,c1,200\n"
@@ -27,15 +28,23 @@ def write(dir_: Path, **files: str) -> Path:
     return dir_
 
 
-@pytest.mark.parametrize("events, message", [
-    (EVENTS.replace("2000", "soon"), "events.csv: row 3, column 'ts': 'soon' is not an integer"),
-    (EVENTS.replace("u2,p2,like", "u2,p9,like"), "events.csv: row 4, column 'post_id': unknown post 'p9'"),
-    (EVENTS.replace("comment", "poke"),
-     "events.csv: row 3, column 'kind': 'poke' is not one of view, like, comment, share, save, hide, report"),
-    (EVENTS.replace("u1,p1,like,1000", "u1,p1,like"), "events.csv: row 2: 3 fields, header has 4"),
-    (EVENTS.replace("user_id", "who"), "events.csv: row 1: missing column(s) user_id (header: who,post_id,kind,ts)"),
-    (EVENTS.replace("2000", "-5"), "events.csv: row 3, column 'ts': -5 is below 0"),
-])
+@pytest.mark.parametrize(
+    "events, message",
+    [
+        (EVENTS.replace("2000", "soon"), "events.csv: row 3, column 'ts': 'soon' is not an integer"),
+        (EVENTS.replace("u2,p2,like", "u2,p9,like"), "events.csv: row 4, column 'post_id': unknown post 'p9'"),
+        (
+            EVENTS.replace("comment", "poke"),
+            "events.csv: row 3, column 'kind': 'poke' is not one of view, like, comment, share, save, hide, report",
+        ),
+        (EVENTS.replace("u1,p1,like,1000", "u1,p1,like"), "events.csv: row 2: 3 fields, header has 4"),
+        (
+            EVENTS.replace("user_id", "who"),
+            "events.csv: row 1: missing column(s) user_id (header: who,post_id,kind,ts)",
+        ),
+        (EVENTS.replace("2000", "-5"), "events.csv: row 3, column 'ts': -5 is below 0"),
+    ],
+)
 def test_a_bad_cell_is_named_by_file_row_and_column(tmp_path, events, message):
     data = write(tmp_path / "d", posts=POSTS, events=events)
     with pytest.raises(DataError) as err:
@@ -66,20 +75,28 @@ def test_bad_data_leaves_no_bundle_behind(tiny_data, tmp_path):
         train(data, models, TrainParams(), progress=False, quiet=True)
     assert not models.exists() or list(models.iterdir()) == []
     # The CLI says it in one line and exits 2.
-    run = subprocess.run([sys.executable, "-m", "training", "train", "--data", str(data), "--models", str(models),
-                          "--quiet"], capture_output=True, text=True, timeout=120)
+    run = subprocess.run(
+        [sys.executable, "-m", "training", "train", "--data", str(data), "--models", str(models), "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert run.returncode == 2
-    assert run.stderr.strip().splitlines() == [f"error: {data}/events.csv: row 1235, column 'kind': 'lik' is not one of "
-                                               "view, like, comment, share, save, hide, report"]
+    assert run.stderr.strip().splitlines() == [
+        f"error: {data}/events.csv: row 1235, column 'kind': 'lik' is not one of "
+        "view, like, comment, share, save, hide, report"
+    ]
     assert not models.exists() or list(models.iterdir()) == []
 
 
 def test_partial_log_loads_with_documented_fallbacks(tmp_path):
     """No communities, no memberships, no author, no kind, counts as weights, created_at 0."""
-    data = write(tmp_path / "d",
-                 posts="post_id,community_id,created_at\nm1,drama,0\nm2,drama,0\nm3,comedy,0\n",
-                 events="user_id,post_id,ts,weight\nann,m1,10,3\nann,m2,20,1\nbob,m3,30,2\nbob,m3,40,5\n"
-                        "bob,m1,50,1\nbob,m2,60,1\n")
+    data = write(
+        tmp_path / "d",
+        posts="post_id,community_id,created_at\nm1,drama,0\nm2,drama,0\nm3,comedy,0\n",
+        events="user_id,post_id,ts,weight\nann,m1,10,3\nann,m2,20,1\nbob,m3,30,2\nbob,m3,40,5\n"
+        "bob,m1,50,1\nbob,m2,60,1\n",
+    )
     ds = load_dataset(data)
     assert ds.community_ids.tolist() == ["drama", "comedy"]
     assert not ds.community_private.any()
@@ -88,8 +105,13 @@ def test_partial_log_loads_with_documented_fallbacks(tmp_path):
     assert (ds.event_weights() > 0).all()  # every event is a like
     assert ds.memberships_derived and len(ds.m_user) == 0
     notes = " | ".join(ds.notes)
-    for fragment in ("communities.csv missing", "memberships.csv missing", "no author_id", "no kind column",
-                     "counts in 'weight'"):
+    for fragment in (
+        "communities.csv missing",
+        "memberships.csv missing",
+        "no author_id",
+        "no kind column",
+        "counts in 'weight'",
+    ):
         assert fragment in notes
     # Memberships come from engagement before the split only: bob's two drama likes are at
     # ts 50 and 60, so at 55 he is in comedy (two events) but not yet in drama.

@@ -1,5 +1,6 @@
 """Hides and reports push a post down for everyone, through the live write path and the
 learned scorer (whose negative-rate weight is held at or below a policy bound)."""
+
 from __future__ import annotations
 
 import json
@@ -7,10 +8,11 @@ import json
 import grpc
 import redis
 
-from nichefeed.v1 import ranking_pb2, ranking_pb2_grpc, writes_pb2 as wpb, writes_pb2_grpc
 from core import contract
-from service.app import Service
 from core.embedded_redis import EmbeddedRedis, free_port
+from nichefeed.v1 import ranking_pb2, ranking_pb2_grpc, writes_pb2_grpc
+from nichefeed.v1 import writes_pb2 as wpb
+from service.app import Service
 from tests.conftest import service_config
 from training import publish as publishing
 from training.scorer import MAX_WEIGHT
@@ -36,14 +38,26 @@ def test_reports_push_a_post_down(learned_bundle, tmp_path):
                 post = feed.items[0].post_id
 
                 def score() -> float:
-                    resp = ranker.Rank(ranking_pb2.RankRequest(user_id=viewer, limit=1, candidate_post_ids=[post]), timeout=5)
+                    resp = ranker.Rank(
+                        ranking_pb2.RankRequest(user_id=viewer, limit=1, candidate_post_ids=[post]), timeout=5
+                    )
                     return resp.items[0].score
 
                 before = score()
-                writer.WriteEngagements(wpb.WriteEngagementsRequest(events=[
-                    wpb.EngagementEvent(event_id=f"rep-{i}", user_id=f"u{100 + i}", post_id=post,
-                                        kind=wpb.REPORT if i % 2 else wpb.HIDE)
-                    for i in range(6)]), timeout=5)
+                writer.WriteEngagements(
+                    wpb.WriteEngagementsRequest(
+                        events=[
+                            wpb.EngagementEvent(
+                                event_id=f"rep-{i}",
+                                user_id=f"u{100 + i}",
+                                post_id=post,
+                                kind=wpb.REPORT if i % 2 else wpb.HIDE,
+                            )
+                            for i in range(6)
+                        ]
+                    ),
+                    timeout=5,
+                )
                 after = score()
         finally:
             svc.stop(grace=1)

@@ -1,5 +1,6 @@
 """The SRE artefacts: alert rules and a scrape pass promtool; the dashboard is valid JSON
 whose every query names metrics the service really exports."""
+
 from __future__ import annotations
 
 import json
@@ -8,7 +9,6 @@ import subprocess
 import urllib.request
 from pathlib import Path
 
-
 from nichefeed.v1 import ranking_pb2
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -16,7 +16,9 @@ OPS = ROOT / "ops"
 
 
 def test_alert_rules_pass_promtool(promtool):
-    proc = subprocess.run([promtool, "check", "rules", str(OPS / "prometheus" / "alerts.yml")], capture_output=True, text=True)
+    proc = subprocess.run(
+        [promtool, "check", "rules", str(OPS / "prometheus" / "alerts.yml")], capture_output=True, text=True
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "SUCCESS" in proc.stdout
 

@@ -9,6 +9,7 @@ reloader. With diversity off, every candidate retrieved and a limit above the nu
 posts, a healthy answer must be exactly the posts the user may see; a degraded answer
 (Redis stopped) must hold public posts only.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -23,11 +24,11 @@ import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nichefeed.v1 import ranking_pb2, ranking_pb2_grpc
 from core import contract
-from service.app import Service
 from core.embedded_redis import EmbeddedRedis, free_port
 from core.scoring import LinearScorer
+from nichefeed.v1 import ranking_pb2, ranking_pb2_grpc
+from service.app import Service
 from tests.conftest import service_config
 from training import publish as publishing
 
@@ -124,8 +125,13 @@ def write_world_bundle(world: SmallWorld, models_dir, seed: int) -> str:
     index.add_with_ids(post_v, np.arange(n_posts, dtype=np.int64))  # every post: filters must do the work
     faiss.write_index(index, str(staging / contract.INDEX_FILE))
     (staging / contract.SCORER_FILE).write_text(LinearScorer.affinity_only().to_json())
-    manifest = contract.Manifest(model_version=version, created_at="2026-01-01T00:00:00Z", data_fingerprint="test",
-                                 dims={"factors": d}, params={"data_end_ts": END})
+    manifest = contract.Manifest(
+        model_version=version,
+        created_at="2026-01-01T00:00:00Z",
+        data_fingerprint="test",
+        dims={"factors": d},
+        params={"data_end_ts": END},
+    )
     manifest.files = contract.describe_files(staging)
     (staging / contract.MANIFEST_FILE).write_text(manifest.to_json())
     staging.rename(models_dir / version)
@@ -143,9 +149,17 @@ def world_service(tmp_path_factory):
     first = write_world_bundle(SmallWorld([False], [set()], [0], [0], [False], [False], [set()], [set()]), models, 0)
     publishing.publish(models / first, client, keep=2)
     cfg = dataclasses.replace(
-        service_config(models / first, community_share=0.0, per_author=0, candidates=5000,
-                       max_post_age_days=MAX_AGE_DAYS, redis_timeout_ms=300, reload_interval_s=3600),
-        clock="data")
+        service_config(
+            models / first,
+            community_share=0.0,
+            per_author=0,
+            candidates=5000,
+            max_post_age_days=MAX_AGE_DAYS,
+            redis_timeout_ms=300,
+            reload_interval_s=3600,
+        ),
+        clock="data",
+    )
     svc = Service(cfg, server.url).start(metrics=False)
     ch = grpc.insecure_channel(f"127.0.0.1:{svc.port}")
     yield svc, ranking_pb2_grpc.FeedRankerStub(ch), server, client, models
@@ -192,8 +206,13 @@ def test_no_private_post_reaches_a_non_member(world_service, world, stop_at, see
     for u in range(world.n_users):
         uid = f"u{u}"
         requests.append((u, None, ranking_pb2.RankRequest(user_id=uid, limit=200, explain=True)))
-        requests.append((u, None, ranking_pb2.RankRequest(user_id=uid, limit=200,
-                                                          candidate_post_ids=[f"p{p}" for p in range(n_posts)])))
+        requests.append(
+            (
+                u,
+                None,
+                ranking_pb2.RankRequest(user_id=uid, limit=200, candidate_post_ids=[f"p{p}" for p in range(n_posts)]),
+            )
+        )
         for c in range(len(world.private)):
             requests.append((u, c, ranking_pb2.RankRequest(user_id=uid, limit=200, community_id=f"c{c}")))
     stopped = False
@@ -209,8 +228,9 @@ def test_no_private_post_reaches_a_non_member(world_service, world, stop_at, see
             got = {int(item.post_id[1:]) for item in resp.items}
             for p in got:  # the property itself, stated plainly
                 c = world.post_community[p]
-                assert not world.private[c] or (c in world.members[u] and not resp.degraded), \
+                assert not world.private[c] or (c in world.members[u] and not resp.degraded), (
                     f"private post p{p} of c{c} reached u{u} (member of {world.members[u]}, degraded={resp.degraded})"
+                )
             if stopped:
                 assert resp.degraded
             expected = world.visible(u, resp.degraded)

@@ -1,5 +1,6 @@
 """Gate, publish, rollback and prune against a real redis-server of this module's own
 (the shared one's pointer serves the other tests and must not move)."""
+
 from __future__ import annotations
 
 import os
@@ -59,7 +60,9 @@ def test_gate_refuses_a_worse_model_force_publishes_it_and_rollback_restores(own
     assert len(client.mget([contract.post_key(good.name, p) for p in bundle.post_ids])) == n_posts
     assert all(v is not None for v in client.mget([contract.post_key(good.name, p) for p in bundle.post_ids]))
 
-    with pytest.raises(publishing.GateRefused, match=r"ndcg@10 .* \(new\) vs .* \(serving .*\): the new model is worse"):
+    with pytest.raises(
+        publishing.GateRefused, match=r"ndcg@10 .* \(new\) vs .* \(serving .*\): the new model is worse"
+    ):
         publishing.publish(worse, client, progress=False)
     assert publishing.current_version(client) == good.name
     assert keys_of(client, worse.name) == 0  # refused before a single key was written
@@ -79,14 +82,24 @@ def test_cli_publish_refusal_is_one_line_and_exit_3(own_redis, models):
     client.flushall()
     publishing.publish(good, client, progress=False)
     env = {**os.environ, "NICHEFEED_REDIS_URL": server.url}
-    run = subprocess.run([sys.executable, "-m", "training", "publish", "--models", str(models_dir),
-                          "--version", worse.name], capture_output=True, text=True, env=env, timeout=120)
+    run = subprocess.run(
+        [sys.executable, "-m", "training", "publish", "--models", str(models_dir), "--version", worse.name],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert run.returncode == 3
     last = run.stderr.strip().splitlines()
     assert len(last) == 1 and last[0].startswith("error: gate: ndcg@10") and "use --force" in last[0]
     assert publishing.current_version(client) == good.name
-    run = subprocess.run([sys.executable, "-m", "training", "rollback", "--models", str(models_dir)],
-                         capture_output=True, text=True, env=env, timeout=120)
+    run = subprocess.run(
+        [sys.executable, "-m", "training", "rollback", "--models", str(models_dir)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert run.returncode == 1 and "no previous version" in run.stderr
 
 
@@ -103,8 +116,13 @@ def test_old_versions_are_pruned_after_keep(own_redis, models, tmp_path):
         versions.append(scratch / src.name)
     publishing.publish(versions[0], client, keep=2, progress=False, prune_bundles=True)
     publishing.publish(versions[1], client, keep=2, progress=False, prune_bundles=True)
-    third = train(Path(load_bundle(good).manifest.params["data_dir"]), scratch,
-                  TrainParams(scorer="learned"), progress=False, quiet=True)
+    third = train(
+        Path(load_bundle(good).manifest.params["data_dir"]),
+        scratch,
+        TrainParams(scorer="learned"),
+        progress=False,
+        quiet=True,
+    )
     assert third.name not in (versions[0].name, versions[1].name)
     publishing.publish(third, client, keep=2, progress=False, prune_bundles=True)
     assert publishing.published_versions(client) == [third.name, versions[1].name]

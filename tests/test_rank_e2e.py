@@ -1,4 +1,5 @@
 """End to end: tiny world -> train -> publish -> Rank over a real gRPC channel."""
+
 from __future__ import annotations
 
 import urllib.request
@@ -9,10 +10,10 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from nichefeed.v1 import ranking_pb2, ranking_pb2_grpc
 from core import contract
-from service.app import Service
 from core.bundle import load_bundle
+from nichefeed.v1 import ranking_pb2, ranking_pb2_grpc
+from service.app import Service
 from tests.conftest import service_config
 
 
@@ -20,7 +21,9 @@ from tests.conftest import service_config
 def plain_ranker(published, redis_server):
     """Diversity caps off and every indexed post retrieved: the answer must then be exactly
     the visible posts with the highest inner product with the user's vector."""
-    svc = Service(service_config(published, community_share=0.0, per_author=0, candidates=5000), redis_server.url).start(metrics=False)
+    svc = Service(
+        service_config(published, community_share=0.0, per_author=0, candidates=5000), redis_server.url
+    ).start(metrics=False)
     ch = grpc.insecure_channel(f"127.0.0.1:{svc.port}")
     yield ranking_pb2_grpc.FeedRankerStub(ch), svc
     ch.close()
@@ -30,8 +33,11 @@ def plain_ranker(published, redis_server):
 def visible_affinities(bundle, user_id: str, now: float, max_age_days: float = 14.0):
     b = bundle
     u = b.user_row[user_id]
-    member = set(np.asarray(b[contract.MEMBERSHIP_COMMUNITY_FILE])[np.asarray(b[contract.MEMBERSHIP_USER_FILE]) == u].tolist())
+    member = set(
+        np.asarray(b[contract.MEMBERSHIP_COMMUNITY_FILE])[np.asarray(b[contract.MEMBERSHIP_USER_FILE]) == u].tolist()
+    )
     import faiss
+
     rows = faiss.vector_to_array(b.index.id_map)
     comm = np.asarray(b[contract.POST_COMMUNITY_FILE])[rows]
     private = np.asarray(b[contract.COMMUNITY_PRIVATE_FILE])[comm]
@@ -59,13 +65,19 @@ def test_rank_returns_the_highest_inner_products(plain_ranker, published, user_i
     assert [s for _, s in got] == pytest.approx(best, abs=1e-4)
     # each item names its community as the bundle has it
     for item in resp.items:
-        assert item.community_id == bundle.community_ids[bundle[contract.POST_COMMUNITY_FILE][bundle.post_row[item.post_id]]]
+        assert (
+            item.community_id
+            == bundle.community_ids[bundle[contract.POST_COMMUNITY_FILE][bundle.post_row[item.post_id]]]
+        )
 
 
 def test_health_reports_serving(channel):
     stub = health_pb2_grpc.HealthStub(channel)
     for name in ("", "nichefeed.v1.FeedRanker"):
-        assert stub.Check(health_pb2.HealthCheckRequest(service=name), timeout=5).status == health_pb2.HealthCheckResponse.SERVING
+        assert (
+            stub.Check(health_pb2.HealthCheckRequest(service=name), timeout=5).status
+            == health_pb2.HealthCheckResponse.SERVING
+        )
 
 
 def test_reflection_lists_the_ranker(channel):

@@ -1,5 +1,6 @@
 """A client that knows nothing but the server address: it learns the API through server
 reflection (as grpcurl or a client in another language would) and calls Rank."""
+
 from __future__ import annotations
 
 import grpc

@@ -1,6 +1,7 @@
 """Hot reload and rollback: a pointer flip is picked up without restart, under load and
 without a failed request; a corrupt or half-written bundle is refused and the old model
 keeps serving (and a metric says so); a request uses one model version start to end."""
+
 from __future__ import annotations
 
 import json
@@ -13,13 +14,13 @@ import pytest
 import redis
 from prometheus_client import REGISTRY
 
-from nichefeed.v1 import ranking_pb2, ranking_pb2_grpc
 from core import contract
-from service.app import Service
 from core.bundle import load_bundle
-from service.reload import BundleHolder
 from core.embedded_redis import EmbeddedRedis, free_port
+from nichefeed.v1 import ranking_pb2, ranking_pb2_grpc
+from service.app import Service
 from service.pipeline import RankContext, RankPipeline, RankQuery
+from service.reload import BundleHolder
 from service.stages import default_stages
 from tests.conftest import service_config
 from training import publish as publishing
@@ -150,8 +151,9 @@ def test_a_request_keeps_its_model_when_a_reload_lands_mid_request(reloading, ti
 
     stages = default_stages(svc.cfg, svc.store)
     stages.insert([s.name for s in stages].index("hydrate_candidates"), SwapModel())
-    ctx = RankPipeline(stages).run(RankContext(query=RankQuery(user_id="u4", limit=10), bundle=holder.current,
-                                               now=started.data_end_ts + 60))
+    ctx = RankPipeline(stages).run(
+        RankContext(query=RankQuery(user_id="u4", limit=10), bundle=holder.current, now=started.data_end_ts + 60)
+    )
     assert holder.current is other and ctx.bundle is started
     assert len(ctx.items) == 10 and not ctx.degraded  # its keys were read under its own version
     assert all(started.post_row[i.post_id] >= 0 for i in ctx.items)

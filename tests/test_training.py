@@ -1,6 +1,7 @@
 """Training on worlds with known answers: planted groups are recovered, cold posts are
 placed by their community, engagers move posts, the service scores exactly what training
 evaluated, and the synthetic world is reproducible."""
+
 from __future__ import annotations
 
 import filecmp
@@ -14,12 +15,11 @@ from core.bundle import load_bundle
 from service.pipeline import RankContext, RankQuery
 from service.stages.hydrate import candidate_vectors, records_from_bundle
 from service.stages.score import ScoreCandidates
-from training.params import AlsParams
 from training.features import Model, features
 from training.load import load_dataset
+from training.params import AlsParams, TrainParams
 from training.state import state_as_of
 from training.synthetic import EPOCH, WorldParams, generate, write_world
-from training.params import TrainParams
 from training.train import train
 
 DAY = 86_400
@@ -35,8 +35,10 @@ def two_groups(dir_):
         posts += [f"{g}{i}p,{g}{i % 10},{g.upper()},{i * DAY}" for i in range(20)]
     posts += [f"cold_a,a0,A,{15 * DAY}", f"cold_b,b0,B,{15 * DAY}", f"moved,a1,A,{DAY}"]
     (dir_ / "posts.csv").write_text("\n".join(posts) + "\n")
-    (dir_ / "memberships.csv").write_text("user_id,community_id,role,joined_at\n" + "".join(
-        f"{g}{i},{g.upper()},{'moderator' if i == 0 else 'member'},0\n" for g in "ab" for i in range(10)))
+    (dir_ / "memberships.csv").write_text(
+        "user_id,community_id,role,joined_at\n"
+        + "".join(f"{g}{i},{g.upper()},{'moderator' if i == 0 else 'member'},0\n" for g in "ab" for i in range(10))
+    )
     (dir_ / "communities.csv").write_text("community_id,is_private\nA,0\nB,1\n")
     events = ["user_id,post_id,kind,ts"]
     for g in "ab":
@@ -81,8 +83,9 @@ def test_engagers_move_a_post(groups_bundle):
 
 def test_training_recovers_planted_topics(tmp_path):
     """Communities of one hidden topic end up next to each other in the embedding."""
-    params = WorldParams(users=600, communities=30, posts=3000, events=40000, days=21, topics=3, seed=5,
-                         end=EPOCH + 21 * DAY)
+    params = WorldParams(
+        users=600, communities=30, posts=3000, events=40000, days=21, topics=3, seed=5, end=EPOCH + 21 * DAY
+    )
     world = generate(params)
     write_world(world, tmp_path / "w", params)
     b = load_bundle(train(tmp_path / "w", tmp_path / "m", TrainParams(scorer="affinity"), progress=False, quiet=True))
@@ -118,8 +121,11 @@ def test_the_service_scores_exactly_what_training_evaluates(learned_bundle, tiny
     ctx.posts = records_from_bundle(ctx)
     ctx.vectors = candidate_vectors(ctx)
     ScoreCandidates().run(ctx)
-    model = Model(np.asarray(b[contract.USER_FACTORS_FILE]), np.asarray(b[contract.COMMUNITY_FACTORS_FILE]),
-                  np.asarray(b[contract.POST_VECTORS_FILE]))
+    model = Model(
+        np.asarray(b[contract.USER_FACTORS_FILE]),
+        np.asarray(b[contract.COMMUNITY_FACTORS_FILE]),
+        np.asarray(b[contract.POST_VECTORS_FILE]),
+    )
     X = features(ds, serving, model, np.full(len(rows), user), rows, end + 3600)
     np.testing.assert_allclose(ctx.features, X, rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(ctx.scores, b.scorer.score(X), rtol=1e-5, atol=1e-5)
@@ -143,7 +149,9 @@ def test_synthetic_world_is_reproducible(tmp_path):
         write_world(generate(params), tmp_path / out, params)
     for name in ("communities.csv", "memberships.csv", "posts.csv", "events.csv"):
         assert filecmp.cmp(tmp_path / "one" / name, tmp_path / "two" / name, shallow=False), name
-    assert np.array_equal(np.load(tmp_path / "one/truth/author_skill.npy"), np.load(tmp_path / "two/truth/author_skill.npy"))
+    assert np.array_equal(
+        np.load(tmp_path / "one/truth/author_skill.npy"), np.load(tmp_path / "two/truth/author_skill.npy")
+    )
 
 
 def test_world_shape(tmp_path):

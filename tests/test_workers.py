@@ -1,6 +1,7 @@
 """`python -m service --workers 2`: two server processes on one port, one /metrics that
 counts both (prometheus multiprocess mode, valid for promtool), and SIGTERM drains the
 requests in flight before the processes exit cleanly."""
+
 from __future__ import annotations
 
 import os
@@ -17,8 +18,8 @@ import pytest
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
-from nichefeed.v1 import ranking_pb2, ranking_pb2_grpc
 from core.embedded_redis import EmbeddedRedis, free_port
+from nichefeed.v1 import ranking_pb2, ranking_pb2_grpc
 from training import publish as publishing
 
 CALLS = 24
@@ -34,8 +35,9 @@ def _samples(text: str, name: str) -> list:
 
 def _stubs(port: int, n: int):
     """n channels on separate connections (the kernel spreads connections over workers)."""
-    channels = [grpc.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.use_local_subchannel_pool", 1)])
-                for _ in range(n)]
+    channels = [
+        grpc.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.use_local_subchannel_pool", 1)]) for _ in range(n)
+    ]
     return channels, [ranking_pb2_grpc.FeedRankerStub(ch) for ch in channels]
 
 
@@ -46,11 +48,30 @@ def two_workers(tiny_bundle, tmp_path_factory):
     publishing.publish(tiny_bundle, client)
     grpc_port, metrics_port = free_port(), free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "service", "--workers", "2", "--redis-url", server.url,
-         "--models-dir", str(tiny_bundle.parent), "--grpc-addr", f"127.0.0.1:{grpc_port}",
-         "--metrics-addr", f"127.0.0.1:{metrics_port}", "--clock", "data",
-         "--redis-timeout-ms", "1500", "--drain-s", "10"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "service",
+            "--workers",
+            "2",
+            "--redis-url",
+            server.url,
+            "--models-dir",
+            str(tiny_bundle.parent),
+            "--grpc-addr",
+            f"127.0.0.1:{grpc_port}",
+            "--metrics-addr",
+            f"127.0.0.1:{metrics_port}",
+            "--clock",
+            "data",
+            "--redis-timeout-ms",
+            "1500",
+            "--drain-s",
+            "10",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     line = ""
@@ -106,8 +127,10 @@ def test_sigterm_drains_requests_in_flight(two_workers):
     server.proc.send_signal(signal.SIGSTOP)
     try:
         with ThreadPoolExecutor(4) as pool:
-            futures = [pool.submit(stubs[i].Rank, ranking_pb2.RankRequest(user_id=f"u{i}", limit=5), timeout=20)
-                       for i in range(4)]
+            futures = [
+                pool.submit(stubs[i].Rank, ranking_pb2.RankRequest(user_id=f"u{i}", limit=5), timeout=20)
+                for i in range(4)
+            ]
             for _ in range(200):  # bounded: until all four are inside the servers
                 if sum(s.value for s in _samples(_scrape(metrics_port), "nichefeed_requests_in_flight")) == 4:
                     break

@@ -1,23 +1,24 @@
 """The write path against a real redis-server and a real gRPC server."""
-from __future__ import annotations
 
+from __future__ import annotations
 
 import grpc
 import numpy as np
 import pytest
 import redis
 
-from nichefeed.v1 import writes_pb2 as wpb, writes_pb2_grpc
 from core import contract
-from service.app import Service
 from core.embedded_redis import EmbeddedRedis, free_port
-from service.live_index import LiveIndexFollower
 from core.scoring import NON_MEMBER_STANDING, ROLE_STANDING
+from nichefeed.v1 import writes_pb2 as wpb
+from nichefeed.v1 import writes_pb2_grpc
 from service.api.writes import FeedWriterServicer
+from service.app import Service
+from service.live_index import LiveIndexFollower
 from service.writes import WriteApplier
 from tests.conftest import service_config
-from training import publish as publishing
 from tests.live_helpers import vector_of
+from training import publish as publishing
 
 
 @pytest.fixture(scope="module")
@@ -43,13 +44,16 @@ def post_record(client, svc, post_id):
 
 
 def create(event_id, post_id, community="c1", author="u3", **kw):
-    return wpb.PostEvent(event_id=event_id, op=wpb.POST_OP_CREATE, post_id=post_id, author_id=author,
-                         community_id=community, **kw)
+    return wpb.PostEvent(
+        event_id=event_id, op=wpb.POST_OP_CREATE, post_id=post_id, author_id=author, community_id=community, **kw
+    )
 
 
 def test_created_post_is_stored_and_followed_by_the_live_index(world):
     client, svc, writer = world["client"], world["svc"], world["writer"]
-    resp = writer.WritePosts(wpb.WritePostsRequest(events=[create("e-create-1", "live-1", created_at=1_700_000_000)]), timeout=5)
+    resp = writer.WritePosts(
+        wpb.WritePostsRequest(events=[create("e-create-1", "live-1", created_at=1_700_000_000)]), timeout=5
+    )
     assert (resp.applied, resp.duplicates) == (1, 0)
     rec = post_record(client, svc, "live-1")
     bundle = svc.holder.current
@@ -57,7 +61,9 @@ def test_created_post_is_stored_and_followed_by_the_live_index(world):
     assert rec["community"] == bundle.community_row["c1"]
     assert rec["created_at"] == 1_700_000_000
     assert rec["flags"] & contract.FLAG_PRESENT
-    assert bool(rec["flags"] & contract.FLAG_PRIVATE) == bool(bundle[contract.COMMUNITY_PRIVATE_FILE][bundle.community_row["c1"]])
+    assert bool(rec["flags"] & contract.FLAG_PRIVATE) == bool(
+        bundle[contract.COMMUNITY_PRIVATE_FILE][bundle.community_row["c1"]]
+    )
     # the author's standing: training's role prior for their role in c1 (none: the non-member prior)
     members = np.asarray(bundle[contract.MEMBERSHIP_USER_FILE]) == bundle.user_row["u3"]
     in_c1 = np.asarray(bundle[contract.MEMBERSHIP_COMMUNITY_FILE])[members] == bundle.community_row["c1"]
@@ -76,11 +82,13 @@ def test_replayed_engagement_batch_changes_counters_once(world):
     client, svc, writer = world["client"], world["svc"], world["writer"]
     post = svc.holder.current.post_ids[10]
     before = post_record(client, svc, post)
-    batch = wpb.WriteEngagementsRequest(events=[
-        wpb.EngagementEvent(event_id="eng-a", user_id="u1", post_id=post, kind=wpb.LIKE, ts=1_700_000_100),
-        wpb.EngagementEvent(event_id="eng-b", user_id="u2", post_id=post, kind=wpb.REPORT, ts=1_700_000_200),
-        wpb.EngagementEvent(event_id="eng-c", user_id="u2", post_id=post, kind=wpb.VIEW),
-    ])
+    batch = wpb.WriteEngagementsRequest(
+        events=[
+            wpb.EngagementEvent(event_id="eng-a", user_id="u1", post_id=post, kind=wpb.LIKE, ts=1_700_000_100),
+            wpb.EngagementEvent(event_id="eng-b", user_id="u2", post_id=post, kind=wpb.REPORT, ts=1_700_000_200),
+            wpb.EngagementEvent(event_id="eng-c", user_id="u2", post_id=post, kind=wpb.VIEW),
+        ]
+    )
     first = writer.WriteEngagements(batch, timeout=5)
     again = writer.WriteEngagements(batch, timeout=5)
     assert (first.applied, first.duplicates) == (3, 0)
@@ -90,7 +98,11 @@ def test_replayed_engagement_batch_changes_counters_once(world):
     assert after["negatives"] == pytest.approx(before["negatives"] + 1.0)
     assert after["views"] == pytest.approx(before["views"] + 3.0)
     # every accepted event is in the log once, for the next training run
-    log = [contract.decode_log(f[b"engagement"], contract.LOG_ENGAGEMENT_FIELDS) for _, f in client.xrange(contract.EVENT_LOG_KEY) if b"engagement" in f]
+    log = [
+        contract.decode_log(f[b"engagement"], contract.LOG_ENGAGEMENT_FIELDS)
+        for _, f in client.xrange(contract.EVENT_LOG_KEY)
+        if b"engagement" in f
+    ]
     assert sum(1 for e in log if e["event_id"] == "eng-a") == 1
 
 
@@ -102,8 +114,15 @@ def test_like_moves_the_post_vector_toward_the_engager(world):
     follower = LiveIndexFollower(svc.holder, client)
     follower.poll_once()
     before = vector_of(follower.index_for(bundle.version), "live-2").copy()
-    writer.WriteEngagements(wpb.WriteEngagementsRequest(events=[
-        wpb.EngagementEvent(event_id=f"mv-{i}", user_id="u7", post_id="live-2", kind=wpb.SHARE) for i in range(5)]), timeout=5)
+    writer.WriteEngagements(
+        wpb.WriteEngagementsRequest(
+            events=[
+                wpb.EngagementEvent(event_id=f"mv-{i}", user_id="u7", post_id="live-2", kind=wpb.SHARE)
+                for i in range(5)
+            ]
+        ),
+        timeout=5,
+    )
     follower.poll_once()
     after = vector_of(follower.index_for(bundle.version), "live-2")
     assert float(after @ user) > float(before @ user)
@@ -111,26 +130,55 @@ def test_like_moves_the_post_vector_toward_the_engager(world):
 
 def test_delete_and_visibility(world):
     client, svc, writer = world["client"], world["svc"], world["writer"]
-    public = next(c for c, p in zip(svc.holder.current.community_ids, svc.holder.current[contract.COMMUNITY_PRIVATE_FILE]) if not p)
+    public = next(
+        c
+        for c, p in zip(svc.holder.current.community_ids, svc.holder.current[contract.COMMUNITY_PRIVATE_FILE])
+        if not p
+    )
     writer.WritePosts(wpb.WritePostsRequest(events=[create("e-create-3", "live-3", community=public)]), timeout=5)
     assert not post_record(client, svc, "live-3")["flags"] & contract.FLAG_PRIVATE
-    writer.WritePosts(wpb.WritePostsRequest(events=[wpb.PostEvent(
-        event_id="e-vis-3", op=wpb.POST_OP_SET_VISIBILITY, post_id="live-3", visibility=wpb.VISIBILITY_MEMBERS)]), timeout=5)
+    writer.WritePosts(
+        wpb.WritePostsRequest(
+            events=[
+                wpb.PostEvent(
+                    event_id="e-vis-3",
+                    op=wpb.POST_OP_SET_VISIBILITY,
+                    post_id="live-3",
+                    visibility=wpb.VISIBILITY_MEMBERS,
+                )
+            ]
+        ),
+        timeout=5,
+    )
     assert post_record(client, svc, "live-3")["flags"] & contract.FLAG_PRIVATE
-    writer.WritePosts(wpb.WritePostsRequest(events=[wpb.PostEvent(event_id="e-del-3", op=wpb.POST_OP_DELETE, post_id="live-3")]), timeout=5)
+    writer.WritePosts(
+        wpb.WritePostsRequest(events=[wpb.PostEvent(event_id="e-del-3", op=wpb.POST_OP_DELETE, post_id="live-3")]),
+        timeout=5,
+    )
     assert post_record(client, svc, "live-3")["flags"] & contract.FLAG_DELETED
     follower = LiveIndexFollower(svc.holder, client)
     follower.poll_once()
-    assert "live-3" not in follower.index_for(svc.holder.current.version).search(np.ones(svc.holder.current.index.d, np.float32), 1000)
+    assert "live-3" not in follower.index_for(svc.holder.current.version).search(
+        np.ones(svc.holder.current.index.d, np.float32), 1000
+    )
 
 
-@pytest.mark.parametrize("events, field", [
-    ([wpb.PostEvent(event_id="", op=wpb.POST_OP_CREATE, post_id="x", author_id="u1", community_id="c1")], "events[0].event_id"),
-    ([create("ok-1", "bad-1"), wpb.PostEvent(event_id="b2", op=wpb.POST_OP_UNSPECIFIED, post_id="x")], "events[1].op"),
-    ([create("ok-2", "bad-2", community="no-such")], "events[0].community_id"),
-    ([create("ok-3", "bad-3", created_at=-5)], "events[0].created_at"),
-    ([wpb.PostEvent(event_id="d1", op=wpb.POST_OP_DELETE, post_id="never-existed")], "events[0].post_id"),
-])
+@pytest.mark.parametrize(
+    "events, field",
+    [
+        (
+            [wpb.PostEvent(event_id="", op=wpb.POST_OP_CREATE, post_id="x", author_id="u1", community_id="c1")],
+            "events[0].event_id",
+        ),
+        (
+            [create("ok-1", "bad-1"), wpb.PostEvent(event_id="b2", op=wpb.POST_OP_UNSPECIFIED, post_id="x")],
+            "events[1].op",
+        ),
+        ([create("ok-2", "bad-2", community="no-such")], "events[0].community_id"),
+        ([create("ok-3", "bad-3", created_at=-5)], "events[0].created_at"),
+        ([wpb.PostEvent(event_id="d1", op=wpb.POST_OP_DELETE, post_id="never-existed")], "events[0].post_id"),
+    ],
+)
 def test_a_bad_post_event_rejects_the_whole_batch(world, events, field):
     with pytest.raises(grpc.RpcError) as err:
         world["writer"].WritePosts(wpb.WritePostsRequest(events=events), timeout=5)
@@ -142,8 +190,10 @@ def test_a_bad_post_event_rejects_the_whole_batch(world, events, field):
 
 def test_bad_engagement_names_index_and_field(world):
     post = world["svc"].holder.current.post_ids[0]
-    events = [wpb.EngagementEvent(event_id="x1", user_id="u1", post_id=post, kind=wpb.LIKE),
-              wpb.EngagementEvent(event_id="x2", user_id="u1", post_id=post)]
+    events = [
+        wpb.EngagementEvent(event_id="x1", user_id="u1", post_id=post, kind=wpb.LIKE),
+        wpb.EngagementEvent(event_id="x2", user_id="u1", post_id=post),
+    ]
     with pytest.raises(grpc.RpcError) as err:
         world["writer"].WriteEngagements(wpb.WriteEngagementsRequest(events=events), timeout=5)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -161,7 +211,9 @@ def test_oversized_batch_is_resource_exhausted(world):
 def test_stream_applies_in_batches(world):
     post = world["svc"].holder.current.post_ids[20]
     before = post_record(world["client"], world["svc"], post)["views"]
-    events = (wpb.EngagementEvent(event_id=f"s-{i}", user_id=f"u{i % 50}", post_id=post, kind=wpb.VIEW) for i in range(1200))
+    events = (
+        wpb.EngagementEvent(event_id=f"s-{i}", user_id=f"u{i % 50}", post_id=post, kind=wpb.VIEW) for i in range(1200)
+    )
     resp = world["writer"].StreamEngagements(events, timeout=30)
     assert (resp.applied, resp.duplicates) == (1200, 0)
     assert post_record(world["client"], world["svc"], post)["views"] == pytest.approx(before + 1200)
@@ -197,9 +249,22 @@ def test_fold_log_feeds_the_next_training_run(world, tiny_data, tmp_path):
     data = tmp_path / "data"
     shutil.copytree(tiny_data, data)
     client, writer = world["client"], world["writer"]
-    writer.WritePosts(wpb.WritePostsRequest(events=[create("e-fold-1", "live-fold", community="c3", author="u9", created_at=1_700_000_500)]), timeout=5)
-    writer.WriteEngagements(wpb.WriteEngagementsRequest(events=[
-        wpb.EngagementEvent(event_id="e-fold-2", user_id="u4", post_id="live-fold", kind=wpb.COMMENT, ts=1_700_000_600)]), timeout=5)
+    writer.WritePosts(
+        wpb.WritePostsRequest(
+            events=[create("e-fold-1", "live-fold", community="c3", author="u9", created_at=1_700_000_500)]
+        ),
+        timeout=5,
+    )
+    writer.WriteEngagements(
+        wpb.WriteEngagementsRequest(
+            events=[
+                wpb.EngagementEvent(
+                    event_id="e-fold-2", user_id="u4", post_id="live-fold", kind=wpb.COMMENT, ts=1_700_000_600
+                )
+            ]
+        ),
+        timeout=5,
+    )
     posts, engagements, last = fold_log(client, data)
     assert posts >= 1 and engagements >= 1
     ds = load_dataset(data)
@@ -222,8 +287,16 @@ def test_new_post_heads_its_community_recent_list_and_engagement_marks_seen(worl
     after = contract.decode_recent(client.get(contract.recent_key(version, "c5")))
     assert after[0] == "live-recent"
     assert after[1:] == before[: contract.RECENT_PER_COMMUNITY - 1]
-    writer.WriteEngagements(wpb.WriteEngagementsRequest(events=[
-        wpb.EngagementEvent(event_id="e-seen", user_id="u11", post_id="live-recent", kind=wpb.VIEW, ts=1_700_000_900)]), timeout=5)
+    writer.WriteEngagements(
+        wpb.WriteEngagementsRequest(
+            events=[
+                wpb.EngagementEvent(
+                    event_id="e-seen", user_id="u11", post_id="live-recent", kind=wpb.VIEW, ts=1_700_000_900
+                )
+            ]
+        ),
+        timeout=5,
+    )
     assert client.zscore(contract.seen_key("u11"), "live-recent") == 1_700_000_900
 
 
@@ -242,14 +315,27 @@ def test_members_only_visibility_survives_fold_and_retrain(world, tiny_data, tmp
     bundle = svc.holder.current
     private = bundle[contract.COMMUNITY_PRIVATE_FILE]
     post = next(p for r, p in enumerate(bundle.post_ids) if not private[bundle[contract.POST_COMMUNITY_FILE][r]])
-    writer.WritePosts(wpb.WritePostsRequest(events=[wpb.PostEvent(
-        event_id="vis-retrain", op=wpb.POST_OP_SET_VISIBILITY, post_id=post, visibility=wpb.VISIBILITY_MEMBERS)]), timeout=5)
+    writer.WritePosts(
+        wpb.WritePostsRequest(
+            events=[
+                wpb.PostEvent(
+                    event_id="vis-retrain",
+                    op=wpb.POST_OP_SET_VISIBILITY,
+                    post_id=post,
+                    visibility=wpb.VISIBILITY_MEMBERS,
+                )
+            ]
+        ),
+        timeout=5,
+    )
     data = tmp_path / "data"
     shutil.copytree(tiny_data, data)
     fold_log(client, data)
     ds = load_dataset(data)
     assert ds.post_members_only[list(ds.post_ids).index(post)]
-    retrained = load_bundle(train(data, tmp_path / "models", TrainParams(scorer="affinity"), progress=False, quiet=True))
+    retrained = load_bundle(
+        train(data, tmp_path / "models", TrainParams(scorer="affinity"), progress=False, quiet=True)
+    )
     record = retrained.records_at(np.array([retrained.post_row[post]]))
     assert record["flags"][0] & contract.FLAG_PRIVATE
 
@@ -259,9 +345,14 @@ def test_batch_stream_applies_each_message_and_names_the_bad_event(world):
     before = post_record(world["client"], world["svc"], post)["views"]
 
     def batch(start, n, **overrides):
-        return wpb.WriteEngagementsRequest(events=[
-            wpb.EngagementEvent(event_id=f"bs-{start + i}", user_id=f"u{i % 40}", post_id=post,
-                                kind=overrides.get("kind", wpb.VIEW)) for i in range(n)])
+        return wpb.WriteEngagementsRequest(
+            events=[
+                wpb.EngagementEvent(
+                    event_id=f"bs-{start + i}", user_id=f"u{i % 40}", post_id=post, kind=overrides.get("kind", wpb.VIEW)
+                )
+                for i in range(n)
+            ]
+        )
 
     resp = world["writer"].StreamEngagementBatches(iter([batch(0, 700), batch(700, 300)]), timeout=30)
     assert (resp.applied, resp.duplicates) == (1000, 0)
@@ -287,12 +378,17 @@ def test_a_new_post_starts_from_community_and_author_like_training(world):
     authors = np.asarray(bundle[contract.AUTHOR_VECTORS_FILE])
     author = next(u for u in range(len(bundle.user_ids)) if authors[u].any())
     c = bundle.community_row["c4"]
-    writer.WritePosts(wpb.WritePostsRequest(events=[create("e-author", "live-author", community="c4",
-                                                            author=bundle.user_ids[author])]), timeout=5)
+    writer.WritePosts(
+        wpb.WritePostsRequest(
+            events=[create("e-author", "live-author", community="c4", author=bundle.user_ids[author])]
+        ),
+        timeout=5,
+    )
     follower = LiveIndexFollower(svc.holder, client)
     follower.poll_once()
-    expected = post_vectors.post_prior(np.asarray(bundle[contract.COMMUNITY_FACTORS_FILE])[[c]], authors[[author]],
-                                       np.array([True]))[0]
+    expected = post_vectors.post_prior(
+        np.asarray(bundle[contract.COMMUNITY_FACTORS_FILE])[[c]], authors[[author]], np.array([True])
+    )[0]
     np.testing.assert_allclose(vector_of(follower.index_for(bundle.version), "live-author"), expected, rtol=1e-6)
     assert not np.allclose(expected, bundle[contract.COMMUNITY_FACTORS_FILE][c])  # the author part counts
 
@@ -305,8 +401,14 @@ def test_live_stream_compaction_keeps_what_a_replay_rebuilds(world):
     key = contract.live_stream_key(bundle.version)
     writer.WritePosts(wpb.WritePostsRequest(events=[create("e-compact", "live-compact", community="c6")]), timeout=5)
     for round_ in range(12):  # every batch re-publishes the moved vector: 12 entries for one post
-        writer.WriteEngagements(wpb.WriteEngagementsRequest(events=[
-            wpb.EngagementEvent(event_id=f"cmp-{round_}", user_id="u8", post_id="live-compact", kind=wpb.LIKE)]), timeout=5)
+        writer.WriteEngagements(
+            wpb.WriteEngagementsRequest(
+                events=[
+                    wpb.EngagementEvent(event_id=f"cmp-{round_}", user_id="u8", post_id="live-compact", kind=wpb.LIKE)
+                ]
+            ),
+            timeout=5,
+        )
     follower = LiveIndexFollower(svc.holder, client)
     follower.poll_once()
     before = follower.index_for(bundle.version)
@@ -324,7 +426,11 @@ def test_live_stream_compaction_keeps_what_a_replay_rebuilds(world):
     np.testing.assert_allclose(vector_of(after, "live-compact"), vector_of(before, "live-compact"))
     # the old follower goes on from where it was: the rewritten entries re-state its state
     follower.poll_once()
-    np.testing.assert_allclose(vector_of(follower.index_for(bundle.version), "live-compact"), vector_of(before, "live-compact"))
+    np.testing.assert_allclose(
+        vector_of(follower.index_for(bundle.version), "live-compact"), vector_of(before, "live-compact")
+    )
     # a snapshot older than the stream's tail is refused (a newer write could be undone)
-    writer.WritePosts(wpb.WritePostsRequest(events=[create("e-compact-2", "live-compact-2", community="c6")]), timeout=5)
+    writer.WritePosts(
+        wpb.WritePostsRequest(events=[create("e-compact-2", "live-compact-2", community="c6")]), timeout=5
+    )
     assert not fresh.compact(min_entries=0)

@@ -4,6 +4,7 @@ Run `python -m training COMMAND --help` for each command's options. Errors in in
 files or in reaching Redis end the run with one line naming the file/row/column or the
 address, and exit status 2.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -14,11 +15,9 @@ from pathlib import Path
 
 import redis
 
-from core import contract
-
-from core import settings
-from core.flags import add_flags, from_flags
+from core import contract, settings
 from core.embedded_redis import EmbeddedRedis, EmbeddedRedisError
+from core.flags import add_flags, from_flags
 from training import publish as publishing
 from training.csvio import DataError
 from training.params import TrainParams
@@ -60,8 +59,10 @@ def cmd_generate(args) -> None:
     world = generate(params)
     write_world(world, args.out, params)
     ds = world.dataset
-    print(f"world written to {args.out}: {ds.n_users} users, {ds.n_communities} communities, "
-          f"{ds.n_posts} posts, {len(ds.e_ts)} events in {time.perf_counter() - t0:.1f}s")
+    print(
+        f"world written to {args.out}: {ds.n_users} users, {ds.n_communities} communities, "
+        f"{ds.n_posts} posts, {len(ds.e_ts)} events in {time.perf_counter() - t0:.1f}s"
+    )
 
 
 def ensure_default_world(args) -> None:
@@ -96,8 +97,10 @@ def print_outputs(bundle: Path) -> None:
         print(f"  {name:<13} {cell['mean']:.4f} [{cell['ci95'][0]:.4f}, {cell['ci95'][1]:.4f}]")
     for name in ("plain_als", "most_popular"):
         v = report["pipeline_vs"][gate][name]
-        print(f"  pipeline - {name}: {v['difference']:+.4f} [{v['ci95'][0]:+.4f}, {v['ci95'][1]:+.4f}]"
-              f"{'' if v['beyond_noise'] else ' (within noise)'}")
+        print(
+            f"  pipeline - {name}: {v['difference']:+.4f} [{v['ci95'][0]:+.4f}, {v['ci95'][1]:+.4f}]"
+            f"{'' if v['beyond_noise'] else ' (within noise)'}"
+        )
 
 
 def cmd_evaluate(args) -> None:
@@ -107,7 +110,9 @@ def cmd_evaluate(args) -> None:
     report, mismatches = reevaluate(bundle, args.data)
     print_outputs(bundle)
     if mismatches:
-        print(f"error: recomputed evaluation differs from the saved report in {len(mismatches)} places:", file=sys.stderr)
+        print(
+            f"error: recomputed evaluation differs from the saved report in {len(mismatches)} places:", file=sys.stderr
+        )
         for m in mismatches[:20]:
             print(f"  {m}", file=sys.stderr)
         raise SystemExit(1)
@@ -190,7 +195,9 @@ def main(argv: list[str] | None = None) -> None:
         from training.synthetic import WorldParams
 
         add_flags(p, WorldParams)
-        p.add_argument("--scale", type=float, default=1.0, help="the default world's sizes times this (5 gives 1M posts)")
+        p.add_argument(
+            "--scale", type=float, default=1.0, help="the default world's sizes times this (5 gives 1M posts)"
+        )
         p.add_argument("--end", type=int, default=None, help="unix time of the world's end (default: now)")
 
     def train_opts(p):
@@ -208,8 +215,10 @@ def main(argv: list[str] | None = None) -> None:
     train_opts(p)
     p.set_defaults(fn=cmd_train)
 
-    for name, fn, text in (("publish", cmd_publish, "write a bundle's features to Redis and make it current"),
-                           ("rollback", cmd_rollback, "make the previous published version current again")):
+    for name, fn, text in (
+        ("publish", cmd_publish, "write a bundle's features to Redis and make it current"),
+        ("rollback", cmd_rollback, "make the previous published version current again"),
+    ):
         p = sub.add_parser(name, help=text)
         p.add_argument("--models", type=Path, default=DEFAULT_MODELS)
         p.add_argument("--version", default=None, help="bundle version (default: the newest)")

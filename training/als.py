@@ -14,6 +14,7 @@ dominate. Post columns make the user factors as sharp as a plain user x item ALS
 catalogue-like logs the ALS stage must match it); community columns tie the groups into
 the same space so a post nobody has touched yet is placed by its community (embeddings.py).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -22,9 +23,9 @@ import numpy as np
 import scipy.sparse as sp
 
 from core import contract
+from training.params import AlsParams
 from training.schema import Dataset
 from training.state import WorldState
-from training.params import AlsParams
 
 MEMBERSHIP_PRIOR = {contract.ROLE_MEMBER: 2.0, contract.ROLE_TRUSTED: 3.0, contract.ROLE_MODERATOR: 3.0}
 COMMUNITY_SHARE = 0.5  # community columns' confidence relative to post columns
@@ -84,16 +85,23 @@ def fit_als(matrix: sp.csr_matrix, params: AlsParams, progress: bool = False) ->
             calculate_training_loss=False,
         )
         model.fit(matrix, show_progress=progress)
-    return np.ascontiguousarray(model.user_factors, dtype=np.float32), np.ascontiguousarray(model.item_factors, dtype=np.float32)
+    return np.ascontiguousarray(model.user_factors, dtype=np.float32), np.ascontiguousarray(
+        model.item_factors, dtype=np.float32
+    )
 
 
-def fit_community_als(ds: Dataset, train_mask: np.ndarray, state: WorldState, params: AlsParams,
-                      progress: bool = False) -> AlsModel:
+def fit_community_als(
+    ds: Dataset, train_mask: np.ndarray, state: WorldState, params: AlsParams, progress: bool = False
+) -> AlsModel:
     matrix = interaction_matrix(ds, train_mask, state)
     user_f, item_f = fit_als(matrix, params, progress)
     n_c = ds.n_communities
     post_cols = matrix[:, n_c:].tocsc()
     # implicit's confidence is alpha * value; the item step weighs each engager by c - 1.
     weight = np.asarray((post_cols * params.alpha - post_cols.astype(bool)).sum(axis=0)).ravel()
-    return AlsModel(user_f, np.ascontiguousarray(item_f[:n_c]), np.ascontiguousarray(item_f[n_c:]),
-                    np.maximum(weight, 0).astype(np.float32))
+    return AlsModel(
+        user_f,
+        np.ascontiguousarray(item_f[:n_c]),
+        np.ascontiguousarray(item_f[n_c:]),
+        np.maximum(weight, 0).astype(np.float32),
+    )

@@ -4,6 +4,7 @@ A reader never sees a half-written bundle under its version name: either the ren
 happened (every file complete and checksummed in the manifest) or the version does not
 exist. Leftover staging directories from a crash are ignored by loaders and swept here.
 """
+
 from __future__ import annotations
 
 import os

@@ -8,6 +8,7 @@ two versions live in different spaces). A post whose community the new model no 
 knows cannot be placed and is dropped, and said so. Posts the new bundle already has
 (folded into its training data) are left as trained.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -48,11 +49,16 @@ def carry_over(client: redis.Redis, old_version: str, new: Bundle) -> tuple[int,
             rec["flags"] |= contract.FLAG_PRIVATE
         vector = new.new_post_vectors(np.array([c]), rec["author"])[0]
         pipe.set(contract.post_key(new.version, post_id), contract.encode_posts(rec)[0])
-        pipe.xadd(contract.live_stream_key(new.version), {
-            contract.LIVE_POST: post_id, contract.LIVE_COMMUNITY: community_id,
-            contract.LIVE_AUTHOR: fields.get(contract.LIVE_AUTHOR.encode(), b""),
-            contract.LIVE_VECTOR: vector.astype("<f4").tobytes(), contract.LIVE_CREATED: int(rec["created_at"][0]),
-        })
+        pipe.xadd(
+            contract.live_stream_key(new.version),
+            {
+                contract.LIVE_POST: post_id,
+                contract.LIVE_COMMUNITY: community_id,
+                contract.LIVE_AUTHOR: fields.get(contract.LIVE_AUTHOR.encode(), b""),
+                contract.LIVE_VECTOR: vector.astype("<f4").tobytes(),
+                contract.LIVE_CREATED: int(rec["created_at"][0]),
+            },
+        )
         recent.setdefault(community_id, []).append((int(rec["created_at"][0]), post_id))
         carried += 1
     pipe.execute()

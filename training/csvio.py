@@ -3,6 +3,7 @@
 Errors name the file, the row (1-based, the header is row 1) and the column, because an
 ML engineer fixing a 2M-row export needs to find the bad cell, not a traceback.
 """
+
 from __future__ import annotations
 
 import csv

@@ -9,6 +9,7 @@ shrinkage is core.post_vectors.blend, the rule the live write path uses too.
 Only engagements inside the training window move a post, so evaluation on the next
 window sees posts exactly as serving would have seen them at the split.
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -28,6 +28,7 @@ the catalogue by user . post vector plus the 50 newest catalogue posts of each c
 the user belongs to as of split_ts, then core.scoring.feature_matrix and the
 bundle's scorer; no diversity re-rank).
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
@@ -36,12 +37,12 @@ import numpy as np
 import scipy.sparse as sp
 
 from core.scoring import LinearScorer
-from training.features import CandidateSource, Model, features, seen_matrix, top_k
-from training.schema import Dataset
-from training.state import WorldState
 from training.als import fit_als
-from training.params import KS, AlsParams, EvalParams
+from training.features import CandidateSource, Model, features, seen_matrix, top_k
+from training.params import AlsParams, EvalParams
+from training.schema import Dataset
 from training.split import TimeSplit
+from training.state import WorldState
 
 GATE_METRIC = "ndcg@10"
 METHODS = ("random", "most_popular", "plain_als", "als_stage", "pipeline")
@@ -87,8 +88,9 @@ def plain_als(ds: Dataset, train_mask: np.ndarray, als: AlsParams) -> tuple[np.n
     """implicit ALS on the user x post matrix of positive training engagement (counts), as a
     practitioner would fit it directly: raw summed weights, implicit's default alpha (1)."""
     pos = train_mask & (ds.event_weights() > 0)
-    m = sp.csr_matrix((ds.event_weights()[pos].astype(np.float32), (ds.e_user[pos], ds.e_post[pos])),
-                      shape=(ds.n_users, ds.n_posts))
+    m = sp.csr_matrix(
+        (ds.event_weights()[pos].astype(np.float32), (ds.e_user[pos], ds.e_post[pos])), shape=(ds.n_users, ds.n_posts)
+    )
     m.sum_duplicates()
     return fit_als(m, replace(als, alpha=1.0))
 
@@ -97,17 +99,25 @@ def _rank_dense(source: CandidateSource, users: np.ndarray, score_fn, k: int, ch
     """Top k catalogue rows per user for a method that scores the whole catalogue."""
     out = np.full((len(users), k), -1, np.int32)
     for lo in range(0, len(users), chunk):
-        batch = users[lo:lo + chunk]
+        batch = users[lo : lo + chunk]
         scores = score_fn(batch).astype(np.float32)
         source.hide(scores, batch)
         top = top_k(scores, k)
         valid = np.isfinite(np.take_along_axis(scores, top, axis=1))
-        out[lo:lo + chunk, :top.shape[1]] = np.where(valid, source.catalogue[top], -1)
+        out[lo : lo + chunk, : top.shape[1]] = np.where(valid, source.catalogue[top], -1)
     return out
 
 
-def rank_pipeline(ds: Dataset, state: WorldState, model: Model, scorer: LinearScorer, source: CandidateSource,
-                  users: np.ndarray, k: int, now: int) -> np.ndarray:
+def rank_pipeline(
+    ds: Dataset,
+    state: WorldState,
+    model: Model,
+    scorer: LinearScorer,
+    source: CandidateSource,
+    users: np.ndarray,
+    k: int,
+    now: int,
+) -> np.ndarray:
     out = np.full((len(users), k), -1, np.int32)
     cands = source.for_users(users)
     sizes = np.array([len(c) for c in cands])
@@ -118,25 +128,26 @@ def rank_pipeline(ds: Dataset, state: WorldState, model: Model, scorer: LinearSc
     scores = scorer.score(features(ds, state, model, flat_users, flat_posts, now))
     starts = np.concatenate([[0], np.cumsum(sizes)])
     for i in range(len(users)):
-        s, p = scores[starts[i]:starts[i + 1]], flat_posts[starts[i]:starts[i + 1]]
+        s, p = scores[starts[i] : starts[i + 1]], flat_posts[starts[i] : starts[i + 1]]
         order = np.lexsort((p, -s))[:k]  # ties broken by row: deterministic
-        out[i, :len(order)] = p[order]
+        out[i, : len(order)] = p[order]
     return out
 
 
-def per_user_metrics(rankings: np.ndarray, targets: sp.csr_matrix, users: np.ndarray, ds: Dataset,
-                     ks: tuple[int, ...]) -> dict[str, np.ndarray]:
+def per_user_metrics(
+    rankings: np.ndarray, targets: sp.csr_matrix, users: np.ndarray, ds: Dataset, ks: tuple[int, ...]
+) -> dict[str, np.ndarray]:
     T = targets[users]
     n_t = np.diff(T.indptr)
     hits = np.zeros(rankings.shape, bool)
     for i in range(len(users)):
-        hits[i] = np.isin(rankings[i], T.indices[T.indptr[i]:T.indptr[i + 1]]) & (rankings[i] >= 0)
+        hits[i] = np.isin(rankings[i], T.indices[T.indptr[i] : T.indptr[i + 1]]) & (rankings[i] >= 0)
     discount = 1.0 / np.log2(np.arange(rankings.shape[1]) + 2.0)
     out = {}
     for k in ks:
         h = hits[:, :k]
         out[f"recall@{k}"] = h.sum(axis=1) / n_t
-        ideal = np.array([discount[:min(k, n)].sum() for n in n_t])
+        ideal = np.array([discount[: min(k, n)].sum() for n in n_t])
         out[f"ndcg@{k}"] = (h * discount[:k]).sum(axis=1) / ideal
     top10 = rankings[:, :10]
     div = np.zeros(len(users))
@@ -168,11 +179,17 @@ class EvalSetup:
     window_days: float | None  # the index window (None: catalogue-like, every post)
 
 
-def evaluate(setup: EvalSetup, params: EvalParams, als: AlsParams, notes: list[str] | None = None,
-             progress: bool = False) -> EvalResult:
+def evaluate(
+    setup: EvalSetup, params: EvalParams, als: AlsParams, notes: list[str] | None = None, progress: bool = False
+) -> EvalResult:
     """Rank the held-out window with every method; `als` is what plain ALS is fitted with."""
     ds, state, model, scorer, window_days = setup.ds, setup.state, setup.model, setup.scorer, setup.window_days
-    split_ts, end_ts, train_mask, test_mask = setup.split.split_ts, setup.split.end_ts, setup.split.train, setup.split.test
+    split_ts, end_ts, train_mask, test_mask = (
+        setup.split.split_ts,
+        setup.split.end_ts,
+        setup.split.train,
+        setup.split.test,
+    )
     catalogue = catalogue_rows(ds, split_ts, end_ts, window_days)
     seen = seen_matrix(ds, train_mask)
     targets = target_matrix(ds, test_mask, seen, catalogue)
@@ -199,20 +216,34 @@ def evaluate(setup: EvalSetup, params: EvalParams, als: AlsParams, notes: list[s
             rankings[m] = _rank_dense(source, users, scorers[name], k)
     report = summarise(ds, rankings, targets, users, catalogue, params)
     report["protocol"] = {
-        "split_ts": int(split_ts), "end_ts": int(end_ts), "ks": list(params.ks), "seed": params.seed,
-        "bootstrap": params.bootstrap, "max_users": params.max_users, "users": int(len(users)),
-        "catalogue_posts": int(len(catalogue)), "index_window_days": window_days,
-        "targets": int(targets[users].nnz), "test_positive_events": all_test_pos,
+        "split_ts": int(split_ts),
+        "end_ts": int(end_ts),
+        "ks": list(params.ks),
+        "seed": params.seed,
+        "bootstrap": params.bootstrap,
+        "max_users": params.max_users,
+        "users": int(len(users)),
+        "catalogue_posts": int(len(catalogue)),
+        "index_window_days": window_days,
+        "targets": int(targets[users].nnz),
+        "test_positive_events": all_test_pos,
         "users_with_targets": int((np.diff(targets.indptr) > 0).sum()),
-        "plain_als": {k: v for k, v in asdict(als).items() if k != "alpha"}, "gate_metric": GATE_METRIC,
+        "plain_als": {k: v for k, v in asdict(als).items() if k != "alpha"},
+        "gate_metric": GATE_METRIC,
         "text": __doc__.split("recompute the numbers):", 1)[1].strip(),
     }
     report["notes"] = list(notes or [])
     return EvalResult(users, rankings, report)
 
 
-def summarise(ds: Dataset, rankings: np.ndarray, targets: sp.csr_matrix, users: np.ndarray,
-              catalogue: np.ndarray, params: EvalParams) -> dict:
+def summarise(
+    ds: Dataset,
+    rankings: np.ndarray,
+    targets: sp.csr_matrix,
+    users: np.ndarray,
+    catalogue: np.ndarray,
+    params: EvalParams,
+) -> dict:
     rng = np.random.default_rng(params.seed + 1)
     methods, per_user = {}, {}
     for m, name in enumerate(METHODS):
@@ -231,41 +262,68 @@ def summarise(ds: Dataset, rankings: np.ndarray, targets: sp.csr_matrix, users: 
     for name in METHODS[:-1]:
         diff = gate - per_user[name][GATE_METRIC]
         lo, hi = bootstrap_ci(diff, params.bootstrap, rng)
-        versus[name] = {"difference": float(diff.mean()) if len(diff) else 0.0, "ci95": [lo, hi],
-                        "beyond_noise": bool(lo > 0)}
-    return {"methods": methods, "pipeline_vs": {GATE_METRIC: versus},
-            "gate": {"metric": GATE_METRIC, "value": methods["pipeline"][GATE_METRIC]["mean"]}}
+        versus[name] = {
+            "difference": float(diff.mean()) if len(diff) else 0.0,
+            "ci95": [lo, hi],
+            "beyond_noise": bool(lo > 0),
+        }
+    return {
+        "methods": methods,
+        "pipeline_vs": {GATE_METRIC: versus},
+        "gate": {"metric": GATE_METRIC, "value": methods["pipeline"][GATE_METRIC]["mean"]},
+    }
 
 
 def markdown(report: dict, title: str) -> str:
     """The report as Markdown: headline table, pipeline-vs-baselines, protocol, notes."""
     proto = report["protocol"]
     metrics = [f"{m}@{k}" for m in ("recall", "ndcg") for k in proto["ks"]]
-    lines = [f"# Evaluation report: {title}", "",
-             f"{proto['users']} users, {proto['targets']} held-out positives over a catalogue of "
-             f"{proto['catalogue_posts']} posts; window [{proto['split_ts']}, {proto['end_ts']}). "
-             "Each cell: mean [95% bootstrap interval over users].", "",
-             "| method | " + " | ".join(metrics) + " | coverage@10 | diversity@10 |",
-             "|---|" + "---|" * (len(metrics) + 2)]
+    lines = [
+        f"# Evaluation report: {title}",
+        "",
+        f"{proto['users']} users, {proto['targets']} held-out positives over a catalogue of "
+        f"{proto['catalogue_posts']} posts; window [{proto['split_ts']}, {proto['end_ts']}). "
+        "Each cell: mean [95% bootstrap interval over users].",
+        "",
+        "| method | " + " | ".join(metrics) + " | coverage@10 | diversity@10 |",
+        "|---|" + "---|" * (len(metrics) + 2),
+    ]
     for name, row in report["methods"].items():
         cells = [f"{row[m]['mean']:.4f} [{row[m]['ci95'][0]:.4f}, {row[m]['ci95'][1]:.4f}]" for m in metrics]
-        lines.append(f"| {name} | " + " | ".join(cells) +
-                     f" | {row['coverage@10']['mean']:.3f} | {row['diversity@10']['mean']:.3f} |")
+        lines.append(
+            f"| {name} | "
+            + " | ".join(cells)
+            + f" | {row['coverage@10']['mean']:.3f} | {row['diversity@10']['mean']:.3f} |"
+        )
     gate = report["gate"]["metric"]
-    lines += ["", f"## Pipeline vs baselines on {gate} (paired over the same users)", "",
-              "| baseline | pipeline minus baseline | 95% interval | beyond noise |", "|---|---|---|---|"]
+    lines += [
+        "",
+        f"## Pipeline vs baselines on {gate} (paired over the same users)",
+        "",
+        "| baseline | pipeline minus baseline | 95% interval | beyond noise |",
+        "|---|---|---|---|",
+    ]
     for name, v in report["pipeline_vs"][gate].items():
-        lines.append(f"| {name} | {v['difference']:+.4f} | [{v['ci95'][0]:+.4f}, {v['ci95'][1]:+.4f}] | "
-                     f"{'yes' if v['beyond_noise'] else 'no'} |")
+        lines.append(
+            f"| {name} | {v['difference']:+.4f} | [{v['ci95'][0]:+.4f}, {v['ci95'][1]:+.4f}] | "
+            f"{'yes' if v['beyond_noise'] else 'no'} |"
+        )
     extra = report.get("training", {})
     if extra:
         lines += ["", "## Training", ""] + [f"- {k}: {v}" for k, v in extra.items()]
     if report.get("notes"):
         lines += ["", "## Notes on the data", ""] + [f"- {n}" for n in report["notes"]]
-    lines += ["", "## Protocol", "", proto["text"], "",
-              f"Parameters: split_ts={proto['split_ts']}, end_ts={proto['end_ts']}, K={proto['ks']}, "
-              f"seed={proto['seed']}, bootstrap={proto['bootstrap']}, max_users={proto['max_users']}, "
-              f"index_window_days={proto['index_window_days']}, plain_als={proto['plain_als']}. "
-              "The evaluated users and every method's top-K are saved in the bundle "
-              "(eval_users.npy, eval_rankings.npy, methods in the order of report.json 'methods').", ""]
+    lines += [
+        "",
+        "## Protocol",
+        "",
+        proto["text"],
+        "",
+        f"Parameters: split_ts={proto['split_ts']}, end_ts={proto['end_ts']}, K={proto['ks']}, "
+        f"seed={proto['seed']}, bootstrap={proto['bootstrap']}, max_users={proto['max_users']}, "
+        f"index_window_days={proto['index_window_days']}, plain_als={proto['plain_als']}. "
+        "The evaluated users and every method's top-K are saved in the bundle "
+        "(eval_users.npy, eval_rankings.npy, methods in the order of report.json 'methods').",
+        "",
+    ]
     return "\n".join(lines)

@@ -7,6 +7,7 @@ they already engaged with. `features` builds the per-(user, post) inputs from a
 WorldState and calls core.scoring.feature_matrix, the function the service calls on
 the hot path, so the scorer is fitted and evaluated on exactly what it will see.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -44,8 +45,9 @@ def top_k(scores: np.ndarray, k: int) -> np.ndarray:
 def seen_matrix(ds: Dataset, mask: np.ndarray) -> sp.csr_matrix:
     """users x posts: 1 where the user engaged positively under mask (never re-recommended)."""
     pos = mask & (ds.event_weights() > 0)
-    m = sp.csr_matrix((np.ones(int(pos.sum()), np.float32), (ds.e_user[pos], ds.e_post[pos])),
-                      shape=(ds.n_users, ds.n_posts))
+    m = sp.csr_matrix(
+        (np.ones(int(pos.sum()), np.float32), (ds.e_user[pos], ds.e_post[pos])), shape=(ds.n_users, ds.n_posts)
+    )
     m.sum_duplicates()
     return m
 
@@ -53,8 +55,16 @@ def seen_matrix(ds: Dataset, mask: np.ndarray) -> sp.csr_matrix:
 class CandidateSource:
     """Per-user candidates over a fixed catalogue (rows servable at the ranking time)."""
 
-    def __init__(self, ds: Dataset, state: WorldState, model: Model, catalogue: np.ndarray,
-                 seen: sp.csr_matrix, retrieve_k: int = RETRIEVE_K, per_community: int = PER_COMMUNITY):
+    def __init__(
+        self,
+        ds: Dataset,
+        state: WorldState,
+        model: Model,
+        catalogue: np.ndarray,
+        seen: sp.csr_matrix,
+        retrieve_k: int = RETRIEVE_K,
+        per_community: int = PER_COMMUNITY,
+    ):
         self.ds, self.state, self.model = ds, state, model
         self.catalogue = catalogue
         self.seen = seen
@@ -76,22 +86,24 @@ class CandidateSource:
         self.m_bounds = np.searchsorted(state.m_user[order_m], np.arange(ds.n_users + 1))
 
     def memberships(self, user: int) -> np.ndarray:
-        return self.m_comm[self.m_bounds[user]:self.m_bounds[user + 1]]
+        return self.m_comm[self.m_bounds[user] : self.m_bounds[user + 1]]
 
     def for_users(self, users: np.ndarray, chunk: int = 256) -> list[np.ndarray]:
         out = []
         V = self.model.post_vectors[self.catalogue]
         for lo in range(0, len(users), chunk):
-            batch = users[lo:lo + chunk]
+            batch = users[lo : lo + chunk]
             scores = self.model.user_factors[batch] @ V.T
             self.hide(scores, batch)
             top = self.catalogue[top_k(scores, self.retrieve_k)]
             for i, u in enumerate(batch):
                 comms = self.memberships(u)
-                recent = [self.recent_rows[self.recent_bounds[c]:self.recent_bounds[c] + self.per_community] for c in comms]
+                recent = [
+                    self.recent_rows[self.recent_bounds[c] : self.recent_bounds[c] + self.per_community] for c in comms
+                ]
                 rows = np.unique(np.concatenate([top[i], *recent])) if recent else np.unique(top[i])
                 ok = ~self.private[self.ds.post_community[rows]] | np.isin(self.ds.post_community[rows], comms)
-                seen = self.seen.indices[self.seen.indptr[u]:self.seen.indptr[u + 1]]
+                seen = self.seen.indices[self.seen.indptr[u] : self.seen.indptr[u + 1]]
                 ok &= ~np.isin(rows, seen)
                 out.append(rows[ok])
         return out
@@ -105,11 +117,13 @@ class CandidateSource:
             if hide is None:
                 hide = self._private_hidden[u] = self.priv_cols[~np.isin(self.priv_comm, self.memberships(u))]
             scores[i, hide] = -np.inf
-            seen = self.col_of[self.seen.indices[self.seen.indptr[u]:self.seen.indptr[u + 1]]]
+            seen = self.col_of[self.seen.indices[self.seen.indptr[u] : self.seen.indptr[u + 1]]]
             scores[i, seen[seen >= 0]] = -np.inf
 
 
-def features(ds: Dataset, state: WorldState, model: Model, users: np.ndarray, posts: np.ndarray, now: int) -> np.ndarray:
+def features(
+    ds: Dataset, state: WorldState, model: Model, users: np.ndarray, posts: np.ndarray, now: int
+) -> np.ndarray:
     """feature_matrix for (users[i], posts[i]) pairs, as the service would build it at `now`."""
     comm = ds.post_community[posts]
     uf = model.user_factors[users]
@@ -117,7 +131,13 @@ def features(ds: Dataset, state: WorldState, model: Model, users: np.ndarray, po
     community_affinity = np.einsum("ij,ij->i", uf, model.community_factors[comm])
     role = state.role_lookup(ds.n_communities)(users, comm)
     return feature_matrix(
-        affinity, community_affinity, role, state.author_trust[posts],
-        now - ds.post_created_at[posts], state.positives[posts], state.negatives[posts], state.views[posts],
+        affinity,
+        community_affinity,
+        role,
+        state.author_trust[posts],
+        now - ds.post_created_at[posts],
+        state.positives[posts],
+        state.negatives[posts],
+        state.views[posts],
         state.community_size[comm].astype(np.float32),
     )

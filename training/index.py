@@ -13,6 +13,7 @@ IVF variants are built on the same vectors and searched with real user vectors a
 service's k; the fastest one whose recall@k against exact stays >= MIN_RECALL wins
 (exact wins ties and small catalogues). FAISS ids are bundle rows (IndexIDMap).
 """
+
 from __future__ import annotations
 
 import time
@@ -36,18 +37,23 @@ def fresh_engagement_share(created_at: np.ndarray, e_post: np.ndarray, e_ts: np.
     return float(np.mean(age <= window_days * DAY))
 
 
-def age_window(created_at: np.ndarray, deleted: np.ndarray, e_post: np.ndarray, e_ts: np.ndarray,
-               window_days: float, end_ts: int) -> tuple[float | None, str]:
+def age_window(
+    created_at: np.ndarray, deleted: np.ndarray, e_post: np.ndarray, e_ts: np.ndarray, window_days: float, end_ts: int
+) -> tuple[float | None, str]:
     """The age window to index by (None: all non-deleted posts), and why."""
     share = fresh_engagement_share(created_at, e_post, e_ts, window_days)
     if share < FEED_SHARE:
-        return None, (f"catalogue-like data: {share:.0%} of training engagement is on posts younger than "
-                      f"{window_days:g} days, so every non-deleted post is indexed")
+        return None, (
+            f"catalogue-like data: {share:.0%} of training engagement is on posts younger than "
+            f"{window_days:g} days, so every non-deleted post is indexed"
+        )
     rows = servable_rows(created_at, deleted, end_ts, window_days)
     enough = min(MIN_SERVABLE, int(0.1 * int((~deleted).sum())))
     if len(rows) < enough:
-        return None, (f"only {len(rows)} posts are younger than {window_days:g} days at the data end, "
-                      f"so every non-deleted post is indexed")
+        return None, (
+            f"only {len(rows)} posts are younger than {window_days:g} days at the data end, "
+            f"so every non-deleted post is indexed"
+        )
     return window_days, f"feed-like data: {share:.0%} of engagement is on posts younger than {window_days:g} days"
 
 

@@ -6,6 +6,7 @@ applied) and appends to events.csv, each file replaced atomically, then records 
 it got and trims the folded entries: the next `make train` learns from live traffic, and
 a crash mid-way folds nothing twice (the position only moves after both files landed).
 """
+
 from __future__ import annotations
 
 import csv
@@ -52,7 +53,9 @@ def fold_log(client: redis.Redis, data_dir: Path) -> tuple[int, int, str]:
             if contract.LOG_POST.encode() in fields:
                 posts.append(contract.decode_log(fields[contract.LOG_POST.encode()], contract.LOG_POST_FIELDS))
             elif contract.LOG_ENGAGEMENT.encode() in fields:
-                engagements.append(contract.decode_log(fields[contract.LOG_ENGAGEMENT.encode()], contract.LOG_ENGAGEMENT_FIELDS))
+                engagements.append(
+                    contract.decode_log(fields[contract.LOG_ENGAGEMENT.encode()], contract.LOG_ENGAGEMENT_FIELDS)
+                )
             last = entry_id.decode()
     if last == start:
         return 0, 0, last
@@ -69,7 +72,11 @@ def fold_log(client: redis.Redis, data_dir: Path) -> tuple[int, int, str]:
     for e in posts:
         if e["op"] == "POST_OP_CREATE" and e["post_id"] not in where:
             row = [""] * len(header)
-            row[col["post_id"]], row[col["author_id"]], row[col["community_id"]] = e["post_id"], e["author_id"], e["community_id"]
+            row[col["post_id"]], row[col["author_id"]], row[col["community_id"]] = (
+                e["post_id"],
+                e["author_id"],
+                e["community_id"],
+            )
             row[col["created_at"]], row[col["deleted"]] = e["created_at"], "0"
             row[col["visibility"]] = "members" if e["visibility"] == "VISIBILITY_MEMBERS" else "community"
             rows.append(row)

@@ -4,6 +4,7 @@ Every bad cell ends the run with one line naming file, row and column (csvio.Dat
 Partial logs load with documented fallbacks, each recorded in Dataset.notes so the
 report says what was assumed.
 """
+
 from __future__ import annotations
 
 from itertools import repeat
@@ -14,7 +15,6 @@ import numpy as np
 from core import contract
 from training import schema
 from training.csvio import CsvTable, DataError
-
 
 NO_COMMUNITY = "(none)"
 
@@ -57,8 +57,11 @@ def _load_posts(data_dir: Path, users: dict[str, int], notes: list[str]):
     deleted = posts.bools("deleted") if posts.has("deleted") else np.zeros(len(posts), dtype=bool)
     # visibility (written by fold-log for posts made members-only live): privacy must
     # survive a retrain, so an unknown value is an error, never "public".
-    members_only = (posts.choices("visibility", schema.VISIBILITIES) == 1 if posts.has("visibility")
-                    else np.zeros(len(posts), dtype=bool))
+    members_only = (
+        posts.choices("visibility", schema.VISIBILITIES) == 1
+        if posts.has("visibility")
+        else np.zeros(len(posts), dtype=bool)
+    )
     if posts.has("author_id"):
         names = posts.strings("author_id", allow_empty=True)
         unknown = np.array([not n for n in names], dtype=bool)
@@ -109,7 +112,9 @@ def load_dataset(data_dir: Path) -> schema.Dataset:
         post_comm = _intern(post_comm_ids, community_index)
         community_ids = list(community_index)
         private = np.zeros(len(community_ids), dtype=bool)
-        notes.append(f"{schema.COMMUNITIES_CSV} missing: {len(community_ids)} communities derived from posts, all public")
+        notes.append(
+            f"{schema.COMMUNITIES_CSV} missing: {len(community_ids)} communities derived from posts, all public"
+        )
 
     events = CsvTable(data_dir / schema.EVENTS_CSV, schema.EVENT_COLUMNS, schema.EVENT_OPTIONAL)
     if len(events) == 0:
@@ -152,19 +157,32 @@ def load_dataset(data_dir: Path) -> schema.Dataset:
         m_user = m_comm = np.empty(0, np.int32)
         m_role = np.empty(0, np.uint8)
         m_joined = np.empty(0, np.int64)
-        notes.append(f"{schema.MEMBERSHIPS_CSV} missing: memberships derived from engagement before each split "
-                     "(two positive engagements in a community, or authorship); roles unknown (all 'member')")
+        notes.append(
+            f"{schema.MEMBERSHIPS_CSV} missing: memberships derived from engagement before each split "
+            "(two positive engagements in a community, or authorship); roles unknown (all 'member')"
+        )
 
     order = np.argsort(e_ts, kind="stable")
     return schema.Dataset(
         user_ids=np.array(list(users), dtype=str) if users else np.array([], dtype="<U1"),
         community_ids=np.array(community_ids, dtype=str),
         community_private=private,
-        m_user=m_user, m_community=m_comm, m_role=m_role, m_joined_at=m_joined,
+        m_user=m_user,
+        m_community=m_comm,
+        m_role=m_role,
+        m_joined_at=m_joined,
         post_ids=np.array(post_ids, dtype=str),
-        post_author=post_author, post_community=post_comm, post_created_at=created,
+        post_author=post_author,
+        post_community=post_comm,
+        post_created_at=created,
         post_deleted=deleted,
-        e_user=e_user[order], e_post=e_post[order], e_kind=e_kind[order], e_ts=e_ts[order],
-        e_count=e_count[order], notes=notes, memberships_derived=derived, kind_weight=kind_weight,
+        e_user=e_user[order],
+        e_post=e_post[order],
+        e_kind=e_kind[order],
+        e_ts=e_ts[order],
+        e_count=e_count[order],
+        notes=notes,
+        memberships_derived=derived,
+        kind_weight=kind_weight,
         post_members_only=members_only,
     )

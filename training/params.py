@@ -4,6 +4,7 @@
 the manifest records them whole (`params`), and the stages take them whole: a default
 is written here and nowhere else.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -49,7 +50,10 @@ class TrainParams:
     als: AlsParams = field(default_factory=AlsParams)
     test_fraction: float = param(0.1, "share of the event time range held out for evaluation")
     index_window_days: float = param(14.0, "on feed-like data, posts older than this are not indexed")
-    scorer: str = param("learned", "learned: logistic over the service's features; affinity: inner product only",
-                        choices=("learned", "affinity"))
+    scorer: str = param(
+        "learned",
+        "learned: logistic over the service's features; affinity: inner product only",
+        choices=("learned", "affinity"),
+    )
     scorer_fit: ScorerParams = field(default_factory=ScorerParams)
     eval: EvalParams = field(default_factory=EvalParams)

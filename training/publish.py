@@ -11,6 +11,7 @@ loads the bundle and switches in one reference swap. Older versions stay for rol
 until more than `keep` newer ones exist; their keys are then unlinked in SCAN batches
 and their bundle directories removed.
 """
+
 from __future__ import annotations
 
 import json
@@ -43,8 +44,7 @@ def _write(client: redis.Redis, items, total: int, what: str, progress: bool = T
     batch: dict[str, bytes] = {}
     done = queued = 0
     t0 = time.perf_counter()
-    bar = tqdm(total=total, desc=f"publish {what}", unit="key", disable=not progress or total < 50_000,
-               mininterval=1.0)
+    bar = tqdm(total=total, desc=f"publish {what}", unit="key", disable=not progress or total < 50_000, mininterval=1.0)
     for key, value in items:
         batch[key] = value
         if len(batch) >= BATCH:
@@ -76,8 +76,9 @@ def gate_value(bundle_dir: Path) -> tuple[str, float] | None:
     return str(metrics["gate_metric"]), float(metrics["gate_value"])
 
 
-def check_gate(bundle_dir: Path, client: redis.Redis, models_dir: Path, force: bool = False,
-               tolerance: float = 0.0) -> str:
+def check_gate(
+    bundle_dir: Path, client: redis.Redis, models_dir: Path, force: bool = False, tolerance: float = 0.0
+) -> str:
     """Refuse (GateRefused) a bundle worse than the serving one; returns what was decided."""
     current = current_version(client)
     if current is None:
@@ -136,8 +137,14 @@ def prune(client: redis.Redis, keep: int, models_dir: Path | None = None) -> lis
     return doomed
 
 
-def publish(bundle_dir: Path, client: redis.Redis, keep: int = 3, force: bool = False,
-            prune_bundles: bool = False, progress: bool = True) -> str:
+def publish(
+    bundle_dir: Path,
+    client: redis.Redis,
+    keep: int = 3,
+    force: bool = False,
+    prune_bundles: bool = False,
+    progress: bool = True,
+) -> str:
     """Gate, write the bundle's keys, flip the pointer, prune. Raises GateRefused."""
     bundle_dir = Path(bundle_dir)
     t0 = time.perf_counter()

@@ -4,6 +4,7 @@ Each function yields (key, packed value) pairs in the formats of core/contract.p
 user records, post records, and the recent-post lists of each community (the in-network
 candidates the hot path reads in the user's round trip).
 """
+
 from __future__ import annotations
 
 import numpy as np

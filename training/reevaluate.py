@@ -6,6 +6,7 @@ params), the evaluated users and every method's top-K (eval_users.npy,
 eval_rankings.npy). This reruns training/evaluate.py on them against the data directory
 and says whether every number matches the saved report.
 """
+
 from __future__ import annotations
 
 import json
@@ -17,9 +18,9 @@ from core import contract
 from core.bundle import load_bundle
 from training.csvio import DataError
 from training.evaluate import EvalSetup, evaluate
-from training.params import AlsParams, EvalParams
 from training.features import Model
 from training.load import load_dataset
+from training.params import AlsParams, EvalParams
 from training.split import TimeSplit
 from training.state import state_as_of
 
@@ -50,8 +51,11 @@ def reevaluate(bundle_dir: Path, data_dir: Path | None = None) -> tuple[dict, li
     split_ts, end_ts = int(p["split_ts"]), int(p["data_end_ts"])
     split = TimeSplit(split_ts, end_ts, ds.e_ts < split_ts, ds.e_ts >= split_ts)
     state = state_as_of(ds, split_ts, ds.memberships_derived)
-    model = Model(np.asarray(bundle[contract.USER_FACTORS_FILE]), np.asarray(bundle[contract.COMMUNITY_FACTORS_FILE]),
-                  np.asarray(bundle[contract.POST_VECTORS_FILE]))
+    model = Model(
+        np.asarray(bundle[contract.USER_FACTORS_FILE]),
+        np.asarray(bundle[contract.COMMUNITY_FACTORS_FILE]),
+        np.asarray(bundle[contract.POST_VECTORS_FILE]),
+    )
     e = p["eval"]
     params = EvalParams(max_users=e["max_users"], seed=e["seed"], bootstrap=e["bootstrap"], ks=tuple(e["ks"]))
     saved = json.loads((bundle_dir / contract.REPORT_JSON_FILE).read_text())
@@ -63,8 +67,10 @@ def reevaluate(bundle_dir: Path, data_dir: Path | None = None) -> tuple[dict, li
         mismatches.append("evaluated users differ")
     if not np.array_equal(result.rankings, np.load(bundle_dir / contract.EVAL_RANKINGS_FILE)):
         mismatches.append("rankings differ")
-    want, got = _flatten({k: saved[k] for k in ("methods", "pipeline_vs", "gate")}), \
-        _flatten({k: result.report[k] for k in ("methods", "pipeline_vs", "gate")})
+    want, got = (
+        _flatten({k: saved[k] for k in ("methods", "pipeline_vs", "gate")}),
+        _flatten({k: result.report[k] for k in ("methods", "pipeline_vs", "gate")}),
+    )
     for key in sorted(set(want) | set(got)):
         if key not in got or key not in want or abs(want[key] - got[key]) > 1e-9:
             mismatches.append(f"{key}: saved {want.get(key)} recomputed {got.get(key)}")

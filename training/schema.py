@@ -16,6 +16,7 @@ absent kind means "like", and a log with no positive kind at all (views with pla
 has its views counted as positives. Each such fallback is noted in the report.
 docs/training.md is the full reference.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

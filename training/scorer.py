@@ -9,19 +9,17 @@ split_ts). The scorer thus learns the task it is judged on (which of today's can
 will this user engage with next) from features built by the very function the service
 uses, and never sees an event of the evaluation window.
 """
-from __future__ import annotations
 
-from dataclasses import dataclass
+from __future__ import annotations
 
 import numpy as np
 from scipy.optimize import minimize
 
 from core.scoring import FEATURES, LinearScorer
 from training.features import CandidateSource, Model, features
+from training.params import ScorerParams
 from training.schema import Dataset
 from training.state import WorldState
-from training.params import ScorerParams
-
 
 # Product rule, not a fitted fact: hides and reports must push a post down, by at least
 # this much logit per standard deviation of the post's negative rate. In the synthetic
@@ -53,13 +51,21 @@ def fit_logistic(X: np.ndarray, y: np.ndarray, l2: float) -> tuple[np.ndarray, n
     return w, mean.astype(np.float32), scale.astype(np.float32), float(res.x[d])
 
 
-def training_examples(ds: Dataset, state: WorldState, model: Model, source: CandidateSource,
-                      targets, users: np.ndarray, now: int, params: ScorerParams):
+def training_examples(
+    ds: Dataset,
+    state: WorldState,
+    model: Model,
+    source: CandidateSource,
+    targets,
+    users: np.ndarray,
+    now: int,
+    params: ScorerParams,
+):
     rng = np.random.default_rng(params.seed)
     cands = source.for_users(users)
     us, ps, ys = [], [], []
     for u, rows in zip(users, cands):
-        t = targets.indices[targets.indptr[u]:targets.indptr[u + 1]]
+        t = targets.indices[targets.indptr[u] : targets.indptr[u + 1]]
         label = np.isin(rows, t)
         neg = np.flatnonzero(~label)
         if len(neg) > params.negatives_per_user:
@@ -72,15 +78,30 @@ def training_examples(ds: Dataset, state: WorldState, model: Model, source: Cand
     return features(ds, state, model, users_flat, posts_flat, now), y
 
 
-def fit_scorer(ds: Dataset, state: WorldState, model: Model, source: CandidateSource, targets,
-               users: np.ndarray, now: int, params: ScorerParams) -> LinearScorer:
+def fit_scorer(
+    ds: Dataset,
+    state: WorldState,
+    model: Model,
+    source: CandidateSource,
+    targets,
+    users: np.ndarray,
+    now: int,
+    params: ScorerParams,
+) -> LinearScorer:
     X, y = training_examples(ds, state, model, source, targets, users, now, params)
     if y.sum() == 0 or y.sum() == len(y):
         scorer = LinearScorer.affinity_only()
-        scorer.info = {"fallback": "no positive (or no negative) candidates in the inner window: affinity only",
-                       "examples": int(len(y))}
+        scorer.info = {
+            "fallback": "no positive (or no negative) candidates in the inner window: affinity only",
+            "examples": int(len(y)),
+        }
         return scorer
     w, mean, scale, bias = fit_logistic(X, y, params.l2)
-    info = {"examples": int(len(y)), "positives": int(y.sum()), "users": int(len(users)),
-            "inner_ts": int(now), "weights_by_feature": {f: round(float(v), 4) for f, v in zip(FEATURES, w)}}
+    info = {
+        "examples": int(len(y)),
+        "positives": int(y.sum()),
+        "users": int(len(users)),
+        "inner_ts": int(now),
+        "weights_by_feature": {f: round(float(v), 4) for f, v in zip(FEATURES, w)},
+    }
     return LinearScorer(w, mean, scale, bias, "logistic", info)

@@ -5,6 +5,7 @@ flatters every model; a feed is judged on posts it has not seen engaged yet. The
 evaluation window is the last `test_fraction` of the event time range. The scorer is
 fitted by replaying the same split inside the training window (`inner_split`).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -29,8 +30,9 @@ def split_by_time(ds: Dataset, test_fraction: float = 0.1) -> TimeSplit:
         raise DataError("events.csv: no events, nothing to train on")
     lo, hi = int(ds.e_ts.min()), int(ds.e_ts.max()) + 1
     if hi - lo < 2:
-        raise DataError(f"events.csv: column 'ts': every event has the same time ({lo}); "
-                        "a time split needs event times")
+        raise DataError(
+            f"events.csv: column 'ts': every event has the same time ({lo}); a time split needs event times"
+        )
     split_ts = hi - max(1, int((hi - lo) * test_fraction)) if test_fraction > 0 else hi
     train = ds.e_ts < split_ts
     return TimeSplit(split_ts=split_ts, end_ts=hi, train=train, test=~train)

@@ -9,6 +9,7 @@ Author standing goes beyond the role: a post's author_trust is the role prior
 how their earlier posts there were received (positives and negatives per view, shrunk
 toward the community's own rate so a newcomer with one lucky post is not a star).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -57,7 +58,9 @@ def derive_memberships(ds: schema.Dataset, mask: np.ndarray) -> tuple[np.ndarray
     n_c = max(ds.n_communities, 1)
     has_author = ds.post_author >= 0
     authored = ds.post_author[has_author].astype(np.int64) * n_c + ds.post_community[has_author]
-    key = np.concatenate([ds.e_user[pos].astype(np.int64) * n_c + ds.post_community[ds.e_post[pos]], authored, authored])
+    key = np.concatenate(
+        [ds.e_user[pos].astype(np.int64) * n_c + ds.post_community[ds.e_post[pos]], authored, authored]
+    )
     uniq, counts = np.unique(key, return_counts=True)
     uniq = uniq[counts >= 2]
     return (uniq // n_c).astype(np.int32), (uniq % n_c).astype(np.int32)
@@ -67,14 +70,16 @@ def post_counters(ds: schema.Dataset, mask: np.ndarray) -> tuple[np.ndarray, np.
     w = ds.event_weights()[mask]
     posts = ds.e_post[mask]
     positives = np.bincount(posts, weights=np.maximum(w, 0), minlength=ds.n_posts).astype(np.float32)
-    negatives = np.bincount(posts, weights=np.isin(ds.e_kind[mask], schema.NEGATIVE_KINDS) * ds.e_count[mask],
-                            minlength=ds.n_posts).astype(np.float32)
+    negatives = np.bincount(
+        posts, weights=np.isin(ds.e_kind[mask], schema.NEGATIVE_KINDS) * ds.e_count[mask], minlength=ds.n_posts
+    ).astype(np.float32)
     views = np.bincount(posts, weights=ds.e_count[mask], minlength=ds.n_posts).astype(np.float32)
     return positives, negatives, views
 
 
-def author_standing(ds: schema.Dataset, role_of, positives: np.ndarray, negatives: np.ndarray,
-                    views: np.ndarray) -> np.ndarray:
+def author_standing(
+    ds: schema.Dataset, role_of, positives: np.ndarray, negatives: np.ndarray, views: np.ndarray
+) -> np.ndarray:
     """author_trust per post: role prior moved by the author's record in that community."""
     trust = np.full(ds.n_posts, 0.0, dtype=np.float32)
     known = ds.post_author >= 0
@@ -90,7 +95,8 @@ def author_standing(ds: schema.Dataset, role_of, positives: np.ndarray, negative
     a_net = np.bincount(inv, weights=net)
     a_views = np.bincount(inv, weights=views[known])
     c_rate = np.bincount(ds.post_community, weights=positives - 2.0 * negatives, minlength=n_c) / np.maximum(
-        np.bincount(ds.post_community, weights=views, minlength=n_c), 1.0)
+        np.bincount(ds.post_community, weights=views, minlength=n_c), 1.0
+    )
     comm = (uniq % n_c).astype(np.int64)
     rate = (a_net + TRACK_RECORD_VIEWS * c_rate[comm]) / (a_views + TRACK_RECORD_VIEWS)
     # Above the group's norm lifts, below lowers; tanh keeps it bounded, the views term
@@ -121,8 +127,13 @@ def state_as_of(ds: schema.Dataset, as_of: int, memberships_derived: bool) -> Wo
         m_user, m_comm, m_role = ds.m_user[known], ds.m_community[known], ds.m_role[known]
     positives, negatives, views = post_counters(ds, before)
     state = WorldState(
-        as_of=int(as_of), m_user=m_user, m_community=m_comm, m_role=m_role,
-        positives=positives, negatives=negatives, views=views,
+        as_of=int(as_of),
+        m_user=m_user,
+        m_community=m_comm,
+        m_role=m_role,
+        positives=positives,
+        negatives=negatives,
+        views=views,
         author_trust=np.zeros(ds.n_posts, np.float32),
         community_size=np.bincount(m_comm, minlength=ds.n_communities).astype(np.int32),
     )

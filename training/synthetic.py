@@ -16,6 +16,7 @@ The generative story (every step is vectorised so the default world takes second
 The hidden truth (user topic preferences, community topics, post quality, spam authors,
 author skill, per-membership affinity) is written under truth/ for evaluation only.
 """
+
 from __future__ import annotations
 
 import json
@@ -25,9 +26,9 @@ from pathlib import Path
 import numpy as np
 
 from core import contract
+from core.flags import param
 from training import schema
 from training.csvio import write_csv
-from core.flags import param
 
 DAY = 86_400
 EPOCH = 1_760_000_000  # a fixed start (Oct 2025) so worlds are reproducible to the byte
@@ -46,10 +47,15 @@ class WorldParams:
     seed: int = param(7, "seed of the world")
     end: int = param(EPOCH + 42 * DAY, "unix time the world ends", cli=False)  # the CLI defaults it to now
 
-    def times(self, scale: float) -> "WorldParams":
+    def times(self, scale: float) -> WorldParams:
         """These sizes times `scale` (the default world at scale 5 has 1M posts)."""
-        return replace(self, users=max(20, int(self.users * scale)), communities=max(4, int(self.communities * scale)),
-                       posts=max(40, int(self.posts * scale)), events=max(200, int(self.events * scale)))
+        return replace(
+            self,
+            users=max(20, int(self.users * scale)),
+            communities=max(4, int(self.communities * scale)),
+            posts=max(40, int(self.posts * scale)),
+            events=max(200, int(self.events * scale)),
+        )
 
 
 @dataclass
@@ -111,10 +117,13 @@ def generate(params: WorldParams) -> World:
         m_user = np.concatenate([m_user, rng.integers(0, U, len(empty)).astype(np.int32)])
         m_comm = np.concatenate([m_comm, empty.astype(np.int32)])
     n_m = len(m_user)
-    role = np.where(rng.random(n_m) < 0.05, contract.ROLE_MODERATOR,
-                    np.where(rng.random(n_m) < 0.15, contract.ROLE_TRUSTED, contract.ROLE_MEMBER)).astype(np.uint8)
+    role = np.where(
+        rng.random(n_m) < 0.05,
+        contract.ROLE_MODERATOR,
+        np.where(rng.random(n_m) < 0.15, contract.ROLE_TRUSTED, contract.ROLE_MEMBER),
+    ).astype(np.uint8)
     if len(empty):
-        role[n_m - len(empty):] = contract.ROLE_MODERATOR
+        role[n_m - len(empty) :] = contract.ROLE_MODERATOR
     joined = (start - rng.integers(0, 365 * DAY, n_m)).astype(np.int64)
     # Hidden affinity of a member for their group: their taste for its topic plus noise.
     affinity = (pref[m_user, community_topic[m_comm]] + 0.3 * rng.random(n_m)).astype(np.float32)
@@ -154,7 +163,8 @@ def generate(params: WorldParams) -> World:
     deleted = rng.random(params.posts) < 0.01
     shuffle = rng.permutation(params.posts)
     post_comm, post_author, quality, created, deleted = (
-        a[shuffle] for a in (post_comm, post_author, quality, created, deleted))
+        a[shuffle] for a in (post_comm, post_author, quality, created, deleted)
+    )
 
     # Standing of each (author, community): role-based, used by the engagement model.
     trust_of_role = np.array([0.2, 0.5, 0.8, 0.9], dtype=np.float32)
@@ -213,8 +223,7 @@ def generate(params: WorldParams) -> World:
 
     # Kind: appeal from hidden affinity (topic taste), trust, quality and freshness.
     taste = pref[e_user, community_topic[post_comm[e_post]]]
-    appeal = 1 / (1 + np.exp(-(4.0 * taste + 2.5 * quality[e_post] + 1.5 * author_trust[e_post]
-                                - 0.03 * hours - 3.2)))
+    appeal = 1 / (1 + np.exp(-(4.0 * taste + 2.5 * quality[e_post] + 1.5 * author_trust[e_post] - 0.03 * hours - 3.2)))
     r = rng.random(len(e_user))
     kind = np.full(len(e_user), schema.KIND_CODE["view"], dtype=np.uint8)
     positive = r < appeal
@@ -222,7 +231,8 @@ def generate(params: WorldParams) -> World:
     kind[positive] = np.select(
         [sub[positive] < 0.55, sub[positive] < 0.75, sub[positive] < 0.85],
         [schema.KIND_CODE["like"], schema.KIND_CODE["comment"], schema.KIND_CODE["share"]],
-        schema.KIND_CODE["save"])
+        schema.KIND_CODE["save"],
+    )
     bad = (quality[e_post] < 0.25) & ~positive & (rng.random(len(e_user)) < 0.35)
     kind[bad] = np.where(rng.random(bad.sum()) < 0.7, schema.KIND_CODE["hide"], schema.KIND_CODE["report"])
     order = np.argsort(e_time, kind="stable")
@@ -231,11 +241,19 @@ def generate(params: WorldParams) -> World:
         user_ids=np.array([f"u{i}" for i in range(U)]),
         community_ids=np.array([f"c{i}" for i in range(C)]),
         community_private=private,
-        m_user=m_user, m_community=m_comm, m_role=role, m_joined_at=joined,
+        m_user=m_user,
+        m_community=m_comm,
+        m_role=role,
+        m_joined_at=joined,
         post_ids=np.array([f"p{i}" for i in range(params.posts)]),
-        post_author=post_author, post_community=post_comm, post_created_at=created,
+        post_author=post_author,
+        post_community=post_comm,
+        post_created_at=created,
         post_deleted=deleted,
-        e_user=e_user[order], e_post=e_post[order], e_kind=kind[order], e_ts=e_time[order],
+        e_user=e_user[order],
+        e_post=e_post[order],
+        e_kind=kind[order],
+        e_ts=e_time[order],
         e_count=np.ones(len(order), dtype=np.float32),
     )
     return World(ds, community_topic, pref, affinity, quality, spam_users, author_skill, start, end)
@@ -245,19 +263,39 @@ def write_world(world: World, out_dir: Path, params: WorldParams) -> None:
     """Write the world in the documented CSV schema, plus truth/ beside it."""
     ds = world.dataset
     out_dir.mkdir(parents=True, exist_ok=True)
-    role_name = {contract.ROLE_MEMBER: "member", contract.ROLE_TRUSTED: "trusted",
-                 contract.ROLE_MODERATOR: "moderator"}
-    write_csv(out_dir / schema.COMMUNITIES_CSV, ("community_id", "is_private", "topic"),
-              zip(ds.community_ids, ds.community_private.astype(int), world.community_topic))
-    write_csv(out_dir / schema.MEMBERSHIPS_CSV, schema.MEMBERSHIP_COLUMNS,
-              zip(ds.user_ids[ds.m_user], ds.community_ids[ds.m_community],
-                  (role_name[r] for r in ds.m_role.tolist()), ds.m_joined_at))
-    write_csv(out_dir / schema.POSTS_CSV, ("post_id", "author_id", "community_id", "created_at", "deleted"),
-              zip(ds.post_ids, ds.user_ids[ds.post_author], ds.community_ids[ds.post_community],
-                  ds.post_created_at, ds.post_deleted.astype(int)))
+    role_name = {contract.ROLE_MEMBER: "member", contract.ROLE_TRUSTED: "trusted", contract.ROLE_MODERATOR: "moderator"}
+    write_csv(
+        out_dir / schema.COMMUNITIES_CSV,
+        ("community_id", "is_private", "topic"),
+        zip(ds.community_ids, ds.community_private.astype(int), world.community_topic),
+    )
+    write_csv(
+        out_dir / schema.MEMBERSHIPS_CSV,
+        schema.MEMBERSHIP_COLUMNS,
+        zip(
+            ds.user_ids[ds.m_user],
+            ds.community_ids[ds.m_community],
+            (role_name[r] for r in ds.m_role.tolist()),
+            ds.m_joined_at,
+        ),
+    )
+    write_csv(
+        out_dir / schema.POSTS_CSV,
+        ("post_id", "author_id", "community_id", "created_at", "deleted"),
+        zip(
+            ds.post_ids,
+            ds.user_ids[ds.post_author],
+            ds.community_ids[ds.post_community],
+            ds.post_created_at,
+            ds.post_deleted.astype(int),
+        ),
+    )
     kinds = np.array(schema.KINDS)
-    write_csv(out_dir / schema.EVENTS_CSV, ("user_id", "post_id", "kind", "ts"),
-              zip(ds.user_ids[ds.e_user], ds.post_ids[ds.e_post], kinds[ds.e_kind], ds.e_ts))
+    write_csv(
+        out_dir / schema.EVENTS_CSV,
+        ("user_id", "post_id", "kind", "ts"),
+        zip(ds.user_ids[ds.e_user], ds.post_ids[ds.e_post], kinds[ds.e_kind], ds.e_ts),
+    )
     truth = out_dir / schema.TRUTH_DIR
     truth.mkdir(exist_ok=True)
     np.save(truth / "community_topic.npy", world.community_topic)

@@ -6,6 +6,7 @@ window and the scorer fitted inside it, and its report scores that very model on
 following window (training/evaluate.py has the protocol). Serving features (counters,
 memberships, author standing) are as of the end of the data.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -26,8 +27,8 @@ from training.evaluate import EvalSetup, catalogue_rows, evaluate, markdown, pic
 from training.features import CandidateSource, Model, seen_matrix
 from training.index import age_window, build_index, servable_rows
 from training.load import load_dataset
-from training.scorer import fit_scorer
 from training.params import TrainParams
+from training.scorer import fit_scorer
 from training.split import TimeSplit, inner_split, split_by_time
 from training.state import member_engagers, state_as_of
 
@@ -74,16 +75,19 @@ def fit_model(ds: schema.Dataset, split: TimeSplit, params: TrainParams, progres
     return state, Model(als.user_factors, als.community_factors, posts, authors)
 
 
-def learn_scorer(ds: schema.Dataset, split: TimeSplit, window: float | None, params: TrainParams,
-                 clock: StageClock) -> LinearScorer:
+def learn_scorer(
+    ds: schema.Dataset, split: TimeSplit, window: float | None, params: TrainParams, clock: StageClock
+) -> LinearScorer:
     inner = inner_split(ds, split)
     state, model = fit_model(ds, inner, params, progress=False)
     catalogue = catalogue_rows(ds, inner.split_ts, inner.end_ts, window)
     seen = seen_matrix(ds, inner.train)
     targets = target_matrix(ds, inner.test, seen, catalogue)
     users = pick_users(targets, seen, params.scorer_fit.max_users, params.scorer_fit.seed)
-    clock.log(f"scorer: inner split at {inner.split_ts}, {len(users)} users with engagement in "
-              f"[{inner.split_ts}, {inner.end_ts})")
+    clock.log(
+        f"scorer: inner split at {inner.split_ts}, {len(users)} users with engagement in "
+        f"[{inner.split_ts}, {inner.end_ts})"
+    )
     if len(users) == 0:
         scorer = LinearScorer.affinity_only()
         scorer.info = {"fallback": "no users with engagement in the inner window: affinity only"}
@@ -102,14 +106,25 @@ def train(data_dir: Path, models_dir: Path, params: TrainParams, progress: bool 
         clock.log(f"note: {note}")
 
     split = split_by_time(ds, params.test_fraction)
-    window, why = age_window(ds.post_created_at, ds.post_deleted, ds.e_post[split.train], ds.e_ts[split.train],
-                             params.index_window_days, split.end_ts)
+    window, why = age_window(
+        ds.post_created_at,
+        ds.post_deleted,
+        ds.e_post[split.train],
+        ds.e_ts[split.train],
+        params.index_window_days,
+        split.end_ts,
+    )
     notes = ds.notes + [why]
-    clock.done("split", f"at {split.split_ts}: {int(split.train.sum())} train / {int(split.test.sum())} test events; {why}")
+    clock.done(
+        "split", f"at {split.split_ts}: {int(split.train.sum())} train / {int(split.test.sum())} test events; {why}"
+    )
 
     state, model = fit_model(ds, split, params, progress)
-    clock.done("als", f"{ds.n_users} users x ({ds.n_communities} communities + {ds.n_posts} posts), "
-                      f"{params.als.factors} factors x {params.als.iterations} iterations; post vectors placed")
+    clock.done(
+        "als",
+        f"{ds.n_users} users x ({ds.n_communities} communities + {ds.n_posts} posts), "
+        f"{params.als.factors} factors x {params.als.iterations} iterations; post vectors placed",
+    )
 
     if params.scorer == "learned":
         scorer = learn_scorer(ds, split, window, params, clock)
@@ -120,8 +135,10 @@ def train(data_dir: Path, models_dir: Path, params: TrainParams, progress: bool 
     clock.done("scorer", f"{scorer.kind}: " + json.dumps(scorer.info.get("weights_by_feature", {})))
 
     result = evaluate(EvalSetup(ds, split, state, model, scorer, window), params.eval, params.als, notes, progress)
-    clock.done("evaluate", f"{len(result.users)} users, gate {result.report['gate']['metric']} = "
-                           f"{result.report['gate']['value']:.4f}")
+    clock.done(
+        "evaluate",
+        f"{len(result.users)} users, gate {result.report['gate']['metric']} = {result.report['gate']['value']:.4f}",
+    )
 
     serving = state_as_of(ds, split.end_ts, ds.memberships_derived)
     rows = servable_rows(ds.post_created_at, ds.post_deleted, split.end_ts, window)
@@ -130,11 +147,23 @@ def train(data_dir: Path, models_dir: Path, params: TrainParams, progress: bool 
         model_version=new_version(fingerprint),
         created_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         data_fingerprint=fingerprint,
-        dims={"factors": int(model.user_factors.shape[1]), "users": ds.n_users, "communities": ds.n_communities,
-              "posts": ds.n_posts, "indexed_posts": int(len(rows)), "memberships": int(len(serving.m_user))},
-        params={**asdict(params), "split_ts": split.split_ts, "data_end_ts": split.end_ts,
-                "index_window_applied_days": window, "memberships_derived": ds.memberships_derived,
-                "data_dir": str(data_dir), "notes": notes},
+        dims={
+            "factors": int(model.user_factors.shape[1]),
+            "users": ds.n_users,
+            "communities": ds.n_communities,
+            "posts": ds.n_posts,
+            "indexed_posts": int(len(rows)),
+            "memberships": int(len(serving.m_user)),
+        },
+        params={
+            **asdict(params),
+            "split_ts": split.split_ts,
+            "data_end_ts": split.end_ts,
+            "index_window_applied_days": window,
+            "memberships_derived": ds.memberships_derived,
+            "data_dir": str(data_dir),
+            "notes": notes,
+        },
         metrics=headline(result.report),
     )
     arrays = {
@@ -151,8 +180,9 @@ def train(data_dir: Path, models_dir: Path, params: TrainParams, progress: bool 
         contract.POST_AUTHOR_FILE: ds.post_author.astype(np.int32),
         contract.POST_CREATED_AT_FILE: ds.post_created_at.astype(np.int64),
         contract.POST_DELETED_FILE: ds.post_deleted.astype(bool),
-        contract.POST_MEMBERS_ONLY_FILE: (ds.post_members_only if ds.post_members_only is not None
-                                          else np.zeros(ds.n_posts, dtype=bool)).astype(bool),
+        contract.POST_MEMBERS_ONLY_FILE: (
+            ds.post_members_only if ds.post_members_only is not None else np.zeros(ds.n_posts, dtype=bool)
+        ).astype(bool),
         contract.POST_AUTHOR_TRUST_FILE: serving.author_trust,
         contract.POST_POSITIVES_FILE: serving.positives,
         contract.POST_NEGATIVES_FILE: serving.negatives,
@@ -163,22 +193,35 @@ def train(data_dir: Path, models_dir: Path, params: TrainParams, progress: bool 
     }
     rng = np.random.default_rng(params.eval.seed)
     active = np.flatnonzero(np.abs(model.user_factors).sum(axis=1) > 0)
-    queries = model.user_factors[np.sort(rng.choice(active, min(INDEX_QUERIES, len(active)), replace=False))] \
-        if len(active) else None
+    queries = (
+        model.user_factors[np.sort(rng.choice(active, min(INDEX_QUERIES, len(active)), replace=False))]
+        if len(active)
+        else None
+    )
 
     def write_extra(staging: Path) -> None:
         choice = build_index(model.post_vectors, rows, staging / contract.INDEX_FILE, queries)
-        clock.done("index", f"{len(rows)} servable posts, {choice.kind} (recall {choice.recall:.3f}, "
-                            f"{choice.latency_ms:.2f} ms/query; measured {choice.measured})")
+        clock.done(
+            "index",
+            f"{len(rows)} servable posts, {choice.kind} (recall {choice.recall:.3f}, "
+            f"{choice.latency_ms:.2f} ms/query; measured {choice.measured})",
+        )
         (staging / contract.SCORER_FILE).write_text(scorer.to_json())
-        np.save(staging / contract.POST_MEMBER_ENGAGERS_FILE,
-                member_engagers(ds, np.ones(len(ds.e_ts), bool), serving), allow_pickle=False)
+        np.save(
+            staging / contract.POST_MEMBER_ENGAGERS_FILE,
+            member_engagers(ds, np.ones(len(ds.e_ts), bool), serving),
+            allow_pickle=False,
+        )
         np.save(staging / contract.EVAL_USERS_FILE, result.users.astype(np.int32), allow_pickle=False)
         np.save(staging / contract.EVAL_RANKINGS_FILE, result.rankings.astype(np.int32), allow_pickle=False)
         report = dict(result.report)
         report["model_version"] = manifest.model_version
-        report["training"] = {"stage_seconds": dict(clock.times), "index": asdict(choice),
-                              "scorer": {"kind": scorer.kind, **scorer.info}, "als": asdict(params.als)}
+        report["training"] = {
+            "stage_seconds": dict(clock.times),
+            "index": asdict(choice),
+            "scorer": {"kind": scorer.kind, **scorer.info},
+            "als": asdict(params.als),
+        }
         (staging / contract.REPORT_JSON_FILE).write_text(json.dumps(report, indent=2))
         (staging / contract.REPORT_MD_FILE).write_text(markdown(report, manifest.model_version))
         manifest.params["index"] = choice.kind

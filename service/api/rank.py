@@ -1,4 +1,5 @@
 """FeedRanker: RankRequest -> the Rank pipeline with one bundle -> RankResponse or a status."""
+
 from __future__ import annotations
 
 import logging
@@ -58,9 +59,16 @@ class FeedRankerServicer(ranking_pb2_grpc.FeedRankerServicer):
                 explain=request.explain,
             )
             try:
-                ctx = self.pipeline.run(RankContext(query=query, bundle=bundle, now=self.clock(bundle), deadline=deadline,
-                                                    is_cancelled=lambda: not context.is_active(),
-                                                    live=self.live_for(bundle.version)))
+                ctx = self.pipeline.run(
+                    RankContext(
+                        query=query,
+                        bundle=bundle,
+                        now=self.clock(bundle),
+                        deadline=deadline,
+                        is_cancelled=lambda: not context.is_active(),
+                        live=self.live_for(bundle.version),
+                    )
+                )
             except ServiceError as exc:
                 code = exc.code
                 abort(context, exc)
@@ -73,8 +81,13 @@ class FeedRankerServicer(ranking_pb2_grpc.FeedRankerServicer):
                 log.debug("degraded request_id=%s reasons=%s", request_id, ctx.degraded)
             return ranking_pb2.RankResponse(
                 items=[
-                    ranking_pb2.RankedPost(post_id=i.post_id, score=i.score, community_id=i.community_id,
-                                           author_id=i.author_id, reasons=i.reasons)
+                    ranking_pb2.RankedPost(
+                        post_id=i.post_id,
+                        score=i.score,
+                        community_id=i.community_id,
+                        author_id=i.author_id,
+                        reasons=i.reasons,
+                    )
                     for i in ctx.items
                 ],
                 model_version=bundle.version,
@@ -90,8 +103,13 @@ class FeedRankerServicer(ranking_pb2_grpc.FeedRankerServicer):
 def rank_handlers(servicer: FeedRankerServicer) -> grpc.GenericRpcHandler:
     """Registered by hand rather than with add_FeedRankerServicer_to_server so that bytes
     that are not a RankRequest get INVALID_ARGUMENT from Rank, not gRPC's INTERNAL."""
-    return grpc.method_handlers_generic_handler(SERVICE_NAME, {
-        "Rank": grpc.unary_unary_rpc_method_handler(
-            servicer.Rank, request_deserializer=safe_parser(ranking_pb2.RankRequest),
-            response_serializer=ranking_pb2.RankResponse.SerializeToString),
-    })
+    return grpc.method_handlers_generic_handler(
+        SERVICE_NAME,
+        {
+            "Rank": grpc.unary_unary_rpc_method_handler(
+                servicer.Rank,
+                request_deserializer=safe_parser(ranking_pb2.RankRequest),
+                response_serializer=ranking_pb2.RankResponse.SerializeToString,
+            ),
+        },
+    )

@@ -1,4 +1,5 @@
 """Errors to gRPC status codes, and request decoding, in one place for every servicer."""
+
 from __future__ import annotations
 
 import grpc
@@ -21,9 +22,11 @@ UNDECODABLE = _Undecodable()
 
 def safe_parser(message_cls):
     """A request deserializer that returns UNDECODABLE instead of raising."""
+
     def parse(data: bytes):
         try:
             return message_cls.FromString(data)
         except Exception:  # DecodeError, or invalid UTF-8 in a string field
             return UNDECODABLE
+
     return parse

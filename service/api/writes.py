@@ -1,4 +1,5 @@
 """FeedWriter: write requests -> the write path (service/writes/) -> WriteResponse or a status."""
+
 from __future__ import annotations
 
 import time
@@ -51,11 +52,18 @@ class FeedWriterServicer(writes_pb2_grpc.FeedWriterServicer):
         return self._unary("WritePosts", "post", request, "WritePostsRequest", self.applier.write_posts, context)
 
     def WriteEngagements(self, request, context):
-        return self._unary("WriteEngagements", "engagement", request, "WriteEngagementsRequest",
-                           self.applier.write_engagements, context)
+        return self._unary(
+            "WriteEngagements",
+            "engagement",
+            request,
+            "WriteEngagementsRequest",
+            self.applier.write_engagements,
+            context,
+        )
 
     def StreamEngagements(self, request_iterator, context):
         """One event a message, applied in batches of STREAM_BATCH as they arrive."""
+
         def batches():
             batch, seen = [], 0
             for event in request_iterator:
@@ -68,19 +76,26 @@ class FeedWriterServicer(writes_pb2_grpc.FeedWriterServicer):
                     batch = []
             if batch:
                 yield batch
+
         return self._apply_stream("StreamEngagements", batches(), context)
 
     def StreamEngagementBatches(self, request_iterator, context):
         """A batch a message (at most MAX_BATCH events): one decode per batch, not per event."""
+
         def batches():
             seen = 0
             for request in request_iterator:
                 if request is UNDECODABLE:
-                    raise InvalidArgument(f"events[{seen}]", "message is not a valid nichefeed.v1.WriteEngagementsRequest")
+                    raise InvalidArgument(
+                        f"events[{seen}]", "message is not a valid nichefeed.v1.WriteEngagementsRequest"
+                    )
                 if len(request.events) > MAX_BATCH:
-                    raise ResourceExhausted(f"events: a batch of {len(request.events)} events, at most {MAX_BATCH} a message")
+                    raise ResourceExhausted(
+                        f"events: a batch of {len(request.events)} events, at most {MAX_BATCH} a message"
+                    )
                 seen += len(request.events)
                 yield list(request.events)
+
         return self._apply_stream("StreamEngagementBatches", batches(), context)
 
     def _apply_stream(self, method: str, batches, context):
@@ -111,16 +126,28 @@ class FeedWriterServicer(writes_pb2_grpc.FeedWriterServicer):
 def writer_handlers(servicer: FeedWriterServicer) -> grpc.GenericRpcHandler:
     """FeedWriter's handlers, with deserializers that turn garbage into INVALID_ARGUMENT."""
     out = writes_pb2.WriteResponse.SerializeToString
-    return grpc.method_handlers_generic_handler(WRITER_SERVICE_NAME, {
-        "WritePosts": grpc.unary_unary_rpc_method_handler(
-            servicer.WritePosts, request_deserializer=safe_parser(writes_pb2.WritePostsRequest), response_serializer=out),
-        "WriteEngagements": grpc.unary_unary_rpc_method_handler(
-            servicer.WriteEngagements, request_deserializer=safe_parser(writes_pb2.WriteEngagementsRequest),
-            response_serializer=out),
-        "StreamEngagements": grpc.stream_unary_rpc_method_handler(
-            servicer.StreamEngagements, request_deserializer=safe_parser(writes_pb2.EngagementEvent),
-            response_serializer=out),
-        "StreamEngagementBatches": grpc.stream_unary_rpc_method_handler(
-            servicer.StreamEngagementBatches, request_deserializer=safe_parser(writes_pb2.WriteEngagementsRequest),
-            response_serializer=out),
-    })
+    return grpc.method_handlers_generic_handler(
+        WRITER_SERVICE_NAME,
+        {
+            "WritePosts": grpc.unary_unary_rpc_method_handler(
+                servicer.WritePosts,
+                request_deserializer=safe_parser(writes_pb2.WritePostsRequest),
+                response_serializer=out,
+            ),
+            "WriteEngagements": grpc.unary_unary_rpc_method_handler(
+                servicer.WriteEngagements,
+                request_deserializer=safe_parser(writes_pb2.WriteEngagementsRequest),
+                response_serializer=out,
+            ),
+            "StreamEngagements": grpc.stream_unary_rpc_method_handler(
+                servicer.StreamEngagements,
+                request_deserializer=safe_parser(writes_pb2.EngagementEvent),
+                response_serializer=out,
+            ),
+            "StreamEngagementBatches": grpc.stream_unary_rpc_method_handler(
+                servicer.StreamEngagementBatches,
+                request_deserializer=safe_parser(writes_pb2.WriteEngagementsRequest),
+                response_serializer=out,
+            ),
+        },
+    )

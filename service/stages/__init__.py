@@ -1,4 +1,5 @@
 """The stages of the Rank pipeline; default_stages() lists them in the order they run."""
+
 from __future__ import annotations
 
 from service.config import Config

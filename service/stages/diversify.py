@@ -14,6 +14,7 @@ and small active groups get a fair share of it.
    diversity off altogether: neither a ceiling for big groups nor a floor for small ones).
 The feed is then ordered by score (posts that only filled in past the caps last).
 """
+
 from __future__ import annotations
 
 import math
@@ -27,8 +28,14 @@ from service.pipeline import RankContext
 class DiversifyCandidates:
     name = "diversify"
 
-    def __init__(self, community_share: float = 0.3, per_author: int = 2, small_group_members: int = 50,
-                 small_group_share: float = 0.2, active_days: float = 3.0):
+    def __init__(
+        self,
+        community_share: float = 0.3,
+        per_author: int = 2,
+        small_group_members: int = 50,
+        small_group_share: float = 0.2,
+        active_days: float = 3.0,
+    ):
         self.community_share = community_share
         self.per_author = per_author
         self.small_group_members = small_group_members
@@ -42,7 +49,9 @@ class DiversifyCandidates:
         order = np.argsort(-ctx.scores, kind="stable").tolist()
         comm = ctx.posts["community"].tolist()
         author = ctx.posts["author"].tolist()
-        caps = _Caps(max(2, math.ceil(self.community_share * limit)) if self.community_share > 0 else 0, self.per_author)
+        caps = _Caps(
+            max(2, math.ceil(self.community_share * limit)) if self.community_share > 0 else 0, self.per_author
+        )
         taken: list[int] = []
         deferred: list[int] = []
         for pos in order:
@@ -64,7 +73,7 @@ class DiversifyCandidates:
         size = np.asarray(ctx.bundle[contract.COMMUNITY_SIZE_FILE])[ctx.posts["community"]]
         return (size <= self.small_group_members) & (ctx.posts["created_at"] >= ctx.now - self.active_s)
 
-    def _fair_share(self, ctx: RankContext, order: list[int], taken: list[int], caps: "_Caps", limit: int) -> list[int]:
+    def _fair_share(self, ctx: RankContext, order: list[int], taken: list[int], caps: _Caps, limit: int) -> list[int]:
         eligible = self.small_active(ctx)
         want = min(math.ceil(self.small_group_share * limit), int(eligible.sum()), limit)
         have = sum(1 for pos in taken if eligible[pos])

@@ -5,6 +5,7 @@ private community's post only when the user's membership of it was confirmed thi
 request. A missing record, an unreadable one, or memberships we could not read all mean
 "not shown".
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -110,5 +111,12 @@ class FilterCandidates:
 
 def default_filters(max_age_days: float) -> list:
     # Unconfirmed first: later filters may then trust every field of the record.
-    return [UnconfirmedFilter(), OtherCommunityFilter(), DeletedFilter(), PrivateCommunityFilter(), BlockedAuthorFilter(), SeenFilter(),
-            TooOldFilter(max_age_days)]
+    return [
+        UnconfirmedFilter(),
+        OtherCommunityFilter(),
+        DeletedFilter(),
+        PrivateCommunityFilter(),
+        BlockedAuthorFilter(),
+        SeenFilter(),
+        TooOldFilter(max_age_days),
+    ]

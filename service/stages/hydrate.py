@@ -15,6 +15,7 @@ unconfirmed (so no private post can pass the privacy filter), and post records a
 rebuilt from the bundle. Block lists are remembered from the last good read of each user
 (a small per-process cache), so blocks are still honoured while Redis is down.
 """
+
 from __future__ import annotations
 
 import threading
@@ -23,8 +24,8 @@ from collections import OrderedDict
 import numpy as np
 
 from core import contract
-from service.metrics import METRICS
 from service.errors import NotFound
+from service.metrics import METRICS
 from service.pipeline import RankContext
 from service.store import FeatureStore, StoreUnavailable
 
@@ -118,11 +119,16 @@ class HydrateUser:
         if row is None:
             raise NotFound(f"user_id: unknown user {user_id!r}")
         degrade(ctx, reason)
-        ctx.user = contract.UserRecord(np.asarray(b[contract.USER_FACTORS_FILE][row]),
-                                       np.empty(0, np.int32), np.empty(0, np.uint8))
-        ctx.recent = {c: [b.post_ids[r] for r in b.community_recent.get(c, np.empty(0, np.int64))
-                          [: contract.RECENT_PER_COMMUNITY].tolist()]
-                      for c in communities}
+        ctx.user = contract.UserRecord(
+            np.asarray(b[contract.USER_FACTORS_FILE][row]), np.empty(0, np.int32), np.empty(0, np.uint8)
+        )
+        ctx.recent = {
+            c: [
+                b.post_ids[r]
+                for r in b.community_recent.get(c, np.empty(0, np.int64))[: contract.RECENT_PER_COMMUNITY].tolist()
+            ]
+            for c in communities
+        }
         ctx.blocked = self.blocked_cache.get(user_id)
 
 
@@ -138,7 +144,9 @@ class HydrateCandidates:
             ctx.posts = records_from_bundle(ctx)
         else:
             try:
-                ctx.posts = contract.decode_posts(self.store.read_post_records(ctx.bundle.version, ctx.post_ids, ctx.deadline))
+                ctx.posts = contract.decode_posts(
+                    self.store.read_post_records(ctx.bundle.version, ctx.post_ids, ctx.deadline)
+                )
             except StoreUnavailable as exc:
                 degrade(ctx, f"redis_{exc.reason}")
                 ctx.posts = records_from_bundle(ctx)
@@ -158,7 +166,9 @@ def candidate_vectors(ctx: RankContext) -> np.ndarray:
         vectors[known] = live_vectors
         pending &= ~known
     if pending.any():
-        vectors[pending] = b.new_post_vectors(np.maximum(ctx.posts["community"][pending], 0), ctx.posts["author"][pending])
+        vectors[pending] = b.new_post_vectors(
+            np.maximum(ctx.posts["community"][pending], 0), ctx.posts["author"][pending]
+        )
     return vectors
 
 
@@ -169,7 +179,13 @@ def records_from_bundle(ctx: RankContext) -> np.ndarray:
     rec = ctx.bundle.records_at(np.maximum(ctx.rows, 0))
     live = ctx.live
     if live is not None and (live.deleted or live.private):
-        rec["flags"] |= np.array([(contract.FLAG_DELETED if p in live.deleted else 0)
-                                  | (contract.FLAG_PRIVATE if p in live.private else 0) for p in ctx.post_ids], dtype=np.uint8)
+        rec["flags"] |= np.array(
+            [
+                (contract.FLAG_DELETED if p in live.deleted else 0)
+                | (contract.FLAG_PRIVATE if p in live.private else 0)
+                for p in ctx.post_ids
+            ],
+            dtype=np.uint8,
+        )
     rec["flags"][ctx.rows < 0] = 0  # a live post's record is only in Redis
     return rec

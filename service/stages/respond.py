@@ -1,9 +1,10 @@
 """Respond: the top `limit` items, with reasons drawn from the features that scored them."""
+
 from __future__ import annotations
 
 from core import contract
-from service.pipeline import RankContext, RankedItem
 from core.scoring import FEATURES
+from service.pipeline import RankContext, RankedItem
 
 _MEMBER = FEATURES.index("is_member")
 _TRUST = FEATURES.index("author_trust")
@@ -49,11 +50,13 @@ class BuildResponse:
         items = []
         for i in range(n):
             community = b.community_ids[comm[i]]
-            items.append(RankedItem(
-                post_id=ctx.post_ids[i],
-                score=scores[i],
-                community_id=community,
-                author_id=b.user_ids[author[i]] if author[i] >= 0 else "",
-                reasons=reasons_for(ctx, i, community) if ctx.query.explain else [],
-            ))
+            items.append(
+                RankedItem(
+                    post_id=ctx.post_ids[i],
+                    score=scores[i],
+                    community_id=community,
+                    author_id=b.user_ids[author[i]] if author[i] >= 0 else "",
+                    reasons=reasons_for(ctx, i, community) if ctx.query.explain else [],
+                )
+            )
         ctx.items = items

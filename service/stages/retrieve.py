@@ -10,6 +10,7 @@ Three modes, by what the caller asked:
 Out-of-network candidates also come from the live index (posts written since the bundle
 was trained, service/live_index.py). exclude_post_ids are removed in every mode.
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,11 +1,12 @@
 """Score: every candidate gets the bundle's scorer's value over core.scoring's features."""
+
 from __future__ import annotations
 
 import numpy as np
 
 from core import contract
-from service.pipeline import RankContext
 from core.scoring import feature_matrix
+from service.pipeline import RankContext
 
 
 def user_roles_of(ctx: RankContext, communities: np.ndarray) -> np.ndarray:
@@ -33,7 +34,14 @@ class ScoreCandidates:
         community_affinity = np.asarray(b[contract.COMMUNITY_FACTORS_FILE])[p["community"]] @ user_vec
         size = np.asarray(b[contract.COMMUNITY_SIZE_FILE])[p["community"]].astype(np.float32)
         ctx.features = feature_matrix(
-            affinity, community_affinity, user_roles_of(ctx, p["community"]), p["author_trust"],
-            ctx.now - p["created_at"], p["positives"], p["negatives"], p["views"], size,
+            affinity,
+            community_affinity,
+            user_roles_of(ctx, p["community"]),
+            p["author_trust"],
+            ctx.now - p["created_at"],
+            p["positives"],
+            p["negatives"],
+            p["views"],
+            size,
         )
         ctx.scores = b.scorer.score(ctx.features)

@@ -1,4 +1,5 @@
 """Validate: check the request. Every list and string is bounded; errors name the field."""
+
 from __future__ import annotations
 
 from core import contract

@@ -13,6 +13,7 @@ A new kind of write event (the live graph's joins and leaves, say) is one more b
 class with its validation, reads and script; the servicer (service/api/writes.py) and
 the applier stay as they are.
 """
+
 from service.writes.applier import WriteApplier
 
 __all__ = ["WriteApplier"]

@@ -4,6 +4,7 @@ validate -> one read round trip -> one Lua script -> finish. Redis transport fai
 become Unavailable (the client retries with the same event ids: the idempotency markers
 make that safe), so nothing above this module knows Redis.
 """
+
 from __future__ import annotations
 
 import redis
@@ -46,8 +47,9 @@ class WriteApplier:
             reply = self._scripts[batch.kind](keys=keys, args=argv)
             return batch.finish(bundle, reply)
         except REDIS_ERRORS as exc:
-            raise Unavailable(f"feature store unavailable ({exc.__class__.__name__}); "
-                              "retry with the same event ids") from exc
+            raise Unavailable(
+                f"feature store unavailable ({exc.__class__.__name__}); retry with the same event ids"
+            ) from exc
 
     def write_posts(self, events, now: float) -> tuple[int, int]:
         return self.apply(self.posts, events, now)

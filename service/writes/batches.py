@@ -8,6 +8,7 @@
 A batch is all or nothing: validation and the reads happen before the script, and the
 script applies every event or (Redis refusing it) none.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -50,17 +51,23 @@ class PostBatch:
     def reads(self, bundle: Bundle, events) -> list[tuple]:
         """Applied markers, existing post records, author records."""
         version = bundle.version
-        return [("MGET", *[contract.applied_key(e.event_id) for e in events]),
-                ("MGET", *[contract.post_key(version, e.post_id) for e in events]),
-                ("MGET", *[contract.user_key(version, e.author_id or "-") for e in events])]
+        return [
+            ("MGET", *[contract.applied_key(e.event_id) for e in events]),
+            ("MGET", *[contract.post_key(version, e.post_id) for e in events]),
+            ("MGET", *[contract.user_key(version, e.author_id or "-") for e in events]),
+        ]
 
     def script_args(self, bundle: Bundle, events, replies, now: float, offset: int = 0) -> tuple[list, list]:
         applied_before, records, authors = replies
         version = bundle.version
         created_here: set[str] = set()
         keys = [contract.live_stream_key(version), contract.EVENT_LOG_KEY]
-        argv: list = [contract.APPLIED_TTL_S, contract.post_field_offset("flags"), contract.EVENT_LOG_MAXLEN,
-                      contract.RECENT_PER_COMMUNITY]
+        argv: list = [
+            contract.APPLIED_TTL_S,
+            contract.post_field_offset("flags"),
+            contract.EVENT_LOG_MAXLEN,
+            contract.RECENT_PER_COMMUNITY,
+        ]
         private_comm = bundle[contract.COMMUNITY_PRIVATE_FILE]
         for i, e in enumerate(events):
             where = f"events[{i + offset}].post_id"
@@ -70,8 +77,11 @@ class PostBatch:
                     raise AlreadyExists(where, f"post {e.post_id!r} already exists")
                 if e.op != writes_pb2.POST_OP_CREATE and not exists:
                     raise InvalidArgument(where, f"unknown post {e.post_id!r}")
-            keys += [contract.applied_key(e.event_id), contract.post_key(version, e.post_id),
-                     contract.recent_key(version, e.community_id or "-")]
+            keys += [
+                contract.applied_key(e.event_id),
+                contract.post_key(version, e.post_id),
+                contract.recent_key(version, e.community_id or "-"),
+            ]
             record = vector = b""
             created = 0
             if e.op == writes_pb2.POST_OP_CREATE:
@@ -85,8 +95,15 @@ class PostBatch:
                 comm = community_of(bundle, e.post_id, records[i])
                 members_only = e.visibility == writes_pb2.VISIBILITY_MEMBERS or bool(private_comm[comm])
                 op = f"flags:{contract.FLAG_PRIVATE if members_only else 0}:{0 if members_only else contract.FLAG_PRIVATE}"
-            payload = contract.encode_log(e.event_id, writes_pb2.PostOp.Name(e.op), e.post_id, e.author_id,
-                                          e.community_id, created, writes_pb2.Visibility.Name(e.visibility))
+            payload = contract.encode_log(
+                e.event_id,
+                writes_pb2.PostOp.Name(e.op),
+                e.post_id,
+                e.author_id,
+                e.community_id,
+                created,
+                writes_pb2.Visibility.Name(e.visibility),
+            )
             argv += [op, e.post_id, record, e.community_id, e.author_id, vector, created, payload]
         return keys, argv
 
@@ -148,13 +165,17 @@ class EngagementBatch:
             check_id(e.user_id, f"events[{i}].user_id")
             check_id(e.post_id, f"events[{i}].post_id")
             if e.kind not in KIND_OF:
-                raise InvalidArgument(f"events[{i}].kind", f"must be one of {', '.join(k.upper() for k in contract.KINDS)}")
+                raise InvalidArgument(
+                    f"events[{i}].kind", f"must be one of {', '.join(k.upper() for k in contract.KINDS)}"
+                )
             check_ts(e.ts, now, f"events[{i}].ts")
 
     def reads(self, bundle: Bundle, events) -> list[tuple]:
         """Applied markers and the post records (an unknown post is an error)."""
-        return [("MGET", *[contract.applied_key(e.event_id) for e in events]),
-                ("MGET", *[contract.post_key(bundle.version, e.post_id) for e in events])]
+        return [
+            ("MGET", *[contract.applied_key(e.event_id) for e in events]),
+            ("MGET", *[contract.post_key(bundle.version, e.post_id) for e in events]),
+        ]
 
     def script_args(self, bundle: Bundle, events, replies, now: float, offset: int = 0) -> tuple[list, list]:
         applied_before, records = replies
@@ -164,19 +185,36 @@ class EngagementBatch:
         fold = self.fold_in(bundle)
         user_factors = bundle[contract.USER_FACTORS_FILE]
         keys = [contract.EVENT_LOG_KEY]
-        argv: list = [contract.APPLIED_TTL_S, contract.post_field_offset("positives"),
-                      contract.post_field_offset("negatives"), contract.post_field_offset("views"),
-                      user_factors.shape[1], contract.EVENT_LOG_MAXLEN, contract.SEEN_READ_MAX]
+        argv: list = [
+            contract.APPLIED_TTL_S,
+            contract.post_field_offset("positives"),
+            contract.post_field_offset("negatives"),
+            contract.post_field_offset("views"),
+            user_factors.shape[1],
+            contract.EVENT_LOG_MAXLEN,
+            contract.SEEN_READ_MAX,
+        ]
         for e in events:
             kind = KIND_OF[e.kind]
             weight = float(contract.KIND_WEIGHT[KIND_CODE[kind]])
             row = bundle.user_row.get(e.user_id)
             delta = engagement_stats(fold, user_factors[row], weight) if weight > 0 and row is not None else b""
-            keys += [contract.applied_key(e.event_id), contract.post_key(bundle.version, e.post_id),
-                     contract.engager_stats_key(bundle.version, e.post_id), contract.seen_key(e.user_id)]
+            keys += [
+                contract.applied_key(e.event_id),
+                contract.post_key(bundle.version, e.post_id),
+                contract.engager_stats_key(bundle.version, e.post_id),
+                contract.seen_key(e.user_id),
+            ]
             ts = e.ts or int(now)
-            argv += [max(weight, 0.0), 1.0 if kind in contract.NEGATIVE_KIND_NAMES else 0.0, 1.0, delta,
-                     e.post_id, ts, contract.encode_log(e.event_id, e.user_id, e.post_id, kind, ts)]
+            argv += [
+                max(weight, 0.0),
+                1.0 if kind in contract.NEGATIVE_KIND_NAMES else 0.0,
+                1.0,
+                delta,
+                e.post_id,
+                ts,
+                contract.encode_log(e.event_id, e.user_id, e.post_id, kind, ts),
+            ]
         return keys, argv
 
     def finish(self, bundle: Bundle, reply) -> tuple[int, int]:

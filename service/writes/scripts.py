@@ -3,6 +3,7 @@
 A script gets every key it touches in KEYS (so Redis knows them) and the values in ARGV;
 the layouts are spelled above each script and built by service/writes/batches.py.
 """
+
 from __future__ import annotations
 
 from core import contract

@@ -1,4 +1,5 @@
 """Per-event validation of write batches: every problem names `events[i].field`."""
+
 from __future__ import annotations
 
 from core import contract

@@ -4,6 +4,7 @@ Engagement moves a post's vector toward its engagers with the rule training uses
 (core/post_vectors.py), on sufficient statistics kept per post in Redis; the new
 vectors go to the version's live stream, which every worker's live index follows.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -44,7 +45,7 @@ def publish_moved(client: redis.Redis, bundle: Bundle, fold: FoldIn, moved: list
     """New vectors for posts whose engager statistics changed, to the live stream.
     `moved` is the engagement script's tail: post key, packed statistics, ..."""
     prefix = contract.post_key_prefix(bundle.version).encode()
-    post_ids = [k[len(prefix):].decode() for k in moved[0::2]]
+    post_ids = [k[len(prefix) :].decode() for k in moved[0::2]]
     stats = np.frombuffer(b"".join(moved[1::2]), dtype="<f4").reshape(-1, dim + 1)
     records = contract.decode_posts(client.mget([contract.post_key(bundle.version, p) for p in post_ids]))
     base = np.empty((len(post_ids), dim), dtype=np.float32)
@@ -53,7 +54,7 @@ def publish_moved(client: redis.Redis, bundle: Bundle, fold: FoldIn, moved: list
         if row is not None:
             base[j] = bundle[contract.POST_VECTORS_FILE][row]
         else:  # a live post: its prior, as when it was created
-            base[j] = bundle.new_post_vectors(records["community"][j:j + 1], records["author"][j:j + 1])[0]
+            base[j] = bundle.new_post_vectors(records["community"][j : j + 1], records["author"][j : j + 1])[0]
     engaged = post_vectors.engaged_from_stats(stats[:, :dim], fold.gram_inv)
     vectors = post_vectors.blend(base, engaged, stats[:, dim])
     pipe = client.pipeline(transaction=False)
