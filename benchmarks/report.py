@@ -286,7 +286,7 @@ def _cpu_table(out: dict) -> list[str]:
         return []
     return (
         [
-            "## CPU per call (from /proc, during the same runs)",
+            "## CPU per call (process CPU times, during the same runs)",
             "",
             "On 2 cores calls/s cannot exceed 2 / (server + loader CPU per call), whatever the concurrency. "
             "`CPU s by process` shows how a multi-process server shared the work; `connections` how "

@@ -25,7 +25,6 @@ import os
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # before numpy/faiss: single-query search as in the server
 
 import argparse
-import contextlib
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -140,6 +139,7 @@ def machine_info() -> dict:
         "prometheus-client",
         "implicit",
         "scipy",
+        "psutil",
     ):
         try:
             libs[name] = metadata.version(name)
@@ -150,9 +150,9 @@ def machine_info() -> dict:
         redis_server = next((p.split("=", 1)[1] for p in rv if p.startswith("v=")), " ".join(rv))
     except OSError:
         redis_server = None
-    mem_gb = None
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        mem_gb = round(int(Path("/proc/meminfo").read_text().split()[1]) / 2**20, 1)
+    import psutil
+
+    mem_gb = round(psutil.virtual_memory().total / 2**30, 1)
     return {
         "cpu": cpu,
         "cores": os.cpu_count(),

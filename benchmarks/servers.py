@@ -1,7 +1,7 @@
 """Start `python -m service` as a subprocess on free loopback ports, and look at it from
 outside: which processes serve the gRPC port, its Prometheus metrics, its memory.
 
-Only public surfaces are used: the CLI flags, the health service, /metrics, /proc.
+Only public surfaces are used: the CLI flags, the health service, /metrics, and what\nthe kernel says of the processes (psutil).
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+import psutil
+
 from benchmarks.worlds import ROOT, BenchWorld
 from core.embedded_redis import free_port
 
@@ -23,77 +25,34 @@ class ServerError(RuntimeError):
     pass
 
 
-def _children(pid: int) -> list[int]:
-    out = []
-    try:
-        for task in os.listdir(f"/proc/{pid}/task"):
-            text = Path(f"/proc/{pid}/task/{task}/children").read_text().split()
-            out.extend(int(c) for c in text)
-    except OSError:
-        pass
-    return out
-
-
 def process_tree(pid: int) -> list[int]:
-    todo, seen = [pid], []
-    while todo:
-        p = todo.pop()
-        if p in seen or not os.path.exists(f"/proc/{p}"):
-            continue
-        seen.append(p)
-        todo.extend(_children(p))
-    return seen
-
-
-TCP_LISTEN, TCP_ESTABLISHED = "0A", "01"  # socket states in /proc/net/tcp
-
-
-def _tcp_inodes(port: int, state: str) -> set[str]:
-    """Socket inodes of TCP sockets on local `port` in `state`."""
-    inodes = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            lines = Path(table).read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            parts = line.split()
-            if parts[3] == state and int(parts[1].rsplit(":", 1)[1], 16) == port:
-                inodes.add(parts[9])
-    return inodes
-
-
-def _sockets_held(pid: int, inodes: set[str]) -> int:
-    """How many of these socket inodes process `pid` holds open."""
+    """pid and every process below it."""
     try:
-        fds = os.listdir(f"/proc/{pid}/fd")
-    except OSError:
-        return 0
-    n = 0
-    for fd in fds:
-        try:
-            target = os.readlink(f"/proc/{pid}/fd/{fd}")
-        except OSError:
-            continue
-        n += target.startswith("socket:[") and target[8:-1] in inodes
-    return n
+        root = psutil.Process(pid)
+        return [pid] + [c.pid for c in root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def _tcp_ports(pid: int, status: str) -> list[int]:
+    """Local ports of the TCP sockets process `pid` holds in `status`."""
+    try:
+        conns = psutil.Process(pid).net_connections(kind="tcp")
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return []
+    return [c.laddr.port for c in conns if c.status == status and c.laddr]
 
 
 def listening_pids(pids: list[int], port: int) -> list[int]:
     """The processes among `pids` that hold a listening socket on `port` (= serving workers)."""
-    inodes = _tcp_inodes(port, TCP_LISTEN)
-    return [pid for pid in pids if _sockets_held(pid, inodes)]
+    return [pid for pid in pids if port in _tcp_ports(pid, psutil.CONN_LISTEN)]
 
 
 def connections_per_process(pids: list[int], port: int) -> dict[int, int]:
     """Established client connections on `port` held by each process (how SO_REUSEPORT
     spread the load generator's connections over the workers)."""
-    inodes = _tcp_inodes(port, TCP_ESTABLISHED)
-    held = {pid: _sockets_held(pid, inodes) for pid in pids}
+    held = {pid: _tcp_ports(pid, psutil.CONN_ESTABLISHED).count(port) for pid in pids}
     return {pid: n for pid, n in held.items() if n}
-
-
-_TICK = os.sysconf("SC_CLK_TCK")
 
 
 def cpu_seconds(pids: list[int]) -> dict[int, float]:
@@ -101,10 +60,10 @@ def cpu_seconds(pids: list[int]) -> dict[int, float]:
     out = {}
     for pid in pids:
         try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
+            t = psutil.Process(pid).cpu_times()
+        except psutil.NoSuchProcess:
             continue
-        out[pid] = (int(fields[11]) + int(fields[12])) / _TICK
+        out[pid] = t.user + t.system
     return out
 
 
@@ -273,9 +232,9 @@ class ServerProcess:
         for pid in tree[1:]:
             for _ in range(50):
                 try:
-                    if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                    if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
                         break
-                except OSError:
+                except psutil.NoSuchProcess:
                     break
                 time.sleep(0.1)
             else:

@@ -68,7 +68,7 @@ class ModelReloader:
         METRICS.set_model(
             bundle.version, bundle.manifest.created_at, bundle.index.ntotal, previous.version if previous else None
         )
-        log.warning("serving model %s", bundle.version)
+        log.info("serving model %s", bundle.version)
         return True
 
     def check_once(self) -> None:
