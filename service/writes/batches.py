@@ -19,7 +19,7 @@ from core.bundle import Bundle
 from core.scoring import NON_MEMBER_STANDING, ROLE_STANDING
 from nichefeed.v1 import writes_pb2
 from service.errors import AlreadyExists, InvalidArgument
-from service.writes import scripts
+from service.writes.scripts import ENGAGEMENTS_LUA, POSTS_LUA
 from service.writes.validate import check_id, check_ts
 from service.writes.vectors import FoldIn, engagement_stats, fold_in_for, publish_moved
 
@@ -31,7 +31,7 @@ class PostBatch:
     """Create posts, change their visibility, delete them."""
 
     kind = "post"
-    script = scripts.POSTS_LUA
+    script = POSTS_LUA
 
     def validate(self, bundle: Bundle, events, now: float, offset: int = 0) -> None:
         for i, e in enumerate(events, start=offset):
@@ -147,7 +147,7 @@ class EngagementBatch:
     """Views, likes, comments, shares, saves, hides, reports."""
 
     kind = "engagement"
-    script = scripts.ENGAGEMENTS_LUA
+    script = ENGAGEMENTS_LUA
 
     def __init__(self, client: redis.Redis):
         self.client = client  # for the moved vectors' follow-up

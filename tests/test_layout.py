@@ -1,0 +1,71 @@
+"""The import graph shows the architecture: core below, service and training beside each
+other on top of it, no module-level import cycles."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("core", "service", "training")
+# What each package may import from the project (besides itself).
+ALLOWED = {"core": set(), "service": {"core", "nichefeed"}, "training": {"core"}}
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports(path: Path, top_level_only: bool) -> set[str]:
+    """Project modules imported by a file (module-level statements only if asked)."""
+    tree = ast.parse(path.read_text())
+    nodes = tree.body if top_level_only else list(ast.walk(tree))
+    out = set()
+    for node in nodes:
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            out.add(node.module)
+            out |= {f"{node.module}.{a.name}" for a in node.names}
+    return {m for m in out if m.split(".")[0] in PACKAGES + ("nichefeed",)}
+
+
+def project_files():
+    for package in PACKAGES:
+        yield from sorted((ROOT / package).rglob("*.py"))
+
+
+def test_core_service_and_training_import_only_what_is_below_them():
+    wrong = []
+    for path in project_files():
+        own = module_name(path).split(".")[0]
+        for target in imports(path, top_level_only=False):
+            top = target.split(".")[0]
+            if top != own and top not in ALLOWED[own]:
+                wrong.append(f"{path.relative_to(ROOT)} imports {target}")
+    assert wrong == []
+
+
+def test_no_module_level_import_cycles():
+    files = {module_name(p): p for p in project_files()}
+    graph = {
+        name: {m for m in imports(path, top_level_only=True) if m in files and m != name}
+        for name, path in files.items()
+    }
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    cycles = []
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = 1
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                cycles.append(" -> ".join(path[path.index(nxt) :] + [node, nxt]) if nxt in path else f"{node} -> {nxt}")
+            elif nxt not in state:
+                visit(nxt, path + [node])
+        state[node] = 2
+
+    for name in sorted(graph):
+        if name not in state:
+            visit(name, [])
+    assert cycles == []
