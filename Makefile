@@ -11,7 +11,7 @@ MODELS ?= models
 ARGS ?=
 export NICHEFEED_MODELS_DIR ?= $(MODELS)
 
-.PHONY: help install install-redis proto data train model evaluate publish rollback fold-log serve test format bench bench-quick clean
+.PHONY: help install install-redis proto data train model evaluate publish rollback fold-log convert serve test format bench bench-quick clean
 
 help:
 	@echo "make serve      install, build, create the default world and model, start Redis, serve gRPC on 127.0.0.1:50051"
@@ -22,6 +22,7 @@ help:
 	@echo "make publish    gate, load the newest bundle's features into Redis, make it current (ARGS=--force)"
 	@echo "make rollback   make the previously published version current again"
 	@echo "make fold-log   fold the service's live event log (new posts, engagements) into DATA"
+	@echo "make convert    a public log into the input schema: FORMAT=movielens|lastfm|stackexchange|stackexchange-sites SRC=dir OUT=dir"
 	@echo "make bench      benchmarks (see benchmarks/README.md)"
 	@echo "make proto      regenerate the gRPC stubs into gen/"
 	@echo "make format     apply the linter's fixes and the formatter (make test checks both)"
@@ -84,6 +85,12 @@ fold-log: install
 
 rollback: install
 	$(PY) -m training rollback --models $(MODELS) $(ARGS)
+
+# A public log (MovieLens, Last.fm, Stack Exchange) in its original files -> events.csv,
+# posts.csv, communities.csv in OUT (docs/training.md "Real logs: converters").
+convert: install
+	@test -n "$(FORMAT)" -a -n "$(SRC)" -a -n "$(OUT)" || { echo "usage: make convert FORMAT=movielens SRC=path OUT=data/ml100k"; exit 2; }
+	$(PY) -m training convert $(FORMAT) $(SRC) $(OUT)
 
 serve: install
 	$(PY) -m training ensure --data $(DATA) --models $(MODELS)

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from core import contract, post_vectors
+from core.retrieval import HOT_LIST_KEEP
 from core.scoring import LinearScorer
 
 
@@ -35,17 +36,29 @@ class Bundle:
     user_ids: list[str]
     user_row: dict[str, int]
     community_recent: dict[int, np.ndarray]  # community -> indexed rows, newest first
-    membership_offsets: np.ndarray  # CSR over users: communities of user u are
-    membership_communities: np.ndarray  # membership_communities[offsets[u]:offsets[u + 1]]
+    community_hot: dict[int, np.ndarray]  # community -> rows with hotness, hottest first (at most HOT_LIST_KEEP)
+    affinity_offsets: np.ndarray  # CSR over users: user u's heaviest communities are
+    affinity_communities: np.ndarray  # affinity_communities[offsets[u]:offsets[u + 1]], heaviest first,
+    affinity_weights: np.ndarray  # with their weights
 
     @property
     def version(self) -> str:
         return self.manifest.model_version
 
     def communities_of(self, user_row: int) -> np.ndarray:
-        """The user's communities as training saw them (which recent lists to read; the
-        Redis user record stays the authority on membership for privacy)."""
-        return self.membership_communities[self.membership_offsets[user_row] : self.membership_offsets[user_row + 1]]
+        """The user's heaviest communities as training saw them, heaviest first: which
+        in-network lists to read (the Redis user record stays the authority on
+        membership for privacy)."""
+        return self.affinity_communities[self.affinity_offsets[user_row] : self.affinity_offsets[user_row + 1]]
+
+    def community_weights_of(self, user_row: int) -> dict[int, float]:
+        """community -> the user's weight there (the community_weight feature)."""
+        lo, hi = self.affinity_offsets[user_row], self.affinity_offsets[user_row + 1]
+        return dict(zip(self.affinity_communities[lo:hi].tolist(), self.affinity_weights[lo:hi].tolist()))
+
+    @property
+    def hot_half_life_s(self) -> float:
+        return float(self.manifest.params.get("hot_half_life_h", 24.0)) * 3600.0
 
     def __getitem__(self, name: str) -> np.ndarray:
         return self.arrays[name]
@@ -83,6 +96,8 @@ class Bundle:
         rec["positives"] = b[contract.POST_POSITIVES_FILE][rows]
         rec["negatives"] = b[contract.POST_NEGATIVES_FILE][rows]
         rec["views"] = b[contract.POST_VIEWS_FILE][rows]
+        rec["hot"] = b[contract.POST_HOT_FILE][rows]
+        rec["hot_at"] = b.data_end_ts
         engagers = b.arrays.get(contract.POST_MEMBER_ENGAGERS_FILE)
         if engagers is not None:
             rec["member_engagers"] = np.clip(np.asarray(engagers)[rows], 0, np.iinfo(np.uint16).max)
@@ -167,8 +182,12 @@ def load_bundle(path: Path, verify: bool = True) -> Bundle:
         contract.POST_POSITIVES_FILE,
         contract.POST_NEGATIVES_FILE,
         contract.POST_VIEWS_FILE,
+        contract.POST_HOT_FILE,
     ):
         checks[name] = (n_posts,)
+    n_aff = len(arrays[contract.AFFINITY_USER_FILE])
+    for name in (contract.AFFINITY_COMMUNITY_FILE, contract.AFFINITY_WEIGHT_FILE):
+        checks[name] = (n_aff,)
     for name, shape in checks.items():
         if arrays[name].shape != shape:
             raise BundleError(f"{path}: {name} has shape {arrays[name].shape}, expected {shape}")
@@ -177,8 +196,9 @@ def load_bundle(path: Path, verify: bool = True) -> Bundle:
     post_ids = arrays[contract.POST_IDS_FILE].tolist()
     community_ids = arrays[contract.COMMUNITY_IDS_FILE].tolist()
     user_ids = arrays[contract.USER_IDS_FILE].tolist()
-    m_user = np.asarray(arrays[contract.MEMBERSHIP_USER_FILE])
-    m_order = np.argsort(m_user, kind="stable")
+    a_user = np.asarray(arrays[contract.AFFINITY_USER_FILE])
+    if len(a_user) and (np.diff(a_user) < 0).any():
+        raise BundleError(f"{path}: {contract.AFFINITY_USER_FILE} must be sorted by user")
     return Bundle(
         path=path,
         manifest=manifest,
@@ -192,9 +212,24 @@ def load_bundle(path: Path, verify: bool = True) -> Bundle:
         user_ids=user_ids,
         user_row={u: i for i, u in enumerate(user_ids)},
         community_recent=_recent_by_community(index, arrays),
-        membership_offsets=np.searchsorted(m_user[m_order], np.arange(n_users + 1)),
-        membership_communities=np.asarray(arrays[contract.MEMBERSHIP_COMMUNITY_FILE])[m_order],
+        community_hot=hot_by_community(arrays),
+        affinity_offsets=np.searchsorted(a_user, np.arange(n_users + 1)),
+        affinity_communities=np.asarray(arrays[contract.AFFINITY_COMMUNITY_FILE]),
+        affinity_weights=np.asarray(arrays[contract.AFFINITY_WEIGHT_FILE]),
     )
+
+
+def hot_by_community(arrays: dict[str, np.ndarray]) -> dict[int, np.ndarray]:
+    """Each community's hot list at the data end: rows with hotness, hottest first
+    (ties by lower row), at most HOT_LIST_KEEP. What publish writes and what the hot path
+    falls back to without Redis."""
+    hot = np.asarray(arrays[contract.POST_HOT_FILE])
+    rows = np.flatnonzero(hot > 0)
+    comm = np.asarray(arrays[contract.POST_COMMUNITY_FILE])[rows]
+    order = np.lexsort((rows, -hot[rows], comm))
+    rows, comm = rows[order], comm[order]
+    cuts = np.flatnonzero(np.diff(comm)) + 1
+    return {int(c[0]): r[:HOT_LIST_KEEP] for c, r in zip(np.split(comm, cuts), np.split(rows, cuts)) if len(r)}
 
 
 def _recent_by_community(index, arrays: dict[str, np.ndarray]) -> dict[int, np.ndarray]:

@@ -30,6 +30,10 @@ Bundle (a directory ``<models_dir>/<model_version>/``, written atomically by ren
   membership_user.npy    i4 [n_memberships]
   membership_community.npy i4 [n_memberships]
   membership_role.npy    u1 [n_memberships] ROLE_* codes
+  post_hot.npy           f4 [n_posts]      hotness at the data end (manifest params.hot_half_life_h)
+  affinity_user.npy      i4 [n_affinities] each user's heaviest communities (engagement + membership),
+  affinity_community.npy i4 [n_affinities]   at most 32 a user: which in-network lists Rank reads,
+  affinity_weight.npy    f4 [n_affinities]   and the community_weight feature
   posts.faiss            FAISS index over post_vectors (ids = rows), memory-mapped
   scorer.json            the learned scorer (see core.scoring)
   report.json / .md      evaluation report (optional for serving)
@@ -39,14 +43,15 @@ No pickle anywhere: arrays are .npy loaded with allow_pickle=False, the rest is 
 Redis (every key under ``nf:<schema>:``; model-derived keys also under the model version,
 so a publish writes a new version's keys and then flips one pointer):
 
-  nf:1:current                      the model version that serves (string)
-  nf:1:history                      published versions, newest first (list)
-  nf:1:m:<ver>:u:<user_id>          packed user record (USER record below)
-  nf:1:m:<ver>:p:<post_id>          packed post record (POST_DTYPE, fixed size)
-  nf:1:m:<ver>:r:<community_id>     recent posts of a community, newest first (encode_recent)
-  nf:1:seen:<user_id>               live, unversioned: posts the user has seen (ZSET, score =
+  nf:2:current                      the model version that serves (string)
+  nf:2:history                      published versions, newest first (list)
+  nf:2:m:<ver>:u:<user_id>          packed user record (USER record below)
+  nf:2:m:<ver>:p:<post_id>          packed post record (POST_DTYPE, fixed size)
+  nf:2:m:<ver>:r:<community_id>     recent posts of a community, newest first (encode_recent)
+  nf:2:m:<ver>:h:<community_id>     hot posts of a community (ZSET, core.hotness list scores)
+  nf:2:seen:<user_id>               live, unversioned: posts the user has seen (ZSET, score =
                                     unix seconds; the reader takes the newest SEEN_READ_MAX)
-  nf:1:blocked:<user_id>            live, unversioned: author user ids the user blocked (SET)
+  nf:2:blocked:<user_id>            live, unversioned: author user ids the user blocked (SET)
 """
 
 from __future__ import annotations
@@ -61,7 +66,7 @@ from typing import Any
 
 import numpy as np
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # ---------------------------------------------------------------------------------------
 # Bundle files
@@ -88,6 +93,13 @@ POST_VIEWS_FILE = "post_views.npy"
 MEMBERSHIP_USER_FILE = "membership_user.npy"
 MEMBERSHIP_COMMUNITY_FILE = "membership_community.npy"
 MEMBERSHIP_ROLE_FILE = "membership_role.npy"
+POST_HOT_FILE = "post_hot.npy"  # f4 [n_posts]: hotness at the data end (core.hotness, manifest hot_half_life_h)
+# Each user's heaviest communities (engagement there + membership), at most
+# RetrievalParams.communities per user: which in-network lists the hot path reads, and
+# the community_weight feature.
+AFFINITY_USER_FILE = "affinity_user.npy"  # i4 [n_affinities]
+AFFINITY_COMMUNITY_FILE = "affinity_community.npy"  # i4 [n_affinities]
+AFFINITY_WEIGHT_FILE = "affinity_weight.npy"  # f4 [n_affinities]
 # Optional (not in ARRAY_FILES): u2/i4 [n_posts], distinct members of the post's community
 # who engaged positively. When a bundle has it, post records carry it and Rank can say
 # "3 members of X engaged"; without it the field is 0 and that reason is not given.
@@ -96,6 +108,7 @@ INDEX_FILE = "posts.faiss"
 SCORER_FILE = "scorer.json"
 REPORT_JSON_FILE = "report.json"
 REPORT_MD_FILE = "report.md"
+REPORT_PLOT_FILE = "report.png"  # every method's NDCG@10 and recall@50 per window
 
 # Every array file and the dtype kind it must have; the loader checks both.
 ARRAY_FILES: dict[str, str] = {
@@ -120,6 +133,10 @@ ARRAY_FILES: dict[str, str] = {
     MEMBERSHIP_USER_FILE: "i",
     MEMBERSHIP_COMMUNITY_FILE: "i",
     MEMBERSHIP_ROLE_FILE: "u",
+    POST_HOT_FILE: "f",
+    AFFINITY_USER_FILE: "i",
+    AFFINITY_COMMUNITY_FILE: "i",
+    AFFINITY_WEIGHT_FILE: "f",
 }
 REQUIRED_FILES = tuple(ARRAY_FILES) + (INDEX_FILE, SCORER_FILE)
 
@@ -289,6 +306,8 @@ POST_DTYPE = np.dtype(
         ("positives", "<f4"),  # weighted positive engagements
         ("negatives", "<f4"),  # hides and reports
         ("views", "<f4"),
+        ("hot", "<f4"),  # positive engagement decayed by the model's half-life, as of hot_at (core.hotness)
+        ("hot_at", "<f8"),  # unix seconds (a double: the write path updates it in Lua, whose numbers are doubles)
     ]
 )
 POST_RECORD_SIZE = POST_DTYPE.itemsize
@@ -381,6 +400,12 @@ def decode_recent(raw: bytes | None) -> list[str]:
     if not raw:
         return []
     return raw.decode(errors="replace").split("\n")[:RECENT_PER_COMMUNITY]
+
+
+def hot_key(version: str, community_id: str) -> str:
+    """A community's hot list: ZSET member = post id, score = core.hotness.list_score
+    (epoch = the version's data end), trimmed to core.retrieval.HOT_LIST_KEEP."""
+    return f"{KEY_ROOT}:m:{version}:h:{community_id}"
 
 
 def seen_key(user_id: str) -> str:

@@ -21,10 +21,14 @@ FEATURES = (
     "user_standing",  # the user's own role there (member < trusted < moderator), 0 outside
     "author_trust",  # the author's standing in that community, 0..1
     "freshness",  # exp(-age / FRESHNESS_HOURS)
+    "log_age_hours",  # log(1 + age in hours): freshness beyond the first day
     "engagement_rate",  # weighted positives per view, smoothed
     "engagement_per_member",  # positives normalised by community size (small groups count)
     "negative_rate",  # hides and reports per view, smoothed
     "log_community_size",
+    "hot",  # log(1 + the post's engagement decayed by the model's half-life): hot now
+    "community_weight",  # log(1 + the user's engagement in the post's community, + 1 if a member)
+    "hot_in_my_communities",  # log(1 + hot * community weight): "hot in your groups"
 )
 FRESHNESS_HOURS = 24.0
 RATE_PRIOR_VIEWS = 5.0  # smoothing: a post with 1 view and 1 like is not a 100% post
@@ -32,37 +36,53 @@ RATE_PRIOR_VIEWS = 5.0  # smoothing: a post with 1 view and 1 like is not a 100%
 # moderator). Shared with training's author-trust prior so both read roles alike.
 ROLE_STANDING = np.array([0.0, 0.5, 0.8, 0.9], dtype=np.float32)
 NON_MEMBER_STANDING = 0.2  # an author posting where they hold no role (public groups)
+MEMBER_WEIGHT = 1.0  # what membership adds to a user's weight in a community
 
 
-def feature_matrix(
-    affinity: np.ndarray,
-    community_affinity: np.ndarray,
-    user_role: np.ndarray,
-    author_trust: np.ndarray,
-    age_seconds: np.ndarray,
-    positives: np.ndarray,
-    negatives: np.ndarray,
-    views: np.ndarray,
-    community_size: np.ndarray,
-) -> np.ndarray:
-    """Columns in FEATURES order, float32 [n, len(FEATURES)].
+@dataclass
+class FeatureInputs:
+    """What the features of (user, post) pairs are computed from, one value per pair.
 
-    user_role: contract ROLE_* codes of the user in each post's community (0 = not a member).
-    """
-    n = len(affinity)
+    The service fills it from the request's user record, the post records and the
+    bundle (service/stages/score.py); training from the world as of the ranking time
+    (training/features.py)."""
+
+    affinity: np.ndarray  # user vector . post vector
+    community_affinity: np.ndarray  # user vector . community vector
+    user_role: np.ndarray  # contract ROLE_* code of the user in the post's community (0: none)
+    author_trust: np.ndarray
+    age_seconds: np.ndarray
+    positives: np.ndarray
+    negatives: np.ndarray
+    views: np.ndarray
+    community_size: np.ndarray
+    hot: np.ndarray  # the post's hotness at the ranking time (core.hotness.decayed)
+    community_weight: np.ndarray  # the user's weight in the post's community (0: none)
+
+
+def feature_matrix(f: FeatureInputs) -> np.ndarray:
+    """Columns in FEATURES order, float32 [n, len(FEATURES)]."""
+    n = len(f.affinity)
     X = np.empty((n, len(FEATURES)), dtype=np.float32)
-    user_role = np.asarray(user_role, dtype=np.intp)
-    views = np.maximum(views, positives + negatives)
-    X[:, 0] = affinity
-    X[:, 1] = community_affinity
+    user_role = np.asarray(f.user_role, dtype=np.intp)
+    views = np.maximum(f.views, f.positives + f.negatives)
+    age = np.maximum(f.age_seconds, 0)
+    hot = np.maximum(f.hot, 0)
+    weight = np.maximum(f.community_weight, 0)
+    X[:, 0] = f.affinity
+    X[:, 1] = f.community_affinity
     X[:, 2] = user_role > 0
     X[:, 3] = ROLE_STANDING[np.clip(user_role, 0, len(ROLE_STANDING) - 1)]
-    X[:, 4] = author_trust
-    X[:, 5] = np.exp(-np.maximum(age_seconds, 0) / (3600.0 * FRESHNESS_HOURS))
-    X[:, 6] = positives / (views + RATE_PRIOR_VIEWS)
-    X[:, 7] = positives / np.sqrt(community_size + 1.0)
-    X[:, 8] = negatives / (views + RATE_PRIOR_VIEWS)
-    X[:, 9] = np.log1p(community_size)
+    X[:, 4] = f.author_trust
+    X[:, 5] = np.exp(-age / (3600.0 * FRESHNESS_HOURS))
+    X[:, 6] = np.log1p(age / 3600.0)
+    X[:, 7] = f.positives / (views + RATE_PRIOR_VIEWS)
+    X[:, 8] = f.positives / np.sqrt(f.community_size + 1.0)
+    X[:, 9] = f.negatives / (views + RATE_PRIOR_VIEWS)
+    X[:, 10] = np.log1p(f.community_size)
+    X[:, 11] = np.log1p(hot)
+    X[:, 12] = np.log1p(weight)
+    X[:, 13] = np.log1p(hot * weight)
     return X
 
 

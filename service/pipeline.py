@@ -55,7 +55,9 @@ class RankContext:
     user_roles: dict[int, int] = field(default_factory=dict)  # community index -> role
     memberships_confirmed: bool = False  # read from Redis this request: privacy may rely on it
     community: int | None = None  # community index of query.community_id
-    recent: dict[int, list[str]] = field(default_factory=dict)  # community -> recent post ids
+    recent: dict[int, list[str]] = field(default_factory=dict)  # community -> recent post ids, newest first
+    hot: dict[int, list[str]] = field(default_factory=dict)  # community -> hot post ids, hottest first
+    community_weights: dict[int, float] = field(default_factory=dict)  # community -> the user's weight there
     seen: set[str] = field(default_factory=set)  # post ids the user has seen
     blocked: set[str] = field(default_factory=set)  # author user ids the user blocked
     live: LiveIndex | None = None  # posts written since the bundle (this version's live index)

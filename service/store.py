@@ -91,6 +91,7 @@ class UserReads:
     recent: list[bytes | None]  # parallel to the communities asked for
     seen: list[bytes] | None  # None when the reply was not a list (wrong type)
     blocked: set[bytes] | None  # None when unreadable or longer than BLOCKED_READ_MAX
+    hot: list[list[bytes]]  # parallel to the communities asked for (empty when unreadable)
 
 
 class FeatureStore:
@@ -160,19 +161,21 @@ class FeatureStore:
 
     # -- reads of the hot path --------------------------------------------------------
 
-    def user_reads(self, version: str, user_id: str, community_ids: list[str], deadline: float | None) -> UserReads:
+    def user_reads(
+        self, version: str, user_id: str, community_ids: list[str], deadline: float | None, hot_n: int = 0
+    ) -> UserReads:
         """The user's round trip: the packed user record and the recent lists of the
-        given communities (one MGET), the newest seen posts, the blocked authors."""
+        given communities (one MGET), the newest seen posts, the blocked authors, and the
+        top `hot_n` of each community's hot list."""
         keys = [contract.user_key(version, user_id)] + [contract.recent_key(version, c) for c in community_ids]
-        values, seen, blocked = self.round_trip(
-            "user",
-            [
-                ("MGET", *keys),
-                ("ZREVRANGE", contract.seen_key(user_id), 0, contract.SEEN_READ_MAX - 1),
-                ("SMEMBERS", contract.blocked_key(user_id)),
-            ],
-            deadline,
-        )
+        commands = [
+            ("MGET", *keys),
+            ("ZREVRANGE", contract.seen_key(user_id), 0, contract.SEEN_READ_MAX - 1),
+            ("SMEMBERS", contract.blocked_key(user_id)),
+        ]
+        if hot_n > 0:
+            commands += [("ZREVRANGE", contract.hot_key(version, c), 0, hot_n - 1) for c in community_ids]
+        values, seen, blocked, *hot = self.round_trip("user", commands, deadline)
         if isinstance(values, Exception):
             raise StoreUnavailable("error", f"user MGET: {values}")
         if isinstance(blocked, Exception) or len(blocked) > contract.BLOCKED_READ_MAX:
@@ -182,6 +185,7 @@ class FeatureStore:
             recent=list(values[1:]),
             seen=None if isinstance(seen, Exception) else seen,
             blocked=None if blocked is None else set(blocked),
+            hot=[[] if isinstance(h, Exception) else h for h in hot] or [[] for _ in community_ids],
         )
 
     def read_post_records(self, version: str, post_ids: list[str], deadline: float | None = None) -> list[bytes | None]:

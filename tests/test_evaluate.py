@@ -11,7 +11,7 @@ import scipy.sparse as sp
 
 from core import contract
 from tests.catalogue_logs import write_catalogue_logs
-from training.evaluate import bootstrap_ci, per_user_metrics
+from training.evaluate import METHODS, bootstrap_ci, per_user_metrics
 from training.params import TrainParams
 from training.reevaluate import reevaluate
 from training.train import train
@@ -52,13 +52,20 @@ def test_report_is_recomputed_exactly_from_the_bundle(learned_bundle):
     proto = saved["protocol"]
     assert proto["split_ts"] < proto["end_ts"]
     assert proto["ks"] == [10, 50]
-    users = np.load(learned_bundle / contract.EVAL_USERS_FILE)
-    assert len(users) == proto["users"] > 100
+    users = np.load(learned_bundle / contract.EVAL_USERS_FILE)  # [split points, max users], -1 padded
+    assert len(users) == len(proto["split_points"])
+    assert (users[0] >= 0).sum() == proto["users"] > 100
     rankings = np.load(learned_bundle / contract.EVAL_RANKINGS_FILE)
-    assert rankings.shape == (len(saved["methods"]), len(users), 50)
+    assert rankings.shape == (len(users), len(METHODS), users.shape[1], 50)
+    # every window of every split point is in the report, the gate on the first point's longest one
+    assert len(saved["windows"]) == len(proto["split_points"]) * len(proto["windows_days"])
+    assert (
+        saved["gate"]["value"]
+        == saved["windows"][len(proto["windows_days"]) - 1]["methods"]["pipeline"]["ndcg@10"]["mean"]
+    )
 
 
-def test_catalogue_like_logs_train_and_the_als_stage_matches_direct_als(tmp_path):
+def test_catalogue_like_logs_train_and_the_pipeline_is_level_with_tuned_plain_als(tmp_path):
     """MovieLens-like: genres as communities, created_at 0, play counts, no memberships."""
     data = write_catalogue_logs(tmp_path / "logs", users=800, items=500)
     bundle = train(data, tmp_path / "models", TrainParams(), progress=False, quiet=True)
@@ -69,8 +76,11 @@ def test_catalogue_like_logs_train_and_the_als_stage_matches_direct_als(tmp_path
     assert manifest["dims"]["indexed_posts"] == 500
     assert report["protocol"]["catalogue_posts"] == 500
     m = {name: row["ndcg@10"]["mean"] for name, row in report["methods"].items()}
-    assert m["als_stage"] >= 0.95 * m["plain_als"], m
-    assert m["als_stage"] > 1.5 * m["most_popular"], m
-    assert report["pipeline_vs"]["ndcg@10"]["most_popular"]["beyond_noise"]
+    vs = report["pipeline_vs"]["ndcg@10"]
+    # Against a plain ALS tuned on the inner split, the pipeline (its own ALS tuned there
+    # too) is at least level; the ALS stage alone is close to it; popularity is beaten.
+    assert vs["plain_als"]["verdict"] != "worse, beyond noise", vs["plain_als"]
+    assert m["als_stage"] >= 0.8 * m["plain_als"], m
+    assert vs["most_popular"]["verdict"] == "better, beyond noise", vs["most_popular"]
     assert any("memberships.csv missing" in n for n in report["notes"])
     assert any("catalogue-like" in n for n in report["notes"])

@@ -13,6 +13,7 @@ from prometheus_client import REGISTRY
 
 from core import contract
 from core.bundle import load_bundle
+from core.retrieval import RetrievalParams
 from nichefeed.v1 import ranking_pb2
 from service.errors import DeadlineExceeded
 from service.pipeline import RankContext, RankPipeline, RankQuery
@@ -61,7 +62,7 @@ def test_home_feed_holds_the_newest_posts_of_the_users_communities(ranker, bundl
     ctx = RankContext(query=RankQuery(user_id=user, limit=10), bundle=bundle, now=bundle.data_end_ts)
     ctx.user = contract.UserRecord(np.zeros(bundle.index.d, np.float32), np.empty(0, np.int32), np.empty(0, np.uint8))
     ctx.recent = {c: [newest]}
-    RetrieveCandidates(k=1).run(ctx)
+    RetrieveCandidates(RetrievalParams(candidates=1)).run(ctx)
     assert ctx.post_ids == [newest]
 
 

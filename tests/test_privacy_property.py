@@ -96,6 +96,16 @@ def write_world_bundle(world: SmallWorld, models_dir, seed: int) -> str:
     m_comm = [c for cs in world.members for c in sorted(cs)]
     created = [END - (40 * DAY if old else int(rng.integers(3600, 5 * DAY))) for old in world.post_old]
     post_v = rng.normal(size=(n_posts, d)).astype(np.float32)
+    # Each user's heaviest communities: their memberships, then one community they only
+    # engaged with (possibly private and not theirs): its hot and recent lists are read,
+    # and the filters must still keep its private posts away.
+    a_user, a_comm, a_weight = [], [], []
+    for u, cs in enumerate(world.members):
+        extra = [c for c in range(n_comm) if c not in cs][:1]
+        for c, w in [(c, 2.0) for c in sorted(cs)] + [(c, 1.0) for c in extra]:
+            a_user.append(u)
+            a_comm.append(c)
+            a_weight.append(w)
     arrays = {
         contract.USER_IDS_FILE: np.array([f"u{i}" for i in range(n_users)]),
         contract.USER_FACTORS_FILE: rng.normal(size=(n_users, d)).astype(np.float32),
@@ -118,6 +128,10 @@ def write_world_bundle(world: SmallWorld, models_dir, seed: int) -> str:
         contract.MEMBERSHIP_USER_FILE: np.array(m_user, dtype=np.int32),
         contract.MEMBERSHIP_COMMUNITY_FILE: np.array(m_comm, dtype=np.int32),
         contract.MEMBERSHIP_ROLE_FILE: np.full(len(m_user), contract.ROLE_MEMBER, dtype=np.uint8),
+        contract.POST_HOT_FILE: rng.random(n_posts).astype(np.float32),  # every post in its community's hot list
+        contract.AFFINITY_USER_FILE: np.array(a_user, dtype=np.int32),
+        contract.AFFINITY_COMMUNITY_FILE: np.array(a_comm, dtype=np.int32),
+        contract.AFFINITY_WEIGHT_FILE: np.array(a_weight, dtype=np.float32),
     }
     for name, arr in arrays.items():
         np.save(staging / name, arr, allow_pickle=False)
@@ -130,7 +144,7 @@ def write_world_bundle(world: SmallWorld, models_dir, seed: int) -> str:
         created_at="2026-01-01T00:00:00Z",
         data_fingerprint="test",
         dims={"factors": d},
-        params={"data_end_ts": END},
+        params={"data_end_ts": END, "hot_half_life_h": 24.0},
     )
     manifest.files = contract.describe_files(staging)
     (staging / contract.MANIFEST_FILE).write_text(manifest.to_json())

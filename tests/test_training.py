@@ -12,6 +12,7 @@ import pytest
 
 from core import contract
 from core.bundle import load_bundle
+from core.scoring import FEATURES
 from service.pipeline import RankContext, RankQuery
 from service.stages.hydrate import candidate_vectors, records_from_bundle
 from service.stages.score import ScoreCandidates
@@ -53,7 +54,7 @@ def two_groups(dir_):
 @pytest.fixture(scope="module")
 def groups_bundle(tmp_path_factory):
     data = two_groups(tmp_path_factory.mktemp("groups") / "data")
-    params = TrainParams(als=AlsParams(factors=8, iterations=20), scorer="affinity")
+    params = TrainParams(als=AlsParams(factors=8, iterations=20), scorer="affinity", tune_als=False)
     return load_bundle(train(data, tmp_path_factory.mktemp("gm"), params, progress=False, quiet=True))
 
 
@@ -106,7 +107,7 @@ def test_the_service_scores_exactly_what_training_evaluates(learned_bundle, tiny
     assert b.scorer.kind == "logistic"
     ds = load_dataset(tiny_data)
     end = b.data_end_ts
-    serving = state_as_of(ds, end, ds.memberships_derived)
+    serving = state_as_of(ds, end, ds.memberships_derived, b.manifest.params["hot_half_life_h"])
     user = b.user_row["u17"]
     members = np.asarray(b[contract.MEMBERSHIP_USER_FILE]) == user
     comms = np.asarray(b[contract.MEMBERSHIP_COMMUNITY_FILE])[members]
@@ -116,6 +117,8 @@ def test_the_service_scores_exactly_what_training_evaluates(learned_bundle, tiny
     ctx = RankContext(query=RankQuery(user_id="u17", limit=10), bundle=b, now=end + 3600)
     ctx.user = contract.UserRecord(np.asarray(b[contract.USER_FACTORS_FILE][user]), comms, roles)
     ctx.user_roles = dict(zip(comms.tolist(), roles.tolist()))
+    ctx.community_weights = b.community_weights_of(user)  # as hydrate_user sets them
+    assert ctx.community_weights
     ctx.rows = rows
     ctx.post_ids = [b.post_ids[r] for r in rows]
     ctx.posts = records_from_bundle(ctx)
@@ -130,6 +133,8 @@ def test_the_service_scores_exactly_what_training_evaluates(learned_bundle, tiny
     np.testing.assert_allclose(ctx.features, X, rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(ctx.scores, b.scorer.score(X), rtol=1e-5, atol=1e-5)
     assert (X[:, 2] > 0).sum() > 0 and (X[:, 2] == 0).sum() > 0  # members' and others' posts both scored
+    hot, weight = FEATURES.index("hot"), FEATURES.index("community_weight")
+    assert (X[:, hot] > 0).sum() > 0 and (X[:, weight] > 0).sum() > 0  # the new signals are exercised
 
 
 def test_learned_pipeline_beats_the_baselines_beyond_noise(learned_bundle):

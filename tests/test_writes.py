@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 import redis
 
-from core import contract
+from core import contract, hotness
 from core.embedded_redis import EmbeddedRedis, free_port
+from core.retrieval import HOT_LIST_KEEP
 from core.scoring import NON_MEMBER_STANDING, ROLE_STANDING
 from nichefeed.v1 import writes_pb2 as wpb
 from nichefeed.v1 import writes_pb2_grpc
@@ -434,3 +435,37 @@ def test_live_stream_compaction_keeps_what_a_replay_rebuilds(world):
         wpb.WritePostsRequest(events=[create("e-compact-2", "live-compact-2", community="c6")]), timeout=5
     )
     assert not fresh.compact(min_entries=0)
+
+
+def test_engagement_heats_the_post_and_its_community_hot_list_by_the_training_rule(world):
+    """The record's (hot, hot_at) follow core.hotness.add, the community's hot list moves
+    by core.hotness.list_score: the service ranks live posts by what training computed."""
+    client, svc, writer = world["client"], world["svc"], world["writer"]
+    bundle = svc.holder.current
+    half_life = bundle.hot_half_life_s
+    post = bundle.post_ids[20]
+    community = bundle.community_ids[int(bundle[contract.POST_COMMUNITY_FILE][20])]
+    key = contract.hot_key(bundle.version, community)
+    before = post_record(client, svc, post)
+    score_before = client.zscore(key, post) or 0.0
+    t0 = int(bundle.data_end_ts) + 7200
+    events = [
+        wpb.EngagementEvent(event_id="hot-1", user_id="u1", post_id=post, kind=wpb.COMMENT, ts=t0),  # weight 2
+        wpb.EngagementEvent(event_id="hot-2", user_id="u2", post_id=post, kind=wpb.LIKE, ts=t0 + 3600),  # weight 1
+        wpb.EngagementEvent(
+            event_id="hot-3", user_id="u4", post_id=post, kind=wpb.LIKE, ts=t0 - 600
+        ),  # late: decayed in
+        wpb.EngagementEvent(event_id="hot-4", user_id="u4", post_id=post, kind=wpb.VIEW, ts=t0 + 4000),  # no heat
+    ]
+    assert writer.WriteEngagements(wpb.WriteEngagementsRequest(events=events), timeout=5).applied == 4
+    value, at = float(before["hot"]), float(before["hot_at"])
+    for weight, ts in ((2.0, t0), (1.0, t0 + 3600), (1.0, t0 - 600)):
+        value, at = hotness.add(value, at, weight, ts, half_life)
+    after = post_record(client, svc, post)
+    assert after["hot_at"] == at == t0 + 3600
+    assert after["hot"] == pytest.approx(value, rel=1e-5)
+    gained = hotness.list_score(
+        np.array([2.0, 1.0, 1.0]), np.array([t0, t0 + 3600, t0 - 600]), bundle.data_end_ts, half_life
+    ).sum()
+    assert client.zscore(key, post) == pytest.approx(score_before + gained, rel=1e-9)
+    assert client.zcard(key) <= HOT_LIST_KEEP

@@ -90,17 +90,20 @@ def print_outputs(bundle: Path) -> None:
     report = json.loads((bundle / contract.REPORT_JSON_FILE).read_text())
     gate = report["gate"]["metric"]
     print(f"\nbundle:  {bundle}")
-    print(f"report:  {bundle / contract.REPORT_MD_FILE}  (and {contract.REPORT_JSON_FILE})")
-    print(f"{gate} on the held-out window ({report['protocol']['users']} users, mean [95% interval]):")
-    for name, row in report["methods"].items():
-        cell = row[gate]
-        print(f"  {name:<13} {cell['mean']:.4f} [{cell['ci95'][0]:.4f}, {cell['ci95'][1]:.4f}]")
-    for name in ("plain_als", "most_popular"):
-        v = report["pipeline_vs"][gate][name]
+    print(f"report:  {bundle / contract.REPORT_MD_FILE}  (and {contract.REPORT_JSON_FILE}, a plot beside them)")
+    for w in report["windows"]:
+        info = w["window"]
         print(
-            f"  pipeline - {name}: {v['difference']:+.4f} [{v['ci95'][0]:+.4f}, {v['ci95'][1]:+.4f}]"
-            f"{'' if v['beyond_noise'] else ' (within noise)'}"
+            f"\n{gate}, split at {info['split_ts']}, next {info['days']:g} days ({info['users']} users, "
+            "mean [95% interval]; pipeline minus method, paired):"
         )
+        for name, row in w["methods"].items():
+            cell = row[gate]
+            line = f"  {name:<22} {cell['mean']:.4f} [{cell['ci95'][0]:.4f}, {cell['ci95'][1]:.4f}]"
+            v = w["pipeline_vs"][gate].get(name)
+            if v:
+                line += f"   {v['difference']:+.4f} [{v['ci95'][0]:+.4f}, {v['ci95'][1]:+.4f}] {v['verdict']}"
+            print(line)
 
 
 def cmd_evaluate(args) -> None:
@@ -156,6 +159,17 @@ def cmd_fold_log(args) -> None:
         print(f"folded {posts} post events and {events} engagements into {args.data} (log position {last})")
     else:
         print(f"nothing new in the event log; {args.data} unchanged")
+
+
+def cmd_convert(args) -> None:
+    """A public log in its original format -> the training schema (training/convert/)."""
+    import json
+
+    from training.convert import FORMATS
+
+    counts = FORMATS[args.format](args.src, args.out)
+    print(f"converted {args.format} log {args.src} into {args.out}:")
+    print(json.dumps(counts, indent=1))
 
 
 def cmd_ensure(args) -> None:
@@ -236,6 +250,14 @@ def main(argv: list[str] | None = None) -> None:
     p = sub.add_parser("fold-log", help="fold the service's live event log into a data directory")
     p.add_argument("--data", type=Path, default=DEFAULT_DATA)
     p.set_defaults(fn=cmd_fold_log)
+
+    from training.convert import FORMATS
+
+    p = sub.add_parser("convert", help="convert a public log (MovieLens, Last.fm, Stack Exchange) to the input schema")
+    p.add_argument("format", choices=sorted(FORMATS), help="source format")
+    p.add_argument("src", type=Path, help="directory with the source files (plain, .gz or in a .zip)")
+    p.add_argument("out", type=Path, help="output directory for events.csv, posts.csv, communities.csv")
+    p.set_defaults(fn=cmd_convert)
 
     p = sub.add_parser("ensure", help="generate, train and publish whatever is missing (make serve)")
     train_opts(p)

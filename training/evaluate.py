@@ -1,64 +1,89 @@
-"""Evaluate on the held-out window, against baselines, with the spread over users.
+"""Evaluate by replay: at each split point, rank as the service would have, and judge the
+ranking on the engagement of the next day and the next week, against tuned baselines.
 
 Protocol (also written into every report, so anyone can recompute the numbers):
-- Rank "as of" split_ts: vectors fitted on events before it, counters, memberships and
-  author standing as of it (training/state.py), freshness measured at it.
-- Catalogue: the non-deleted posts created before the end of the data (and, on
-  feed-like data, no older than the index window at split_ts); every method ranks this
-  same catalogue, minus what the user may not or need not see (private posts of groups
-  they are not in, posts they engaged with positively before split_ts).
-- Targets: the posts a user engaged with positively (like, comment, share, save, or any
-  positive weight) in [split_ts, end), in the catalogue, not engaged before split_ts.
-- Users: those with at least one target and some engagement before split_ts (cold
-  users have no vector for any method), at most max_users, drawn with `seed`.
-- recall@K = hits in the top K / number of targets; NDCG@K with binary relevance and
-  the ideal DCG of min(K, targets) hits; coverage@K = distinct posts in all users' top K
-  / catalogue size; diversity@10 = distinct communities in a user's top 10 / its length.
-- Spread: 95% bootstrap intervals (resampling users, `bootstrap` draws, `seed`) of each
-  mean, and of the paired per-user difference of the gate metric between the pipeline
-  and each baseline: a difference whose interval excludes 0 is not noise.
+- Split points: the first is where the held-out share of events begins (an event-count
+  quantile, or --split-at); further points follow one longest-window apart while data
+  remains (--split-points). Everything is "as of" its split point: vectors fitted on
+  events before it, counters, hotness, memberships and author standing as of it.
+- Catalogue: what the service would serve at that moment: the non-deleted posts created
+  before the split point (and, on feed-like data, no older than the index window). Every
+  method ranks this same catalogue, minus what the user may not or need not see (private
+  posts of groups they are not in, posts they engaged with positively before the split).
+- Windows: [split, split + 1 day) and [split, split + 7 days) by default (cut at the end
+  of the data). Targets: the catalogue posts a user engaged with positively in the window,
+  not engaged before the split. Users: at most max_users drawn (with `seed`) from those
+  with a target in the longest window and some engagement before the split; a shorter
+  window evaluates those of them with a target in it.
+- recall@K = hits in the top K / targets; NDCG@K with binary relevance and the ideal DCG
+  of min(K, targets) hits; coverage@K = distinct posts in all users' top K / catalogue;
+  diversity@10 = distinct communities in a user's top 10 / its length.
+- Spread: 95% bootstrap intervals (resampling users, `bootstrap` draws) of each mean,
+  and of the paired per-user difference of NDCG@10 between the pipeline and each
+  baseline: an interval above 0 is "better, beyond noise", below 0 "worse, beyond noise",
+  otherwise "within noise".
+- Baselines are tuned on the inner split (the same protocol one longest-window before the
+  first split point, inside the training data); the pipeline's scorer is fitted there too.
 - Ties are broken by the lower post row. Scores are float32.
-Methods: random (numpy default_rng(seed), one uniform [256 users x catalogue] draw per
-chunk of users in ascending order); most_popular (summed positive weight before
-split_ts); plain_als (implicit ALS fitted directly on the user x post matrix of summed
-positive training weights, implicit's default alpha 1, the pipeline's factors,
-iterations, regularization and seed); als_stage (the pipeline's embeddings alone:
-user . post vector from the bundle); pipeline (the service's retrieval: the top 500 of
-the catalogue by user . post vector plus the 50 newest catalogue posts of each community
-the user belongs to as of split_ts, then core.scoring.feature_matrix and the
-bundle's scorer; no diversity re-rank).
+Methods: random, most_popular, hot_global, hot_in_communities, newest_in_communities,
+item_knn, ease, plain_als (training/baselines.py); als_stage (the pipeline's embeddings
+alone: user . post vector); pipeline (the service's retrieval, core/retrieval.py, then
+core.scoring.feature_matrix and the bundle's scorer; no diversity re-rank).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.sparse as sp
 
 from core.scoring import LinearScorer
-from training.als import fit_als
+from training.baselines import BaselineParams, RankingWorld, build
 from training.features import CandidateSource, Model, features, seen_matrix, top_k
 from training.params import AlsParams, EvalParams
 from training.schema import Dataset
-from training.split import TimeSplit
 from training.state import WorldState
 
 GATE_METRIC = "ndcg@10"
-METHODS = ("random", "most_popular", "plain_als", "als_stage", "pipeline")
+BASELINES = (
+    "random",
+    "most_popular",
+    "hot_global",
+    "hot_in_communities",
+    "newest_in_communities",
+    "item_knn",
+    "ease",
+    "plain_als",
+)
+METHODS = (*BASELINES, "als_stage", "pipeline")
+DAY = 86_400
+
+
+@dataclass
+class SplitPoint:
+    """What ranks at one split point: the world as of it and the model fitted before it."""
+
+    split_ts: int
+    state: WorldState
+    model: Model
+    scorer: LinearScorer
 
 
 @dataclass
 class EvalResult:
-    users: np.ndarray  # int32 user rows evaluated
-    rankings: np.ndarray  # int32 [methods, users, max(K)] post rows, -1 padded
+    users: np.ndarray  # int32 [points, max_users] user rows evaluated, -1 padded
+    rankings: np.ndarray  # int32 [points, methods, max_users, max(K)] post rows, -1 padded
     report: dict = field(default_factory=dict)
 
 
-def catalogue_rows(ds: Dataset, now: int, until: int, window_days: float | None) -> np.ndarray:
-    keep = ~ds.post_deleted & (ds.post_created_at < until)
+def catalogue_rows(ds: Dataset, now: int, window_days: float | None) -> np.ndarray:
+    """What the service would serve at `now`: non-deleted posts created before it (no
+    older than the index window when one applies)."""
+    keep = ~ds.post_deleted & (ds.post_created_at < now)
     if window_days is not None:
-        keep &= ds.post_created_at >= now - window_days * 86_400
+        keep &= ds.post_created_at >= now - window_days * DAY
     return np.flatnonzero(keep).astype(np.int64)
 
 
@@ -84,23 +109,12 @@ def pick_users(targets: sp.csr_matrix, seen: sp.csr_matrix, max_users: int, seed
     return users.astype(np.int32)
 
 
-def plain_als(ds: Dataset, train_mask: np.ndarray, als: AlsParams) -> tuple[np.ndarray, np.ndarray]:
-    """implicit ALS on the user x post matrix of positive training engagement (counts), as a
-    practitioner would fit it directly: raw summed weights, implicit's default alpha (1)."""
-    pos = train_mask & (ds.event_weights() > 0)
-    m = sp.csr_matrix(
-        (ds.event_weights()[pos].astype(np.float32), (ds.e_user[pos], ds.e_post[pos])), shape=(ds.n_users, ds.n_posts)
-    )
-    m.sum_duplicates()
-    return fit_als(m, replace(als, alpha=1.0))
-
-
-def _rank_dense(source: CandidateSource, users: np.ndarray, score_fn, k: int, chunk: int = 256) -> np.ndarray:
+def rank_dense(source: CandidateSource, users: np.ndarray, score_fn, k: int, chunk: int = 256) -> np.ndarray:
     """Top k catalogue rows per user for a method that scores the whole catalogue."""
     out = np.full((len(users), k), -1, np.int32)
     for lo in range(0, len(users), chunk):
         batch = users[lo : lo + chunk]
-        scores = score_fn(batch).astype(np.float32)
+        scores = np.asarray(score_fn(batch), dtype=np.float32)
         source.hide(scores, batch)
         top = top_k(scores, k)
         valid = np.isfinite(np.take_along_axis(scores, top, axis=1))
@@ -108,16 +122,7 @@ def _rank_dense(source: CandidateSource, users: np.ndarray, score_fn, k: int, ch
     return out
 
 
-def rank_pipeline(
-    ds: Dataset,
-    state: WorldState,
-    model: Model,
-    scorer: LinearScorer,
-    source: CandidateSource,
-    users: np.ndarray,
-    k: int,
-    now: int,
-) -> np.ndarray:
+def rank_pipeline(ds: Dataset, point: SplitPoint, source: CandidateSource, users: np.ndarray, k: int) -> np.ndarray:
     out = np.full((len(users), k), -1, np.int32)
     cands = source.for_users(users)
     sizes = np.array([len(c) for c in cands])
@@ -125,7 +130,7 @@ def rank_pipeline(
         return out
     flat_users = np.repeat(users, sizes)
     flat_posts = np.concatenate(cands)
-    scores = scorer.score(features(ds, state, model, flat_users, flat_posts, now))
+    scores = point.scorer.score(features(ds, point.state, point.model, flat_users, flat_posts, point.split_ts))
     starts = np.concatenate([[0], np.cumsum(sizes)])
     for i in range(len(users)):
         s, p = scores[starts[i] : starts[i + 1]], flat_posts[starts[i] : starts[i + 1]]
@@ -134,9 +139,7 @@ def rank_pipeline(
     return out
 
 
-def per_user_metrics(
-    rankings: np.ndarray, targets: sp.csr_matrix, users: np.ndarray, ds: Dataset, ks: tuple[int, ...]
-) -> dict[str, np.ndarray]:
+def per_user_metrics(rankings: np.ndarray, targets: sp.csr_matrix, users: np.ndarray, ds, ks) -> dict:
     T = targets[users]
     n_t = np.diff(T.indptr)
     hits = np.zeros(rankings.shape, bool)
@@ -167,73 +170,120 @@ def bootstrap_ci(values: np.ndarray, draws: int, rng: np.random.Generator) -> tu
     return float(lo), float(hi)
 
 
-@dataclass
-class EvalSetup:
-    """What is evaluated (the model, its scorer, the world as of the split) and on what."""
+def verdict(lo: float, hi: float) -> str:
+    if lo > 0:
+        return "better, beyond noise"
+    if hi < 0:
+        return "worse, beyond noise"
+    return "within noise"
 
-    ds: Dataset
-    split: TimeSplit
-    state: WorldState  # as of split.split_ts
-    model: Model
-    scorer: LinearScorer
-    window_days: float | None  # the index window (None: catalogue-like, every post)
+
+def measure_ndcg(
+    ds: Dataset, world: RankingWorld, seen: sp.csr_matrix, until: int, users_max: int, seed: int
+) -> Callable:
+    """For tuning: a function (score function) -> mean NDCG@10 on [as_of, until)."""
+    mask = (ds.e_ts >= world.as_of) & (ds.e_ts < until)
+    targets = target_matrix(ds, mask, seen, world.catalogue)
+    users = pick_users(targets, seen, users_max, seed)
+    source = CandidateSource(ds, world.state, None, world.catalogue, seen)
+
+    def measure(fn) -> float:
+        if len(users) == 0:
+            return 0.0
+        ranked = rank_dense(source, users, fn, 10)
+        return float(per_user_metrics(ranked, targets, users, ds, (10,))["ndcg@10"].mean())
+
+    measure.users = users  # what the tuning was measured on (for the report)
+    return measure
 
 
 def evaluate(
-    setup: EvalSetup, params: EvalParams, als: AlsParams, notes: list[str] | None = None, progress: bool = False
+    ds: Dataset,
+    points: list[SplitPoint],
+    end_ts: int,
+    index_window_days: float | None,
+    baselines: BaselineParams,
+    als: AlsParams,
+    params: EvalParams,
+    notes: list[str] | None = None,
+    progress: bool = False,
 ) -> EvalResult:
-    """Rank the held-out window with every method; `als` is what plain ALS is fitted with."""
-    ds, state, model, scorer, window_days = setup.ds, setup.state, setup.model, setup.scorer, setup.window_days
-    split_ts, end_ts, train_mask, test_mask = (
-        setup.split.split_ts,
-        setup.split.end_ts,
-        setup.split.train,
-        setup.split.test,
-    )
-    catalogue = catalogue_rows(ds, split_ts, end_ts, window_days)
-    seen = seen_matrix(ds, train_mask)
-    targets = target_matrix(ds, test_mask, seen, catalogue)
-    all_test_pos = int((test_mask & (ds.event_weights() > 0)).sum())
-    users = pick_users(targets, seen, params.max_users, params.seed)
+    """Rank at every split point with every method and judge each window."""
     k = max(params.ks)
-    source = CandidateSource(ds, state, model, catalogue, seen)
-    rng = np.random.default_rng(params.seed)
-    popularity = state.positives[catalogue]
-    plain_u, plain_i = plain_als(ds, train_mask, als)
-    scorers = {
-        "random": lambda b: rng.random((len(b), len(catalogue))),
-        "most_popular": lambda b: np.broadcast_to(popularity, (len(b), len(catalogue))).copy(),
-        "plain_als": lambda b: plain_u[b] @ plain_i[catalogue].T,
-        "als_stage": lambda b: model.user_factors[b] @ model.post_vectors[catalogue].T,
-    }
+    longest = max(params.windows_days)
+    n_points = len(points)
+    all_users = np.full((n_points, params.max_users), -1, np.int32)
+    all_rankings = np.full((n_points, len(METHODS), params.max_users, k), -1, np.int32)
+    windows, skipped = [], set()
     from tqdm import tqdm
 
-    rankings = np.full((len(METHODS), len(users), k), -1, np.int32)
-    for m, name in enumerate(tqdm(METHODS, desc="evaluate", unit="method", disable=not progress)):
-        if name == "pipeline":
-            rankings[m] = rank_pipeline(ds, state, model, scorer, source, users, k, split_ts)
-        else:
-            rankings[m] = _rank_dense(source, users, scorers[name], k)
-    report = summarise(ds, rankings, targets, users, catalogue, params)
-    report["protocol"] = {
-        "split_ts": int(split_ts),
-        "end_ts": int(end_ts),
-        "ks": list(params.ks),
-        "seed": params.seed,
-        "bootstrap": params.bootstrap,
-        "max_users": params.max_users,
-        "users": int(len(users)),
-        "catalogue_posts": int(len(catalogue)),
-        "index_window_days": window_days,
-        "targets": int(targets[users].nnz),
-        "test_positive_events": all_test_pos,
-        "users_with_targets": int((np.diff(targets.indptr) > 0).sum()),
-        "plain_als": {k: v for k, v in asdict(als).items() if k != "alpha"},
-        "gate_metric": GATE_METRIC,
-        "text": __doc__.split("recompute the numbers):", 1)[1].strip(),
+    bar = tqdm(total=n_points * len(METHODS), desc="evaluate", unit="method", disable=not progress)
+    for j, point in enumerate(points):
+        split_ts = point.split_ts
+        before = ds.e_ts < split_ts
+        catalogue = catalogue_rows(ds, split_ts, index_window_days)
+        seen = seen_matrix(ds, before)
+        long_mask = ~before & (ds.e_ts < min(end_ts, split_ts + int(longest * DAY)))
+        users = pick_users(target_matrix(ds, long_mask, seen, catalogue), seen, params.max_users, params.seed + j)
+        all_users[j, : len(users)] = users
+        world = RankingWorld(ds, point.state, before, catalogue)
+        source = CandidateSource(ds, point.state, point.model, catalogue, seen)
+        scorers = build(world, baselines, als)
+        scorers["als_stage"] = lambda b, m=point.model, c=catalogue: m.user_factors[b] @ m.post_vectors[c].T
+        for m, name in enumerate(METHODS):
+            if name == "pipeline":
+                all_rankings[j, m, : len(users)] = rank_pipeline(ds, point, source, users, k)
+            elif scorers[name] is None:
+                skipped.add(name)
+            else:
+                all_rankings[j, m, : len(users)] = rank_dense(source, users, scorers[name], k)
+            bar.update()
+        for days in params.windows_days:
+            until = min(end_ts, split_ts + int(days * DAY))
+            mask = ~before & (ds.e_ts < until)
+            targets = target_matrix(ds, mask, seen, catalogue)
+            in_window = np.flatnonzero(np.diff(targets[users].indptr) > 0)
+            report = summarise(
+                ds, all_rankings[j][:, in_window], targets, users[in_window], catalogue, params, skipped, j
+            )
+            report["window"] = {
+                "split_ts": int(split_ts),
+                "until": int(until),
+                "days": round((until - split_ts) / DAY, 2),
+                "users": int(len(in_window)),
+                "targets": int(targets[users[in_window]].nnz),
+                "catalogue_posts": int(len(catalogue)),
+            }
+            windows.append(report)
+    bar.close()
+    headline = [w for w in windows if w["window"]["split_ts"] == points[0].split_ts][-1]  # the longest window
+    report = {
+        "methods": headline["methods"],
+        "pipeline_vs": headline["pipeline_vs"],
+        "gate": {"metric": GATE_METRIC, "value": headline["methods"]["pipeline"][GATE_METRIC]["mean"]},
+        "windows": windows,
+        "skipped": sorted(skipped),
+        "baselines": {k_: v for k_, v in baselines.__dict__.items()},
+        "protocol": {
+            "split_points": [int(p.split_ts) for p in points],
+            "split_ts": int(points[0].split_ts),
+            "end_ts": int(end_ts),
+            "windows_days": list(params.windows_days),
+            "ks": list(params.ks),
+            "seed": params.seed,
+            "bootstrap": params.bootstrap,
+            "max_users": params.max_users,
+            "users": headline["window"]["users"],
+            "targets": headline["window"]["targets"],
+            "catalogue_posts": headline["window"]["catalogue_posts"],
+            "index_window_days": index_window_days,
+            "gate_metric": GATE_METRIC,
+            "gate_window": {"split_ts": int(points[0].split_ts), "days": headline["window"]["days"]},
+            "text": __doc__.split("recompute the numbers):", 1)[1].strip(),
+        },
+        "notes": list(notes or []),
     }
-    report["notes"] = list(notes or [])
-    return EvalResult(users, rankings, report)
+    return EvalResult(all_users, all_rankings, report)
 
 
 def summarise(
@@ -243,10 +293,14 @@ def summarise(
     users: np.ndarray,
     catalogue: np.ndarray,
     params: EvalParams,
+    skipped: set[str],
+    point: int,
 ) -> dict:
-    rng = np.random.default_rng(params.seed + 1)
+    rng = np.random.default_rng(params.seed + 1 + point)
     methods, per_user = {}, {}
     for m, name in enumerate(METHODS):
+        if name in skipped:
+            continue
         pu = per_user_metrics(rankings[m], targets, users, ds, params.ks)
         per_user[name] = pu
         row = {}
@@ -259,71 +313,84 @@ def summarise(
         methods[name] = row
     gate = per_user["pipeline"][GATE_METRIC]
     versus = {}
-    for name in METHODS[:-1]:
+    for name in per_user:
+        if name == "pipeline":
+            continue
         diff = gate - per_user[name][GATE_METRIC]
         lo, hi = bootstrap_ci(diff, params.bootstrap, rng)
         versus[name] = {
             "difference": float(diff.mean()) if len(diff) else 0.0,
             "ci95": [lo, hi],
             "beyond_noise": bool(lo > 0),
+            "verdict": verdict(lo, hi),
         }
-    return {
-        "methods": methods,
-        "pipeline_vs": {GATE_METRIC: versus},
-        "gate": {"metric": GATE_METRIC, "value": methods["pipeline"][GATE_METRIC]["mean"]},
-    }
+    return {"methods": methods, "pipeline_vs": {GATE_METRIC: versus}}
 
 
-def markdown(report: dict, title: str) -> str:
-    """The report as Markdown: headline table, pipeline-vs-baselines, protocol, notes."""
+def _cell(c: dict) -> str:
+    return f"{c['mean']:.4f} [{c['ci95'][0]:.4f}, {c['ci95'][1]:.4f}]"
+
+
+def markdown(report: dict, title: str, plot: str | None = None) -> str:
+    """The report as Markdown: per window, the methods and the pipeline's paired
+    differences; then the tuned baselines, training, notes, protocol."""
     proto = report["protocol"]
     metrics = [f"{m}@{k}" for m in ("recall", "ndcg") for k in proto["ks"]]
+    gate = report["gate"]["metric"]
     lines = [
         f"# Evaluation report: {title}",
         "",
-        f"{proto['users']} users, {proto['targets']} held-out positives over a catalogue of "
-        f"{proto['catalogue_posts']} posts; window [{proto['split_ts']}, {proto['end_ts']}). "
+        f"Replay at {len(proto['split_points'])} split point(s), windows of {proto['windows_days']} days. "
+        f"Gate: the pipeline's {gate} on the first split point's longest window = {report['gate']['value']:.4f}. "
         "Each cell: mean [95% bootstrap interval over users].",
         "",
-        "| method | " + " | ".join(metrics) + " | coverage@10 | diversity@10 |",
-        "|---|" + "---|" * (len(metrics) + 2),
     ]
-    for name, row in report["methods"].items():
-        cells = [f"{row[m]['mean']:.4f} [{row[m]['ci95'][0]:.4f}, {row[m]['ci95'][1]:.4f}]" for m in metrics]
-        lines.append(
-            f"| {name} | "
-            + " | ".join(cells)
-            + f" | {row['coverage@10']['mean']:.3f} | {row['diversity@10']['mean']:.3f} |"
-        )
-    gate = report["gate"]["metric"]
-    lines += [
-        "",
-        f"## Pipeline vs baselines on {gate} (paired over the same users)",
-        "",
-        "| baseline | pipeline minus baseline | 95% interval | beyond noise |",
-        "|---|---|---|---|",
-    ]
-    for name, v in report["pipeline_vs"][gate].items():
-        lines.append(
-            f"| {name} | {v['difference']:+.4f} | [{v['ci95'][0]:+.4f}, {v['ci95'][1]:+.4f}] | "
-            f"{'yes' if v['beyond_noise'] else 'no'} |"
-        )
+    if plot:
+        lines += [f"![NDCG@10 and recall@50 per method and window]({plot})", ""]
+    for w in report["windows"]:
+        info = w["window"]
+        lines += [
+            f"## Split at {info['split_ts']}, next {info['days']:g} days",
+            "",
+            f"{info['users']} users, {info['targets']} held-out positives, catalogue of {info['catalogue_posts']} posts.",
+            "",
+            "| method | " + " | ".join(metrics) + " | coverage@10 | diversity@10 | pipeline minus method, NDCG@10 |",
+            "|---|" + "---|" * (len(metrics) + 3),
+        ]
+        for name, row in w["methods"].items():
+            v = w["pipeline_vs"][gate].get(name)
+            diff = (
+                f"{v['difference']:+.4f} [{v['ci95'][0]:+.4f}, {v['ci95'][1]:+.4f}] {v['verdict']}" if v else "(this)"
+            )
+            lines.append(
+                f"| {name} | "
+                + " | ".join(_cell(row[m]) for m in metrics)
+                + f" | {row['coverage@10']['mean']:.3f} | {row['diversity@10']['mean']:.3f} | {diff} |"
+            )
+        lines.append("")
+    if report.get("skipped"):
+        lines += [f"Not run on this data: {', '.join(report['skipped'])} (see notes).", ""]
+    b = report.get("baselines", {})
+    if b:
+        lines += ["## Baselines as tuned on the inner split", ""]
+        lines += [f"- {k}: {v}" for k, v in b.items() if k != "tuning"]
+        lines += [f"- grid {name}: {grid}" for name, grid in b.get("tuning", {}).items()]
+        lines.append("")
     extra = report.get("training", {})
     if extra:
-        lines += ["", "## Training", ""] + [f"- {k}: {v}" for k, v in extra.items()]
+        lines += ["## Training", ""] + [f"- {k}: {v}" for k, v in extra.items()] + [""]
     if report.get("notes"):
-        lines += ["", "## Notes on the data", ""] + [f"- {n}" for n in report["notes"]]
+        lines += ["## Notes on the data", ""] + [f"- {n}" for n in report["notes"]] + [""]
     lines += [
-        "",
         "## Protocol",
         "",
         proto["text"],
         "",
-        f"Parameters: split_ts={proto['split_ts']}, end_ts={proto['end_ts']}, K={proto['ks']}, "
+        f"Parameters: split points={proto['split_points']}, end_ts={proto['end_ts']}, K={proto['ks']}, "
         f"seed={proto['seed']}, bootstrap={proto['bootstrap']}, max_users={proto['max_users']}, "
-        f"index_window_days={proto['index_window_days']}, plain_als={proto['plain_als']}. "
-        "The evaluated users and every method's top-K are saved in the bundle "
-        "(eval_users.npy, eval_rankings.npy, methods in the order of report.json 'methods').",
+        f"index_window_days={proto['index_window_days']}. The evaluated users and every method's top-K per split "
+        "point are saved in the bundle (eval_users.npy, eval_rankings.npy, methods in the order of "
+        "training/evaluate.py METHODS).",
         "",
     ]
     return "\n".join(lines)

@@ -1,11 +1,11 @@
-"""Offline candidates and features, through the service's own scoring code.
+"""Offline candidates and features, through the service's own retrieval and scoring code.
 
-`candidates` mirrors the service's retrieval (service/stages/retrieve.py): the top
-RETRIEVE_K posts by inner product with the user's vector, plus the newest posts of each
-community the user belongs to, minus private posts of groups they are not in and posts
-they already engaged with. `features` builds the per-(user, post) inputs from a
-WorldState and calls core.scoring.feature_matrix, the function the service calls on
-the hot path, so the scorer is fitted and evaluated on exactly what it will see.
+`CandidateSource.for_users` gathers candidates with core/retrieval.py, the rule the
+service's retrieve stage applies: each of the user's heaviest communities' hot and recent
+lists round-robin, then the posts nearest the user's vector; minus private posts of groups
+they are not in and posts they already engaged with. `features` builds the per-(user,
+post) inputs from a WorldState and calls core.scoring.feature_matrix, the function the
+service calls on the hot path, so the scorer is fitted and evaluated on what will serve.
 """
 
 from __future__ import annotations
@@ -15,12 +15,11 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from core.scoring import feature_matrix
+from core import retrieval
+from core.retrieval import HOT_LIST_KEEP, RetrievalParams
+from core.scoring import FeatureInputs, feature_matrix
 from training.schema import Dataset
 from training.state import WorldState
-
-RETRIEVE_K = 500  # service default NICHEFEED_CANDIDATES
-PER_COMMUNITY = 50  # service RetrieveCandidates.per_community
 
 
 @dataclass
@@ -52,6 +51,17 @@ def seen_matrix(ds: Dataset, mask: np.ndarray) -> sp.csr_matrix:
     return m
 
 
+def hot_lists(ds: Dataset, hot: np.ndarray) -> dict[int, np.ndarray]:
+    """Each community's hot list as the service holds it: posts with hotness, hottest
+    first (ties by lower row), at most HOT_LIST_KEEP."""
+    rows = np.flatnonzero(hot > 0)
+    comm = ds.post_community[rows]
+    order = np.lexsort((rows, -hot[rows], comm))
+    rows, comm = rows[order], comm[order]
+    cuts = np.flatnonzero(np.diff(comm)) + 1
+    return {int(c[0]): r[:HOT_LIST_KEEP] for c, r in zip(np.split(comm, cuts), np.split(rows, cuts)) if len(r)}
+
+
 class CandidateSource:
     """Per-user candidates over a fixed catalogue (rows servable at the ranking time)."""
 
@@ -62,19 +72,20 @@ class CandidateSource:
         model: Model,
         catalogue: np.ndarray,
         seen: sp.csr_matrix,
-        retrieve_k: int = RETRIEVE_K,
-        per_community: int = PER_COMMUNITY,
+        params: RetrievalParams | None = None,
     ):
         self.ds, self.state, self.model = ds, state, model
         self.catalogue = catalogue
         self.seen = seen
-        self.retrieve_k, self.per_community = retrieve_k, per_community
+        self.params = params or RetrievalParams()
         comm = ds.post_community[catalogue]
         created = ds.post_created_at[catalogue]
         order = np.lexsort((catalogue, -created, comm))
         self.recent_rows = catalogue[order]
-        bounds = np.searchsorted(comm[order], np.arange(ds.n_communities + 1))
-        self.recent_bounds = bounds
+        self.recent_bounds = np.searchsorted(comm[order], np.arange(ds.n_communities + 1))
+        self.hot = hot_lists(ds, state.hot)
+        self.in_catalogue = np.zeros(ds.n_posts, dtype=bool)
+        self.in_catalogue[catalogue] = True
         self.private = ds.community_private.astype(bool)
         self.col_of = np.full(ds.n_posts, -1, np.int64)
         self.col_of[catalogue] = np.arange(len(catalogue))
@@ -88,20 +99,32 @@ class CandidateSource:
     def memberships(self, user: int) -> np.ndarray:
         return self.m_comm[self.m_bounds[user] : self.m_bounds[user + 1]]
 
+    def in_network(self, user: int) -> list[int]:
+        """The user's in-network candidates (core.retrieval), as the service would read
+        them: hot lists hold any post with engagement (old ones are filtered later),
+        recent lists only servable posts."""
+        p = self.params
+        queues = []
+        empty = np.empty(0, np.int64)
+        for c in self.state.top_communities(user, p.communities).tolist():
+            hot = self.hot.get(c, empty)[: p.per_list]
+            recent = self.recent_rows[self.recent_bounds[c] : self.recent_bounds[c] + p.per_list]
+            queues.append(retrieval.community_queue(hot.tolist(), recent.tolist(), p.per_list))
+        return retrieval.round_robin(queues, p.in_network_cap)
+
     def for_users(self, users: np.ndarray, chunk: int = 256) -> list[np.ndarray]:
         out = []
         V = self.model.post_vectors[self.catalogue]
+        k = self.params.candidates
         for lo in range(0, len(users), chunk):
             batch = users[lo : lo + chunk]
             scores = self.model.user_factors[batch] @ V.T
             self.hide(scores, batch)
-            top = self.catalogue[top_k(scores, self.retrieve_k)]
+            top = self.catalogue[top_k(scores, k)]
             for i, u in enumerate(batch):
+                rows = np.array(retrieval.fill(self.in_network(u), top[i].tolist(), k), dtype=np.int64)
+                rows = rows[self.in_catalogue[rows]]  # what the filters drop: deleted, too old, unknown
                 comms = self.memberships(u)
-                recent = [
-                    self.recent_rows[self.recent_bounds[c] : self.recent_bounds[c] + self.per_community] for c in comms
-                ]
-                rows = np.unique(np.concatenate([top[i], *recent])) if recent else np.unique(top[i])
                 ok = ~self.private[self.ds.post_community[rows]] | np.isin(self.ds.post_community[rows], comms)
                 seen = self.seen.indices[self.seen.indptr[u] : self.seen.indptr[u + 1]]
                 ok &= ~np.isin(rows, seen)
@@ -127,17 +150,21 @@ def features(
     """feature_matrix for (users[i], posts[i]) pairs, as the service would build it at `now`."""
     comm = ds.post_community[posts]
     uf = model.user_factors[users]
-    affinity = np.einsum("ij,ij->i", uf, model.post_vectors[posts])
-    community_affinity = np.einsum("ij,ij->i", uf, model.community_factors[comm])
-    role = state.role_lookup(ds.n_communities)(users, comm)
+    hot = state.hot[posts] if now == state.as_of else None
+    if hot is None:  # the state's hotness is as of its own time: decay it to `now`
+        hot = state.hot[posts] * np.exp2(-max(now - state.as_of, 0) / (state.hot_half_life_h * 3600.0))
     return feature_matrix(
-        affinity,
-        community_affinity,
-        role,
-        state.author_trust[posts],
-        now - ds.post_created_at[posts],
-        state.positives[posts],
-        state.negatives[posts],
-        state.views[posts],
-        state.community_size[comm].astype(np.float32),
+        FeatureInputs(
+            affinity=np.einsum("ij,ij->i", uf, model.post_vectors[posts]),
+            community_affinity=np.einsum("ij,ij->i", uf, model.community_factors[comm]),
+            user_role=state.role_lookup(ds.n_communities)(users, comm),
+            author_trust=state.author_trust[posts],
+            age_seconds=now - ds.post_created_at[posts],
+            positives=state.positives[posts],
+            negatives=state.negatives[posts],
+            views=state.views[posts],
+            community_size=state.community_size[comm].astype(np.float32),
+            hot=hot,
+            community_weight=state.weight_lookup(users, comm),
+        )
     )

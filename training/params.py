@@ -43,17 +43,22 @@ class EvalParams:
     seed: int = param(7, "seed of user sampling, the random baseline and the bootstrap", flag="eval-seed")
     bootstrap: int = param(1000, "bootstrap resamples of each interval")
     ks: tuple[int, ...] = param(KS, "cut-offs K", cli=False)
+    windows_days: tuple[float, ...] = param((1.0, 7.0), "evaluation windows after each split point", cli=False)
+    split_points: int = param(2, "split points replayed (one longest window apart, while data remains)")
+    tune_users: int = param(500, "users the baselines are tuned on (inner split)")
 
 
 @dataclass
 class TrainParams:
     als: AlsParams = field(default_factory=AlsParams)
-    test_fraction: float = param(0.1, "share of the event time range held out for evaluation")
+    test_fraction: float = param(0.2, "share of the events held out for evaluation (the newest)")
+    split_at: int | None = param(None, "unix time where evaluation starts (instead of --test-fraction)")
     index_window_days: float = param(14.0, "on feed-like data, posts older than this are not indexed")
     scorer: str = param(
         "learned",
         "learned: logistic over the service's features; affinity: inner product only",
         choices=("learned", "affinity"),
     )
+    tune_als: bool = param(True, "choose the ALS factors and alpha on the inner split (else --factors, --alpha)")
     scorer_fit: ScorerParams = field(default_factory=ScorerParams)
     eval: EvalParams = field(default_factory=EvalParams)

@@ -24,7 +24,7 @@ import redis
 from core import contract
 from core.bundle import load_bundle
 from training.carry_over import carry_over
-from training.records import post_entries, recent_entries, user_entries
+from training.records import hot_lists, post_entries, recent_entries, user_entries
 
 BATCH = 2_000  # keys per MSET: large enough to amortise the round trip, small enough not to stall Redis
 
@@ -137,6 +137,17 @@ def prune(client: redis.Redis, keep: int, models_dir: Path | None = None) -> lis
     return doomed
 
 
+def write_hot_lists(client: redis.Redis, bundle) -> None:
+    """One ZADD per community (replacing any list a failed publish left), pipelined."""
+    pipe = client.pipeline(transaction=False)
+    for n, (key, scores) in enumerate(hot_lists(bundle), start=1):
+        pipe.delete(key)
+        pipe.zadd(key, scores)
+        if n % 500 == 0:
+            pipe.execute()
+    pipe.execute()
+
+
 def publish(
     bundle_dir: Path,
     client: redis.Redis,
@@ -155,6 +166,7 @@ def publish(
     _write(client, user_entries(bundle), len(bundle.user_ids), "users", progress)
     _write(client, post_entries(bundle), len(bundle.post_ids), "posts", progress)
     _write(client, recent_entries(bundle), len(bundle.community_recent), "recent lists", progress)
+    write_hot_lists(client, bundle)
     previous = current_version(client)
     if previous and previous != version:
         # Posts written live since the new model's data was cut must keep being served.

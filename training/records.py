@@ -1,8 +1,8 @@
 """Redis records built from a bundle: what publish writes for one model version.
 
-Each function yields (key, packed value) pairs in the formats of core/contract.py:
-user records, post records, and the recent-post lists of each community (the in-network
-candidates the hot path reads in the user's round trip).
+Each function yields (key, value) pairs in the formats of core/contract.py: user
+records, post records, the recent-post lists and the hot lists of each community (the
+in-network candidates the hot path reads in the user's round trip).
 """
 
 from __future__ import annotations
@@ -39,3 +39,15 @@ def recent_entries(bundle: Bundle):
     for c, rows in bundle.community_recent.items():
         ids = [bundle.post_ids[r] for r in rows[: contract.RECENT_PER_COMMUNITY].tolist()]
         yield contract.recent_key(version, bundle.community_ids[c]), contract.encode_recent(ids)
+
+
+def hot_lists(bundle: Bundle):
+    """Each community's hot list at the data end: (key, {post id: list score}). The epoch
+    of list scores is the data end, so a post's score starts as its hotness then."""
+    version = bundle.version
+    hot = bundle[contract.POST_HOT_FILE]
+    for c, rows in bundle.community_hot.items():
+        yield (
+            contract.hot_key(version, bundle.community_ids[c]),
+            {bundle.post_ids[r]: float(hot[r]) for r in rows.tolist()},
+        )

@@ -1,9 +1,12 @@
 """Split by time. Train on the past, evaluate on what came next.
 
 A random split lets a model peek at the future of the very posts it is asked about and
-flatters every model; a feed is judged on posts it has not seen engaged yet. The
-evaluation window is the last `test_fraction` of the event time range. The scorer is
-fitted by replaying the same split inside the training window (`inner_split`).
+flatters every model; a feed is judged on posts it has not seen engaged yet. Evaluation
+starts where the newest `test_fraction` of the events begins (an event-count quantile:
+a few old events cannot stretch it the way a share of the time range would), or at an
+explicit `split_at`. Further split points follow one longest window apart while data
+remains. The inner split, where baselines are tuned and the scorer is fitted, is the
+same protocol one longest window before the first split point.
 """
 
 from __future__ import annotations
@@ -18,14 +21,14 @@ from training.schema import Dataset
 
 @dataclass
 class TimeSplit:
-    split_ts: int  # first second of the evaluation window
+    split_ts: int  # first second of the evaluation
     end_ts: int  # last event time + 1
-    train: np.ndarray  # bool mask over events
+    train: np.ndarray  # bool mask over events: before split_ts
     test: np.ndarray
 
 
-def split_by_time(ds: Dataset, test_fraction: float = 0.1) -> TimeSplit:
-    """The last `test_fraction` of the event time range is the evaluation window."""
+def split_events(ds: Dataset, test_fraction: float = 0.2, split_at: int | None = None) -> TimeSplit:
+    """Train on events before the split, evaluate on those from it."""
     if len(ds.e_ts) == 0:
         raise DataError("events.csv: no events, nothing to train on")
     lo, hi = int(ds.e_ts.min()), int(ds.e_ts.max()) + 1
@@ -33,15 +36,54 @@ def split_by_time(ds: Dataset, test_fraction: float = 0.1) -> TimeSplit:
         raise DataError(
             f"events.csv: column 'ts': every event has the same time ({lo}); a time split needs event times"
         )
-    split_ts = hi - max(1, int((hi - lo) * test_fraction)) if test_fraction > 0 else hi
+    if split_at is not None:
+        split_ts = int(split_at)
+        if not lo < split_ts < hi:
+            raise DataError(f"--split-at {split_at}: must fall inside the events' time range ({lo}, {hi - 1}]")
+    elif test_fraction <= 0:
+        split_ts = hi
+    else:
+        # ds.e_ts is sorted: the first event of the newest test_fraction starts the evaluation.
+        split_ts = int(ds.e_ts[min(len(ds.e_ts) - 1, int(len(ds.e_ts) * (1 - test_fraction)))])
+        split_ts = max(split_ts, lo + 1)
     train = ds.e_ts < split_ts
     return TimeSplit(split_ts=split_ts, end_ts=hi, train=train, test=~train)
 
 
-def inner_split(ds: Dataset, split: TimeSplit) -> TimeSplit:
-    """The same split replayed inside the training window: [.., inner) / [inner, split_ts)."""
+def split_points(split: TimeSplit, count: int, step_s: int) -> list[int]:
+    """The first split point and up to count - 1 more, step_s apart, each before the end."""
+    points = [split.split_ts]
+    while len(points) < count and points[-1] + step_s < split.end_ts:
+        points.append(points[-1] + step_s)
+    return points
+
+
+def inner_split(ds: Dataset, split: TimeSplit, length_s: int) -> TimeSplit:
+    """The protocol replayed inside the training data: train before split_ts - length_s,
+    judge on [split_ts - length_s, split_ts)."""
     lo = int(ds.e_ts.min())
-    length = split.end_ts - split.split_ts
-    inner = max(lo + 1, split.split_ts - length)
+    inner = max(lo + 1, split.split_ts - length_s)
     train = ds.e_ts < inner
     return TimeSplit(split_ts=inner, end_ts=split.split_ts, train=train, test=split.train & ~train)
+
+
+def adaptive_inner_split(
+    ds: Dataset, split: TimeSplit, length_s: int, min_users: int, max_doublings: int = 4
+) -> TimeSplit:
+    """inner_split, its window doubled (at most max_doublings times, and never past half
+    of the training events) until at least min_users users engage positively in it
+    having engaged before it: on sparse logs a week holds too few users to tune or fit
+    anything."""
+    positive = ds.event_weights() > 0
+    inner = inner_split(ds, split, length_s)
+    for _ in range(max_doublings):
+        active = np.unique(ds.e_user[inner.test & positive])
+        known = np.unique(ds.e_user[inner.train & positive])
+        if len(np.intersect1d(active, known)) >= min_users:
+            break
+        wider = inner_split(ds, split, length_s * 2)
+        if wider.train.sum() < 0.5 * split.train.sum():
+            break  # the fit before it would lose more than half the training events
+        length_s *= 2
+        inner = wider
+    return inner

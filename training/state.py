@@ -15,8 +15,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.sparse as sp
 
-from core.scoring import NON_MEMBER_STANDING, ROLE_STANDING
+from core import hotness as hotness_rule
+from core.retrieval import RetrievalParams
+from core.scoring import MEMBER_WEIGHT, NON_MEMBER_STANDING, ROLE_STANDING
 from training import schema
 
 TRACK_RECORD_VIEWS = 20.0  # views at which the track record weighs as much as the role
@@ -34,6 +37,29 @@ class WorldState:
     views: np.ndarray  # engagement events of any kind (counts)
     author_trust: np.ndarray  # float32 [n_posts]
     community_size: np.ndarray  # int32 [n_comm] members
+    hot: np.ndarray  # float32 [n_posts]: positive engagement decayed to as_of (core.hotness)
+    hot_half_life_h: float
+    community_weight: sp.csr_matrix  # float32 [n_users, n_comm]: engagement there + MEMBER_WEIGHT if a member
+
+    def weight_lookup(self, users: np.ndarray, communities: np.ndarray) -> np.ndarray:
+        """The users' weights in these communities (0 where none), pairwise."""
+        W = self.community_weight
+        if W.nnz == 0:
+            return np.zeros(len(users), dtype=np.float32)
+        n_c = W.shape[1]
+        # CSR with sorted indices: row-major keys are already in ascending order.
+        keys = np.repeat(np.arange(W.shape[0], dtype=np.int64), np.diff(W.indptr)) * n_c + W.indices
+        q = np.asarray(users, np.int64) * n_c + np.asarray(communities, np.int64)
+        pos = np.clip(np.searchsorted(keys, q), 0, len(keys) - 1)
+        return np.where(keys[pos] == q, W.data[pos], 0).astype(np.float32)
+
+    def top_communities(self, user: int, n: int) -> np.ndarray:
+        """The user's communities by weight, heaviest first (ties by lower index), at most n."""
+        W = self.community_weight
+        lo, hi = W.indptr[user], W.indptr[user + 1]
+        comms, weights = W.indices[lo:hi], W.data[lo:hi]
+        order = np.lexsort((comms, -weights))[:n]
+        return comms[order]
 
     def role_lookup(self, n_communities: int):
         """A function (users, communities) -> role codes (0 where no membership)."""
@@ -117,7 +143,44 @@ def member_engagers(ds: schema.Dataset, mask: np.ndarray, state: WorldState) -> 
     return np.bincount(pairs // max(ds.n_users, 1), minlength=ds.n_posts).astype(np.int32)
 
 
-def state_as_of(ds: schema.Dataset, as_of: int, memberships_derived: bool) -> WorldState:
+def hotness(ds: schema.Dataset, mask: np.ndarray, as_of: int, half_life_h: float) -> np.ndarray:
+    """Each post's positive engagement under mask, decayed to as_of (core.hotness)."""
+    w = np.maximum(ds.event_weights()[mask], 0)
+    decayed = hotness_rule.decayed(w, ds.e_ts[mask], as_of, half_life_h * 3600.0)
+    return np.bincount(ds.e_post[mask], weights=decayed, minlength=ds.n_posts).astype(np.float32)
+
+
+def community_weights(ds: schema.Dataset, mask: np.ndarray, m_user: np.ndarray, m_comm: np.ndarray) -> sp.csr_matrix:
+    """users x communities: positive engagement weight there (under mask), plus
+    MEMBER_WEIGHT where the user is a member: where the user's attention is."""
+    pos = mask & (ds.event_weights() > 0)
+    rows = np.concatenate([ds.e_user[pos], m_user])
+    cols = np.concatenate([ds.post_community[ds.e_post[pos]], m_comm])
+    vals = np.concatenate([ds.event_weights()[pos], np.full(len(m_user), MEMBER_WEIGHT, np.float32)])
+    W = sp.csr_matrix((vals.astype(np.float32), (rows, cols)), shape=(ds.n_users, ds.n_communities))
+    W.sum_duplicates()
+    return _heaviest(W, RetrievalParams().communities)
+
+
+def _heaviest(W: sp.csr_matrix, n: int) -> sp.csr_matrix:
+    """Each row's n largest entries (ties by lower column): what the service holds of a
+    user (the bundle's affinity arrays), so training computes with exactly that."""
+    W = W.tocsr()
+    counts = np.diff(W.indptr)
+    if len(counts) and counts.max() > n:
+        keep = np.zeros(W.nnz, dtype=bool)
+        for u in np.flatnonzero(counts > n):
+            lo, hi = W.indptr[u], W.indptr[u + 1]
+            order = np.lexsort((W.indices[lo:hi], -W.data[lo:hi]))[:n]
+            keep[lo + order] = True
+        keep[np.repeat(counts <= n, counts)] = True
+        rows = np.repeat(np.arange(W.shape[0]), counts)
+        W = sp.csr_matrix((W.data[keep], (rows[keep], W.indices[keep])), shape=W.shape)
+    W.sort_indices()
+    return W
+
+
+def state_as_of(ds: schema.Dataset, as_of: int, memberships_derived: bool, hot_half_life_h: float = 24.0) -> WorldState:
     before = ds.e_ts < as_of
     if memberships_derived:
         m_user, m_comm = derive_memberships(ds, before)
@@ -136,6 +199,9 @@ def state_as_of(ds: schema.Dataset, as_of: int, memberships_derived: bool) -> Wo
         views=views,
         author_trust=np.zeros(ds.n_posts, np.float32),
         community_size=np.bincount(m_comm, minlength=ds.n_communities).astype(np.int32),
+        hot=hotness(ds, before, as_of, hot_half_life_h),
+        hot_half_life_h=float(hot_half_life_h),
+        community_weight=community_weights(ds, before, m_user, m_comm),
     )
     state.author_trust = author_standing(ds, state.role_lookup(ds.n_communities), positives, negatives, views)
     return state

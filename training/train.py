@@ -12,27 +12,42 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
 
 from core import contract
+from core.retrieval import RetrievalParams
 from core.scoring import LinearScorer
 from training import schema
 from training.als import fit_community_als
+from training.baselines import BaselineParams, RankingWorld, tune
 from training.bundle_writer import new_version, write_bundle
 from training.embeddings import post_embeddings
-from training.evaluate import EvalSetup, catalogue_rows, evaluate, markdown, pick_users, target_matrix
+from training.evaluate import (
+    DAY,
+    SplitPoint,
+    catalogue_rows,
+    evaluate,
+    markdown,
+    measure_ndcg,
+    pick_users,
+    target_matrix,
+)
 from training.features import CandidateSource, Model, seen_matrix
 from training.index import age_window, build_index, servable_rows
 from training.load import load_dataset
-from training.params import TrainParams
+from training.params import AlsParams, TrainParams
+from training.plot import plot_report
 from training.scorer import fit_scorer
-from training.split import TimeSplit, inner_split, split_by_time
-from training.state import member_engagers, state_as_of
+from training.split import TimeSplit, adaptive_inner_split, split_events, split_points
+from training.state import WorldState, member_engagers, state_as_of
 
 INDEX_QUERIES = 200  # user vectors that measure the index candidates
+# The pipeline's ALS settings tried on the inner split (factors, alpha): the default first.
+PIPELINE_ALS_GRID = ((32, 10.0), (64, 10.0), (64, 3.0))
+MIN_INNER_USERS = 300  # the inner window grows until this many users engage in it (tuning, scorer)
 
 
 class StageClock:
@@ -68,19 +83,52 @@ def data_fingerprint(data_dir: Path) -> str:
     return h.hexdigest()
 
 
-def fit_model(ds: schema.Dataset, split: TimeSplit, params: TrainParams, progress: bool):
-    state = state_as_of(ds, split.split_ts, ds.memberships_derived)
-    als = fit_community_als(ds, split.train, state, params.als, progress)
+def fit_model(ds: schema.Dataset, split_ts: int, params: TrainParams, hot_half_life_h: float, progress: bool):
+    """The world as of split_ts and the vectors fitted on the events before it."""
+    state = state_as_of(ds, split_ts, ds.memberships_derived, hot_half_life_h)
+    als = fit_community_als(ds, ds.e_ts < split_ts, state, params.als, progress)
     posts, authors = post_embeddings(ds, als)
     return state, Model(als.user_factors, als.community_factors, posts, authors)
 
 
+def tune_on_inner(
+    ds: schema.Dataset, inner: TimeSplit, window: float | None, params: TrainParams, clock: StageClock
+) -> tuple[BaselineParams, AlsParams]:
+    """Every baseline's grid, and the pipeline's own ALS settings, on the inner split
+    (training data only, the same users for all)."""
+    state = state_as_of(ds, inner.split_ts, ds.memberships_derived)
+    catalogue = catalogue_rows(ds, inner.split_ts, window)
+    world = RankingWorld(ds, state, inner.train, catalogue)
+    seen = seen_matrix(ds, inner.train)
+    measure = measure_ndcg(ds, world, seen, inner.end_ts, params.eval.tune_users, params.eval.seed)
+    clock.log(f"tuning on the inner split at {inner.split_ts} ({len(measure.users)} users)")
+    baselines = tune(world, measure, params.als)
+    als = params.als
+    if params.tune_als:
+        grid = {}
+        for factors, alpha in PIPELINE_ALS_GRID:
+            candidate = replace(params.als, factors=factors, alpha=alpha)
+            fit = fit_community_als(ds, inner.train, state, candidate)
+            posts, _ = post_embeddings(ds, fit)
+            U, V = fit.user_factors, posts[catalogue]
+            grid[f"{factors}x{alpha:g}"] = round(measure(lambda b, U=U, V=V: U[b] @ V.T), 5)
+        best = max(grid, key=lambda k: (grid[k], -list(grid).index(k)))
+        factors, alpha = best.split("x")
+        als = replace(params.als, factors=int(factors), alpha=float(alpha))
+        baselines.tuning["pipeline_als"] = grid
+    return baselines, als
+
+
 def learn_scorer(
-    ds: schema.Dataset, split: TimeSplit, window: float | None, params: TrainParams, clock: StageClock
+    ds: schema.Dataset,
+    inner: TimeSplit,
+    window: float | None,
+    params: TrainParams,
+    hot_half_life_h: float,
+    clock: StageClock,
 ) -> LinearScorer:
-    inner = inner_split(ds, split)
-    state, model = fit_model(ds, inner, params, progress=False)
-    catalogue = catalogue_rows(ds, inner.split_ts, inner.end_ts, window)
+    state, model = fit_model(ds, inner.split_ts, params, hot_half_life_h, progress=False)
+    catalogue = catalogue_rows(ds, inner.split_ts, window)
     seen = seen_matrix(ds, inner.train)
     targets = target_matrix(ds, inner.test, seen, catalogue)
     users = pick_users(targets, seen, params.scorer_fit.max_users, params.scorer_fit.seed)
@@ -105,7 +153,10 @@ def train(data_dir: Path, models_dir: Path, params: TrainParams, progress: bool 
     for note in ds.notes:
         clock.log(f"note: {note}")
 
-    split = split_by_time(ds, params.test_fraction)
+    split = split_events(ds, params.test_fraction, params.split_at)
+    longest_s = int(max(params.eval.windows_days) * DAY)
+    points_ts = split_points(split, params.eval.split_points, longest_s)
+    inner = adaptive_inner_split(ds, split, longest_s, MIN_INNER_USERS)
     window, why = age_window(
         ds.post_created_at,
         ds.post_deleted,
@@ -116,10 +167,17 @@ def train(data_dir: Path, models_dir: Path, params: TrainParams, progress: bool 
     )
     notes = ds.notes + [why]
     clock.done(
-        "split", f"at {split.split_ts}: {int(split.train.sum())} train / {int(split.test.sum())} test events; {why}"
+        "split",
+        f"at {split.split_ts}: {int(split.train.sum())} train / {int(split.test.sum())} test events; "
+        f"split points {points_ts}; inner split at {inner.split_ts}; {why}",
     )
 
-    state, model = fit_model(ds, split, params, progress)
+    baselines, tuned_als = tune_on_inner(ds, inner, window, params, clock)
+    params = replace(params, als=tuned_als)  # what ships, and what the manifest records
+    hot_h = baselines.hot_half_life_h
+    clock.done("tune", f"baselines tuned on the inner split: hot half-life {hot_h:g} h; {baselines.tuning}")
+
+    state, model = fit_model(ds, split.split_ts, params, hot_h, progress)
     clock.done(
         "als",
         f"{ds.n_users} users x ({ds.n_communities} communities + {ds.n_posts} posts), "
@@ -127,20 +185,24 @@ def train(data_dir: Path, models_dir: Path, params: TrainParams, progress: bool 
     )
 
     if params.scorer == "learned":
-        scorer = learn_scorer(ds, split, window, params, clock)
+        scorer = learn_scorer(ds, inner, window, params, hot_h, clock)
     elif params.scorer == "affinity":
         scorer = LinearScorer.affinity_only()
     else:
         raise ValueError(f"scorer must be 'learned' or 'affinity', got {params.scorer!r}")
     clock.done("scorer", f"{scorer.kind}: " + json.dumps(scorer.info.get("weights_by_feature", {})))
 
-    result = evaluate(EvalSetup(ds, split, state, model, scorer, window), params.eval, params.als, notes, progress)
+    points = [SplitPoint(split.split_ts, state, model, scorer)]
+    for ts in points_ts[1:]:  # replayed with the same recipe and scorer, refitted as of each point
+        points.append(SplitPoint(ts, *fit_model(ds, ts, params, hot_h, progress=False), scorer))
+    result = evaluate(ds, points, split.end_ts, window, baselines, params.als, params.eval, notes, progress)
     clock.done(
         "evaluate",
-        f"{len(result.users)} users, gate {result.report['gate']['metric']} = {result.report['gate']['value']:.4f}",
+        f"{len(points)} split point(s), gate {result.report['gate']['metric']} = {result.report['gate']['value']:.4f}",
     )
 
-    serving = state_as_of(ds, split.end_ts, ds.memberships_derived)
+    serving = state_as_of(ds, split.end_ts, ds.memberships_derived, hot_h)
+    affinity = top_affinities(serving, ds.n_users)
     rows = servable_rows(ds.post_created_at, ds.post_deleted, split.end_ts, window)
     fingerprint = data_fingerprint(data_dir)
     manifest = contract.Manifest(
@@ -158,7 +220,10 @@ def train(data_dir: Path, models_dir: Path, params: TrainParams, progress: bool 
         params={
             **asdict(params),
             "split_ts": split.split_ts,
+            "split_points": points_ts,
             "data_end_ts": split.end_ts,
+            "hot_half_life_h": hot_h,
+            "baselines": asdict(baselines),
             "index_window_applied_days": window,
             "memberships_derived": ds.memberships_derived,
             "data_dir": str(data_dir),
@@ -190,6 +255,10 @@ def train(data_dir: Path, models_dir: Path, params: TrainParams, progress: bool 
         contract.MEMBERSHIP_USER_FILE: serving.m_user.astype(np.int32),
         contract.MEMBERSHIP_COMMUNITY_FILE: serving.m_community.astype(np.int32),
         contract.MEMBERSHIP_ROLE_FILE: serving.m_role.astype(np.uint8),
+        contract.POST_HOT_FILE: serving.hot,
+        contract.AFFINITY_USER_FILE: affinity[0],
+        contract.AFFINITY_COMMUNITY_FILE: affinity[1],
+        contract.AFFINITY_WEIGHT_FILE: affinity[2],
     }
     rng = np.random.default_rng(params.eval.seed)
     active = np.flatnonzero(np.abs(model.user_factors).sum(axis=1) > 0)
@@ -223,13 +292,34 @@ def train(data_dir: Path, models_dir: Path, params: TrainParams, progress: bool 
             "als": asdict(params.als),
         }
         (staging / contract.REPORT_JSON_FILE).write_text(json.dumps(report, indent=2))
-        (staging / contract.REPORT_MD_FILE).write_text(markdown(report, manifest.model_version))
+        plot_report(report, staging / contract.REPORT_PLOT_FILE)
+        (staging / contract.REPORT_MD_FILE).write_text(
+            markdown(report, manifest.model_version, contract.REPORT_PLOT_FILE)
+        )
         manifest.params["index"] = choice.kind
 
     bundle = write_bundle(models_dir, manifest, arrays, write_extra)
     clock.done("bundle", f"{manifest.model_version} written to {bundle}")
     clock.log(f"total {clock.total:.1f}s")
     return bundle
+
+
+def top_affinities(state: WorldState, n_users: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(user, community, weight) rows: each user's heaviest communities (in-network
+    candidates and the community_weight feature), at most RetrievalParams.communities."""
+    n = RetrievalParams().communities
+    users, comms, weights = [], [], []
+    W = state.community_weight
+    for u in range(n_users):
+        top = state.top_communities(u, n)
+        if len(top):
+            users.append(np.full(len(top), u, np.int32))
+            comms.append(top.astype(np.int32))
+            lo, hi = W.indptr[u], W.indptr[u + 1]
+            weights.append(W.data[lo:hi][np.searchsorted(W.indices[lo:hi], top)].astype(np.float32))
+    if not users:
+        return np.empty(0, np.int32), np.empty(0, np.int32), np.empty(0, np.float32)
+    return np.concatenate(users), np.concatenate(comms), np.concatenate(weights)
 
 
 def headline(report: dict) -> dict:

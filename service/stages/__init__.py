@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from core.retrieval import RetrievalParams
 from service.config import Config
 from service.store import FeatureStore
 
@@ -15,10 +16,11 @@ def default_stages(cfg: Config, store: FeatureStore) -> list:
     from service.stages.score import ScoreCandidates
     from service.stages.validate import ValidateRequest
 
+    retrieval = RetrievalParams(candidates=cfg.candidates)
     return [
         ValidateRequest(cfg.max_limit),
-        HydrateUser(store),
-        RetrieveCandidates(cfg.candidates),
+        HydrateUser(store, retrieval),
+        RetrieveCandidates(retrieval),
         HydrateCandidates(store),
         FilterCandidates(default_filters(cfg.max_post_age_days)),
         ScoreCandidates(),

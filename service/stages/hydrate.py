@@ -24,12 +24,12 @@ from collections import OrderedDict
 import numpy as np
 
 from core import contract
+from core.retrieval import RetrievalParams
 from service.errors import NotFound
 from service.metrics import METRICS
 from service.pipeline import RankContext
 from service.store import FeatureStore, StoreUnavailable
 
-IN_NETWORK_COMMUNITIES = 32  # at most this many of the user's communities feed in-network
 BLOCKED_CACHE_USERS = 10_000
 
 
@@ -65,8 +65,9 @@ class BlockedCache:
 class HydrateUser:
     name = "hydrate_user"
 
-    def __init__(self, store: FeatureStore):
+    def __init__(self, store: FeatureStore, retrieval: RetrievalParams | None = None):
         self.store = store
+        self.retrieval = retrieval or RetrievalParams()
         self.blocked_cache = BlockedCache()
 
     def run(self, ctx: RankContext) -> None:
@@ -77,8 +78,16 @@ class HydrateUser:
                 raise NotFound(f"community_id: unknown community {q.community_id!r}")
         row = b.user_row.get(q.user_id)
         communities = self._in_network_communities(ctx, row)
+        if row is not None:
+            ctx.community_weights = b.community_weights_of(row)
         try:
-            reads = self.store.user_reads(b.version, q.user_id, [b.community_ids[c] for c in communities], ctx.deadline)
+            reads = self.store.user_reads(
+                b.version,
+                q.user_id,
+                [b.community_ids[c] for c in communities],
+                ctx.deadline,
+                hot_n=self.retrieval.per_list if communities else 0,
+            )
         except StoreUnavailable as exc:
             return self._from_memory(ctx, row, communities, f"redis_{exc.reason}")
         if reads.record is None:
@@ -95,6 +104,7 @@ class HydrateUser:
         ctx.user_roles = dict(zip(ctx.user.communities.tolist(), ctx.user.roles.tolist()))
         ctx.memberships_confirmed = True
         ctx.recent = {c: contract.decode_recent(raw) for c, raw in zip(communities, reads.recent)}
+        ctx.hot = {c: [p.decode(errors="replace") for p in ids] for c, ids in zip(communities, reads.hot)}
         if reads.seen is not None:
             ctx.seen = {p.decode(errors="replace") for p in reads.seen}
         if reads.blocked is not None:
@@ -103,8 +113,7 @@ class HydrateUser:
         else:
             ctx.blocked = self.blocked_cache.get(q.user_id)
 
-    @staticmethod
-    def _in_network_communities(ctx: RankContext, row: int | None) -> list[int]:
+    def _in_network_communities(self, ctx: RankContext, row: int | None) -> list[int]:
         q = ctx.query
         if q.candidate_post_ids:
             return []  # re-rank mode: the caller chose the candidates
@@ -112,7 +121,7 @@ class HydrateUser:
             return [ctx.community]
         if row is None:
             return []
-        return ctx.bundle.communities_of(row)[:IN_NETWORK_COMMUNITIES].tolist()
+        return ctx.bundle.communities_of(row)[: self.retrieval.communities].tolist()
 
     def _from_memory(self, ctx: RankContext, row: int | None, communities: list[int], reason: str) -> None:
         b, user_id = ctx.bundle, ctx.query.user_id
@@ -127,6 +136,11 @@ class HydrateUser:
                 b.post_ids[r]
                 for r in b.community_recent.get(c, np.empty(0, np.int64))[: contract.RECENT_PER_COMMUNITY].tolist()
             ]
+            for c in communities
+        }
+        empty = np.empty(0, np.int64)
+        ctx.hot = {
+            c: [b.post_ids[r] for r in b.community_hot.get(c, empty)[: self.retrieval.per_list].tolist()]
             for c in communities
         }
         ctx.blocked = self.blocked_cache.get(user_id)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from core import contract
-from core.scoring import feature_matrix
+from core import contract, hotness
+from core.scoring import FeatureInputs, feature_matrix
 from service.pipeline import RankContext
 
 
@@ -24,24 +24,34 @@ def user_roles_of(ctx: RankContext, communities: np.ndarray) -> np.ndarray:
     return np.where(keys[pos] == communities, vals[pos], 0).astype(np.uint8)
 
 
+def community_weights_of(ctx: RankContext, communities: np.ndarray) -> np.ndarray:
+    """The user's weight in each candidate's community (0 where none), from the bundle."""
+    if not ctx.community_weights:
+        return np.zeros(len(communities), dtype=np.float32)
+    get = ctx.community_weights.get
+    return np.fromiter((get(c, 0.0) for c in communities.tolist()), dtype=np.float32, count=len(communities))
+
+
 class ScoreCandidates:
     name = "score"
 
     def run(self, ctx: RankContext) -> None:
         b, p = ctx.bundle, ctx.posts
         user_vec = np.asarray(ctx.user.vector, dtype=np.float32)
-        affinity = ctx.vectors @ user_vec  # current vectors: bundle, or live (hydrate.candidate_vectors)
-        community_affinity = np.asarray(b[contract.COMMUNITY_FACTORS_FILE])[p["community"]] @ user_vec
-        size = np.asarray(b[contract.COMMUNITY_SIZE_FILE])[p["community"]].astype(np.float32)
+        communities = p["community"]
         ctx.features = feature_matrix(
-            affinity,
-            community_affinity,
-            user_roles_of(ctx, p["community"]),
-            p["author_trust"],
-            ctx.now - p["created_at"],
-            p["positives"],
-            p["negatives"],
-            p["views"],
-            size,
+            FeatureInputs(
+                affinity=ctx.vectors @ user_vec,  # current vectors: bundle, or live (hydrate.candidate_vectors)
+                community_affinity=np.asarray(b[contract.COMMUNITY_FACTORS_FILE])[communities] @ user_vec,
+                user_role=user_roles_of(ctx, communities),
+                author_trust=p["author_trust"],
+                age_seconds=ctx.now - p["created_at"],
+                positives=p["positives"],
+                negatives=p["negatives"],
+                views=p["views"],
+                community_size=np.asarray(b[contract.COMMUNITY_SIZE_FILE])[communities].astype(np.float32),
+                hot=hotness.decayed(p["hot"], p["hot_at"], ctx.now, b.hot_half_life_s),
+                community_weight=community_weights_of(ctx, communities),
+            )
         )
         ctx.scores = b.scorer.score(ctx.features)

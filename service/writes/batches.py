@@ -16,6 +16,7 @@ import redis
 
 from core import contract
 from core.bundle import Bundle
+from core.retrieval import HOT_LIST_KEEP
 from core.scoring import NON_MEMBER_STANDING, ROLE_STANDING
 from nichefeed.v1 import writes_pb2
 from service.errors import AlreadyExists, InvalidArgument
@@ -112,6 +113,15 @@ class PostBatch:
         return int(applied), int(dups)
 
 
+def community_id(bundle: Bundle, record: bytes | None) -> str:
+    """The community id of a post record ('-' when there is none: a duplicate event for
+    a post whose record is gone, which the script will not apply)."""
+    if record is None:
+        return "-"
+    comm = int(contract.decode_posts([record])["community"][0])
+    return bundle.community_ids[comm] if 0 <= comm < len(bundle.community_ids) else "-"
+
+
 def community_of(bundle: Bundle, post_id: str, record: bytes | None) -> int:
     if record is not None:
         return int(contract.decode_posts([record])["community"][0])
@@ -193,8 +203,12 @@ class EngagementBatch:
             user_factors.shape[1],
             contract.EVENT_LOG_MAXLEN,
             contract.SEEN_READ_MAX,
+            contract.post_field_offset("hot"),
+            bundle.hot_half_life_s,
+            bundle.data_end_ts,  # the epoch of this version's hot-list scores (training/records.py)
+            HOT_LIST_KEEP,
         ]
-        for e in events:
+        for e, record in zip(events, records):
             kind = KIND_OF[e.kind]
             weight = float(contract.KIND_WEIGHT[KIND_CODE[kind]])
             row = bundle.user_row.get(e.user_id)
@@ -204,6 +218,7 @@ class EngagementBatch:
                 contract.post_key(bundle.version, e.post_id),
                 contract.engager_stats_key(bundle.version, e.post_id),
                 contract.seen_key(e.user_id),
+                contract.hot_key(bundle.version, community_id(bundle, record)),
             ]
             ts = e.ts or int(now)
             argv += [

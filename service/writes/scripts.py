@@ -7,6 +7,7 @@ the layouts are spelled above each script and built by service/writes/batches.py
 from __future__ import annotations
 
 from core import contract
+from core.hotness import MAX_EXPONENT
 
 # KEYS: live stream, event log, then (applied, post, community recent list) per event.
 # ARGV: ttl, flags offset, log maxlen, recent list length, then 8 per event:
@@ -55,22 +56,25 @@ end
 return {applied, dups}
 """.replace("@LOG_POST@", contract.LOG_POST)
 
-# KEYS: event log, then (applied, post, stats, user's seen set) per event.
+# KEYS: event log, then (applied, post, stats, user's seen set, community hot list) per event.
 # ARGV: ttl, positives offset, negatives offset, views offset, dim, log maxlen, seen kept,
+#       hot offset (hot f4 then hot_at f8), half-life s, hot-list epoch, hot-list length,
 #       then 7 per event: positives add, negatives add, views add, stats delta ('' = none),
 #       post id, timestamp, payload.
+# Hotness follows core/hotness.py (`add` for the record, `list_score` for the hot list).
 # Returns {applied, dups, post key, stats, post key, stats, ...} for moved posts.
 ENGAGEMENTS_LUA = """
 local ttl = ARGV[1]
 local offs = {tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])}
 local dim, maxlen, seen_keep = tonumber(ARGV[5]), ARGV[6], tonumber(ARGV[7])
+local hot_off, half_life, epoch, hot_keep = tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11])
 local fmt = '<' .. string.rep('f', dim + 1)
 local applied, dups = 0, 0
 local moved = {}
-local n = (#KEYS - 1) / 4
+local n = (#KEYS - 1) / 5
 for i = 0, n - 1 do
-  local akey, pkey, skey, seen = KEYS[2 + 4 * i], KEYS[3 + 4 * i], KEYS[4 + 4 * i], KEYS[5 + 4 * i]
-  local a = 8 + 7 * i
+  local akey, pkey, skey, seen, hkey = KEYS[2 + 5 * i], KEYS[3 + 5 * i], KEYS[4 + 5 * i], KEYS[5 + 5 * i], KEYS[6 + 5 * i]
+  local a = 12 + 7 * i
   if redis.call('SET', akey, '1', 'NX', 'EX', ttl) then
     applied = applied + 1
     for j = 1, 3 do
@@ -80,6 +84,22 @@ for i = 0, n - 1 do
         if #cur == 4 then
           redis.call('SETRANGE', pkey, offs[j], struct.pack('<f', struct.unpack('<f', cur) + add))
         end
+      end
+    end
+    local gain, ts = tonumber(ARGV[a]), tonumber(ARGV[a + 5])
+    if gain > 0 then
+      local cur = redis.call('GETRANGE', pkey, hot_off, hot_off + 11)
+      if #cur == 12 then
+        local h, at = struct.unpack('<fd', cur)
+        if ts >= at then
+          h, at = h * 2 ^ (-(ts - at) / half_life) + gain, ts
+        else
+          h = h + gain * 2 ^ (-(at - ts) / half_life)
+        end
+        redis.call('SETRANGE', pkey, hot_off, struct.pack('<fd', h, at))
+        local e = math.min((ts - epoch) / half_life, @MAX_EXPONENT@)
+        redis.call('ZINCRBY', hkey, gain * 2 ^ e, ARGV[a + 4])
+        redis.call('ZREMRANGEBYRANK', hkey, 0, -(hot_keep + 1))
       end
     end
     local delta = ARGV[a + 3]
@@ -106,4 +126,4 @@ end
 local out = {applied, dups}
 for k, v in pairs(moved) do out[#out + 1] = k; out[#out + 1] = v end
 return out
-""".replace("@LOG_ENGAGEMENT@", contract.LOG_ENGAGEMENT)
+""".replace("@LOG_ENGAGEMENT@", contract.LOG_ENGAGEMENT).replace("@MAX_EXPONENT@", repr(MAX_EXPONENT))

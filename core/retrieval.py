@@ -1,0 +1,75 @@
+"""How a home feed's candidates are gathered: one rule for the service and for training.
+
+The service's retrieve stage (service/stages/retrieve.py) calls these with post ids read
+from Redis and FAISS; training's evaluation (training/features.py) with bundle rows from
+the world as of the ranking time. So what is evaluated offline is what serves.
+
+In order:
+1. in-network: for each of the user's communities, heaviest first (where their
+   engagement and memberships are), its hottest and its newest posts alternately; the
+   communities taken round-robin (every group's best before any group's second), at
+   most `in_network_share` of k;
+2. out-of-network: the posts nearest the user's vector (the live index's fresh posts,
+   then the ANN index), until k.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Iterable, Sequence
+from dataclasses import dataclass
+
+from core.flags import param
+
+HOT_LIST_KEEP = 200  # posts kept in each community's hot list (Redis and training alike)
+
+
+@dataclass(frozen=True)
+class RetrievalParams:
+    candidates: int = param(500, "candidates retrieved per request (k)")
+    communities: int = param(32, "at most this many of the user's communities feed in-network candidates")
+    per_list: int = param(50, "posts taken from each community's hot list and from its recent list")
+    in_network_share: float = param(0.5, "at most this share of k from the user's communities")
+
+    @property
+    def in_network_cap(self) -> int:
+        return max(1, int(self.candidates * self.in_network_share))
+
+
+def community_queue(hot: Sequence[Hashable], recent: Sequence[Hashable], per_list: int) -> list:
+    """One community's in-network candidates: hottest and newest alternately, each once."""
+    out, seen = [], set()
+    hot, recent = hot[:per_list], recent[:per_list]
+    for i in range(max(len(hot), len(recent))):
+        for lst in (hot, recent):
+            if i < len(lst) and lst[i] not in seen:
+                seen.add(lst[i])
+                out.append(lst[i])
+    return out
+
+
+def round_robin(queues: Sequence[Sequence[Hashable]], limit: int) -> list:
+    """The queues' items taken in turn (first of each, then second of each, ...), each
+    item once, at most `limit`."""
+    out, seen = [], set()
+    depth = max((len(q) for q in queues), default=0)
+    for i in range(depth):
+        for q in queues:
+            if i < len(q) and q[i] not in seen:
+                seen.add(q[i])
+                out.append(q[i])
+                if len(out) >= limit:
+                    return out
+    return out
+
+
+def fill(found: list, ranked: Iterable[Hashable], k: int) -> list:
+    """found, then ranked items not yet in it, up to k in all."""
+    seen = set(found)
+    out = list(found)
+    for item in ranked:
+        if len(out) >= k:
+            break
+        if item not in seen:
+            seen.add(item)
+            out.append(item)
+    return out

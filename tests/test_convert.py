@@ -1,0 +1,411 @@
+"""Converters (training/convert/) on tiny synthetic inputs written here, in each source's
+original format (nothing is copied from the real data sets): exact counts and rows, that
+the output loads, one bad-input error per format naming file, row and column, the CLI's
+exit status 2, and that a failed conversion leaves the output directory as it was."""
+
+from __future__ import annotations
+
+import calendar
+import csv
+import gzip
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from training.convert import FORMATS
+from training.csvio import DataError
+from training.load import load_dataset
+
+ROOT = Path(__file__).resolve().parents[1]
+OUTPUTS = ("events.csv", "posts.csv", "communities.csv")
+
+
+def utc(*ymd_hms: int) -> int:
+    return calendar.timegm((*ymd_hms, *(0,) * (6 - len(ymd_hms))))
+
+
+def write(src: Path, files: dict[str, str]) -> Path:
+    for name, text in files.items():
+        (src / name).parent.mkdir(parents=True, exist_ok=True)
+        (src / name).write_text(text, encoding="utf-8")
+    return src
+
+
+def tsv(*rows: tuple) -> str:
+    return "".join("\t".join(map(str, r)) + "\n" for r in rows)
+
+
+def xml(root: str, *rows: str) -> str:
+    """A dump file: XML declaration on line 1, root on line 2, so row i is on line i + 3."""
+    body = "".join(f"  <row {r} />\n" for r in rows)
+    return f'<?xml version="1.0" encoding="utf-8"?>\n<{root}>\n{body}</{root}>\n'
+
+
+def rows(out: Path, name: str) -> list[dict[str, str]]:
+    with open(out / name, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def events(out: Path) -> list[tuple]:
+    return [(r["user_id"], r["post_id"], int(r["ts"]), r["kind"], int(r["weight"])) for r in rows(out, "events.csv")]
+
+
+def replace(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new, 1))
+
+
+# ------------------------------------------------------------------------------ samples
+
+
+def movielens_src(src: Path) -> Path:
+    genres = "unknown|0\nAction|1\nComedy|2\nDrama|3\n\n"  # the real file ends with a blank line
+    items = (
+        "1|Robot Picnic (1994)|01-Jan-1994||http://example.invalid/1|0|1|0|1\n"
+        "2|Quiet Harbour (1965)|12-Jun-1965||http://example.invalid/2|0|0|0|1\n"
+        "3|Untitled (1996)|||http://example.invalid/3|0|0|0|0\n"
+        "4|Lamp, Ladder & Co (1997)|28-Feb-1997||http://example.invalid/4|0|0|1|0\n"
+    )
+    ratings = tsv(
+        (7, 1, 4, 881000000),
+        (7, 4, 2, 881000600),
+        (8, 1, 5, 881000300),
+        (8, 2, 3, 882000000),
+        (9, 4, 1, 883000000),
+        (9, 1, 3, 881500000),
+    )
+    return write(src, {"u.genre": genres, "u.item": items, "u.data": ratings})
+
+
+def lastfm_src(src: Path) -> Path:
+    return write(
+        src,
+        {
+            "tags.dat": tsv(("tagID", "tagValue"), (1, "indie"), (2, "jazz, smooth"), (3, 'so "cool"')),
+            "user_taggedartists.dat": tsv(
+                ("userID", "artistID", "tagID", "day", "month", "year"),
+                (5, 100, 1, 1, 3, 2009),
+                (5, 100, 2, 1, 2, 2009),  # earlier: the pair's first tagging
+                (6, 100, 1, 15, 5, 2010),  # 6 never played 100: weight 1
+                (6, 101, 2, 1, 1, 1956),  # corrupt date: no event, but the tag counts
+                (7, 101, 2, 2, 2, 2008),
+                (7, 101, 3, 3, 3, 2008),
+            ),
+            "user_artists.dat": tsv(
+                ("userID", "artistID", "weight"),
+                (5, 100, 250),
+                (6, 102, 40),  # played, never tagged: no time, no event
+                (7, 101, 12),
+            ),
+            "artists.dat": tsv(
+                ("id", "name", "url", "pictureURL"),
+                (100, "Band One", "http://example.invalid/100", ""),
+                (101, "Band Two", "http://example.invalid/101", ""),
+                (103, "Band Unheard", "http://example.invalid/103", ""),
+            ),
+        },
+    )
+
+
+def stackexchange_src(src: Path) -> Path:
+    return write(
+        src,
+        {
+            "Posts.xml": xml(
+                "posts",
+                'Id="10" PostTypeId="1" CreationDate="2021-05-01T08:00:00.000" OwnerUserId="1" '
+                'Tags="&lt;sourdough&gt;&lt;flour&gt;"',
+                'Id="11" PostTypeId="2" ParentId="10" CreationDate="2021-05-01T09:30:00.250" OwnerUserId="2"',
+                'Id="12" PostTypeId="2" ParentId="10" CreationDate="2021-05-01T10:00:00.000" OwnerUserId="1"',
+                'Id="13" PostTypeId="1" CreationDate="2021-05-03T12:00:00.000" OwnerUserId="3" Tags="|knives|sharp|"',
+                'Id="14" PostTypeId="2" ParentId="13" CreationDate="2021-05-04T07:00:00.000"',
+                'Id="15" PostTypeId="1" CreationDate="2021-05-05T00:00:00.000" Tags=""',
+                'Id="16" PostTypeId="5" CreationDate="2021-05-01T00:00:00.000"',
+            ),
+            "Comments.xml": xml(
+                "comments",
+                'Id="1" PostId="11" CreationDate="2021-05-01T11:00:00.000" UserId="4"',
+                'Id="2" PostId="13" CreationDate="2021-05-03T13:00:00.000" UserId="3"',
+                'Id="3" PostId="16" CreationDate="2021-05-02T00:00:00.000" UserId="2"',
+                'Id="4" PostId="15" CreationDate="2021-05-06T10:00:00.000" UserId="2"',
+            ),
+            "Votes.xml": xml(
+                "votes",
+                'Id="1" PostId="10" VoteTypeId="2" CreationDate="2021-05-01T00:00:00.000"',
+                'Id="2" PostId="10" VoteTypeId="5" UserId="4" CreationDate="2021-05-01T00:00:00.000"',
+                'Id="3" PostId="13" VoteTypeId="5" UserId="2" CreationDate="2021-05-07T00:00:00.000"',
+            ),
+        },
+    )
+
+
+def stackexchange_sites_src(src: Path) -> Path:
+    return write(
+        src,
+        {
+            "SOURCES.tsv": "a file beside the sites is not a site\n",
+            "alpha/Posts.xml": xml(
+                "posts",
+                'Id="1" PostTypeId="1" CreationDate="2022-01-01T00:00:00.000" OwnerUserId="1" Tags="&lt;x&gt;"',
+                'Id="2" PostTypeId="2" ParentId="1" CreationDate="2022-01-01T05:00:00.000" OwnerUserId="2"',
+                'Id="3" PostTypeId="1" CreationDate="2022-01-10T00:00:00.000" OwnerUserId="2"',
+            ),
+            "alpha/Users.xml": xml(
+                "users", 'Id="-1" AccountId="-1"', 'Id="1" AccountId="500"', 'Id="2" AccountId="600"'
+            ),
+            "alpha/Comments.xml": xml(
+                "comments",
+                'Id="1" PostId="2" CreationDate="2022-01-02T00:00:00.000" UserId="3"',
+                'Id="2" PostId="3" CreationDate="2022-03-01T00:00:00.000" UserId="1"',  # after the Posts dump
+            ),
+            "beta/Posts.xml": xml(
+                "posts",
+                'Id="1" PostTypeId="1" CreationDate="2022-02-01T00:00:00.000" OwnerUserId="9"',
+                'Id="2" PostTypeId="2" ParentId="1" CreationDate="2022-02-02T00:00:00.000" OwnerUserId="7"',
+                'Id="3" PostTypeId="2" ParentId="1" CreationDate="2022-02-03T00:00:00.000" OwnerUserId="8"',
+            ),
+            "beta/Users.xml": xml("users", 'Id="7" AccountId="500"', 'Id="8" AccountId="600"'),
+        },
+    )
+
+
+SAMPLES = {
+    "movielens": movielens_src,
+    "lastfm": lastfm_src,
+    "stackexchange": stackexchange_src,
+    "stackexchange-sites": stackexchange_sites_src,
+}
+
+# One bad cell per format: (file to edit, old, new, the one-line error).
+BAD = {
+    "movielens": ("u.data", "8\t2\t3\t", "8\t2\tx\t", "u.data: row 4, column rating: not an integer 'x'"),
+    "lastfm": (
+        "user_artists.dat",
+        "\t40\n",
+        "\tlots\n",
+        "user_artists.dat: row 3, column weight: not an integer 'lots'",
+    ),
+    "stackexchange": (
+        "Comments.xml",
+        "2021-05-03T13:00:00.000",
+        "yesterday",
+        "Comments.xml: row 4, column CreationDate: not a date 'yesterday'",
+    ),
+    "stackexchange-sites": (
+        "beta/Posts.xml",
+        'OwnerUserId="8"',
+        'OwnerUserId="eight"',
+        "beta/Posts.xml: row 5, column OwnerUserId: not an integer 'eight'",
+    ),
+}
+
+
+def test_registry_names_every_format():
+    assert sorted(FORMATS) == sorted(SAMPLES)
+
+
+# ---------------------------------------------------------------------------- MovieLens
+
+
+def test_movielens_counts_and_rows(tmp_path):
+    out = tmp_path / "out"
+    c = FORMATS["movielens"](movielens_src(tmp_path / "src"), out)
+    assert (c["users"], c["posts"], c["posts_with_events"], c["communities"], c["events"]) == (3, 4, 3, 4, 6)
+    assert c["events_by_kind"] == {"like": 6} and c["dropped"] == {}
+    assert events(out) == [
+        ("u7", "p1", 881000000, "like", 4),
+        ("u8", "p1", 881000300, "like", 5),
+        ("u7", "p4", 881000600, "like", 2),
+        ("u9", "p1", 881500000, "like", 3),
+        ("u8", "p2", 882000000, "like", 3),
+        ("u9", "p4", 883000000, "like", 1),
+    ]
+    posts = {r["post_id"]: r for r in rows(out, "posts.csv")}
+    assert posts["p1"] == {
+        "post_id": "p1",
+        "community_id": "g1",  # first flag: Action, not Drama
+        "author_id": "",
+        "created_at": str(utc(1994, 1, 1)),
+        "deleted": "0",
+        "visibility": "community",
+    }
+    assert (posts["p2"]["community_id"], posts["p2"]["created_at"]) == ("g3", "0")  # 1965: before 1970
+    assert (posts["p3"]["community_id"], posts["p3"]["created_at"]) == ("g0", "0")  # no flag, no date
+    assert rows(out, "communities.csv") == [
+        {"community_id": "g0", "is_private": "0", "topic": "unknown"},
+        {"community_id": "g1", "is_private": "0", "topic": "Action"},
+        {"community_id": "g2", "is_private": "0", "topic": "Comedy"},
+        {"community_id": "g3", "is_private": "0", "topic": "Drama"},
+    ]
+
+
+def test_movielens_from_a_zip_as_downloaded(tmp_path):
+    plain = movielens_src(tmp_path / "plain")
+    zipped = tmp_path / "zipped"
+    zipped.mkdir()
+    with zipfile.ZipFile(zipped / "ml-100k.zip", "w") as archive:
+        for name in ("u.data", "u.item", "u.genre"):
+            archive.write(plain / name, f"ml-100k/{name}")
+    FORMATS["movielens"](plain, tmp_path / "a")
+    FORMATS["movielens"](zipped, tmp_path / "b")
+    for name in OUTPUTS:
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+
+
+# ------------------------------------------------------------------------------ Last.fm
+
+
+def test_lastfm_counts_and_rows(tmp_path):
+    out = tmp_path / "out"
+    c = FORMATS["lastfm"](lastfm_src(tmp_path / "src"), out)
+    assert (c["users"], c["posts"], c["posts_with_events"], c["communities"], c["events"]) == (3, 4, 2, 3, 3)
+    assert c["dropped"] == {"listening_pairs_without_any_time": 1, "tag_assignments_dated_before_2005": 1}
+    assert events(out) == [
+        ("u7", "p101", utc(2008, 2, 2), "like", 12),
+        ("u5", "p100", utc(2009, 2, 1), "like", 250),
+        ("u6", "p100", utc(2010, 5, 15), "like", 1),
+    ]
+    assert [(r["post_id"], r["community_id"], r["created_at"]) for r in rows(out, "posts.csv")] == [
+        ("p100", "t1", "0"),  # indie twice, jazz once
+        ("p101", "t2", "0"),  # the 1956 tagging still counts for the community
+        ("p102", "untagged", "0"),
+        ("p103", "untagged", "0"),
+    ]
+    # tag texts with commas and quotes survive the CSV round trip
+    assert [r["topic"] for r in rows(out, "communities.csv")] == ["indie", "jazz, smooth", "untagged"]
+    assert 'jazz, smooth"' in (out / "communities.csv").read_text()
+
+
+# ----------------------------------------------------------------------- Stack Exchange
+
+
+def test_stackexchange_counts_and_rows(tmp_path):
+    out = tmp_path / "out"
+    c = FORMATS["stackexchange"](stackexchange_src(tmp_path / "src"), out)
+    assert (c["users"], c["posts"], c["communities"], c["events"]) == (4, 3, 3, 5)
+    assert c["events_by_kind"] == {"comment": 3, "save": 2}
+    assert c["dropped"] == {
+        "comment_by_question_author": 2,
+        "comment_not_on_a_question": 1,
+        "comment_without_user": 1,
+    }
+    assert events(out) == [
+        ("u4", "p10", utc(2021, 5, 1, 8), "save", 1),  # favourite of the question's day moved to its creation
+        ("u2", "p10", utc(2021, 5, 1, 9, 30), "comment", 1),  # an answer
+        ("u4", "p10", utc(2021, 5, 1, 11), "comment", 1),  # a comment on answer 11 counts on its question
+        ("u2", "p15", utc(2021, 5, 6, 10), "comment", 1),
+        ("u2", "p13", utc(2021, 5, 7), "save", 1),
+    ]
+    assert [(r["post_id"], r["community_id"], r["author_id"]) for r in rows(out, "posts.csv")] == [
+        ("p10", "t_sourdough", "u1"),
+        ("p13", "t_knives", "u3"),  # the 2024 tag syntax |a|b|
+        ("p15", "t_untagged", ""),  # deleted account
+    ]
+
+
+def test_stackexchange_gzipped_files_give_the_same_output(tmp_path):
+    plain = stackexchange_src(tmp_path / "plain")
+    packed = tmp_path / "packed"
+    shutil.copytree(plain, packed)
+    for name in ("Posts.xml", "Comments.xml"):
+        with gzip.open(packed / f"{name}.gz", "wb") as fh:
+            fh.write((packed / name).read_bytes())
+        (packed / name).unlink()
+    FORMATS["stackexchange"](plain, tmp_path / "a")
+    FORMATS["stackexchange"](packed, tmp_path / "b")
+    for name in OUTPUTS:
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+
+
+def test_stackexchange_sites_one_community_per_site_and_linked_accounts(tmp_path):
+    out = tmp_path / "out"
+    c = FORMATS["stackexchange-sites"](stackexchange_sites_src(tmp_path / "src"), out)
+    assert (c["users"], c["posts"], c["communities"], c["events"]) == (4, 3, 2, 4)
+    assert c["dropped"] == {"comment_after_posts_dump_end": 1}
+    assert (c["linked_users"], c["users_engaging_in_2plus_communities"]) == (2, 1)
+    assert sorted(c["sites"]) == ["alpha", "beta"]
+    assert c["sites"]["beta"]["files"] == ["Posts.xml", "Users.xml"]
+    assert events(out) == [
+        ("a600", "alpha-p1", utc(2022, 1, 1, 5), "comment", 1),
+        ("alpha-u3", "alpha-p1", utc(2022, 1, 2), "comment", 1),  # not in Users.xml: stays per site
+        ("a500", "beta-p1", utc(2022, 2, 2), "comment", 1),
+        ("a600", "beta-p1", utc(2022, 2, 3), "comment", 1),
+    ]
+    assert [(r["post_id"], r["community_id"], r["author_id"]) for r in rows(out, "posts.csv")] == [
+        ("alpha-p1", "c-alpha", "a500"),
+        ("alpha-p3", "c-alpha", "a600"),
+        ("beta-p1", "c-beta", "beta-u9"),
+    ]
+    assert rows(out, "communities.csv") == [
+        {"community_id": "c-alpha", "is_private": "0", "topic": "alpha"},
+        {"community_id": "c-beta", "is_private": "0", "topic": "beta"},
+    ]
+
+
+# ------------------------------------------------------------------------ every format
+
+
+@pytest.mark.parametrize("fmt", sorted(SAMPLES))
+def test_output_loads_as_training_input(tmp_path, fmt):
+    out = tmp_path / "out"
+    c = FORMATS[fmt](SAMPLES[fmt](tmp_path / "src"), out)
+    ds = load_dataset(out)
+    assert (len(ds.post_ids), len(ds.community_ids), len(ds.e_ts)) == (c["posts"], c["communities"], c["events"])
+
+
+@pytest.mark.parametrize("fmt", sorted(SAMPLES))
+def test_bad_input_names_file_row_and_column(tmp_path, fmt):
+    src = SAMPLES[fmt](tmp_path / "src")
+    name, old, new, message = BAD[fmt]
+    replace(src / name, old, new)
+    with pytest.raises(DataError) as err:
+        FORMATS[fmt](src, tmp_path / "out")
+    assert str(err.value) == message
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_source_file_is_named(tmp_path):
+    src = movielens_src(tmp_path / "src")
+    (src / "u.item").unlink()
+    with pytest.raises(DataError, match=r"^u\.item: file not found in "):
+        FORMATS["movielens"](src, tmp_path / "out")
+
+
+def test_failed_conversion_leaves_previous_output_untouched(tmp_path):
+    src, out = movielens_src(tmp_path / "src"), tmp_path / "out"
+    FORMATS["movielens"](src, out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    (src / "u.data").write_text((src / "u.data").read_text() + "9\t77\t4\t884000000\n")  # movie not in u.item
+    with pytest.raises(DataError, match=r"^u\.data: row 7, column item: movie not in u\.item '77'$"):
+        FORMATS["movielens"](src, out)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # same files, no temp files left
+
+
+# ---------------------------------------------------------------------------------- CLI
+
+
+def run_cli(*args: object) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "training", "convert", *map(str, args)]
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+
+def test_cli_converts_and_prints_the_counts(tmp_path):
+    out = tmp_path / "out"
+    done = run_cli("movielens", movielens_src(tmp_path / "src"), out)
+    assert done.returncode == 0, done.stderr
+    assert '"events": 6' in done.stdout and '"posts": 4' in done.stdout
+    assert sorted(p.name for p in out.iterdir()) == sorted(OUTPUTS)
+
+
+@pytest.mark.parametrize("fmt", sorted(SAMPLES))
+def test_cli_bad_input_is_one_line_and_exit_status_2(tmp_path, fmt):
+    src = SAMPLES[fmt](tmp_path / "src")
+    name, old, new, message = BAD[fmt]
+    replace(src / name, old, new)
+    done = run_cli(fmt, src, tmp_path / "out")
+    assert (done.returncode, done.stderr, done.stdout) == (2, f"error: {message}\n", "")

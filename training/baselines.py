@@ -1,0 +1,251 @@
+"""The rankers a user would pick instead of nichefeed, each tuned on the inner split.
+
+Every baseline scores the whole catalogue for a batch of users (a dense matrix); the
+evaluation then hides what the user may not or need not see and takes the top K, the same
+for every method. What each one is:
+- random; most_popular (positive engagement ever);
+- hot_global: engagement decayed by a half-life (trending);
+- hot_in_communities: the same, in the communities the user engages with, weighted by
+  the user's weight there to a power ("hot in your groups", what community platforms
+  ship by default); posts elsewhere follow, by hotness;
+- newest_in_communities: chronological, newest first, in the user's communities;
+- item_knn: item-based collaborative filtering, cosine similarity on co-engagement summed
+  over the user's recent engagements;
+- ease: EASE (Steck 2019), a closed-form item-item model, on the most engaged items when
+  the catalogue is large;
+- plain_als: implicit ALS on user x post engagement with its own tuned factors and alpha.
+Tuning: each baseline's grid is evaluated on the inner split (the protocol shifted back
+one window inside the training data) and the best NDCG@10 wins; the grids and the choices
+are in the report.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import scipy.sparse as sp
+
+from training.als import fit_als
+from training.params import AlsParams
+from training.schema import Dataset
+from training.state import WorldState, hotness
+
+ScoreFn = Callable[[np.ndarray], np.ndarray]  # user rows -> [len(users), len(catalogue)] scores
+
+HOT_HALF_LIVES_H = (1.0, 4.0, 16.0, 64.0, 256.0)
+COMMUNITY_POWERS = (0.5, 1.0, 2.0, 4.0)
+KNN_HISTORY = 50  # newest engaged posts of a user that vote for neighbours
+EASE_LAMBDAS = (100.0, 500.0)
+EASE_MAX_ITEMS = 3000  # a dense item x item inverse grows with the cube: beyond this, minutes
+ALS_GRID = ((32, 1.0), (64, 1.0), (32, 10.0))  # (factors, alpha)
+OUTSIDE = 1e-6  # posts outside the user's communities still rank, after every inside one
+
+
+@dataclass
+class BaselineParams:
+    """The tuned setting of every baseline (chosen on the inner split)."""
+
+    hot_global_half_life_h: float = 24.0
+    hot_half_life_h: float = 24.0  # hot_in_communities, and the pipeline's hot features
+    community_power: float = 1.0
+    ease_lambda: float = 200.0
+    als_factors: int = 64
+    als_alpha: float = 1.0
+    tuning: dict = field(default_factory=dict)  # every grid point's inner NDCG@10
+
+
+@dataclass
+class RankingWorld:
+    """What a baseline may look at when ranking at `as_of`: engagement before it."""
+
+    ds: Dataset
+    state: WorldState
+    train: np.ndarray  # bool mask over events: before as_of
+    catalogue: np.ndarray
+    _hot: dict = field(default_factory=dict)
+
+    @property
+    def as_of(self) -> int:
+        return self.state.as_of
+
+    def hot(self, half_life_h: float) -> np.ndarray:
+        """The catalogue's hotness at as_of with this half-life (computed once)."""
+        if half_life_h not in self._hot:
+            self._hot[half_life_h] = hotness(self.ds, self.train, self.as_of, half_life_h)[self.catalogue]
+        return self._hot[half_life_h]
+
+
+def popularity(w: RankingWorld) -> ScoreFn:
+    pop = w.state.positives[w.catalogue]
+    return lambda b: np.broadcast_to(pop, (len(b), len(pop))).copy()
+
+
+def hot_global(w: RankingWorld, half_life_h: float) -> ScoreFn:
+    hot = w.hot(half_life_h)
+    return lambda b: np.broadcast_to(hot, (len(b), len(hot))).copy()
+
+
+def hot_in_communities(w: RankingWorld, half_life_h: float, power: float) -> ScoreFn:
+    hot = w.hot(half_life_h).astype(np.float64)
+    comm = w.ds.post_community[w.catalogue]
+    weights = w.state.community_weight
+
+    def fn(b: np.ndarray) -> np.ndarray:
+        uw = np.asarray(weights[b].todense())[:, comm]  # [users, catalogue] weight of each post's community
+        inside = uw > 0
+        return np.where(inside, hot[None, :] * np.power(np.maximum(uw, 1e-9), power), OUTSIDE * hot[None, :])
+
+    return fn
+
+
+def newest_in_communities(w: RankingWorld) -> ScoreFn:
+    created = w.ds.post_created_at[w.catalogue].astype(np.float64)
+    comm = w.ds.post_community[w.catalogue]
+    weights = w.state.community_weight
+    floor = created.min() if len(created) else 0.0
+
+    def fn(b: np.ndarray) -> np.ndarray:
+        inside = np.asarray(weights[b].todense())[:, comm] > 0
+        return np.where(inside, created[None, :] - floor + 1.0, 0.0)
+
+    return fn
+
+
+def _history(w: RankingWorld) -> sp.csr_matrix:
+    """users x posts: 1 on each user's KNN_HISTORY newest positive engagements."""
+    pos = np.flatnonzero(w.train & (w.ds.event_weights() > 0))
+    users, posts = w.ds.e_user[pos], w.ds.e_post[pos]
+    order = np.lexsort((-w.ds.e_ts[pos], users))  # per user, newest first
+    users, posts = users[order], posts[order]
+    rank = np.arange(len(users)) - np.searchsorted(users, users)
+    keep = rank < KNN_HISTORY
+    H = sp.csr_matrix(
+        (np.ones(int(keep.sum()), np.float32), (users[keep], posts[keep])), shape=(w.ds.n_users, w.ds.n_posts)
+    )
+    H.data[:] = 1.0
+    return H
+
+
+def item_knn(w: RankingWorld) -> ScoreFn:
+    """Item-based collaborative filtering: a post scores the summed cosine similarity
+    (on co-engagement) to the user's recent engagements. Computed through the users
+    (H[b] Hn' Hn, Hn = H with unit item columns) so the post x post matrix is never built."""
+    H = _history(w).tocsr()
+    norms = np.sqrt(np.asarray(H.sum(axis=0)).ravel()) + 1e-9
+    Hn = H.multiply(1.0 / norms[None, :]).tocsr()
+    HnT = Hn.T.tocsr()
+    Hn_cat = Hn[:, w.catalogue].tocsr()
+
+    def fn(b: np.ndarray) -> np.ndarray:
+        via_users = Hn[b] @ HnT  # [batch, users]: how alike the batch's histories and each user's are
+        return np.asarray((via_users @ Hn_cat).todense())
+
+    return fn
+
+
+@dataclass
+class EaseGram:
+    """EASE's item x item Gram matrix over the most engaged catalogue items, computed
+    once and solved for each lambda."""
+
+    cols: np.ndarray  # catalogue columns the model covers
+    X: sp.csr_matrix  # users x those items, binary
+    G: np.ndarray  # X'X, float64
+
+
+def ease_gram(w: RankingWorld) -> EaseGram | None:
+    pos = w.train & (w.ds.event_weights() > 0)
+    X = sp.csr_matrix(
+        (np.ones(int(pos.sum()), np.float32), (w.ds.e_user[pos], w.ds.e_post[pos])), shape=(w.ds.n_users, w.ds.n_posts)
+    )
+    X.data[:] = 1.0
+    counts = np.asarray(X[:, w.catalogue].sum(axis=0)).ravel()
+    engaged = np.flatnonzero(counts > 0)
+    if len(engaged) == 0:
+        return None
+    cols = engaged[np.argsort(-counts[engaged], kind="stable")[:EASE_MAX_ITEMS]]
+    Xc = X[:, w.catalogue[cols]].tocsr()
+    return EaseGram(cols, Xc, (Xc.T @ Xc).toarray().astype(np.float64))
+
+
+def ease(w: RankingWorld, lam: float, gram: EaseGram | None = None) -> ScoreFn | None:
+    """EASE over the most engaged catalogue items (at most EASE_MAX_ITEMS); other items
+    score below every one of them."""
+    gram = gram or ease_gram(w)
+    if gram is None:
+        return None
+    G = gram.G.copy()
+    G[np.diag_indices_from(G)] += lam
+    P = np.linalg.inv(G)
+    B = (-P / np.diag(P)[None, :]).astype(np.float32)
+    np.fill_diagonal(B, 0.0)
+    n_cat, cols, Xc = len(w.catalogue), gram.cols, gram.X
+
+    def fn(b: np.ndarray) -> np.ndarray:
+        out = np.full((len(b), n_cat), -1e9, np.float32)
+        out[:, cols] = np.asarray(Xc[b].todense()) @ B
+        return out
+
+    return fn
+
+
+def plain_als(w: RankingWorld, als: AlsParams) -> ScoreFn:
+    """implicit ALS on the user x post matrix of positive engagement (summed weights)."""
+    pos = w.train & (w.ds.event_weights() > 0)
+    m = sp.csr_matrix(
+        (w.ds.event_weights()[pos].astype(np.float32), (w.ds.e_user[pos], w.ds.e_post[pos])),
+        shape=(w.ds.n_users, w.ds.n_posts),
+    )
+    m.sum_duplicates()
+    U, V = fit_als(m, als)
+    Vc = V[w.catalogue]
+    return lambda b: U[b] @ Vc.T
+
+
+def build(w: RankingWorld, p: BaselineParams, als: AlsParams) -> dict[str, ScoreFn | None]:
+    """Every baseline's score function at this world, with the tuned settings."""
+    rng = np.random.default_rng(als.seed)
+    n = len(w.catalogue)
+    return {
+        "random": lambda b: rng.random((len(b), n)),
+        "most_popular": popularity(w),
+        "hot_global": hot_global(w, p.hot_global_half_life_h),
+        "hot_in_communities": hot_in_communities(w, p.hot_half_life_h, p.community_power),
+        "newest_in_communities": newest_in_communities(w),
+        "item_knn": item_knn(w),
+        "ease": ease(w, p.ease_lambda),
+        "plain_als": plain_als(w, replace(als, factors=p.als_factors, alpha=p.als_alpha)),
+    }
+
+
+def tune(w: RankingWorld, measure: Callable[[ScoreFn], float], als: AlsParams) -> BaselineParams:
+    """Each baseline's grid on the inner world; `measure` gives a score function's NDCG@10."""
+    p = BaselineParams()
+    grid: dict[str, dict[str, float]] = {}
+
+    def best(name: str, options: dict[str, Callable[[], ScoreFn | None]]) -> str:
+        values = {}
+        for key, make in options.items():
+            fn = make()
+            values[key] = measure(fn) if fn is not None else float("-inf")
+        grid[name] = {k: round(v, 5) for k, v in values.items()}
+        return max(values, key=lambda k: (values[k], -list(values).index(k)))
+
+    h = best("hot_global", {f"{hl:g}h": (lambda hl=hl: hot_global(w, hl)) for hl in HOT_HALF_LIVES_H})
+    p.hot_global_half_life_h = float(h[:-1])
+    options = {
+        f"{hl:g}h^{pw:g}": (lambda hl=hl, pw=pw: hot_in_communities(w, hl, pw))
+        for hl in HOT_HALF_LIVES_H
+        for pw in COMMUNITY_POWERS
+    }
+    h, pw = best("hot_in_communities", options).split("^")
+    p.hot_half_life_h, p.community_power = float(h[:-1]), float(pw)
+    gram = ease_gram(w)
+    p.ease_lambda = float(best("ease", {f"{lam:g}": (lambda lam=lam: ease(w, lam, gram)) for lam in EASE_LAMBDAS}))
+    options = {f"{f}x{a:g}": (lambda f=f, a=a: plain_als(w, replace(als, factors=f, alpha=a))) for f, a in ALS_GRID}
+    f, a = best("plain_als", options).split("x")
+    p.als_factors, p.als_alpha = int(f), float(a)
+    p.tuning = grid
+    return p
