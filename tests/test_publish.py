@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -17,6 +18,7 @@ from core import contract
 from core.bundle import load_bundle
 from core.embedded_redis import EmbeddedRedis, free_port
 from training import publish as publishing
+from training.gate import compare_on_candidate
 from training.params import TrainParams
 from training.train import train
 
@@ -129,3 +131,33 @@ def test_old_versions_are_pruned_after_keep(own_redis, models, tmp_path):
     assert keys_of(client, versions[0].name) == 0
     assert not versions[0].exists()
     assert keys_of(client, versions[1].name) > 0 and versions[1].exists()
+
+
+def test_gate_re_ranks_the_serving_model_on_the_candidates_window(learned_bundle, tiny_data, tmp_path):
+    """Like with like: the serving model is judged on the candidate's users and window."""
+    report = json.loads((learned_bundle / contract.REPORT_JSON_FILE).read_text())
+    # The same model carried into its own data ranks exactly as its report says.
+    same = compare_on_candidate(learned_bundle, learned_bundle)
+    assert same.users == report["protocol"]["users"]
+    assert same.candidate == pytest.approx(report["gate"]["value"], abs=1e-12)
+    assert same.serving == pytest.approx(same.candidate, abs=1e-12)
+    assert same.ci95 == (0.0, 0.0) and same.verdict == "within noise"
+    # A model trained on an older cut of the data is re-ranked on the candidate's window,
+    # not compared through its own report (another window, other users).
+    older = tmp_path / "older"
+    older.mkdir()
+    shutil.copy(tiny_data / "posts.csv", older / "posts.csv")
+    for name in ("communities.csv", "memberships.csv"):
+        if (tiny_data / name).exists():
+            shutil.copy(tiny_data / name, older / name)
+    lines = (tiny_data / "events.csv").read_text().splitlines()
+    header, rows = lines[0], lines[1:]
+    ts_col = header.split(",").index("ts")
+    cut = sorted(int(r.split(",")[ts_col]) for r in rows)[len(rows) * 3 // 4]
+    (older / "events.csv").write_text("\n".join([header] + [r for r in rows if int(r.split(",")[ts_col]) < cut]) + "\n")
+    serving = train(older, tmp_path / "models", TrainParams(), progress=False, quiet=True)
+    cmp = compare_on_candidate(learned_bundle, serving)
+    assert cmp.users == report["protocol"]["users"]
+    assert cmp.candidate == pytest.approx(report["gate"]["value"], abs=1e-12)
+    saved_serving = json.loads((serving / contract.REPORT_JSON_FILE).read_text())["gate"]["value"]
+    assert cmp.serving != saved_serving  # judged on the candidate's window, not on its own

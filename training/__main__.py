@@ -91,10 +91,13 @@ def print_outputs(bundle: Path) -> None:
     gate = report["gate"]["metric"]
     print(f"\nbundle:  {bundle}")
     print(f"report:  {bundle / contract.REPORT_MD_FILE}  (and {contract.REPORT_JSON_FILE}, a plot beside them)")
-    for w in report["windows"]:
+    for w in report["windows"] + report.get("pooled", []):
         info = w["window"]
+        where = (
+            f"all {info['split_points']} split points" if info["split_ts"] == "all" else f"split at {info['split_ts']}"
+        )
         print(
-            f"\n{gate}, split at {info['split_ts']}, next {info['days']:g} days ({info['users']} users, "
+            f"\n{gate}, {where}, next {info['days']:g} days ({info['users']} users, "
             "mean [95% interval]; pipeline minus method, paired):"
         )
         for name, row in w["methods"].items():

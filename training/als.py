@@ -28,7 +28,6 @@ from training.schema import Dataset
 from training.state import WorldState
 
 MEMBERSHIP_PRIOR = {contract.ROLE_MEMBER: 2.0, contract.ROLE_TRUSTED: 3.0, contract.ROLE_MODERATOR: 3.0}
-COMMUNITY_SHARE = 0.5  # community columns' confidence relative to post columns
 
 
 @dataclass
@@ -49,7 +48,9 @@ def confidence_matrix(rows: np.ndarray, cols: np.ndarray, weights: np.ndarray, s
     return m.astype(np.float32)
 
 
-def interaction_matrix(ds: Dataset, train_mask: np.ndarray, state: WorldState) -> sp.csr_matrix:
+def interaction_matrix(
+    ds: Dataset, train_mask: np.ndarray, state: WorldState, community_share: float = 0.5
+) -> sp.csr_matrix:
     """users x [communities | posts] confidence (before alpha), from events under train_mask."""
     w = ds.event_weights()[train_mask]
     users = ds.e_user[train_mask]
@@ -64,7 +65,7 @@ def interaction_matrix(ds: Dataset, train_mask: np.ndarray, state: WorldState) -
         np.concatenate([w, prior_w]),
         (ds.n_users, ds.n_communities),
     )
-    comm_part.data *= COMMUNITY_SHARE
+    comm_part.data *= community_share
     return sp.hstack([comm_part, post_part], format="csr", dtype=np.float32)
 
 
@@ -93,7 +94,7 @@ def fit_als(matrix: sp.csr_matrix, params: AlsParams, progress: bool = False) ->
 def fit_community_als(
     ds: Dataset, train_mask: np.ndarray, state: WorldState, params: AlsParams, progress: bool = False
 ) -> AlsModel:
-    matrix = interaction_matrix(ds, train_mask, state)
+    matrix = interaction_matrix(ds, train_mask, state, params.community_share)
     user_f, item_f = fit_als(matrix, params, progress)
     n_c = ds.n_communities
     post_cols = matrix[:, n_c:].tocsc()

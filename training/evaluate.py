@@ -4,8 +4,10 @@ ranking on the engagement of the next day and the next week, against tuned basel
 Protocol (also written into every report, so anyone can recompute the numbers):
 - Split points: the first is where the held-out share of events begins (an event-count
   quantile, or --split-at); further points follow one longest-window apart while data
-  remains (--split-points). Everything is "as of" its split point: vectors fitted on
-  events before it, counters, hotness, memberships and author standing as of it.
+  remains (--split-points). Everything is "as of" its split point: counters, hotness,
+  memberships and author standing as of it; the pipeline's vectors and scorer are the
+  shipped ones, fitted before the first point (as serving runs between retrains), while
+  baselines that fit something (ALS, EASE, item kNN) refit on all data before each point.
 - Catalogue: what the service would serve at that moment: the non-deleted posts created
   before the split point (and, on feed-like data, no older than the index window). Every
   method ranks this same catalogue, minus what the user may not or need not see (private
@@ -215,6 +217,7 @@ def evaluate(
     all_users = np.full((n_points, params.max_users), -1, np.int32)
     all_rankings = np.full((n_points, len(METHODS), params.max_users, k), -1, np.int32)
     windows, skipped = [], set()
+    per_window: list[list[dict]] = [[] for _ in params.windows_days]  # per window length, per split point
     from tqdm import tqdm
 
     bar = tqdm(total=n_points * len(METHODS), desc="evaluate", unit="method", disable=not progress)
@@ -238,14 +241,16 @@ def evaluate(
             else:
                 all_rankings[j, m, : len(users)] = rank_dense(source, users, scorers[name], k)
             bar.update()
-        for days in params.windows_days:
+        for i, days in enumerate(params.windows_days):
             until = min(end_ts, split_ts + int(days * DAY))
             mask = ~before & (ds.e_ts < until)
             targets = target_matrix(ds, mask, seen, catalogue)
             in_window = np.flatnonzero(np.diff(targets[users].indptr) > 0)
-            report = summarise(
-                ds, all_rankings[j][:, in_window], targets, users[in_window], catalogue, params, skipped, j
+            values = method_metrics(
+                ds, all_rankings[j][:, in_window], targets, users[in_window], catalogue, params, skipped
             )
+            per_window[i].append(values)
+            report = summarise(values, params, j)
             report["window"] = {
                 "split_ts": int(split_ts),
                 "until": int(until),
@@ -256,12 +261,25 @@ def evaluate(
             }
             windows.append(report)
     bar.close()
+    pooled = []
+    if n_points > 1:
+        for i, days in enumerate(params.windows_days):
+            values = pool(per_window[i])
+            report = summarise(values, params, 100 + i)
+            report["window"] = {
+                "split_ts": "all",
+                "days": days,
+                "users": int(len(values["pipeline"][GATE_METRIC])),
+                "split_points": n_points,
+            }
+            pooled.append(report)
     headline = [w for w in windows if w["window"]["split_ts"] == points[0].split_ts][-1]  # the longest window
     report = {
         "methods": headline["methods"],
         "pipeline_vs": headline["pipeline_vs"],
         "gate": {"metric": GATE_METRIC, "value": headline["methods"]["pipeline"][GATE_METRIC]["mean"]},
         "windows": windows,
+        "pooled": pooled,
         "skipped": sorted(skipped),
         "baselines": {k_: v for k_, v in baselines.__dict__.items()},
         "protocol": {
@@ -286,7 +304,7 @@ def evaluate(
     return EvalResult(all_users, all_rankings, report)
 
 
-def summarise(
+def method_metrics(
     ds: Dataset,
     rankings: np.ndarray,
     targets: sp.csr_matrix,
@@ -294,22 +312,32 @@ def summarise(
     catalogue: np.ndarray,
     params: EvalParams,
     skipped: set[str],
-    point: int,
-) -> dict:
-    rng = np.random.default_rng(params.seed + 1 + point)
-    methods, per_user = {}, {}
+) -> dict[str, dict[str, np.ndarray]]:
+    """Per method, per metric: one value per user (coverage@K: one value per split point)."""
+    out = {}
     for m, name in enumerate(METHODS):
         if name in skipped:
             continue
         pu = per_user_metrics(rankings[m], targets, users, ds, params.ks)
-        per_user[name] = pu
-        row = {}
-        for metric, values in pu.items():
-            lo, hi = bootstrap_ci(values, params.bootstrap, rng)
-            row[metric] = {"mean": float(values.mean()) if len(values) else 0.0, "ci95": [lo, hi]}
         for kk in params.ks:
             r = rankings[m][:, :kk]
-            row[f"coverage@{kk}"] = {"mean": len(np.unique(r[r >= 0])) / max(len(catalogue), 1)}
+            pu[f"coverage@{kk}"] = np.array([len(np.unique(r[r >= 0])) / max(len(catalogue), 1)])
+        out[name] = pu
+    return out
+
+
+def summarise(per_user: dict[str, dict[str, np.ndarray]], params: EvalParams, seed: int) -> dict:
+    """Means with bootstrap intervals, and the pipeline's paired differences."""
+    rng = np.random.default_rng(params.seed + 1 + seed)
+    methods = {}
+    for name, pu in per_user.items():
+        row = {}
+        for metric, values in pu.items():
+            if metric.startswith("coverage@"):
+                row[metric] = {"mean": float(values.mean())}
+                continue
+            lo, hi = bootstrap_ci(values, params.bootstrap, rng)
+            row[metric] = {"mean": float(values.mean()) if len(values) else 0.0, "ci95": [lo, hi]}
         methods[name] = row
     gate = per_user["pipeline"][GATE_METRIC]
     versus = {}
@@ -325,6 +353,15 @@ def summarise(
             "verdict": verdict(lo, hi),
         }
     return {"methods": methods, "pipeline_vs": {GATE_METRIC: versus}}
+
+
+def pool(parts: list[dict[str, dict[str, np.ndarray]]]) -> dict[str, dict[str, np.ndarray]]:
+    """Every split point's per-user values of one window length together (a user
+    evaluated at two points counts twice: two requests)."""
+    return {
+        name: {metric: np.concatenate([p[name][metric] for p in parts]) for metric in parts[0][name]}
+        for name in parts[0]
+    }
 
 
 def _cell(c: dict) -> str:
@@ -347,12 +384,18 @@ def markdown(report: dict, title: str, plot: str | None = None) -> str:
     ]
     if plot:
         lines += [f"![NDCG@10 and recall@50 per method and window]({plot})", ""]
-    for w in report["windows"]:
+    for w in report["windows"] + report.get("pooled", []):
         info = w["window"]
+        if info["split_ts"] == "all":
+            head = f"## All {info['split_points']} split points pooled, next {info['days']:g} days"
+            what = f"{info['users']} (user, split point) pairs."
+        else:
+            head = f"## Split at {info['split_ts']}, next {info['days']:g} days"
+            what = f"{info['users']} users, {info['targets']} held-out positives, catalogue of {info['catalogue_posts']} posts."
         lines += [
-            f"## Split at {info['split_ts']}, next {info['days']:g} days",
+            head,
             "",
-            f"{info['users']} users, {info['targets']} held-out positives, catalogue of {info['catalogue_posts']} posts.",
+            what,
             "",
             "| method | " + " | ".join(metrics) + " | coverage@10 | diversity@10 | pipeline minus method, NDCG@10 |",
             "|---|" + "---|" * (len(metrics) + 3),

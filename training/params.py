@@ -22,6 +22,7 @@ class AlsParams:
     iterations: int = param(15, "ALS sweeps")
     regularization: float = param(0.05, "L2 regularisation of the factors")
     alpha: float = param(10.0, "confidence = alpha * log(1 + net engagement)")
+    community_share: float = param(0.5, "community columns' confidence relative to post columns")
     seed: int = param(7, "seed of ALS's initial factors", flag="train-seed")
 
 

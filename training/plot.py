@@ -15,7 +15,7 @@ def plot_report(report: dict, path: Path) -> Path:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    windows = report["windows"]
+    windows = report["windows"] + report.get("pooled", [])
     methods = list(windows[0]["methods"])
     fig, axes = plt.subplots(len(PLOT_METRICS), 1, figsize=(max(8, 1.1 * len(methods)), 7), sharex=True)
     width = 0.8 / len(windows)
@@ -33,7 +33,11 @@ def plot_report(report: dict, path: Path) -> Path:
                 width,
                 yerr=[mean - lo, hi - mean],
                 capsize=2,
-                label=f"split {info['split_ts']}, next {info['days']:g} d ({info['users']} users)",
+                label=(
+                    f"all split points, next {info['days']:g} d ({info['users']} pairs)"
+                    if info["split_ts"] == "all"
+                    else f"split {info['split_ts']}, next {info['days']:g} d ({info['users']} users)"
+                ),
             )
         ax.set_ylabel(metric)
         ax.grid(axis="y", alpha=0.3)

@@ -22,8 +22,11 @@ from pathlib import Path
 import redis
 
 from core import contract
-from core.bundle import load_bundle
+from core.bundle import BundleError, load_bundle
 from training.carry_over import carry_over
+from training.csvio import DataError
+from training.evaluate import GATE_METRIC
+from training.gate import compare_on_candidate
 from training.records import hot_lists, post_entries, recent_entries, user_entries
 
 BATCH = 2_000  # keys per MSET: large enough to amortise the round trip, small enough not to stall Redis
@@ -79,17 +82,43 @@ def gate_value(bundle_dir: Path) -> tuple[str, float] | None:
 def check_gate(
     bundle_dir: Path, client: redis.Redis, models_dir: Path, force: bool = False, tolerance: float = 0.0
 ) -> str:
-    """Refuse (GateRefused) a bundle worse than the serving one; returns what was decided."""
+    """Refuse (GateRefused) a bundle worse than the serving one; returns what was decided.
+
+    Like with like (training/gate.py): the serving model is re-ranked on the candidate's
+    data, split point, users and window. Only when that cannot be done (the candidate's
+    data directory is gone, a bundle cannot be read) are the two saved reports compared,
+    and the message says so."""
     current = current_version(client)
     if current is None:
         return "gate: nothing is serving yet"
     if current == bundle_dir.name:
         return f"gate: {current} is already serving (republishing)"
+    try:
+        cmp = compare_on_candidate(bundle_dir, models_dir / current)
+    except (BundleError, DataError, OSError, KeyError, IndexError, ValueError) as exc:
+        return _gate_on_reports(bundle_dir, models_dir, current, force, tolerance, f"({exc}) ")
+    verdict = (
+        f"{GATE_METRIC} {cmp.candidate:.4f} (new) vs {cmp.serving:.4f} (serving {current}, re-ranked on the new "
+        f"model's data and window, {cmp.users} users; difference [{cmp.ci95[0]:+.4f}, {cmp.ci95[1]:+.4f}] "
+        f"{cmp.verdict})"
+    )
+    if cmp.candidate < cmp.serving - tolerance:
+        if not force:
+            raise GateRefused(f"gate: {verdict}: the new model is worse; not published (use --force to publish anyway)")
+        return f"gate: {verdict}: worse, published because forced"
+    return f"gate: {verdict}: passed"
+
+
+def _gate_on_reports(bundle_dir: Path, models_dir: Path, current: str, force: bool, tolerance: float, why: str) -> str:
+    """The fallback: the two saved reports' gate values, which may come from different windows."""
     new, old = gate_value(bundle_dir), gate_value(models_dir / current)
     if new is None or old is None or new[0] != old[0]:
-        return f"gate: cannot compare with serving version {current} (no comparable report): allowed"
+        return f"gate: cannot compare with serving version {current} {why}(no comparable report): allowed"
     metric = new[0]
-    verdict = f"{metric} {new[1]:.4f} (new) vs {old[1]:.4f} (serving {current})"
+    verdict = (
+        f"{metric} {new[1]:.4f} (new) vs {old[1]:.4f} (serving {current}, its own report: "
+        f"not re-ranked on the new data {why.strip()})"
+    )
     if new[1] < old[1] - tolerance:
         if not force:
             raise GateRefused(f"gate: {verdict}: the new model is worse; not published (use --force to publish anyway)")

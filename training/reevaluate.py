@@ -21,7 +21,7 @@ from training.csvio import DataError
 from training.evaluate import SplitPoint, evaluate
 from training.features import Model
 from training.load import load_dataset
-from training.params import AlsParams, EvalParams, TrainParams
+from training.params import AlsParams, EvalParams
 from training.state import state_as_of
 
 
@@ -43,13 +43,12 @@ def reevaluate(bundle_dir: Path, data_dir: Path | None = None) -> tuple[dict, li
     bundle = load_bundle(bundle_dir, verify=True)
     p = bundle.manifest.params
     data_dir = Path(data_dir or p["data_dir"])
-    from training.train import data_fingerprint, fit_model
+    from training.train import data_fingerprint
 
     if data_fingerprint(data_dir) != bundle.manifest.data_fingerprint:
         raise DataError(f"{data_dir}: not the data this bundle was trained on (fingerprint differs)")
     ds = load_dataset(data_dir)
-    params = TrainParams()  # refits need only its ALS settings, taken from the manifest below
-    params.als = AlsParams(**p["als"])
+    als = AlsParams(**p["als"])  # plain ALS's iterations, regularisation and seed, as trained
     e = p["eval"]
     eval_params = EvalParams(
         max_users=e["max_users"],
@@ -62,15 +61,15 @@ def reevaluate(bundle_dir: Path, data_dir: Path | None = None) -> tuple[dict, li
     )
     hot_h = float(p["hot_half_life_h"])
     baselines = BaselineParams(**p["baselines"])
-    first = int(p["split_ts"])
     model = Model(
         np.asarray(bundle[contract.USER_FACTORS_FILE]),
         np.asarray(bundle[contract.COMMUNITY_FACTORS_FILE]),
         np.asarray(bundle[contract.POST_VECTORS_FILE]),
     )
-    points = [SplitPoint(first, state_as_of(ds, first, ds.memberships_derived, hot_h), model, bundle.scorer)]
-    for ts in p["split_points"][1:]:  # replayed points are refitted, as training did
-        points.append(SplitPoint(int(ts), *fit_model(ds, int(ts), params, hot_h, progress=False), bundle.scorer))
+    points = [
+        SplitPoint(int(ts), state_as_of(ds, int(ts), ds.memberships_derived, hot_h), model, bundle.scorer)
+        for ts in p["split_points"]
+    ]
     saved = json.loads((bundle_dir / contract.REPORT_JSON_FILE).read_text())
     result = evaluate(
         ds,
@@ -78,7 +77,7 @@ def reevaluate(bundle_dir: Path, data_dir: Path | None = None) -> tuple[dict, li
         int(p["data_end_ts"]),
         p["index_window_applied_days"],
         baselines,
-        params.als,
+        als,
         eval_params,
         saved.get("notes"),
     )
@@ -88,8 +87,8 @@ def reevaluate(bundle_dir: Path, data_dir: Path | None = None) -> tuple[dict, li
     if not np.array_equal(result.rankings, np.load(bundle_dir / contract.EVAL_RANKINGS_FILE)):
         mismatches.append("rankings differ")
     want, got = (
-        _flatten({k: saved[k] for k in ("windows", "gate")}),
-        _flatten({k: result.report[k] for k in ("windows", "gate")}),
+        _flatten({k: saved[k] for k in ("windows", "pooled", "gate")}),
+        _flatten({k: result.report[k] for k in ("windows", "pooled", "gate")}),
     )
     for key in sorted(set(want) | set(got)):
         if key not in got or key not in want or abs(want[key] - got[key]) > 1e-9:

@@ -192,9 +192,12 @@ def train(data_dir: Path, models_dir: Path, params: TrainParams, progress: bool 
         raise ValueError(f"scorer must be 'learned' or 'affinity', got {params.scorer!r}")
     clock.done("scorer", f"{scorer.kind}: " + json.dumps(scorer.info.get("weights_by_feature", {})))
 
+    # Later split points replay what serving does between retrains: the shipped vectors and
+    # scorer, with the world (counters, hotness, memberships) as of each point.
     points = [SplitPoint(split.split_ts, state, model, scorer)]
-    for ts in points_ts[1:]:  # replayed with the same recipe and scorer, refitted as of each point
-        points.append(SplitPoint(ts, *fit_model(ds, ts, params, hot_h, progress=False), scorer))
+    points += [
+        SplitPoint(ts, state_as_of(ds, ts, ds.memberships_derived, hot_h), model, scorer) for ts in points_ts[1:]
+    ]
     result = evaluate(ds, points, split.end_ts, window, baselines, params.als, params.eval, notes, progress)
     clock.done(
         "evaluate",

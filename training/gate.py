@@ -1,0 +1,109 @@
+"""The publish gate compares like with like: the serving model is re-ranked on the
+candidate's data, split point, users and window before the two are compared.
+
+Two saved reports from different data windows are not comparable (a busier week scores
+higher for every model). So the serving bundle's model (its vectors, its scorer, its
+hotness half-life) is carried into the candidate's world by id: users, communities and
+posts it knows keep their vectors; posts it never saw start from their community's (and
+author's) vector, as the service would place them; users it never saw have no vector.
+It then ranks the candidate's evaluated users at the candidate's first split point with
+the candidate's retrieval, and both models are judged on the candidate's gate window,
+paired per user.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from core import contract
+from core.bundle import Bundle, load_bundle
+from training.evaluate import (
+    DAY,
+    GATE_METRIC,
+    METHODS,
+    SplitPoint,
+    bootstrap_ci,
+    catalogue_rows,
+    per_user_metrics,
+    rank_pipeline,
+    target_matrix,
+    verdict,
+)
+from training.features import CandidateSource, Model, seen_matrix
+from training.load import load_dataset
+from training.schema import Dataset
+from training.state import state_as_of
+
+
+@dataclass
+class GateComparison:
+    candidate: float  # mean gate metric of the candidate, on its own users and window
+    serving: float  # the serving model's, on the same users and window
+    ci95: tuple[float, float]  # of the paired difference candidate - serving
+    users: int
+
+    @property
+    def verdict(self) -> str:
+        return verdict(*self.ci95)
+
+
+def _by_id(ids_to: list[str], row_from: dict[str, int], values: np.ndarray) -> np.ndarray:
+    """values (rows of the serving bundle) re-indexed to ids_to; zeros where unknown."""
+    out = np.zeros((len(ids_to), values.shape[1]), dtype=np.float32)
+    rows = np.array([row_from.get(i, -1) for i in ids_to], dtype=np.int64)
+    known = rows >= 0
+    out[known] = np.asarray(values)[rows[known]]
+    return out
+
+
+def carried_model(serving: Bundle, ds: Dataset) -> Model:
+    """The serving model in the candidate data's index space (see the module docstring)."""
+    user_ids, comm_ids, post_ids = ds.user_ids.tolist(), ds.community_ids.tolist(), ds.post_ids.tolist()
+    users = _by_id(user_ids, serving.user_row, serving[contract.USER_FACTORS_FILE])
+    communities = _by_id(comm_ids, serving.community_row, serving[contract.COMMUNITY_FACTORS_FILE])
+    posts = _by_id(post_ids, serving.post_row, serving[contract.POST_VECTORS_FILE])
+    unknown = np.array([p not in serving.post_row for p in post_ids], dtype=bool)
+    if unknown.any():
+        comm = np.array([serving.community_row.get(c, -1) for c in comm_ids], dtype=np.int64)[
+            ds.post_community[unknown]
+        ]
+        author_ids = ds.user_ids[np.maximum(ds.post_author[unknown], 0)].tolist()
+        author = np.array(
+            [serving.user_row.get(a, -1) if k >= 0 else -1 for a, k in zip(author_ids, ds.post_author[unknown])],
+            dtype=np.int64,
+        )
+        placed = serving.new_post_vectors(np.maximum(comm, 0), author)
+        placed[comm < 0] = 0.0  # a community the serving model never knew: no place for it
+        posts[unknown] = placed
+    return Model(users, communities, posts)
+
+
+def compare_on_candidate(candidate_dir: Path, serving_dir: Path, data_dir: Path | None = None) -> GateComparison:
+    """Re-rank the candidate's gate window with the serving model and compare, paired."""
+    candidate = load_bundle(candidate_dir, verify=False)
+    serving = load_bundle(serving_dir, verify=False)
+    p = candidate.manifest.params
+    ds = load_dataset(Path(data_dir or p["data_dir"]))
+    split_ts, end_ts = int(p["split_ts"]), int(p["data_end_ts"])
+    longest = max(p["eval"]["windows_days"])
+    users = np.load(candidate_dir / contract.EVAL_USERS_FILE)[0]
+    users = users[users >= 0]
+    own = np.load(candidate_dir / contract.EVAL_RANKINGS_FILE)[0, METHODS.index("pipeline"), : len(users)]
+    before = ds.e_ts < split_ts
+    catalogue = catalogue_rows(ds, split_ts, p["index_window_applied_days"])
+    seen = seen_matrix(ds, before)
+    window = ~before & (ds.e_ts < min(end_ts, split_ts + int(longest * DAY)))
+    targets = target_matrix(ds, window, seen, catalogue)
+    serving_h = float(serving.manifest.params.get("hot_half_life_h", 24.0))
+    state = state_as_of(ds, split_ts, ds.memberships_derived, serving_h)
+    model = carried_model(serving, ds)
+    source = CandidateSource(ds, state, model, catalogue, seen)
+    theirs = rank_pipeline(ds, SplitPoint(split_ts, state, model, serving.scorer), source, users, own.shape[1])
+    ks = tuple(p["eval"]["ks"])
+    mine = per_user_metrics(own, targets, users, ds, ks)[GATE_METRIC]
+    old = per_user_metrics(theirs, targets, users, ds, ks)[GATE_METRIC]
+    lo, hi = bootstrap_ci(mine - old, int(p["eval"]["bootstrap"]), np.random.default_rng(int(p["eval"]["seed"])))
+    return GateComparison(float(mine.mean()), float(old.mean()), (lo, hi), int(len(users)))
