@@ -175,3 +175,39 @@ def test_an_expired_deadline_is_deadline_exceeded(ranker):
     with pytest.raises(grpc.RpcError) as err:
         ranker.Rank(ranking_pb2.RankRequest(user_id="u8", limit=5), timeout=0.000001)
     assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+def test_home_feed_takes_the_hot_list_of_the_users_heaviest_community_from_redis(service, bundle, redis_client):
+    """Hot lists are read in the user's round trip, heaviest community first, and their
+    top post leads the in-network candidates (core.retrieval)."""
+    from service.stages.hydrate import HydrateUser
+    from service.stages.retrieve import RetrieveCandidates
+    from service.store import FeatureStore
+
+    private = np.asarray(bundle[contract.COMMUNITY_PRIVATE_FILE])
+    user, c = next(
+        (bundle.user_ids[u], int(cs[0]))
+        for u in range(len(bundle.user_ids))
+        if len(cs := bundle.communities_of(u))
+        and not private[cs[0]]
+        and len(bundle.community_recent.get(int(cs[0]), ()))
+    )
+    chosen = bundle.post_ids[int(bundle.community_recent[c][-1])]  # its oldest servable post: not fresh, now hot
+    key = contract.hot_key(bundle.version, bundle.community_ids[c])
+    original = redis_client.zrange(key, 0, -1, withscores=True)
+    redis_client.delete(key)
+    redis_client.zadd(key, {chosen: 1e9, "p-not-in-the-model": 1.0})
+    try:
+        store = FeatureStore(service.store.url)
+        ctx = RankContext(query=RankQuery(user_id=user, limit=10), bundle=bundle, now=bundle.data_end_ts)
+        params = RetrievalParams(candidates=4)
+        HydrateUser(store, params).run(ctx)
+        assert ctx.hot[c][:2] == [chosen, "p-not-in-the-model"]
+        assert list(ctx.recent)[0] == c  # the heaviest community's lists come first
+        RetrieveCandidates(params).run(ctx)
+        store.close()
+    finally:
+        redis_client.delete(key)
+        if original:
+            redis_client.zadd(key, dict(original))
+    assert ctx.post_ids[0] == chosen

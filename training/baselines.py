@@ -35,7 +35,7 @@ from training.state import WorldState, hotness
 ScoreFn = Callable[[np.ndarray], np.ndarray]  # user rows -> [len(users), len(catalogue)] scores
 
 HOT_HALF_LIVES_H = (1.0, 4.0, 16.0, 64.0, 256.0)
-COMMUNITY_POWERS = (0.5, 1.0, 2.0, 4.0)
+COMMUNITY_POWERS = (0.5, 1.0, 2.0, 4.0, 8.0)
 KNN_HISTORY = 50  # newest engaged posts of a user that vote for neighbours
 EASE_LAMBDAS = (100.0, 500.0)
 EASE_MAX_ITEMS = 3000  # a dense item x item inverse grows with the cube: beyond this, minutes
@@ -88,14 +88,15 @@ def hot_global(w: RankingWorld, half_life_h: float) -> ScoreFn:
 
 
 def hot_in_communities(w: RankingWorld, half_life_h: float, power: float) -> ScoreFn:
-    hot = w.hot(half_life_h).astype(np.float64)
+    hot = w.hot(half_life_h).astype(np.float32)
     comm = w.ds.post_community[w.catalogue]
     weights = w.state.community_weight
 
     def fn(b: np.ndarray) -> np.ndarray:
-        uw = np.asarray(weights[b].todense())[:, comm]  # [users, catalogue] weight of each post's community
-        inside = uw > 0
-        return np.where(inside, hot[None, :] * np.power(np.maximum(uw, 1e-9), power), OUTSIDE * hot[None, :])
+        uw = np.asarray(weights[b].todense(), dtype=np.float32)  # [users, communities]
+        # The power on the few communities, then one product over the catalogue.
+        lift = np.where(uw > 0, np.power(np.maximum(uw, 1e-9), power), OUTSIDE).astype(np.float32)
+        return lift[:, comm] * hot[None, :]
 
     return fn
 

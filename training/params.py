@@ -30,7 +30,7 @@ class AlsParams:
 class ScorerParams:
     """The learned scorer, fitted by replaying the evaluation inside the training window."""
 
-    max_users: int = param(3000, "users sampled to fit the scorer", flag="scorer-users")
+    max_users: int = param(2000, "users sampled to fit the scorer", flag="scorer-users")
     negatives_per_user: int = param(100, "sampled non-engaged candidates per user")
     l2: float = param(1.0, "L2 penalty of the logistic regression")
     seed: int = param(7, "seed of the scorer's user and negative sampling", flag="scorer-seed")
@@ -40,7 +40,7 @@ class ScorerParams:
 class EvalParams:
     """The held-out evaluation (training/evaluate.py)."""
 
-    max_users: int = param(3000, "users evaluated (sampled with the seed)", flag="eval-users")
+    max_users: int = param(2000, "users evaluated at each split point (sampled with the seed)", flag="eval-users")
     seed: int = param(7, "seed of user sampling, the random baseline and the bootstrap", flag="eval-seed")
     bootstrap: int = param(1000, "bootstrap resamples of each interval")
     ks: tuple[int, ...] = param(KS, "cut-offs K", cli=False)
