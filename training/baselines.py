@@ -40,6 +40,7 @@ KNN_HISTORY = 50  # newest engaged posts of a user that vote for neighbours
 EASE_LAMBDAS = (100.0, 500.0)
 EASE_MAX_ITEMS = 3000  # a dense item x item inverse grows with the cube: beyond this, minutes
 ALS_GRID = ((32, 1.0), (64, 1.0), (32, 10.0))  # (factors, alpha)
+TUNE_ITERATIONS = 8  # ALS sweeps while comparing grid points (the chosen one is fitted in full)
 OUTSIDE = 1e-6  # posts outside the user's communities still rank, after every inside one
 
 

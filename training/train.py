@@ -22,7 +22,7 @@ from core.retrieval import RetrievalParams
 from core.scoring import LinearScorer
 from training import schema
 from training.als import fit_community_als
-from training.baselines import BaselineParams, RankingWorld, tune
+from training.baselines import TUNE_ITERATIONS, BaselineParams, RankingWorld, tune
 from training.bundle_writer import new_version, write_bundle
 from training.embeddings import post_embeddings
 from training.evaluate import (
@@ -107,7 +107,9 @@ def tune_on_inner(
     if params.tune_als:
         grid = {}
         for factors, alpha in PIPELINE_ALS_GRID:
-            candidate = replace(params.als, factors=factors, alpha=alpha)
+            candidate = replace(
+                params.als, factors=factors, alpha=alpha, iterations=min(params.als.iterations, TUNE_ITERATIONS)
+            )
             fit = fit_community_als(ds, inner.train, state, candidate)
             posts, _ = post_embeddings(ds, fit)
             U, V = fit.user_factors, posts[catalogue]
