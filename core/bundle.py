@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from core import contract, post_vectors
-from core.retrieval import HOT_LIST_KEEP
+from core.retrieval import hot_lists
 from core.scoring import LinearScorer
 
 
@@ -212,24 +212,11 @@ def load_bundle(path: Path, verify: bool = True) -> Bundle:
         user_ids=user_ids,
         user_row={u: i for i, u in enumerate(user_ids)},
         community_recent=_recent_by_community(index, arrays),
-        community_hot=hot_by_community(arrays),
+        community_hot=hot_lists(np.asarray(arrays[contract.POST_HOT_FILE]), arrays[contract.POST_COMMUNITY_FILE]),
         affinity_offsets=np.searchsorted(a_user, np.arange(n_users + 1)),
         affinity_communities=np.asarray(arrays[contract.AFFINITY_COMMUNITY_FILE]),
         affinity_weights=np.asarray(arrays[contract.AFFINITY_WEIGHT_FILE]),
     )
-
-
-def hot_by_community(arrays: dict[str, np.ndarray]) -> dict[int, np.ndarray]:
-    """Each community's hot list at the data end: rows with hotness, hottest first
-    (ties by lower row), at most HOT_LIST_KEEP. What publish writes and what the hot path
-    falls back to without Redis."""
-    hot = np.asarray(arrays[contract.POST_HOT_FILE])
-    rows = np.flatnonzero(hot > 0)
-    comm = np.asarray(arrays[contract.POST_COMMUNITY_FILE])[rows]
-    order = np.lexsort((rows, -hot[rows], comm))
-    rows, comm = rows[order], comm[order]
-    cuts = np.flatnonzero(np.diff(comm)) + 1
-    return {int(c[0]): r[:HOT_LIST_KEEP] for c, r in zip(np.split(comm, cuts), np.split(rows, cuts)) if len(r)}
 
 
 def _recent_by_community(index, arrays: dict[str, np.ndarray]) -> dict[int, np.ndarray]:

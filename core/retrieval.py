@@ -18,6 +18,8 @@ from __future__ import annotations
 from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 from core.flags import param
 
 HOT_LIST_KEEP = 200  # posts kept in each community's hot list (Redis and training alike)
@@ -73,3 +75,15 @@ def fill(found: list, ranked: Iterable[Hashable], k: int) -> list:
             seen.add(item)
             out.append(item)
     return out
+
+
+def hot_lists(hot: np.ndarray, post_community: np.ndarray) -> dict[int, np.ndarray]:
+    """Each community's hot list from per-post hotness: rows with hotness, hottest first
+    (ties by lower row), at most HOT_LIST_KEEP. What publish writes (from the bundle),
+    what the hot path falls back to without Redis, and what training ranks with."""
+    rows = np.flatnonzero(hot > 0)
+    comm = np.asarray(post_community)[rows]
+    order = np.lexsort((rows, -hot[rows], comm))
+    rows, comm = rows[order], comm[order]
+    cuts = np.flatnonzero(np.diff(comm)) + 1
+    return {int(c[0]): r[:HOT_LIST_KEEP] for c, r in zip(np.split(comm, cuts), np.split(rows, cuts)) if len(r)}

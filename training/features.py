@@ -16,7 +16,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from core import retrieval
-from core.retrieval import HOT_LIST_KEEP, RetrievalParams
+from core.retrieval import RetrievalParams
 from core.scoring import FeatureInputs, feature_matrix
 from training.schema import Dataset
 from training.state import WorldState
@@ -51,17 +51,6 @@ def seen_matrix(ds: Dataset, mask: np.ndarray) -> sp.csr_matrix:
     return m
 
 
-def hot_lists(ds: Dataset, hot: np.ndarray) -> dict[int, np.ndarray]:
-    """Each community's hot list as the service holds it: posts with hotness, hottest
-    first (ties by lower row), at most HOT_LIST_KEEP."""
-    rows = np.flatnonzero(hot > 0)
-    comm = ds.post_community[rows]
-    order = np.lexsort((rows, -hot[rows], comm))
-    rows, comm = rows[order], comm[order]
-    cuts = np.flatnonzero(np.diff(comm)) + 1
-    return {int(c[0]): r[:HOT_LIST_KEEP] for c, r in zip(np.split(comm, cuts), np.split(rows, cuts)) if len(r)}
-
-
 class CandidateSource:
     """Per-user candidates over a fixed catalogue (rows servable at the ranking time)."""
 
@@ -83,7 +72,7 @@ class CandidateSource:
         order = np.lexsort((catalogue, -created, comm))
         self.recent_rows = catalogue[order]
         self.recent_bounds = np.searchsorted(comm[order], np.arange(ds.n_communities + 1))
-        self.hot = hot_lists(ds, state.hot)
+        self.hot = retrieval.hot_lists(state.hot, ds.post_community)
         self.in_catalogue = np.zeros(ds.n_posts, dtype=bool)
         self.in_catalogue[catalogue] = True
         self.private = ds.community_private.astype(bool)

@@ -27,7 +27,7 @@ from training.carry_over import carry_over
 from training.csvio import DataError
 from training.evaluate import GATE_METRIC
 from training.gate import compare_on_candidate
-from training.records import hot_lists, post_entries, recent_entries, user_entries
+from training.records import hot_list_entries, post_entries, recent_entries, user_entries
 
 BATCH = 2_000  # keys per MSET: large enough to amortise the round trip, small enough not to stall Redis
 
@@ -169,7 +169,7 @@ def prune(client: redis.Redis, keep: int, models_dir: Path | None = None) -> lis
 def write_hot_lists(client: redis.Redis, bundle) -> None:
     """One ZADD per community (replacing any list a failed publish left), pipelined."""
     pipe = client.pipeline(transaction=False)
-    for n, (key, scores) in enumerate(hot_lists(bundle), start=1):
+    for n, (key, scores) in enumerate(hot_list_entries(bundle), start=1):
         pipe.delete(key)
         pipe.zadd(key, scores)
         if n % 500 == 0:

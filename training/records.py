@@ -41,7 +41,7 @@ def recent_entries(bundle: Bundle):
         yield contract.recent_key(version, bundle.community_ids[c]), contract.encode_recent(ids)
 
 
-def hot_lists(bundle: Bundle):
+def hot_list_entries(bundle: Bundle):
     """Each community's hot list at the data end: (key, {post id: list score}). The epoch
     of list scores is the data end, so a post's score starts as its hotness then."""
     version = bundle.version
