@@ -168,13 +168,16 @@ def prune(client: redis.Redis, keep: int, models_dir: Path | None = None) -> lis
 
 def write_hot_lists(client: redis.Redis, bundle) -> None:
     """One ZADD per community (replacing any list a failed publish left), pipelined."""
+    t0 = time.perf_counter()
     pipe = client.pipeline(transaction=False)
+    n = 0
     for n, (key, scores) in enumerate(hot_list_entries(bundle), start=1):
         pipe.delete(key)
         pipe.zadd(key, scores)
         if n % 500 == 0:
             pipe.execute()
     pipe.execute()
+    log(f"hot lists: {n} keys in {time.perf_counter() - t0:.1f}s")
 
 
 def publish(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from core import contract
 from core.scoring import FEATURES
 from service.pipeline import RankContext, RankedItem
@@ -10,6 +12,8 @@ _MEMBER = FEATURES.index("is_member")
 _TRUST = FEATURES.index("author_trust")
 _FRESH = FEATURES.index("freshness")
 _AFFINITY = FEATURES.index("affinity")
+_HOT = FEATURES.index("hot")
+HOT_REASON = float(np.log1p(1.0))  # at least one engagement's worth of heat right now
 
 
 _ROLE_WORD = {contract.ROLE_MODERATOR: "moderator", contract.ROLE_TRUSTED: "trusted member"}
@@ -33,6 +37,8 @@ def reasons_for(ctx: RankContext, i: int, community: str) -> list[str]:
         positives = float(ctx.posts["positives"][i])
         if positives >= 1:
             out.append(f"{int(positives)} engagements in {community}")
+    if x[_HOT] >= HOT_REASON:
+        out.append(f"active now in {community}")
     if x[_TRUST] >= 0.8:
         out.append(f"author is trusted in {community}")
     return out
