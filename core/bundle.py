@@ -185,6 +185,11 @@ def load_bundle(path: Path, verify: bool = True) -> Bundle:
         contract.POST_HOT_FILE,
     ):
         checks[name] = (n_posts,)
+    for name in (contract.POST_NEIGHBOURS_FILE, contract.POST_NEIGHBOUR_SIMS_FILE):
+        if arrays[name].ndim != 2 or arrays[name].shape[0] != n_posts:
+            raise BundleError(f"{path}: {name} has shape {arrays[name].shape}, expected ({n_posts}, k)")
+    if arrays[contract.USER_HISTORY_FILE].ndim != 2 or arrays[contract.USER_HISTORY_FILE].shape[0] != n_users:
+        raise BundleError(f"{path}: {contract.USER_HISTORY_FILE} has shape {arrays[contract.USER_HISTORY_FILE].shape}")
     n_aff = len(arrays[contract.AFFINITY_USER_FILE])
     for name in (contract.AFFINITY_COMMUNITY_FILE, contract.AFFINITY_WEIGHT_FILE):
         checks[name] = (n_aff,)

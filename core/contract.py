@@ -34,6 +34,9 @@ Bundle (a directory ``<models_dir>/<model_version>/``, written atomically by ren
   affinity_user.npy      i4 [n_affinities] each user's heaviest communities (engagement + membership),
   affinity_community.npy i4 [n_affinities]   at most 32 a user: which in-network lists Rank reads,
   affinity_weight.npy    f4 [n_affinities]   and the community_weight feature
+  post_neighbours.npy    i4 [n_posts, 20]  nearest posts by co-engagement (-1 pads), most similar first
+  post_neighbour_sims.npy f4 [n_posts, 20] their cosine similarities
+  user_history.npy       i4 [n_users, 50]  each user's newest engaged posts (-1 pads): the co_engagement feature
   posts.faiss            FAISS index over post_vectors (ids = rows), memory-mapped
   scorer.json            the learned scorer (see core.scoring)
   report.json / .md      evaluation report (optional for serving)
@@ -100,6 +103,11 @@ POST_HOT_FILE = "post_hot.npy"  # f4 [n_posts]: hotness at the data end (core.ho
 AFFINITY_USER_FILE = "affinity_user.npy"  # i4 [n_affinities]
 AFFINITY_COMMUNITY_FILE = "affinity_community.npy"  # i4 [n_affinities]
 AFFINITY_WEIGHT_FILE = "affinity_weight.npy"  # f4 [n_affinities]
+# Co-engagement (core/neighbours.py): each post's nearest posts by who engaged with them,
+# and each user's newest engaged posts (rows; -1 pads both).
+POST_NEIGHBOURS_FILE = "post_neighbours.npy"  # i4 [n_posts, NEIGHBOURS]
+POST_NEIGHBOUR_SIMS_FILE = "post_neighbour_sims.npy"  # f4 [n_posts, NEIGHBOURS]
+USER_HISTORY_FILE = "user_history.npy"  # i4 [n_users, HISTORY], newest first
 # Optional (not in ARRAY_FILES): u2/i4 [n_posts], distinct members of the post's community
 # who engaged positively. When a bundle has it, post records carry it and Rank can say
 # "3 members of X engaged"; without it the field is 0 and that reason is not given.
@@ -137,6 +145,9 @@ ARRAY_FILES: dict[str, str] = {
     AFFINITY_USER_FILE: "i",
     AFFINITY_COMMUNITY_FILE: "i",
     AFFINITY_WEIGHT_FILE: "f",
+    POST_NEIGHBOURS_FILE: "i",
+    POST_NEIGHBOUR_SIMS_FILE: "f",
+    USER_HISTORY_FILE: "i",
 }
 REQUIRED_FILES = tuple(ARRAY_FILES) + (INDEX_FILE, SCORER_FILE)
 

@@ -9,7 +9,9 @@ In order:
    engagement and memberships are), its hottest and its newest posts alternately; the
    communities taken round-robin (every group's best before any group's second), at
    most `in_network_share` of k;
-2. out-of-network: the posts nearest the user's vector (the live index's fresh posts,
+2. co-engaged: the posts most engaged by the same people as the user's newest engaged
+   posts (core/neighbours.py), at most `neighbour_share` of k;
+3. out-of-network: the posts nearest the user's vector (the live index's fresh posts,
    then the ANN index), until k.
 """
 
@@ -31,10 +33,15 @@ class RetrievalParams:
     communities: int = param(32, "at most this many of the user's communities feed in-network candidates")
     per_list: int = param(50, "posts taken from each community's hot list and from its recent list")
     in_network_share: float = param(0.5, "at most this share of k from the user's communities")
+    neighbour_share: float = param(0.2, "at most this share of k co-engaged with the user's history")
 
     @property
     def in_network_cap(self) -> int:
         return max(1, int(self.candidates * self.in_network_share))
+
+    @property
+    def neighbour_cap(self) -> int:
+        return int(self.candidates * self.neighbour_share)
 
 
 def community_queue(hot: Sequence[Hashable], recent: Sequence[Hashable], per_list: int) -> list:

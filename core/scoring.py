@@ -29,6 +29,7 @@ FEATURES = (
     "hot",  # log(1 + the post's engagement decayed by the model's half-life): hot now
     "community_weight",  # log(1 + the user's engagement in the post's community, + 1 if a member)
     "hot_in_my_communities",  # log(1 + hot * community weight): "hot in your groups"
+    "co_engagement",  # log(1 + summed similarity to the user's newest engaged posts): item kNN
 )
 FRESHNESS_HOURS = 24.0
 RATE_PRIOR_VIEWS = 5.0  # smoothing: a post with 1 view and 1 like is not a 100% post
@@ -58,6 +59,7 @@ class FeatureInputs:
     community_size: np.ndarray
     hot: np.ndarray  # the post's hotness at the ranking time (core.hotness.decayed)
     community_weight: np.ndarray  # the user's weight in the post's community (0: none)
+    co_engagement: np.ndarray  # core.neighbours.co_engagement of the post for the user
 
 
 def feature_matrix(f: FeatureInputs) -> np.ndarray:
@@ -83,6 +85,7 @@ def feature_matrix(f: FeatureInputs) -> np.ndarray:
     X[:, 11] = np.log1p(hot)
     X[:, 12] = np.log1p(weight)
     X[:, 13] = np.log1p(hot * weight)
+    X[:, 14] = np.log1p(np.maximum(f.co_engagement, 0))
     return X
 
 

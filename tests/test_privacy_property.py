@@ -132,6 +132,9 @@ def write_world_bundle(world: SmallWorld, models_dir, seed: int) -> str:
         contract.AFFINITY_USER_FILE: np.array(a_user, dtype=np.int32),
         contract.AFFINITY_COMMUNITY_FILE: np.array(a_comm, dtype=np.int32),
         contract.AFFINITY_WEIGHT_FILE: np.array(a_weight, dtype=np.float32),
+        contract.POST_NEIGHBOURS_FILE: rng.integers(-1, n_posts, (n_posts, 3)).astype(np.int32),
+        contract.POST_NEIGHBOUR_SIMS_FILE: rng.random((n_posts, 3)).astype(np.float32),
+        contract.USER_HISTORY_FILE: rng.integers(-1, n_posts, (n_users, 4)).astype(np.int32),
     }
     for name, arr in arrays.items():
         np.save(staging / name, arr, allow_pickle=False)

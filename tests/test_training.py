@@ -128,13 +128,15 @@ def test_the_service_scores_exactly_what_training_evaluates(learned_bundle, tiny
         np.asarray(b[contract.USER_FACTORS_FILE]),
         np.asarray(b[contract.COMMUNITY_FACTORS_FILE]),
         np.asarray(b[contract.POST_VECTORS_FILE]),
+        neighbours=np.asarray(b[contract.POST_NEIGHBOURS_FILE]),
+        neighbour_sims=np.asarray(b[contract.POST_NEIGHBOUR_SIMS_FILE]),
     )
     X = features(ds, serving, model, np.full(len(rows), user), rows, end + 3600)
     np.testing.assert_allclose(ctx.features, X, rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(ctx.scores, b.scorer.score(X), rtol=1e-5, atol=1e-5)
     assert (X[:, 2] > 0).sum() > 0 and (X[:, 2] == 0).sum() > 0  # members' and others' posts both scored
-    hot, weight = FEATURES.index("hot"), FEATURES.index("community_weight")
-    assert (X[:, hot] > 0).sum() > 0 and (X[:, weight] > 0).sum() > 0  # the new signals are exercised
+    hot, weight, co = FEATURES.index("hot"), FEATURES.index("community_weight"), FEATURES.index("co_engagement")
+    assert (X[:, hot] > 0).sum() > 0 and (X[:, weight] > 0).sum() > 0 and (X[:, co] > 0).sum() > 0
 
 
 def test_learned_pipeline_beats_the_baselines_beyond_noise(learned_bundle):

@@ -16,6 +16,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from core import retrieval
+from core.neighbours import co_engagement, nearest_to_history
 from core.retrieval import RetrievalParams
 from core.scoring import FeatureInputs, feature_matrix
 from training.schema import Dataset
@@ -30,6 +31,8 @@ class Model:
     community_factors: np.ndarray
     post_vectors: np.ndarray
     author_vectors: np.ndarray | None = None  # KnownFor per user (zeros: not an author yet)
+    neighbours: np.ndarray | None = None  # int32 [n_posts, k] by co-engagement (core/neighbours.py)
+    neighbour_sims: np.ndarray | None = None
 
 
 def top_k(scores: np.ndarray, k: int) -> np.ndarray:
@@ -101,6 +104,15 @@ class CandidateSource:
             queues.append(retrieval.community_queue(hot.tolist(), recent.tolist(), p.per_list))
         return retrieval.round_robin(queues, p.in_network_cap)
 
+    def co_engaged(self, user: int) -> list[int]:
+        """The posts most co-engaged with the user's history (core/neighbours.py)."""
+        m = self.model
+        if m is None or m.neighbours is None:
+            return []
+        return nearest_to_history(
+            self.state.history[user], m.neighbours, m.neighbour_sims, self.params.neighbour_cap
+        ).tolist()
+
     def for_users(self, users: np.ndarray, chunk: int = 256) -> list[np.ndarray]:
         out = []
         V = self.model.post_vectors[self.catalogue]
@@ -111,7 +123,8 @@ class CandidateSource:
             self.hide(scores, batch)
             top = self.catalogue[top_k(scores, k)]
             for i, u in enumerate(batch):
-                rows = np.array(retrieval.fill(self.in_network(u), top[i].tolist(), k), dtype=np.int64)
+                found = retrieval.fill(self.in_network(u), self.co_engaged(u), k)
+                rows = np.array(retrieval.fill(found, top[i].tolist(), k), dtype=np.int64)
                 rows = rows[self.in_catalogue[rows]]  # what the filters drop: deleted, too old, unknown
                 comms = self.memberships(u)
                 ok = ~self.private[self.ds.post_community[rows]] | np.isin(self.ds.post_community[rows], comms)
@@ -155,5 +168,20 @@ def features(
             community_size=state.community_size[comm].astype(np.float32),
             hot=hot,
             community_weight=state.weight_lookup(users, comm),
+            co_engagement=co_engagement_pairs(state, model, users, posts),
         )
     )
+
+
+def co_engagement_pairs(state: WorldState, model: Model, users: np.ndarray, posts: np.ndarray) -> np.ndarray:
+    """core.neighbours.co_engagement for (users[i], posts[i]) pairs, one call per user as
+    the service makes it."""
+    out = np.zeros(len(users), dtype=np.float32)
+    if model.neighbours is None or len(users) == 0:
+        return out
+    order = np.argsort(users, kind="stable")
+    bounds = np.flatnonzero(np.diff(users[order])) + 1
+    for idx in np.split(order, bounds):
+        u = int(users[idx[0]])
+        out[idx] = co_engagement(state.history[u], model.neighbours, model.neighbour_sims, posts[idx])
+    return out

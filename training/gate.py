@@ -62,6 +62,7 @@ def _by_id(ids_to: list[str], row_from: dict[str, int], values: np.ndarray) -> n
 def carried_model(serving: Bundle, ds: Dataset) -> Model:
     """The serving model in the candidate data's index space (see the module docstring)."""
     user_ids, comm_ids, post_ids = ds.user_ids.tolist(), ds.community_ids.tolist(), ds.post_ids.tolist()
+    ds_row = {p: i for i, p in enumerate(post_ids)}
     users = _by_id(user_ids, serving.user_row, serving[contract.USER_FACTORS_FILE])
     communities = _by_id(comm_ids, serving.community_row, serving[contract.COMMUNITY_FACTORS_FILE])
     posts = _by_id(post_ids, serving.post_row, serving[contract.POST_VECTORS_FILE])
@@ -78,7 +79,19 @@ def carried_model(serving: Bundle, ds: Dataset) -> Model:
         placed = serving.new_post_vectors(np.maximum(comm, 0), author)
         placed[comm < 0] = 0.0  # a community the serving model never knew: no place for it
         posts[unknown] = placed
-    return Model(users, communities, posts)
+    # Neighbour lists by id: the serving model's rows become the candidate data's rows.
+    to_candidate = np.array([ds_row.get(p, -1) for p in serving.post_ids], dtype=np.int32)
+    served = np.array([serving.post_row.get(p, -1) for p in post_ids], dtype=np.int64)
+    known = served >= 0
+    nb = np.asarray(serving[contract.POST_NEIGHBOURS_FILE])
+    neighbours = np.full((len(post_ids), nb.shape[1]), -1, dtype=np.int32)
+    sims = np.zeros((len(post_ids), nb.shape[1]), dtype=np.float32)
+    rows = nb[served[known]]
+    neighbours[known] = np.where(rows >= 0, to_candidate[np.maximum(rows, 0)], -1)
+    sims[known] = np.where(
+        neighbours[known] >= 0, np.asarray(serving[contract.POST_NEIGHBOUR_SIMS_FILE])[served[known]], 0
+    )
+    return Model(users, communities, posts, neighbours=neighbours, neighbour_sims=sims)
 
 
 def compare_on_candidate(candidate_dir: Path, serving_dir: Path, data_dir: Path | None = None) -> GateComparison:

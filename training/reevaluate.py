@@ -65,6 +65,8 @@ def reevaluate(bundle_dir: Path, data_dir: Path | None = None) -> tuple[dict, li
         np.asarray(bundle[contract.USER_FACTORS_FILE]),
         np.asarray(bundle[contract.COMMUNITY_FACTORS_FILE]),
         np.asarray(bundle[contract.POST_VECTORS_FILE]),
+        neighbours=np.asarray(bundle[contract.POST_NEIGHBOURS_FILE]),
+        neighbour_sims=np.asarray(bundle[contract.POST_NEIGHBOUR_SIMS_FILE]),
     )
     points = [
         SplitPoint(int(ts), state_as_of(ds, int(ts), ds.memberships_derived, hot_h), model, bundle.scorer)

@@ -21,6 +21,7 @@ from core import hotness as hotness_rule
 from core.retrieval import RetrievalParams
 from core.scoring import MEMBER_WEIGHT, NON_MEMBER_STANDING, ROLE_STANDING
 from training import schema
+from training.neighbours import user_history
 
 TRACK_RECORD_VIEWS = 20.0  # views at which the track record weighs as much as the role
 TRACK_RECORD_SHARE = 0.5  # how far a track record can move standing off the role prior
@@ -40,6 +41,7 @@ class WorldState:
     hot: np.ndarray  # float32 [n_posts]: positive engagement decayed to as_of (core.hotness)
     hot_half_life_h: float
     community_weight: sp.csr_matrix  # float32 [n_users, n_comm]: engagement there + MEMBER_WEIGHT if a member
+    history: np.ndarray  # int32 [n_users, HISTORY]: newest engaged post rows (-1 pads), core.neighbours
 
     def weight_lookup(self, users: np.ndarray, communities: np.ndarray) -> np.ndarray:
         """The users' weights in these communities (0 where none), pairwise."""
@@ -202,6 +204,7 @@ def state_as_of(ds: schema.Dataset, as_of: int, memberships_derived: bool, hot_h
         hot=hotness(ds, before, as_of, hot_half_life_h),
         hot_half_life_h=float(hot_half_life_h),
         community_weight=community_weights(ds, before, m_user, m_comm),
+        history=user_history(ds, before),
     )
     state.author_trust = author_standing(ds, state.role_lookup(ds.n_communities), positives, negatives, views)
     return state

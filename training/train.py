@@ -38,6 +38,7 @@ from training.evaluate import (
 from training.features import CandidateSource, Model, seen_matrix
 from training.index import age_window, build_index, servable_rows
 from training.load import load_dataset
+from training.neighbours import item_neighbours
 from training.params import AlsParams, TrainParams
 from training.plot import plot_report
 from training.scorer import fit_scorer
@@ -88,7 +89,8 @@ def fit_model(ds: schema.Dataset, split_ts: int, params: TrainParams, hot_half_l
     state = state_as_of(ds, split_ts, ds.memberships_derived, hot_half_life_h)
     als = fit_community_als(ds, ds.e_ts < split_ts, state, params.als, progress)
     posts, authors = post_embeddings(ds, als)
-    return state, Model(als.user_factors, als.community_factors, posts, authors)
+    neighbours, sims = item_neighbours(ds, ds.e_ts < split_ts)
+    return state, Model(als.user_factors, als.community_factors, posts, authors, neighbours, sims)
 
 
 def tune_on_inner(
@@ -264,6 +266,9 @@ def train(data_dir: Path, models_dir: Path, params: TrainParams, progress: bool 
         contract.AFFINITY_USER_FILE: affinity[0],
         contract.AFFINITY_COMMUNITY_FILE: affinity[1],
         contract.AFFINITY_WEIGHT_FILE: affinity[2],
+        contract.POST_NEIGHBOURS_FILE: model.neighbours,
+        contract.POST_NEIGHBOUR_SIMS_FILE: model.neighbour_sims,
+        contract.USER_HISTORY_FILE: serving.history,
     }
     rng = np.random.default_rng(params.eval.seed)
     active = np.flatnonzero(np.abs(model.user_factors).sum(axis=1) > 0)

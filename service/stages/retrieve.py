@@ -6,7 +6,8 @@ Three modes, by what the caller asked:
 - community feed: the recent posts of community_id (read in the user's round trip);
 - home feed: core/retrieval.py's rule, the one training evaluates: in-network, the hot and
   the recent posts of the user's heaviest communities (read in the user's round trip),
-  round-robin, at most half of `k`; then out-of-network from FAISS (the post vectors
+  round-robin, at most half of `k`; then the posts most co-engaged with the user's history
+  (bundle arrays, at most a fifth of `k`); then out-of-network from FAISS (the post vectors
   nearest the user's vector) up to `k` candidates.
 Out-of-network candidates also come from the live index (posts written since the bundle
 was trained, service/live_index.py). exclude_post_ids are removed in every mode.
@@ -16,7 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from core import retrieval
+from core import contract, retrieval
+from core.neighbours import nearest_to_history
 from core.retrieval import RetrievalParams
 from service.pipeline import RankContext
 
@@ -39,6 +41,15 @@ class RetrieveCandidates:
             # ctx.recent lists the user's communities heaviest first (hydrate_user).
             queues = [retrieval.community_queue(ctx.hot.get(c, []), ids, rp.per_list) for c, ids in ctx.recent.items()]
             found = self._rows_of(b, retrieval.round_robin(queues, rp.in_network_cap))
+            row = b.user_row.get(q.user_id)
+            if row is not None and rp.neighbour_cap > 0:
+                history = np.asarray(b[contract.USER_HISTORY_FILE][row])
+                near = nearest_to_history(
+                    history, b[contract.POST_NEIGHBOURS_FILE], b[contract.POST_NEIGHBOUR_SIMS_FILE], rp.neighbour_cap
+                )
+                post_ids = b.post_ids
+                for r in near.tolist():
+                    found.setdefault(post_ids[r], r)
             vec = np.ascontiguousarray(ctx.user.vector, dtype=np.float32)
             if ctx.live is not None:
                 for post in ctx.live.search(vec, self.live_k):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from core import contract, hotness
+from core.neighbours import co_engagement
 from core.scoring import FeatureInputs, feature_matrix
 from service.pipeline import RankContext
 
@@ -32,6 +33,17 @@ def community_weights_of(ctx: RankContext, communities: np.ndarray) -> np.ndarra
     return np.fromiter((get(c, 0.0) for c in communities.tolist()), dtype=np.float32, count=len(communities))
 
 
+def co_engagement_of(ctx: RankContext) -> np.ndarray:
+    """core.neighbours.co_engagement of each candidate for the user, from the bundle's
+    neighbour lists and the user's history as trained (0 for live posts and new users)."""
+    b = ctx.bundle
+    row = b.user_row.get(ctx.query.user_id)
+    if row is None:
+        return np.zeros(ctx.size, dtype=np.float32)
+    history = np.asarray(b[contract.USER_HISTORY_FILE][row])
+    return co_engagement(history, b[contract.POST_NEIGHBOURS_FILE], b[contract.POST_NEIGHBOUR_SIMS_FILE], ctx.rows)
+
+
 class ScoreCandidates:
     name = "score"
 
@@ -52,6 +64,7 @@ class ScoreCandidates:
                 community_size=np.asarray(b[contract.COMMUNITY_SIZE_FILE])[communities].astype(np.float32),
                 hot=hotness.decayed(p["hot"], p["hot_at"], ctx.now, b.hot_half_life_s),
                 community_weight=community_weights_of(ctx, communities),
+                co_engagement=co_engagement_of(ctx),
             )
         )
         ctx.scores = b.scorer.score(ctx.features)
