@@ -17,6 +17,7 @@ import numpy as np
 
 from core import contract
 from core.bundle import Bundle
+from core.neighbours import CoEngaged
 from service.errors import Cancelled, DeadlineExceeded
 from service.live_index import LiveIndex
 from service.metrics import METRICS
@@ -58,6 +59,7 @@ class RankContext:
     recent: dict[int, list[str]] = field(default_factory=dict)  # community -> recent post ids, newest first
     hot: dict[int, list[str]] = field(default_factory=dict)  # community -> hot post ids, hottest first
     community_weights: dict[int, float] = field(default_factory=dict)  # community -> the user's weight there
+    co_engaged: CoEngaged | None = None  # the user's co-engagement (core/neighbours.py), built once
     seen: set[str] = field(default_factory=set)  # post ids the user has seen
     blocked: set[str] = field(default_factory=set)  # author user ids the user blocked
     live: LiveIndex | None = None  # posts written since the bundle (this version's live index)

@@ -16,7 +16,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from core import retrieval
-from core.neighbours import co_engagement, nearest_to_history
+from core.neighbours import co_engaged
 from core.retrieval import RetrievalParams
 from core.scoring import FeatureInputs, feature_matrix
 from training.schema import Dataset
@@ -109,9 +109,8 @@ class CandidateSource:
         m = self.model
         if m is None or m.neighbours is None:
             return []
-        return nearest_to_history(
-            self.state.history[user], m.neighbours, m.neighbour_sims, self.params.neighbour_cap
-        ).tolist()
+        co = co_engaged(self.state.history[user], m.neighbours, m.neighbour_sims)
+        return co.nearest(self.params.neighbour_cap).tolist()
 
     def for_users(self, users: np.ndarray, chunk: int = 256) -> list[np.ndarray]:
         out = []
@@ -174,8 +173,8 @@ def features(
 
 
 def co_engagement_pairs(state: WorldState, model: Model, users: np.ndarray, posts: np.ndarray) -> np.ndarray:
-    """core.neighbours.co_engagement for (users[i], posts[i]) pairs, one call per user as
-    the service makes it."""
+    """core.neighbours co-engagement for (users[i], posts[i]) pairs, one CoEngaged per user
+    as the service builds it."""
     out = np.zeros(len(users), dtype=np.float32)
     if model.neighbours is None or len(users) == 0:
         return out
@@ -183,5 +182,5 @@ def co_engagement_pairs(state: WorldState, model: Model, users: np.ndarray, post
     bounds = np.flatnonzero(np.diff(users[order])) + 1
     for idx in np.split(order, bounds):
         u = int(users[idx[0]])
-        out[idx] = co_engagement(state.history[u], model.neighbours, model.neighbour_sims, posts[idx])
+        out[idx] = co_engaged(state.history[u], model.neighbours, model.neighbour_sims).of(posts[idx])
     return out

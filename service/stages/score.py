@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 from core import contract, hotness
-from core.neighbours import co_engagement
 from core.scoring import FeatureInputs, feature_matrix
 from service.pipeline import RankContext
+from service.stages.retrieve import user_co_engaged
 
 
 def user_roles_of(ctx: RankContext, communities: np.ndarray) -> np.ndarray:
@@ -34,14 +34,12 @@ def community_weights_of(ctx: RankContext, communities: np.ndarray) -> np.ndarra
 
 
 def co_engagement_of(ctx: RankContext) -> np.ndarray:
-    """core.neighbours.co_engagement of each candidate for the user, from the bundle's
-    neighbour lists and the user's history as trained (0 for live posts and new users)."""
-    b = ctx.bundle
-    row = b.user_row.get(ctx.query.user_id)
-    if row is None:
+    """Each candidate's co-engagement for the user (0 for live posts and new users), from
+    what retrieve built (re-rank and community modes build it here)."""
+    co = ctx.co_engaged if ctx.co_engaged is not None else user_co_engaged(ctx)
+    if co is None:
         return np.zeros(ctx.size, dtype=np.float32)
-    history = np.asarray(b[contract.USER_HISTORY_FILE][row])
-    return co_engagement(history, b[contract.POST_NEIGHBOURS_FILE], b[contract.POST_NEIGHBOUR_SIMS_FILE], ctx.rows)
+    return co.of(ctx.rows)
 
 
 class ScoreCandidates:
