@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from core import contract, post_vectors
+from core.neighbours import CoEngaged, co_engaged
 from core.retrieval import hot_lists
 from core.scoring import LinearScorer
 
@@ -55,6 +56,18 @@ class Bundle:
         """community -> the user's weight there (the community_weight feature)."""
         lo, hi = self.affinity_offsets[user_row], self.affinity_offsets[user_row + 1]
         return dict(zip(self.affinity_communities[lo:hi].tolist(), self.affinity_weights[lo:hi].tolist()))
+
+    def co_engaged(self, user_id: str) -> CoEngaged | None:
+        """The user's co-engagement with the posts near their history as trained
+        (core/neighbours.py), or None for a user this bundle does not know."""
+        row = self.user_row.get(user_id)
+        if row is None:
+            return None
+        return co_engaged(
+            self[contract.USER_HISTORY_FILE][row],
+            self[contract.POST_NEIGHBOURS_FILE],
+            self[contract.POST_NEIGHBOUR_SIMS_FILE],
+        )
 
     @property
     def hot_half_life_s(self) -> float:

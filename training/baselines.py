@@ -28,6 +28,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from training.als import fit_als
+from training.neighbours import history_matrix
 from training.params import AlsParams
 from training.schema import Dataset
 from training.state import WorldState, hotness
@@ -115,26 +116,11 @@ def newest_in_communities(w: RankingWorld) -> ScoreFn:
     return fn
 
 
-def _history(w: RankingWorld) -> sp.csr_matrix:
-    """users x posts: 1 on each user's KNN_HISTORY newest positive engagements."""
-    pos = np.flatnonzero(w.train & (w.ds.event_weights() > 0))
-    users, posts = w.ds.e_user[pos], w.ds.e_post[pos]
-    order = np.lexsort((-w.ds.e_ts[pos], users))  # per user, newest first
-    users, posts = users[order], posts[order]
-    rank = np.arange(len(users)) - np.searchsorted(users, users)
-    keep = rank < KNN_HISTORY
-    H = sp.csr_matrix(
-        (np.ones(int(keep.sum()), np.float32), (users[keep], posts[keep])), shape=(w.ds.n_users, w.ds.n_posts)
-    )
-    H.data[:] = 1.0
-    return H
-
-
 def item_knn(w: RankingWorld) -> ScoreFn:
     """Item-based collaborative filtering: a post scores the summed cosine similarity
     (on co-engagement) to the user's recent engagements. Computed through the users
     (H[b] Hn' Hn, Hn = H with unit item columns) so the post x post matrix is never built."""
-    H = _history(w).tocsr()
+    H = history_matrix(w.ds, w.train, KNN_HISTORY)
     norms = np.sqrt(np.asarray(H.sum(axis=0)).ravel()) + 1e-9
     Hn = H.multiply(1.0 / norms[None, :]).tocsr()
     HnT = Hn.T.tocsr()

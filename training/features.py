@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from core import retrieval
+from core import hotness, retrieval
 from core.neighbours import co_engaged
 from core.retrieval import RetrievalParams
 from core.scoring import FeatureInputs, feature_matrix
@@ -151,9 +151,7 @@ def features(
     """feature_matrix for (users[i], posts[i]) pairs, as the service would build it at `now`."""
     comm = ds.post_community[posts]
     uf = model.user_factors[users]
-    hot = state.hot[posts] if now == state.as_of else None
-    if hot is None:  # the state's hotness is as of its own time: decay it to `now`
-        hot = state.hot[posts] * np.exp2(-max(now - state.as_of, 0) / (state.hot_half_life_h * 3600.0))
+    hot = hotness.decayed(state.hot[posts], state.as_of, now, state.hot_half_life_h * 3600.0)  # as of `now`
     return feature_matrix(
         FeatureInputs(
             affinity=np.einsum("ij,ij->i", uf, model.post_vectors[posts]),

@@ -12,8 +12,9 @@ from training.schema import Dataset
 CHUNK = 2000  # posts per sparse product: bounds memory on large catalogues
 
 
-def history_matrix(ds: Dataset, mask: np.ndarray, keep: int = HISTORY) -> sp.csr_matrix:
-    """users x posts: 1 on each user's `keep` newest distinct positive engagements under mask."""
+def newest_engaged(ds: Dataset, mask: np.ndarray, keep: int = HISTORY) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(user, post, rank) of each user's `keep` newest distinct positive engagements under
+    mask, rank 0 the newest (ties by lower post row)."""
     pos = np.flatnonzero(mask & (ds.event_weights() > 0))
     users, posts, ts = ds.e_user[pos], ds.e_post[pos], ds.e_ts[pos]
     order = np.lexsort((-ts, posts, users))  # per (user, post): newest first
@@ -25,28 +26,20 @@ def history_matrix(ds: Dataset, mask: np.ndarray, keep: int = HISTORY) -> sp.csr
     users, posts = users[order], posts[order]
     rank = np.arange(len(users)) - np.searchsorted(users, users)
     kept = rank < keep
-    H = sp.csr_matrix(
-        (np.ones(int(kept.sum()), np.float32), (users[kept], posts[kept])), shape=(ds.n_users, ds.n_posts)
-    )
-    H.data[:] = 1.0
-    return H
+    return users[kept], posts[kept], rank[kept]
+
+
+def history_matrix(ds: Dataset, mask: np.ndarray, keep: int = HISTORY) -> sp.csr_matrix:
+    """users x posts: 1 on each user's `keep` newest distinct positive engagements under mask."""
+    users, posts, _ = newest_engaged(ds, mask, keep)
+    return sp.csr_matrix((np.ones(len(users), np.float32), (users, posts)), shape=(ds.n_users, ds.n_posts))
 
 
 def user_history(ds: Dataset, mask: np.ndarray, keep: int = HISTORY) -> np.ndarray:
     """int32 [n_users, keep]: each user's newest engaged post rows, newest first, -1 padded."""
-    pos = np.flatnonzero(mask & (ds.event_weights() > 0))
-    users, posts, ts = ds.e_user[pos], ds.e_post[pos], ds.e_ts[pos]
-    order = np.lexsort((-ts, posts, users))
-    users, posts, ts = users[order], posts[order], ts[order]
-    first = np.ones(len(users), dtype=bool)
-    first[1:] = (users[1:] != users[:-1]) | (posts[1:] != posts[:-1])
-    users, posts, ts = users[first], posts[first], ts[first]
-    order = np.lexsort((posts, -ts, users))
-    users, posts = users[order], posts[order]
-    rank = np.arange(len(users)) - np.searchsorted(users, users)
-    kept = rank < keep
+    users, posts, rank = newest_engaged(ds, mask, keep)
     out = np.full((ds.n_users, keep), -1, dtype=np.int32)
-    out[users[kept], rank[kept]] = posts[kept]
+    out[users, rank] = posts
     return out
 
 

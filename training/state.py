@@ -55,6 +55,14 @@ class WorldState:
         pos = np.clip(np.searchsorted(keys, q), 0, len(keys) - 1)
         return np.where(keys[pos] == q, W.data[pos], 0).astype(np.float32)
 
+    def affinities(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(user, community, weight) of every weight, by user, heaviest first within a user
+        (ties by lower community): the bundle's affinity arrays, in the order they serve."""
+        W = self.community_weight
+        users = np.repeat(np.arange(W.shape[0], dtype=np.int32), np.diff(W.indptr))
+        order = np.lexsort((W.indices, -W.data, users))
+        return users[order], W.indices[order].astype(np.int32), W.data[order].astype(np.float32)
+
     def top_communities(self, user: int, n: int) -> np.ndarray:
         """The user's communities by weight, heaviest first (ties by lower index), at most n."""
         W = self.community_weight

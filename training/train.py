@@ -18,7 +18,6 @@ from pathlib import Path
 import numpy as np
 
 from core import contract
-from core.retrieval import RetrievalParams
 from core.scoring import LinearScorer
 from training import schema
 from training.als import fit_community_als
@@ -43,7 +42,7 @@ from training.params import AlsParams, TrainParams
 from training.plot import plot_report
 from training.scorer import fit_scorer
 from training.split import TimeSplit, adaptive_inner_split, split_events, split_points
-from training.state import WorldState, member_engagers, state_as_of
+from training.state import member_engagers, state_as_of
 
 INDEX_QUERIES = 200  # user vectors that measure the index candidates
 # The pipeline's ALS settings tried on the inner split (factors, alpha): the default first.
@@ -209,7 +208,7 @@ def train(data_dir: Path, models_dir: Path, params: TrainParams, progress: bool 
     )
 
     serving = state_as_of(ds, split.end_ts, ds.memberships_derived, hot_h)
-    affinity = top_affinities(serving, ds.n_users)
+    affinity = serving.affinities()  # community weights hold each user's heaviest communities only
     rows = servable_rows(ds.post_created_at, ds.post_deleted, split.end_ts, window)
     fingerprint = data_fingerprint(data_dir)
     manifest = contract.Manifest(
@@ -312,24 +311,6 @@ def train(data_dir: Path, models_dir: Path, params: TrainParams, progress: bool 
     clock.done("bundle", f"{manifest.model_version} written to {bundle}")
     clock.log(f"total {clock.total:.1f}s")
     return bundle
-
-
-def top_affinities(state: WorldState, n_users: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(user, community, weight) rows: each user's heaviest communities (in-network
-    candidates and the community_weight feature), at most RetrievalParams.communities."""
-    n = RetrievalParams().communities
-    users, comms, weights = [], [], []
-    W = state.community_weight
-    for u in range(n_users):
-        top = state.top_communities(u, n)
-        if len(top):
-            users.append(np.full(len(top), u, np.int32))
-            comms.append(top.astype(np.int32))
-            lo, hi = W.indptr[u], W.indptr[u + 1]
-            weights.append(W.data[lo:hi][np.searchsorted(W.indices[lo:hi], top)].astype(np.float32))
-    if not users:
-        return np.empty(0, np.int32), np.empty(0, np.int32), np.empty(0, np.float32)
-    return np.concatenate(users), np.concatenate(comms), np.concatenate(weights)
 
 
 def headline(report: dict) -> dict:

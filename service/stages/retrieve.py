@@ -17,21 +17,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from core import contract, retrieval
-from core.neighbours import CoEngaged, co_engaged
+from core import retrieval
 from core.retrieval import RetrievalParams
 from service.pipeline import RankContext
-
-
-def user_co_engaged(ctx: RankContext) -> CoEngaged | None:
-    """The user's co-engagement from the bundle (their history as trained), or None for
-    a user the bundle does not know."""
-    b = ctx.bundle
-    row = b.user_row.get(ctx.query.user_id)
-    if row is None:
-        return None
-    history = b[contract.USER_HISTORY_FILE][row]
-    return co_engaged(history, b[contract.POST_NEIGHBOURS_FILE], b[contract.POST_NEIGHBOUR_SIMS_FILE])
 
 
 class RetrieveCandidates:
@@ -52,7 +40,7 @@ class RetrieveCandidates:
             # ctx.recent lists the user's communities heaviest first (hydrate_user).
             queues = [retrieval.community_queue(ctx.hot.get(c, []), ids, rp.per_list) for c, ids in ctx.recent.items()]
             found = self._rows_of(b, retrieval.round_robin(queues, rp.in_network_cap))
-            co = ctx.co_engaged = user_co_engaged(ctx)
+            co = ctx.co_engaged = b.co_engaged(q.user_id)
             if co is not None:
                 post_ids = b.post_ids
                 for r in co.nearest(rp.neighbour_cap).tolist():

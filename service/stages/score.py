@@ -7,7 +7,6 @@ import numpy as np
 from core import contract, hotness
 from core.scoring import FeatureInputs, feature_matrix
 from service.pipeline import RankContext
-from service.stages.retrieve import user_co_engaged
 
 
 def user_roles_of(ctx: RankContext, communities: np.ndarray) -> np.ndarray:
@@ -36,7 +35,7 @@ def community_weights_of(ctx: RankContext, communities: np.ndarray) -> np.ndarra
 def co_engagement_of(ctx: RankContext) -> np.ndarray:
     """Each candidate's co-engagement for the user (0 for live posts and new users), from
     what retrieve built (re-rank and community modes build it here)."""
-    co = ctx.co_engaged if ctx.co_engaged is not None else user_co_engaged(ctx)
+    co = ctx.co_engaged if ctx.co_engaged is not None else ctx.bundle.co_engaged(ctx.query.user_id)
     if co is None:
         return np.zeros(ctx.size, dtype=np.float32)
     return co.of(ctx.rows)

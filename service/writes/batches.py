@@ -113,13 +113,15 @@ class PostBatch:
         return int(applied), int(dups)
 
 
-def community_id(bundle: Bundle, record: bytes | None) -> str:
-    """The community id of a post record ('-' when there is none: a duplicate event for
-    a post whose record is gone, which the script will not apply)."""
-    if record is None:
-        return "-"
-    comm = int(contract.decode_posts([record])["community"][0])
-    return bundle.community_ids[comm] if 0 <= comm < len(bundle.community_ids) else "-"
+def community_ids(bundle: Bundle, records: list[bytes | None]) -> list[str]:
+    """The community id of each post record, decoded together ('-' where there is no
+    record: a duplicate event for a post whose record is gone, which the script skips)."""
+    decoded = contract.decode_posts(records)
+    present = (decoded["flags"] & contract.FLAG_PRESENT) != 0
+    n = len(bundle.community_ids)
+    return [
+        bundle.community_ids[c] if ok and 0 <= c < n else "-" for c, ok in zip(decoded["community"].tolist(), present)
+    ]
 
 
 def community_of(bundle: Bundle, post_id: str, record: bytes | None) -> int:
@@ -208,7 +210,8 @@ class EngagementBatch:
             bundle.data_end_ts,  # the epoch of this version's hot-list scores (training/records.py)
             HOT_LIST_KEEP,
         ]
-        for e, record in zip(events, records):
+        communities = community_ids(bundle, records)
+        for e, community in zip(events, communities):
             kind = KIND_OF[e.kind]
             weight = float(contract.KIND_WEIGHT[KIND_CODE[kind]])
             row = bundle.user_row.get(e.user_id)
@@ -218,7 +221,7 @@ class EngagementBatch:
                 contract.post_key(bundle.version, e.post_id),
                 contract.engager_stats_key(bundle.version, e.post_id),
                 contract.seen_key(e.user_id),
-                contract.hot_key(bundle.version, community_id(bundle, record)),
+                contract.hot_key(bundle.version, community),
             ]
             ts = e.ts or int(now)
             argv += [
