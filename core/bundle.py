@@ -8,6 +8,7 @@ copy in the page cache.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import numpy as np
 
 from core import contract, post_vectors
 from core.neighbours import CoEngaged, co_engaged
-from core.retrieval import hot_lists
+from core.retrieval import POPULAR_COMMUNITIES, hot_lists
 from core.scoring import LinearScorer
 
 
@@ -68,6 +69,29 @@ class Bundle:
             self[contract.POST_NEIGHBOURS_FILE],
             self[contract.POST_NEIGHBOUR_SIMS_FILE],
         )
+
+    def community_vector(self, communities: list[int], weights: list[float] | None = None) -> np.ndarray:
+        """A stand-in user vector for a user the model has not seen: the (weighted) mean
+        of the vectors of their communities. Until the next training places them, it
+        retrieves posts near their groups, exactly as a post's prior sits near its group."""
+        factors = np.asarray(self[contract.COMMUNITY_FACTORS_FILE])
+        if not communities:
+            return np.zeros(factors.shape[1], dtype=np.float32)
+        w = np.ones(len(communities), np.float32) if weights is None else np.asarray(weights, np.float32)
+        return (w @ factors[np.asarray(communities, dtype=np.int64)] / max(float(w.sum()), 1e-9)).astype(np.float32)
+
+    @functools.cached_property
+    def popular_communities(self) -> list[int]:
+        """The public communities with the most engagement heat at the data end, hottest
+        first (at most POPULAR_COMMUNITIES): where "popular now" comes from for a user
+        with no groups at all."""
+        hot = np.asarray(self[contract.POST_HOT_FILE], dtype=np.float64)
+        heat = np.bincount(
+            np.asarray(self[contract.POST_COMMUNITY_FILE]), weights=hot, minlength=len(self.community_ids)
+        )
+        heat[np.asarray(self[contract.COMMUNITY_PRIVATE_FILE])] = -1.0
+        order = np.argsort(-heat, kind="stable")
+        return [int(c) for c in order[:POPULAR_COMMUNITIES] if heat[c] >= 0]
 
     @property
     def hot_half_life_s(self) -> float:

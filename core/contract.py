@@ -55,6 +55,13 @@ so a publish writes a new version's keys and then flips one pointer):
   nf:2:seen:<user_id>               live, unversioned: posts the user has seen (ZSET, score =
                                     unix seconds; the reader takes the newest SEEN_READ_MAX)
   nf:2:blocked:<user_id>            live, unversioned: author user ids the user blocked (SET)
+  nf:2:g:<user_id>                  live graph, unversioned: the user's memberships, roles,
+                                    bans and mutes written since training (HASH, see below)
+  nf:2:pins                         moderators' pins (ZSET member = community id LOG_SEP post id,
+                                    score = pinned until)
+  nf:2:caps                         non-member caps (HASH community id -> max feed share)
+  nf:2:rules:rev                    bumped by every pin and cap change: workers re-read both then
+  nf:2:removed                      posts moderators took out of feeds (HASH post id -> the rule's log entry)
 """
 
 from __future__ import annotations
@@ -303,6 +310,7 @@ def decode_user(raw: bytes) -> UserRecord:
 FLAG_PRESENT = 1
 FLAG_DELETED = 2
 FLAG_PRIVATE = 4
+FLAG_REMOVED = 8  # taken out of feeds by a moderator (not deleted: the platform still shows it)
 
 POST_DTYPE = np.dtype(
     [
@@ -374,6 +382,7 @@ LIVE_VECTOR = "v"  # packed float32 [d]
 LIVE_DELETED = "d"  # "1" when the post was deleted
 LIVE_CREATED = "t"  # created_at, unix seconds (decimal)
 LIVE_PRIVATE = "x"  # visibility change: "1" members only, "0" as its community
+LIVE_REMOVED = "r"  # moderation: "1" taken out of feeds, "0" restored
 
 
 def post_field_offset(name: str) -> int:
@@ -448,6 +457,64 @@ def decode_log(value: bytes, fields: tuple[str, ...]) -> dict[str, str]:
     if len(parts) != len(fields):
         raise ContractError(f"log entry has {len(parts)} fields, expected {len(fields)}")
     return dict(zip(fields, parts))
+
+
+# ---------------------------------------------------------------------------------------
+# The live community graph (unversioned: it outlives every model version)
+# ---------------------------------------------------------------------------------------
+# nf:2:g:<user_id> is a HASH written by the graph RPCs and read in the user's round trip:
+#   c:<community_id>  "<state>:<at>"  state GRAPH_LEFT, a ROLE_* code, or GRAPH_BANNED; at =
+#                                     when the service applied it (unix seconds)
+#   m:<community_id>  "<at>"          the user muted the community (HDEL on unmute)
+#   created           "<at>"          the platform created the user through the API
+# A c: entry overrides the bundle's membership of that community when it is newer than the
+# bundle's data (manifest params.data_end_ts): live state wins over the trained snapshot,
+# and a retrain that folded the event in agrees with it anyway (core/live_graph.py).
+GRAPH_LEFT = 0
+GRAPH_BANNED = 9
+GRAPH_COMMUNITY = "c:"
+GRAPH_MUTED = "m:"
+GRAPH_CREATED = "created"
+CAPS_KEY = f"{KEY_ROOT}:caps"
+PINS_KEY = f"{KEY_ROOT}:pins"
+# Pins and caps change rarely and every request needs them: each worker caches both and
+# reads only this counter in the user's round trip, re-reading the rules when it moved.
+RULES_REV_KEY = f"{KEY_ROOT}:rules:rev"
+REMOVED_KEY = f"{KEY_ROOT}:removed"
+PINS_PER_COMMUNITY = 5  # pins shown per community (the longest-lasting win)
+
+
+def graph_key(user_id: str) -> str:
+    return f"{KEY_ROOT}:g:{user_id}"
+
+
+def encode_pin(community_id: str, post_id: str) -> str:
+    return community_id + LOG_SEP + post_id
+
+
+def decode_pin(raw: bytes) -> tuple[str, str]:
+    community_id, _, post_id = raw.decode(errors="replace").partition(LOG_SEP)
+    return community_id, post_id
+
+
+def encode_graph_entry(state: int, at: int) -> str:
+    return f"{state}:{at}"
+
+
+def decode_graph_entry(raw: bytes) -> tuple[int, int]:
+    """(state, at); raises ContractError on anything else."""
+    try:
+        state, at = raw.split(b":")
+        return int(state), int(at)
+    except ValueError:
+        raise ContractError(f"graph entry {raw[:40]!r} is not <state>:<at>") from None
+
+
+# Log entries of graph events and moderators' rules (fields as the write API names them).
+LOG_GRAPH = "graph"
+LOG_GRAPH_FIELDS = ("event_id", "op", "user_id", "community_id", "role", "target_user_id", "ts")
+LOG_RULE = "rule"
+LOG_RULE_FIELDS = ("event_id", "op", "moderator_id", "community_id", "post_id", "until", "max_share", "ts")
 
 
 # ---------------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ import numpy as np
 
 from core.flags import param
 
+POPULAR_COMMUNITIES = 8  # public communities whose hot lists make "popular now" for a user with no groups
 HOT_LIST_KEEP = 200  # posts kept in each community's hot list (Redis and training alike)
 
 

@@ -49,3 +49,21 @@ class DeadlineExceeded(ServiceError):
 
 class Cancelled(ServiceError):
     code = "CANCELLED"
+
+
+class FailedPrecondition(ServiceError):
+    """The event is valid but the state it needs is not there (a banned user joining)."""
+
+    code = "FAILED_PRECONDITION"
+
+    def __init__(self, field_name: str, problem: str):
+        super().__init__(f"{field_name}: {problem}")
+        self.field = field_name
+
+
+class PermissionDenied(ServiceError):
+    code = "PERMISSION_DENIED"
+
+    def __init__(self, field_name: str, problem: str):
+        super().__init__(f"{field_name}: {problem}")
+        self.field = field_name

@@ -39,6 +39,7 @@ class LiveIndex:
         # rebuilds records from the bundle and must still honour these (privacy fails closed).
         self.deleted: set[str] = set()
         self.private: set[str] = set()
+        self.removed: set[str] = set()  # taken out of feeds by a moderator
         self._created: dict[str, dict[bytes, bytes]] = {}  # live posts' creation fields (carry-over needs them)
 
     def __len__(self) -> int:
@@ -56,8 +57,11 @@ class LiveIndex:
         post_id = fields[contract.LIVE_POST.encode()].decode()
         slot = self._slot.get(post_id)
         private = fields.get(contract.LIVE_PRIVATE.encode())
+        removed = fields.get(contract.LIVE_REMOVED.encode())
         if private is not None:
             (self.private.add if private == b"1" else self.private.discard)(post_id)
+        elif removed is not None:
+            (self.removed.add if removed == b"1" else self.removed.discard)(post_id)
         elif fields.get(contract.LIVE_DELETED.encode()) == b"1":
             self.deleted.add(post_id)
             if slot is not None:
@@ -85,9 +89,17 @@ class LiveIndex:
     def snapshot(self) -> list[dict[bytes, bytes]]:
         """The index's state as the fewest stream entries that rebuild it: one per live or
         moved post (its creation fields and current vector), a delete marker per deleted
-        bundle post, a visibility marker per members-only post. Deleted live posts vanish."""
-        P, V, D, X = (
-            f.encode() for f in (contract.LIVE_POST, contract.LIVE_VECTOR, contract.LIVE_DELETED, contract.LIVE_PRIVATE)
+        bundle post, a visibility marker per members-only post, a removal marker per post
+        moderators took out of feeds. Deleted live posts vanish."""
+        P, V, D, X, R = (
+            f.encode()
+            for f in (
+                contract.LIVE_POST,
+                contract.LIVE_VECTOR,
+                contract.LIVE_DELETED,
+                contract.LIVE_PRIVATE,
+                contract.LIVE_REMOVED,
+            )
         )
         out = []
         for slot in np.flatnonzero(self._alive[: self._n]).tolist():
@@ -97,7 +109,13 @@ class LiveIndex:
             )
         out += [{P: p.encode(), D: b"1"} for p in sorted(self.deleted) if p not in self._created]
         out += [{P: p.encode(), X: b"1"} for p in sorted(self.private)]
+        out += [{P: p.encode(), R: b"1"} for p in sorted(self.removed)]
         return out
+
+    def author_of(self, post_id: str) -> str:
+        """The author id of a post created live ('' when unknown)."""
+        fields = self._created.get(post_id)
+        return fields.get(contract.LIVE_AUTHOR.encode(), b"").decode() if fields else ""
 
     def vectors_for(self, post_ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """(mask of posts this index knows, their vectors) for a candidate list."""

@@ -62,6 +62,10 @@ class RankContext:
     co_engaged: CoEngaged | None = None  # the user's co-engagement (core/neighbours.py), built once
     seen: set[str] = field(default_factory=set)  # post ids the user has seen
     blocked: set[str] = field(default_factory=set)  # author user ids the user blocked
+    muted: set[int] = field(default_factory=set)  # community indices the user muted
+    pinned: dict[str, int] = field(default_factory=dict)  # pinned post id -> its community (the user is a member)
+    caps: dict[int, float] = field(default_factory=dict)  # community -> max share of a non-member's feed
+    popular: bool = False  # a user with no groups and no model vector: "popular now" is their feed
     live: LiveIndex | None = None  # posts written since the bundle (this version's live index)
     rows: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))  # bundle rows, -1: live post
     post_ids: list[str] = field(default_factory=list)  # parallel to rows

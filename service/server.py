@@ -13,6 +13,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from service import security
+from service.api.graph import GRAPH_SERVICE_NAME, CommunityGraphServicer, graph_handlers
 from service.api.rank import SERVICE_NAME, FeedRankerServicer, rank_handlers
 from service.api.writes import WRITER_SERVICE_NAME, FeedWriterServicer, writer_handlers
 from service.config import Config
@@ -43,8 +44,8 @@ def build_server(
     server.add_generic_rpc_handlers((rank_handlers(servicer),))
     names = [SERVICE_NAME]
     if writer is not None:
-        server.add_generic_rpc_handlers((writer_handlers(writer),))
-        names.append(WRITER_SERVICE_NAME)
+        server.add_generic_rpc_handlers((writer_handlers(writer), graph_handlers(CommunityGraphServicer(writer))))
+        names += [WRITER_SERVICE_NAME, GRAPH_SERVICE_NAME]
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((*names, health.SERVICE_NAME, reflection.SERVICE_NAME), server)

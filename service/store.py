@@ -92,6 +92,39 @@ class UserReads:
     seen: list[bytes] | None  # None when the reply was not a list (wrong type)
     blocked: set[bytes] | None  # None when unreadable or longer than BLOCKED_READ_MAX
     hot: list[list[bytes]]  # parallel to the communities asked for (empty when unreadable)
+    graph: list | dict | Exception  # HGETALL of the user's live graph (core/live_graph.py)
+    rules_rev: bytes | None  # the moderators' rules counter (contract.RULES_REV_KEY)
+
+
+@dataclass
+class CommunityReads:
+    """A second round trip for communities the first did not know to ask for (joined live)."""
+
+    recent: list[bytes | None]
+    hot: list[list[bytes]]
+
+
+@dataclass
+class RulesReads:
+    """Every pin in force and every non-member cap, as of one counter value."""
+
+    rev: bytes | None
+    pins: list[tuple[bytes, float]]  # (contract.encode_pin member, until)
+    caps: dict[bytes, bytes]
+
+
+def _lists(replies: list, n: int) -> list[list[bytes]]:
+    """n list replies (empty where a reply is an error, or where none was asked for)."""
+    if not replies:
+        return [[] for _ in range(n)]
+    return [[] if isinstance(r, Exception) else r for r in replies]
+
+
+def _as_dict(reply) -> dict:
+    """HGETALL's reply as a dict (RESP3 answers a map; RESP2 a flat list)."""
+    if isinstance(reply, dict):
+        return reply
+    return dict(zip(reply[::2], reply[1::2]))
 
 
 class FeatureStore:
@@ -162,20 +195,27 @@ class FeatureStore:
     # -- reads of the hot path --------------------------------------------------------
 
     def user_reads(
-        self, version: str, user_id: str, community_ids: list[str], deadline: float | None, hot_n: int = 0
+        self,
+        version: str,
+        user_id: str,
+        community_ids: list[str],
+        deadline: float | None,
+        hot_n: int = 0,
     ) -> UserReads:
         """The user's round trip: the packed user record and the recent lists of the
-        given communities (one MGET), the newest seen posts, the blocked authors, and the
-        top `hot_n` of each community's hot list."""
+        given communities (one MGET), the newest seen posts, the blocked authors, the
+        live graph and the moderators' rules counter, and per community the top `hot_n`
+        of its hot list."""
         keys = [contract.user_key(version, user_id)] + [contract.recent_key(version, c) for c in community_ids]
         commands = [
             ("MGET", *keys),
             ("ZREVRANGE", contract.seen_key(user_id), 0, contract.SEEN_READ_MAX - 1),
             ("SMEMBERS", contract.blocked_key(user_id)),
+            ("HGETALL", contract.graph_key(user_id)),
+            ("GET", contract.RULES_REV_KEY),
         ]
-        if hot_n > 0:
-            commands += [("ZREVRANGE", contract.hot_key(version, c), 0, hot_n - 1) for c in community_ids]
-        values, seen, blocked, *hot = self.round_trip("user", commands, deadline)
+        commands += self._hot_commands(version, community_ids, hot_n)
+        values, seen, blocked, graph, rev, *hot = self.round_trip("user", commands, deadline)
         if isinstance(values, Exception):
             raise StoreUnavailable("error", f"user MGET: {values}")
         if isinstance(blocked, Exception) or len(blocked) > contract.BLOCKED_READ_MAX:
@@ -185,8 +225,48 @@ class FeatureStore:
             recent=list(values[1:]),
             seen=None if isinstance(seen, Exception) else seen,
             blocked=None if blocked is None else set(blocked),
-            hot=[[] if isinstance(h, Exception) else h for h in hot] or [[] for _ in community_ids],
+            hot=_lists(hot, len(community_ids)),
+            graph=graph,
+            rules_rev=None if isinstance(rev, Exception) else rev,
         )
+
+    def community_reads(
+        self, version: str, community_ids: list[str], deadline: float | None, hot_n: int
+    ) -> CommunityReads:
+        """Recent and hot lists of communities the user's round trip could not know
+        about (the live graph added them): one more round trip, only then."""
+        commands = [("MGET", *[contract.recent_key(version, c) for c in community_ids])]
+        commands += self._hot_commands(version, community_ids, hot_n)
+        recent, *hot = self.round_trip("user", commands, deadline)
+        if isinstance(recent, Exception):
+            raise StoreUnavailable("error", f"community MGET: {recent}")
+        return CommunityReads(recent=list(recent), hot=_lists(hot, len(community_ids)))
+
+    def read_rules(self, now: float, deadline: float | None) -> RulesReads:
+        """Every pin still in force and every cap (a worker's rules cache refreshes from this)."""
+        rev, pins, caps = self.round_trip(
+            "user",
+            [
+                ("GET", contract.RULES_REV_KEY),
+                ("ZRANGEBYSCORE", contract.PINS_KEY, int(now), "+inf", "WITHSCORES"),
+                ("HGETALL", contract.CAPS_KEY),
+            ],
+            deadline,
+        )
+        for reply in (rev, pins, caps):
+            if isinstance(reply, Exception):
+                raise StoreUnavailable("error", f"rules: {reply}")
+        if pins and isinstance(pins[0], list):  # RESP3: [member, score] pairs
+            pairs = [(m, float(t)) for m, t in pins]
+        else:  # RESP2: member, score, member, score...
+            pairs = [(m, float(t)) for m, t in zip(pins[::2], pins[1::2])]
+        return RulesReads(rev=rev, pins=pairs, caps=_as_dict(caps))
+
+    @staticmethod
+    def _hot_commands(version: str, community_ids: list[str], hot_n: int) -> list[tuple]:
+        if hot_n <= 0:
+            return []
+        return [("ZREVRANGE", contract.hot_key(version, c), 0, hot_n - 1) for c in community_ids]
 
     def read_post_records(self, version: str, post_ids: list[str], deadline: float | None = None) -> list[bytes | None]:
         """All candidates in one MGET of packed records (measured 10x faster than HMGETs)."""

@@ -69,3 +69,27 @@ def carry_over(client: redis.Redis, old_version: str, new: Bundle) -> tuple[int,
         merged = ids + [p for p in contract.decode_recent(client.get(key)) if p not in set(ids)]
         client.set(key, contract.encode_recent(merged[: contract.RECENT_PER_COMMUNITY]))
     return carried, dropped
+
+
+def carry_removals(client: redis.Redis, version: str) -> int:
+    """Posts moderators took out of feeds stay out in `version`: the removal
+    list (contract.REMOVED_KEY, unversioned) is applied to the version's post records, and to its
+    live stream so that workers honour it from memory while Redis is down. Idempotent;
+    returns how many posts of the version were marked."""
+    removed = [p.decode() for p in client.hkeys(contract.REMOVED_KEY)]
+    if not removed:
+        return 0
+    key = contract.post_key
+    records = contract.decode_posts(client.mget([key(version, p) for p in removed]))
+    off = contract.post_field_offset("flags")
+    pipe = client.pipeline(transaction=False)
+    marked = 0
+    for post_id, rec in zip(removed, records):
+        if not rec["flags"] & contract.FLAG_PRESENT:
+            continue  # not in this version (a live post of another, not carried)
+        if not rec["flags"] & contract.FLAG_REMOVED:
+            pipe.setrange(key(version, post_id), off, bytes([int(rec["flags"]) | contract.FLAG_REMOVED]))
+            pipe.xadd(contract.live_stream_key(version), {contract.LIVE_POST: post_id, contract.LIVE_REMOVED: "1"})
+        marked += 1
+    pipe.execute()
+    return marked

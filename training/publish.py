@@ -23,7 +23,7 @@ import redis
 
 from core import contract
 from core.bundle import BundleError, load_bundle
-from training.carry_over import carry_over
+from training.carry_over import carry_over, carry_removals
 from training.csvio import DataError
 from training.evaluate import GATE_METRIC
 from training.gate import compare_on_candidate
@@ -205,6 +205,9 @@ def publish(
         carried, dropped = carry_over(client, previous, bundle)
         if carried or dropped:
             log(f"live posts carried over from {previous}: {carried} (dropped, community unknown: {dropped})")
+    removed = carry_removals(client, version)
+    if removed:
+        log(f"posts moderators took out of feeds, still out: {removed}")
     flip(client, version)
     log(f"current version: {previous} -> {version} ({time.perf_counter() - t0:.1f}s)")
     prune(client, keep, bundle_dir.parent if prune_bundles else None)
@@ -221,6 +224,7 @@ def rollback(client: redis.Redis, models_dir: Path) -> str:
     target = older[0]
     if not (models_dir / target / contract.MANIFEST_FILE).is_file():
         raise RuntimeError(f"previous version {target} has no bundle in {models_dir}")
+    carry_removals(client, target)  # removals made since it last served
     flip(client, target)
     # The rolled-back-from version goes behind the target so a second rollback does not
     # bounce between the two.

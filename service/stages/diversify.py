@@ -12,7 +12,11 @@ and small active groups get a fair share of it.
    viral post outscores a ten-member club's post on engagement alone; this keeps the
    club visible. A share of 0 turns it off, and so does community_share 0 (community
    diversity off altogether: neither a ceiling for big groups nor a floor for small ones).
-The feed is then ordered by score (posts that only filled in past the caps last).
+3. Moderators' rules: posts pinned in the user's groups come first, whatever their
+   score; a community whose moderators capped its share of non-members' feeds never
+   takes more than that share of a non-member's feed (the rest of it is dropped, not
+   deferred).
+The feed is then ordered by score (pins first, posts that only filled in past the caps last).
 """
 
 from __future__ import annotations
@@ -50,30 +54,46 @@ class DiversifyCandidates:
         comm = ctx.posts["community"].tolist()
         author = ctx.posts["author"].tolist()
         caps = _Caps(
-            max(2, math.ceil(self.community_share * limit)) if self.community_share > 0 else 0, self.per_author
+            max(2, math.ceil(self.community_share * limit)) if self.community_share > 0 else 0,
+            self.per_author,
+            {c: math.floor(share * limit) for c, share in ctx.caps.items() if c not in ctx.user_roles},
         )
-        taken: list[int] = []
+        pinned = [pos for pos, p in enumerate(ctx.post_ids) if p in ctx.pinned][:limit]
+        first = set(pinned)
+        taken: list[int] = list(pinned)
+        for pos in pinned:
+            caps.add(comm[pos], author[pos])
         deferred: list[int] = []
         for pos in order:
             if len(taken) == limit:
                 break
+            if pos in first or caps.hard_capped(comm[pos]):
+                continue
             if caps.allows(comm[pos], author[pos]):
                 taken.append(pos)
                 caps.add(comm[pos], author[pos])
             else:
                 deferred.append(pos)
         if self.small_group_share > 0 and self.community_share > 0:
-            taken = self._fair_share(ctx, order, taken, caps, limit)
-        taken.sort(key=lambda pos: -ctx.scores[pos])
+            taken = self._fair_share(ctx, order, taken, caps, limit, first)
+        taken.sort(key=lambda pos: (pos not in first, -ctx.scores[pos]))
         chosen = set(taken)
-        fill = [pos for pos in deferred if pos not in chosen]
+        fill = []
+        for pos in deferred:
+            if len(taken) + len(fill) >= limit:
+                break
+            if pos not in chosen and not caps.hard_capped(comm[pos]):
+                fill.append(pos)
+                caps.add(comm[pos], author[pos])
         ctx.take(np.array((taken + fill)[:limit], dtype=np.int64))
 
     def small_active(self, ctx: RankContext) -> np.ndarray:
         size = np.asarray(ctx.bundle[contract.COMMUNITY_SIZE_FILE])[ctx.posts["community"]]
         return (size <= self.small_group_members) & (ctx.posts["created_at"] >= ctx.now - self.active_s)
 
-    def _fair_share(self, ctx: RankContext, order: list[int], taken: list[int], caps: _Caps, limit: int) -> list[int]:
+    def _fair_share(
+        self, ctx: RankContext, order: list[int], taken: list[int], caps: _Caps, limit: int, pinned: set[int]
+    ) -> list[int]:
         eligible = self.small_active(ctx)
         want = min(math.ceil(self.small_group_share * limit), int(eligible.sum()), limit)
         have = sum(1 for pos in taken if eligible[pos])
@@ -86,7 +106,7 @@ class DiversifyCandidates:
         for pos in order:
             if eligible[pos] and pos not in chosen:
                 queues.setdefault(int(comm[pos]), []).append(pos)
-        victims = [pos for pos in reversed(taken) if not eligible[pos]]  # lowest score first
+        victims = [pos for pos in reversed(taken) if not eligible[pos] and pos not in pinned]  # lowest score first
         author = ctx.posts["author"]
         added: list[int] = []
         while have + len(added) < want and queues:
@@ -114,13 +134,20 @@ class DiversifyCandidates:
 
 
 class _Caps:
-    def __init__(self, per_community: int, per_author: int):
+    def __init__(self, per_community: int, per_author: int, hard: dict[int, int] | None = None):
         self.per_community = per_community
         self.per_author = per_author
+        self.hard = hard or {}  # community -> most posts it may have (moderators' rule)
         self.communities: dict[int, int] = {}
         self.authors: dict[int, int] = {}
 
+    def hard_capped(self, community: int) -> bool:
+        cap = self.hard.get(community)
+        return cap is not None and self.communities.get(community, 0) >= cap
+
     def allows(self, community: int, author: int) -> bool:
+        if self.hard_capped(community):
+            return False
         if self.per_community and self.communities.get(community, 0) >= self.per_community:
             return False
         return not (self.per_author and author >= 0 and self.authors.get(author, 0) >= self.per_author)

@@ -39,6 +39,26 @@ class DeletedFilter:
         return (ctx.posts["flags"] & contract.FLAG_DELETED) == 0
 
 
+class RemovedFilter:
+    """Posts a moderator of their community took out of feeds."""
+
+    reason = "removed"
+
+    def keep(self, ctx: RankContext) -> np.ndarray:
+        return (ctx.posts["flags"] & contract.FLAG_REMOVED) == 0
+
+
+class MutedCommunityFilter:
+    """Posts of communities the user muted (the live graph, read in the user's round trip)."""
+
+    reason = "muted"
+
+    def keep(self, ctx: RankContext) -> np.ndarray:
+        if not ctx.muted:
+            return np.ones(ctx.size, dtype=bool)
+        return ~np.isin(ctx.posts["community"], np.fromiter(ctx.muted, dtype=np.int32, count=len(ctx.muted)))
+
+
 class TooOldFilter:
     """Posts older than max_age_days (0: off). Off too for a model trained on catalogue-like
     logs, whose "posts" are timeless items (the bundle then indexes every post, and its
@@ -52,7 +72,10 @@ class TooOldFilter:
     def keep(self, ctx: RankContext) -> np.ndarray:
         if self.max_age_s <= 0 or ctx.bundle.manifest.params.get("index_window_applied_days", 0) is None:
             return np.ones(ctx.size, dtype=bool)
-        return ctx.posts["created_at"] >= ctx.now - self.max_age_s
+        keep = ctx.posts["created_at"] >= ctx.now - self.max_age_s
+        if ctx.pinned:  # a moderator may pin an old announcement: it stays until the pin ends
+            keep |= np.fromiter((p in ctx.pinned for p in ctx.post_ids), dtype=bool, count=ctx.size)
+        return keep
 
 
 class PrivateCommunityFilter:
@@ -81,7 +104,16 @@ class BlockedAuthorFilter:
             return np.ones(ctx.size, dtype=bool)
         user_row = ctx.bundle.user_row
         blocked = np.array([user_row[a] for a in ctx.blocked if a in user_row], dtype=np.int32)
-        return ~np.isin(ctx.posts["author"], blocked)
+        keep = ~np.isin(ctx.posts["author"], blocked)
+        # Authors the model has not seen (created since training) are -1 in the record:
+        # the live index knows who wrote each live post.
+        unknown = np.flatnonzero(keep & (ctx.posts["author"] < 0))
+        if len(unknown) and ctx.live is not None:
+            author_of = ctx.live.author_of
+            for i in unknown.tolist():
+                if author_of(ctx.post_ids[i]) in ctx.blocked:
+                    keep[i] = False
+        return keep
 
 
 class SeenFilter:
@@ -92,8 +124,8 @@ class SeenFilter:
     def keep(self, ctx: RankContext) -> np.ndarray:
         if not ctx.seen:
             return np.ones(ctx.size, dtype=bool)
-        seen = ctx.seen
-        return np.fromiter((p not in seen for p in ctx.post_ids), dtype=bool, count=ctx.size)
+        seen, pinned = ctx.seen, ctx.pinned  # a pin stays on top until it expires, seen or not
+        return np.fromiter((p not in seen or p in pinned for p in ctx.post_ids), dtype=bool, count=ctx.size)
 
 
 class FilterCandidates:
@@ -115,7 +147,9 @@ def default_filters(max_age_days: float) -> list:
         UnconfirmedFilter(),
         OtherCommunityFilter(),
         DeletedFilter(),
+        RemovedFilter(),
         PrivateCommunityFilter(),
+        MutedCommunityFilter(),
         BlockedAuthorFilter(),
         SeenFilter(),
         TooOldFilter(max_age_days),

@@ -23,12 +23,16 @@ def reasons_for(ctx: RankContext, i: int, community: str) -> list[str]:
     """Why item i is here, from the feature values that scored it and its post record."""
     x = ctx.features[i]
     out = []
+    if ctx.post_ids[i] in ctx.pinned:
+        out.append(f"pinned by the moderators of {community}")
+    if ctx.popular:
+        out.append(f"popular now in {community}")
     if x[_MEMBER] > 0:
         role = ctx.user_roles.get(int(ctx.posts["community"][i]), contract.ROLE_MEMBER)
         out.append(f"{_ROLE_WORD.get(role, 'member')} of {community}")
         if x[_FRESH] > 0.5:
             out.append(f"new in a group you joined ({community})")
-    elif x[_AFFINITY] > 0:
+    elif x[_AFFINITY] > 0 and not ctx.popular:
         out.append(f"close to groups you are in ({community})")
     engagers = int(ctx.posts["member_engagers"][i])
     if engagers >= 1:
@@ -54,6 +58,7 @@ class BuildResponse:
         author = ctx.posts["author"][:n].tolist()
         scores = ctx.scores[:n].tolist()
         items = []
+        live_author = ctx.live.author_of if ctx.live is not None else (lambda _: "")
         for i in range(n):
             community = b.community_ids[comm[i]]
             items.append(
@@ -61,7 +66,8 @@ class BuildResponse:
                     post_id=ctx.post_ids[i],
                     score=scores[i],
                     community_id=community,
-                    author_id=b.user_ids[author[i]] if author[i] >= 0 else "",
+                    # an author the model has not seen: the live index knows who wrote a live post
+                    author_id=b.user_ids[author[i]] if author[i] >= 0 else live_author(ctx.post_ids[i]),
                     reasons=reasons_for(ctx, i, community) if ctx.query.explain else [],
                 )
             )

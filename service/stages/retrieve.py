@@ -4,7 +4,8 @@ Three modes, by what the caller asked:
 - re-rank: exactly the caller's candidate_post_ids (unknown ids are dropped, counted);
   with community_id also set, only those of that community;
 - community feed: the recent posts of community_id (read in the user's round trip);
-- home feed: core/retrieval.py's rule, the one training evaluates: in-network, the hot and
+- home feed (and community feed): the posts moderators pinned in the user's groups first;
+  then core/retrieval.py's rule, the one training evaluates: in-network, the hot and
   the recent posts of the user's heaviest communities (read in the user's round trip),
   round-robin, at most half of `k`; then the posts most co-engaged with the user's history
   (bundle arrays, at most a fifth of `k`); then out-of-network from FAISS (the post vectors
@@ -35,11 +36,12 @@ class RetrieveCandidates:
         if q.candidate_post_ids:
             found = self._rows_of(b, q.candidate_post_ids)  # with community_id: see filters
         elif ctx.community is not None:
-            found = self._rows_of(b, ctx.recent.get(ctx.community, [])[: self.k])
+            found = self._rows_of(b, list(ctx.pinned) + ctx.recent.get(ctx.community, [])[: self.k])
         else:
-            # ctx.recent lists the user's communities heaviest first (hydrate_user).
+            # Moderators' pins in the user's groups first; then ctx.recent lists the
+            # user's communities heaviest first (hydrate_user).
             queues = [retrieval.community_queue(ctx.hot.get(c, []), ids, rp.per_list) for c, ids in ctx.recent.items()]
-            found = self._rows_of(b, retrieval.round_robin(queues, rp.in_network_cap))
+            found = self._rows_of(b, list(ctx.pinned) + retrieval.round_robin(queues, rp.in_network_cap))
             co = ctx.co_engaged = b.co_engaged(q.user_id)
             if co is not None:
                 post_ids = b.post_ids

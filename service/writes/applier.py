@@ -13,6 +13,7 @@ from core.bundle import Bundle
 from service.errors import Unavailable
 from service.reload import BundleHolder
 from service.writes.batches import EngagementBatch, PostBatch
+from service.writes.graph import GraphBatch, RuleBatch
 
 REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
 
@@ -23,7 +24,11 @@ class WriteApplier:
         self.client = client
         self.posts = PostBatch()
         self.engagements = EngagementBatch(client)
-        self._scripts = {b.kind: client.register_script(b.script) for b in (self.posts, self.engagements)}
+        self.graph = GraphBatch()
+        self.rules = RuleBatch()
+        self._scripts = {
+            b.kind: client.register_script(b.script) for b in (self.posts, self.engagements, self.graph, self.rules)
+        }
 
     def _bundle(self) -> Bundle:
         bundle = self.holder.current
@@ -45,7 +50,7 @@ class WriteApplier:
             replies = pipe.execute()
             keys, argv = batch.script_args(bundle, events, replies, now, offset)
             reply = self._scripts[batch.kind](keys=keys, args=argv)
-            return batch.finish(bundle, reply)
+            return batch.finish(bundle, reply, events, offset)
         except REDIS_ERRORS as exc:
             raise Unavailable(
                 f"feature store unavailable ({exc.__class__.__name__}); retry with the same event ids"
@@ -56,3 +61,9 @@ class WriteApplier:
 
     def write_engagements(self, events, now: float, offset: int = 0) -> tuple[int, int]:
         return self.apply(self.engagements, events, now, offset)
+
+    def write_graph(self, events, now: float) -> tuple[int, int]:
+        return self.apply(self.graph, events, now)
+
+    def write_rules(self, events, now: float) -> tuple[int, int]:
+        return self.apply(self.rules, events, now)

@@ -3,7 +3,8 @@
     validate(events)         -> every event checked; InvalidArgument names events[i].field
     reads(events)            -> the commands of the one read round trip
     script_args(events, replies) -> KEYS and ARGV of the batch's Lua script (scripts.py)
-    finish(reply)            -> (applied, duplicates), after any follow-up (moved vectors)
+    finish(reply, events)    -> (applied, duplicates), after any follow-up (moved vectors);
+                                or the error naming events[i].field of a batch the script refused
 
 A batch is all or nothing: validation and the reads happen before the script, and the
 script applies every event or (Redis refusing it) none.
@@ -108,7 +109,7 @@ class PostBatch:
             argv += [op, e.post_id, record, e.community_id, e.author_id, vector, created, payload]
         return keys, argv
 
-    def finish(self, bundle: Bundle, reply) -> tuple[int, int]:
+    def finish(self, bundle: Bundle, reply, events=(), offset: int = 0) -> tuple[int, int]:
         applied, dups = reply
         return int(applied), int(dups)
 
@@ -235,7 +236,7 @@ class EngagementBatch:
             ]
         return keys, argv
 
-    def finish(self, bundle: Bundle, reply) -> tuple[int, int]:
+    def finish(self, bundle: Bundle, reply, events=(), offset: int = 0) -> tuple[int, int]:
         if len(reply) > 2:
             dim = bundle[contract.USER_FACTORS_FILE].shape[1]
             publish_moved(self.client, bundle, self.fold_in(bundle), reply[2:], dim)

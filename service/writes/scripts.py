@@ -127,3 +127,203 @@ local out = {applied, dups}
 for k, v in pairs(moved) do out[#out + 1] = k; out[#out + 1] = v end
 return out
 """.replace("@LOG_ENGAGEMENT@", contract.LOG_ENGAGEMENT).replace("@MAX_EXPONENT@", repr(MAX_EXPONENT))
+
+# Both graph scripts check every event first and apply only if all pass (a Lua error
+# mid-way would leave the events before it applied): a refused batch changes nothing.
+# An applied marker holds the event's digest, so the same id sent with a different
+# event is refused instead of being counted as a duplicate ('1' is a marker written
+# before digests, taken as matching).
+_MARKERS_LUA = """
+local function marker(akey, digest, i, batch_ids)
+  local seen = batch_ids[akey]
+  if seen ~= nil then
+    if seen ~= digest then return 'conflict' end
+    return 'dup'
+  end
+  batch_ids[akey] = digest
+  local cur = redis.call('GET', akey)
+  if not cur then return 'new' end
+  if cur ~= digest and cur ~= '1' then return 'conflict' end
+  return 'dup'
+end
+"""
+
+# KEYS: event log, then (applied, user's graph hash, user's block set) per event.
+# ARGV: ttl, log maxlen, data end, applied-at, block list max, then 8 per event:
+#       op, community id (CREATE_USER: ids joined by newline), role code, bundle state
+#       (SET_ROLE: the user's role in the bundle; CREATE_USER: 1 if the model knows the
+#       user), target user, digest, graph field prefix of communities, log payload.
+# Returns {applied, dups} or {'err', event index (0-based), reason}.
+GRAPH_LUA = (
+    (
+        _MARKERS_LUA
+        + """
+local ttl, maxlen, data_end, at, block_max = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5])
+local n = (#KEYS - 1) / 3
+local pending = {}  -- gkey .. '\\0' .. field -> value this batch will have written
+local function get(gkey, field)
+  local v = pending[gkey .. '\\0' .. field]
+  if v ~= nil then return v end
+  return redis.call('HGET', gkey, field)
+end
+local function state(gkey, field, bundle_role)
+  local v = get(gkey, field)
+  if v and v ~= false then
+    local s, t = string.match(v, '(%d+):(%d+)')
+    if tonumber(t) > data_end or tonumber(s) == @BANNED@ then return tonumber(s) end
+  end
+  return bundle_role
+end
+local status, batch_ids = {}, {}
+local blocks = {}
+for i = 0, n - 1 do
+  local akey, gkey, bkey = KEYS[2 + 3 * i], KEYS[3 + 3 * i], KEYS[4 + 3 * i]
+  local a = 6 + 8 * i
+  local op, comm, role, bundle_state, target, prefix = ARGV[a], ARGV[a + 1], ARGV[a + 2], tonumber(ARGV[a + 3]), ARGV[a + 4], ARGV[a + 6]
+  local m = marker(akey, ARGV[a + 5], i, batch_ids)
+  if m == 'conflict' then return {'err', i, 'conflict'} end
+  status[i] = m
+  if m == 'new' then
+    local field = prefix .. comm
+    if op == 'join' or op == 'set_role' then
+      local s = state(gkey, field, bundle_state)
+      if s == @BANNED@ then return {'err', i, 'banned'} end
+      if op == 'set_role' and (s < 1 or s > 3) then return {'err', i, 'not_member'} end
+      pending[gkey .. '\\0' .. field] = role .. ':' .. at
+    elseif op == 'leave' then
+      if state(gkey, field, 0) ~= @BANNED@ then pending[gkey .. '\\0' .. field] = '0:' .. at end
+    elseif op == 'ban' then
+      pending[gkey .. '\\0' .. field] = '@BANNED@:' .. at
+    elseif op == 'unban' then
+      if state(gkey, field, 0) == @BANNED@ then pending[gkey .. '\\0' .. field] = '0:' .. at end
+    elseif op == 'create' then
+      if bundle_state == 1 or get(gkey, 'created') then return {'err', i, 'exists'} end
+      pending[gkey .. '\\0created'] = at
+      for c in string.gmatch(comm, '[^\\n]+') do
+        pending[gkey .. '\\0' .. prefix .. c] = '1:' .. at
+      end
+    elseif op == 'block' then
+      local count = blocks[bkey] or redis.call('SCARD', bkey)
+      if redis.call('SISMEMBER', bkey, target) == 0 then
+        if count >= block_max then return {'err', i, 'full'} end
+        blocks[bkey] = count + 1
+      end
+    end
+  end
+end
+local applied, dups = 0, 0
+for i = 0, n - 1 do
+  local akey, gkey, bkey = KEYS[2 + 3 * i], KEYS[3 + 3 * i], KEYS[4 + 3 * i]
+  local a = 6 + 8 * i
+  local op, comm, target = ARGV[a], ARGV[a + 1], ARGV[a + 4]
+  if status[i] == 'new' then
+    applied = applied + 1
+    redis.call('SET', akey, ARGV[a + 5], 'EX', ttl)
+    if op == 'block' then
+      redis.call('SADD', bkey, target)
+    elseif op == 'unblock' then
+      redis.call('SREM', bkey, target)
+    elseif op == 'mute' then
+      redis.call('HSET', gkey, '@MUTED@' .. comm, at)
+    elseif op == 'unmute' then
+      redis.call('HDEL', gkey, '@MUTED@' .. comm)
+    end
+    redis.call('XADD', KEYS[1], 'MAXLEN', '~', maxlen, '*', '@LOG_GRAPH@', ARGV[a + 7])
+  else
+    dups = dups + 1
+  end
+end
+-- membership changes, in event order (the last event on a field wins)
+for key, value in pairs(pending) do
+  local gkey, field = string.match(key, '^(.-)%z(.*)$')
+  redis.call('HSET', gkey, field, value)
+end
+return {applied, dups}
+"""
+    )
+    .replace("@BANNED@", str(contract.GRAPH_BANNED))
+    .replace("@MUTED@", contract.GRAPH_MUTED)
+    .replace("@LOG_GRAPH@", contract.LOG_GRAPH)
+)
+
+# KEYS: event log, live stream of the serving version, removed hash, caps hash, pins,
+#       rules counter, then (applied, moderator's graph hash, post record) per event.
+# ARGV: ttl, log maxlen, data end, applied-at, flags offset, then 9 per event: op,
+#       community id, post id, until, max share, the moderator's role in the bundle,
+#       digest, log payload, pin member (contract.encode_pin).
+# Returns {applied, dups} or {'err', event index (0-based), reason}.
+RULES_LUA = (
+    (
+        _MARKERS_LUA
+        + """
+local ttl, maxlen, data_end, at, off = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5])
+local n = (#KEYS - 6) / 3
+local status, batch_ids = {}, {}
+for i = 0, n - 1 do
+  local akey, gkey = KEYS[7 + 3 * i], KEYS[8 + 3 * i]
+  local a = 6 + 9 * i
+  local m = marker(akey, ARGV[a + 6], i, batch_ids)
+  if m == 'conflict' then return {'err', i, 'conflict'} end
+  status[i] = m
+  if m == 'new' then
+    -- the moderator's live role wins over the bundle's when it is newer (core/live_graph.py)
+    local role = tonumber(ARGV[a + 5])
+    local v = redis.call('HGET', gkey, '@COMMUNITY@' .. ARGV[a + 1])
+    if v then
+      local s, t = string.match(v, '(%d+):(%d+)')
+      if tonumber(t) > data_end or tonumber(s) == @BANNED@ then role = tonumber(s) end
+    end
+    if role ~= @MODERATOR@ then return {'err', i, 'denied'} end
+  end
+end
+local applied, dups, rules_changed = 0, 0, false
+for i = 0, n - 1 do
+  local akey, pkey = KEYS[7 + 3 * i], KEYS[9 + 3 * i]
+  local a = 6 + 9 * i
+  local op, comm, pid = ARGV[a], ARGV[a + 1], ARGV[a + 2]
+  if status[i] == 'new' then
+    applied = applied + 1
+    redis.call('SET', akey, ARGV[a + 6], 'EX', ttl)
+    if op == 'pin' then
+      redis.call('ZADD', KEYS[5], ARGV[a + 3], ARGV[a + 8])
+      redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', '(' .. at)
+      rules_changed = true
+    elseif op == 'unpin' then
+      redis.call('ZREM', KEYS[5], ARGV[a + 8])
+      rules_changed = true
+    elseif op == 'remove' or op == 'restore' then
+      local cur = redis.call('GETRANGE', pkey, off, off)
+      if cur ~= '' then
+        local f = string.byte(cur)
+        if op == 'remove' then f = bit.bor(f, @REMOVED@) else f = bit.band(f, bit.bnot(@REMOVED@)) end
+        redis.call('SETRANGE', pkey, off, string.char(f))
+      end
+      if op == 'remove' then
+        redis.call('HSET', KEYS[3], pid, ARGV[a + 7])
+      else
+        redis.call('HDEL', KEYS[3], pid)
+      end
+      redis.call('XADD', KEYS[2], '*', 'p', pid, 'r', (op == 'remove') and '1' or '0')
+    elseif op == 'cap' then
+      if tonumber(ARGV[a + 4]) >= 1 then
+        redis.call('HDEL', KEYS[4], comm)
+      else
+        redis.call('HSET', KEYS[4], comm, ARGV[a + 4])
+      end
+      rules_changed = true
+    end
+    redis.call('XADD', KEYS[1], 'MAXLEN', '~', maxlen, '*', '@LOG_RULE@', ARGV[a + 7])
+  else
+    dups = dups + 1
+  end
+end
+if rules_changed then redis.call('INCR', KEYS[6]) end
+return {applied, dups}
+"""
+    )
+    .replace("@BANNED@", str(contract.GRAPH_BANNED))
+    .replace("@COMMUNITY@", contract.GRAPH_COMMUNITY)
+    .replace("@REMOVED@", str(contract.FLAG_REMOVED))
+    .replace("@MODERATOR@", str(contract.ROLE_MODERATOR))
+    .replace("@LOG_RULE@", contract.LOG_RULE)
+)
