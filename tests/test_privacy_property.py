@@ -186,12 +186,14 @@ def world_service(tmp_path_factory):
     server.stop()
 
 
-def _publish_world(world: SmallWorld, svc, client, models, seed: int) -> str:
+def _publish_world(world: SmallWorld, svc, client, models, seed: int, reset_live: bool = True) -> str:
+    """Publish `world` as a new version; with reset_live, its users' live keys (seen,
+    blocked, live graph) are set to the world's (a publish in the middle of a run keeps them)."""
     version = write_world_bundle(world, models, seed)
-    publishing.publish(models / version, client, keep=2)
+    publishing.publish(models / version, client, keep=2, progress=False)
     pipe = client.pipeline()
-    for u in range(world.n_users):
-        pipe.delete(contract.seen_key(f"u{u}"), contract.blocked_key(f"u{u}"))
+    for u in range(world.n_users if reset_live else 0):
+        pipe.delete(contract.seen_key(f"u{u}"), contract.blocked_key(f"u{u}"), contract.graph_key(f"u{u}"))
         if world.seen[u]:
             pipe.zadd(contract.seen_key(f"u{u}"), {f"p{p}": END for p in world.seen[u]})
         if world.blocked[u]:

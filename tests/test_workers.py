@@ -118,6 +118,37 @@ def test_metrics_count_requests_of_every_worker(two_workers, promtool):
     assert check.returncode == 0, check.stdout + check.stderr
 
 
+def test_a_leave_hides_the_group_in_every_worker_on_the_next_request(two_workers, tiny_bundle):
+    """The live graph is read from Redis by each request, whichever process answers it."""
+    from core import contract
+    from core.bundle import load_bundle
+    from nichefeed.v1 import graph_pb2, graph_pb2_grpc
+
+    _, grpc_port, _, _ = two_workers
+    b = load_bundle(tiny_bundle)
+    c = b.community_row["c11"]
+    assert b[contract.COMMUNITY_PRIVATE_FILE][c]
+    posts = [b.post_ids[r] for r in b.community_recent[c].tolist()]
+    channels, stubs = _stubs(grpc_port, 8)
+    graph = graph_pb2_grpc.CommunityGraphStub(channels[0])
+    request = ranking_pb2.RankRequest(user_id="worker-user", limit=200, candidate_post_ids=posts)
+
+    def write(op: int, n: int) -> None:
+        event = graph_pb2.GraphEvent(event_id=f"wk{n}", op=op, user_id="worker-user", community_id="c11")
+        if op == graph_pb2.GRAPH_OP_CREATE_USER:
+            event = graph_pb2.GraphEvent(event_id=f"wk{n}", op=op, user_id="worker-user", community_ids=["c11"])
+        graph.WriteGraph(graph_pb2.WriteGraphRequest(events=[event]), timeout=10)
+
+    try:
+        write(graph_pb2.GRAPH_OP_CREATE_USER, 0)
+        assert all({i.post_id for i in stub.Rank(request, timeout=10).items} == set(posts) for stub in stubs)
+        write(graph_pb2.GRAPH_OP_LEAVE, 1)
+        assert all(not stub.Rank(request, timeout=10).items for stub in stubs)  # 8 connections, both workers
+    finally:
+        for ch in channels:
+            ch.close()
+
+
 def test_sigterm_drains_requests_in_flight(two_workers):
     """Redis paused so that requests stay in flight (each waits for its Redis timeout,
     1.5 s, then answers degraded); SIGTERM arrives while they wait: each still gets its
