@@ -16,6 +16,7 @@ from pathlib import Path
 import redis
 
 from core import contract, settings
+from core.bundle import BundleError
 from core.embedded_redis import EmbeddedRedis, EmbeddedRedisError
 from core.flags import add_flags, from_flags
 from training import publish as publishing
@@ -140,6 +141,9 @@ def cmd_publish(args) -> None:
         except publishing.GateRefused as exc:
             print(f"error: {exc}", file=sys.stderr)
             raise SystemExit(3) from None
+        except BundleError as exc:  # corrupt or half-written: the file and the reason
+            print(f"error: not published: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None
     print(f"published {version} from {bundle}; serving switches at its next pointer check")
 
 
