@@ -30,11 +30,12 @@ DEFAULT_MODELS = Path("models")
 
 @contextlib.contextmanager
 def redis_client():
-    """The configured Redis, or the project's private one started for this command."""
+    """The configured Redis, or the project's private one: the one `make serve` runs if it
+    runs (publish and rollback beside a serving service), else one started for this command."""
     url = settings.redis_url_from_env()
     embedded = None
     if not url:
-        embedded = EmbeddedRedis(settings.var_dir_from_env() / "redis").start()
+        embedded = EmbeddedRedis(settings.var_dir_from_env() / "redis").attach_or_start()
         url = embedded.url
     client = redis.Redis.from_url(url, socket_timeout=30, socket_connect_timeout=3)
     try:
