@@ -56,7 +56,11 @@ class Service:
             raise StartupError(f"no model published in Redis at {where} (run make publish)")
         self.holder = BundleHolder()
         self.reloader = ModelReloader(self.holder, self.store, Path(cfg.models_dir), cfg.reload_interval_s)
-        if not self.reloader.load(version):
+        try:
+            published = self.store.published_versions()
+        except StoreUnavailable:
+            published = []
+        if not self.reloader.load_or_last_good(version, published):
             raise StartupError(f"model {version} in {cfg.models_dir} cannot be served (see the error above)")
         self.pipeline = RankPipeline(default_stages(cfg, self.store))
         # The write path and the live index use their own client: writes wait for Redis'

@@ -5,6 +5,12 @@ state of its directory so the reloader does not re-hash it every poll, but tries
 once that directory changes (a copy that completes, a bundle rewritten); meanwhile the
 old model keeps serving, nichefeed_model_reloads_total{outcome="refused"} counts the
 refusal and nichefeed_model_refused says a pointer names a model that cannot serve.
+
+At start there is no old model: when the pointer's bundle cannot be served, the newest
+one that can (the published history in Redis, newest first, then the bundles in the
+models directory) serves instead, with one error line, nichefeed_model_fallbacks_total
+and nichefeed_model_refused = 1, so a bad publish never takes a restarted process (or a
+replacement worker) down with it.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import logging
 import threading
 from pathlib import Path
 
+from core import contract
 from core.bundle import Bundle, BundleError, load_bundle
 from service.metrics import METRICS
 from service.store import FeatureStore, StoreUnavailable
@@ -55,21 +62,61 @@ class ModelReloader:
         try:
             bundle = load_bundle(self.models_dir / version)
         except BundleError as exc:
-            self.refused = version
-            self._refused_state = self._dir_state(version)
-            METRICS.reloads.labels(outcome="refused").inc()
-            METRICS.model_refused.set(1)
+            self._refuse(version)
             log.error("model %s refused, still serving %s: %s", version, previous.version if previous else None, exc)
             return False
-        self.holder.swap(bundle)
+        self._serve(bundle, previous)
         self.refused = None
         METRICS.model_refused.set(0)
+        return True
+
+    def load_or_last_good(self, version: str, published: list[str]) -> bool:
+        """At start: `version` (the pointer's), or when its bundle cannot be served the
+        newest that can, from `published` (the history, newest first) and then the
+        models directory; False when none can."""
+        try:
+            bundle = load_bundle(self.models_dir / version)
+        except BundleError as exc:
+            reason = exc
+        else:
+            self._serve(bundle, None)
+            return True
+        self._refuse(version)
+        local = reversed(contract.list_versions(self.models_dir))
+        for candidate in dict.fromkeys([*published, *local]):
+            if candidate == version:
+                continue
+            try:
+                bundle = load_bundle(self.models_dir / candidate)
+            except BundleError:
+                continue
+            self._serve(bundle, None)
+            METRICS.model_fallbacks.inc()
+            log.error(
+                "model %s (the current pointer) cannot be served: %s; serving the last good version %s instead "
+                "until a servable model is published",
+                version,
+                reason,
+                candidate,
+            )
+            return True
+        log.error("model %s (the current pointer) cannot be served, nor any earlier one: %s", version, reason)
+        return False
+
+    def _refuse(self, version: str) -> None:
+        """Remember a refused version (not re-hashed every poll) and count it."""
+        self.refused = version
+        self._refused_state = self._dir_state(version)
+        METRICS.reloads.labels(outcome="refused").inc()
+        METRICS.model_refused.set(1)
+
+    def _serve(self, bundle: Bundle, previous: Bundle | None) -> None:
+        self.holder.swap(bundle)
         METRICS.reloads.labels(outcome="loaded").inc()
         METRICS.set_model(
             bundle.version, bundle.manifest.created_at, bundle.index.ntotal, previous.version if previous else None
         )
         log.info("serving model %s", bundle.version)
-        return True
 
     def check_once(self) -> None:
         try:

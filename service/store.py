@@ -204,6 +204,13 @@ class FeatureStore:
             raise StoreUnavailable("error", f"pointer GET: {raw}")
         return raw.decode() if raw else None
 
+    def published_versions(self) -> list[str]:
+        """The published history, newest first (the fallbacks when a bundle is refused)."""
+        (raw,) = self.round_trip("pointer", [("LRANGE", contract.HISTORY_KEY, 0, -1)])
+        if isinstance(raw, Exception):
+            raise StoreUnavailable("error", f"history LRANGE: {raw}")
+        return [v.decode() for v in raw]
+
     def ping(self) -> bool:
         try:
             return bool(self.client.ping())
