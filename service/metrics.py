@@ -85,6 +85,11 @@ class Metrics:
         )
         # Incremented by the --workers supervisor only (service/workers.py, which must not
         # import this module); exported by every process so the series always exists.
+        self.serving_data_missing = Gauge(
+            f"{NS}_serving_data_missing",
+            "1 while Redis has lost the serving model's data (emptied): degraded answers, writes refused",
+            multiprocess_mode="livemax",
+        )
         self.worker_restarts = Counter(WORKER_RESTARTS, WORKER_RESTARTS_HELP)
         self.worker_up = Gauge(
             f"{NS}_worker_up", "1 per live server process (pid label under --workers)", multiprocess_mode="liveall"

@@ -11,6 +11,12 @@ one that can (the published history in Redis, newest first, then the bundles in 
 models directory) serves instead, with one error line, nichefeed_model_fallbacks_total
 and nichefeed_model_refused = 1, so a bad publish never takes a restarted process (or a
 replacement worker) down with it.
+
+Each poll also checks that the serving version's data is still in Redis (its published
+marker, core.contract.published_key). When Redis comes back empty the holder says so
+(`data_missing`): one error line, nichefeed_serving_data_missing = 1, writes answer
+UNAVAILABLE (retryable) instead of "unknown post", Rank answers from memory (degraded)
+as it does for any missing record; a republish clears it by itself.
 """
 
 from __future__ import annotations
@@ -27,6 +33,14 @@ from service.store import FeatureStore, StoreUnavailable
 log = logging.getLogger("nichefeed.reload")
 
 
+def data_missing_message(version: str) -> str:
+    """The writes' UNAVAILABLE message while Redis lacks the serving version's data."""
+    return (
+        f"the data of model {version} is missing from Redis (emptied?): it must be published again "
+        "(make publish); retry with the same event ids"
+    )
+
+
 class BundleHolder:
     """The serving bundle behind one reference. A request reads `.current` once and uses
     that object start to end, so a reload never mixes two versions in one answer."""
@@ -34,6 +48,9 @@ class BundleHolder:
     def __init__(self, bundle: Bundle | None = None):
         self._bundle = bundle
         self._lock = threading.Lock()  # serialises loads, never taken by readers
+        # Why the serving version's data is missing from Redis (the writes' UNAVAILABLE
+        # message), None while it is there. Set and cleared by the reloader only.
+        self.data_missing: str | None = None
 
     @property
     def current(self) -> Bundle | None:
@@ -119,11 +136,13 @@ class ModelReloader:
         log.info("serving model %s", bundle.version)
 
     def check_once(self) -> None:
+        current = self.holder.current
         try:
-            version = self.store.current_version()
+            version, present = self.store.poll_pointer(current.version if current else None)
         except StoreUnavailable:
             return  # keep serving what we have; Redis health is in its own metrics
-        current = self.holder.current
+        if current is not None and (version is None or version == current.version):
+            self._track_data(current.version, version is not None and present)
         if not version or (current is not None and version == current.version):
             if current is not None and version == current.version and self.refused:
                 self.refused = None  # rolled back to what serves
@@ -132,6 +151,22 @@ class ModelReloader:
         if version == self.refused and self._dir_state(version) == self._refused_state:
             return
         self.load(version)
+
+    def _track_data(self, serving: str, present: bool) -> None:
+        """Say once when the serving version's data leaves Redis, and when it is back."""
+        if not present and self.holder.data_missing is None:
+            self.holder.data_missing = data_missing_message(serving)
+            METRICS.serving_data_missing.set(1)
+            log.error(
+                "Redis has lost the data of serving model %s (pointer or published marker gone: restarted empty "
+                "or failed over?); Rank answers from memory (degraded), writes answer UNAVAILABLE, until the model "
+                "is published again (make publish)",
+                serving,
+            )
+        elif present and self.holder.data_missing is not None:
+            self.holder.data_missing = None
+            METRICS.serving_data_missing.set(0)
+            log.warning("the data of model %s is in Redis again: serving and writing normally", serving)
 
     def _dir_state(self, version: str) -> tuple:
         """Cheap fingerprint of a bundle directory: names, sizes and mtimes of its files."""

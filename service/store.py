@@ -204,6 +204,18 @@ class FeatureStore:
             raise StoreUnavailable("error", f"pointer GET: {raw}")
         return raw.decode() if raw else None
 
+    def poll_pointer(self, serving: str | None) -> tuple[str | None, bool]:
+        """(the current-version pointer, whether the `serving` version's data is still in
+        Redis: its published marker) in one round trip."""
+        commands = [("GET", contract.CURRENT_KEY)]
+        if serving:
+            commands.append(("EXISTS", contract.published_key(serving)))
+        raw, *present = self.round_trip("pointer", commands)
+        for reply in (raw, *present):
+            if isinstance(reply, Exception):
+                raise StoreUnavailable("error", f"pointer GET: {reply}")
+        return (raw.decode() if raw else None), bool(present and present[0])
+
     def published_versions(self) -> list[str]:
         """The published history, newest first (the fallbacks when a bundle is refused)."""
         (raw,) = self.round_trip("pointer", [("LRANGE", contract.HISTORY_KEY, 0, -1)])

@@ -195,6 +195,9 @@ def cmd_ensure(args) -> None:
         if current is None or not loadable(args.models / current):
             # Whatever the pointer names cannot serve: the gate has nothing to protect.
             publishing.publish(bundle, client, keep=args.keep, force=True)
+        elif not client.exists(contract.published_key(current)):
+            # Its keys were lost, or it was published before the marker existed: write them again.
+            publishing.publish(args.models / current, client, keep=args.keep, force=True)
         else:
             print(f"serving version {current} is published")
 

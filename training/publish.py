@@ -208,6 +208,7 @@ def publish(
         carried, dropped = carry_over(client, previous, bundle)
         if carried or dropped:
             log(f"live posts carried over from {previous}: {carried} (dropped, community unknown: {dropped})")
+    client.set(contract.published_key(version), bundle.manifest.created_at)  # every key is in
     flip(client, version)
     log(f"current version: {previous} -> {version} ({time.perf_counter() - t0:.1f}s)")
     prune(client, keep, bundle_dir.parent if prune_bundles else None)
