@@ -42,7 +42,12 @@ class StartupError(RuntimeError):
 class Service:
     def __init__(self, cfg: Config, redis_url: str, reuse_port: bool = False):
         self.cfg = cfg
-        self.store = FeatureStore(redis_url, timeout_ms=cfg.redis_timeout_ms, max_connections=cfg.threads * 2 + 4)
+        self.store = FeatureStore(
+            redis_url,
+            timeout_ms=cfg.redis_timeout_ms,
+            max_connections=cfg.threads * 2 + 4,
+            max_budget_s=cfg.redis_max_budget_ms / 1000,
+        )
         where = redis_address(redis_url)
         if not self.store.ping():
             raise StartupError(
