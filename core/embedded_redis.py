@@ -164,6 +164,8 @@ class EmbeddedRedis:
         prefix = []
         setpriv = shutil.which("setpriv")
         if self.die_with_owner and setpriv:
+            # The signal follows the *thread* that starts the server: the main thread or
+            # one that lives as long as the process (the service's redis keeper).
             prefix = [setpriv, "--pdeathsig", "TERM", "--"]
         args = prefix + [
             find_redis_server(),
