@@ -137,8 +137,10 @@ class ModelReloader:
 
     def check_once(self) -> None:
         current = self.holder.current
+        # A user record witnesses versions published before the marker existed.
+        witness = contract.user_key(current.version, current.user_ids[0]) if current and current.user_ids else None
         try:
-            version, present = self.store.poll_pointer(current.version if current else None)
+            version, present = self.store.poll_pointer(current.version if current else None, witness)
         except StoreUnavailable:
             return  # keep serving what we have; Redis health is in its own metrics
         if current is not None and (version is None or version == current.version):

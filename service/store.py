@@ -215,16 +215,17 @@ class FeatureStore:
             raise StoreUnavailable("error", f"pointer GET: {raw}")
         return raw.decode() if raw else None
 
-    def poll_pointer(self, serving: str | None) -> tuple[str | None, bool]:
+    def poll_pointer(self, serving: str | None, witness: str | None = None) -> tuple[str | None, bool]:
         """(the current-version pointer, whether the `serving` version's data is still in
-        Redis: its published marker) in one round trip."""
+        Redis) in one round trip. The data is there while its published marker, or the
+        `witness` key of the version (for versions published before the marker), is."""
         commands = [("GET", contract.CURRENT_KEY)]
         if serving:
-            commands.append(("EXISTS", contract.published_key(serving)))
+            commands.append(("EXISTS", contract.published_key(serving), *([witness] if witness else [])))
         raw, *present = self.round_trip("pointer", commands)
         for reply in (raw, *present):
             if isinstance(reply, Exception):
-                raise StoreUnavailable("error", f"pointer GET: {reply}")
+                raise StoreUnavailable("error", f"pointer poll: {reply}")
         return (raw.decode() if raw else None), bool(present and present[0])
 
     def published_versions(self) -> list[str]:

@@ -14,6 +14,7 @@ import pytest
 import redis
 from prometheus_client import REGISTRY
 
+from core import contract
 from core.embedded_redis import EmbeddedRedis, free_port
 from nichefeed.v1 import ranking_pb2, ranking_pb2_grpc, writes_pb2_grpc
 from nichefeed.v1 import writes_pb2 as wpb
@@ -110,3 +111,20 @@ def test_a_write_before_the_reloader_noticed_is_retryable_too(world):
         writer.WriteEngagements(_like("early-1", post), timeout=10)
     assert err.value.code() == grpc.StatusCode.UNAVAILABLE
     assert svc.holder.data_missing is None  # said by the reloader only; the write did not wait for it
+
+
+def test_a_version_published_before_the_marker_is_not_taken_for_lost_data(world, tiny_bundle):
+    """No published marker but the version's records there (published by an older
+    version of nichefeed): not lost. Both gone: lost."""
+    svc, _, _, state, _, _ = world
+    svc.reloader.stop()  # polls by hand below, deterministic
+    with redis.Redis.from_url(state["server"].url) as c:
+        c.delete(contract.published_key(tiny_bundle.name))
+        svc.reloader.check_once()
+        assert svc.holder.data_missing is None
+        c.delete(contract.user_key(tiny_bundle.name, svc.holder.current.user_ids[0]))
+        svc.reloader.check_once()
+        assert svc.holder.data_missing is not None
+        publishing.publish(tiny_bundle, c, progress=False)
+        svc.reloader.check_once()
+        assert svc.holder.data_missing is None and _missing() == 0
