@@ -536,3 +536,14 @@ def id_problem(value: str) -> str | None:
     if not value.isprintable() or value != value.strip():
         return "must be printable with no surrounding spaces"
     return None
+
+
+# ---------------------------------------------------------------------------------------
+# A published version's data is in Redis (operations: Redis that came back empty)
+# ---------------------------------------------------------------------------------------
+def published_key(version: str) -> str:
+    """Set by publish once every key of `version` is written, just before the pointer
+    flips, and unlinked with them by pruning. The serving version without it (or no
+    pointer at all) means Redis lost the data: restarted without persistence, failed over
+    to an empty replica, or evicted; the service then says so and waits for a republish."""
+    return f"{KEY_ROOT}:m:{version}:published"

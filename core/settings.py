@@ -8,6 +8,7 @@ way so that `make publish` finds the Redis `make serve` uses.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -36,3 +37,18 @@ def redis_address(url: str) -> str:
     if parts.scheme == "unix":
         return parts.path
     return f"{parts.hostname}:{parts.port or 6379}"
+
+
+def redact_url(url: str) -> str:
+    """A Redis URL fit for logs and output: user and password replaced by ***.
+
+    `redis://:secret@host:6379/0` -> `redis://:***@host:6379/0`, and a `password=`
+    query parameter (how unix:// URLs carry one) likewise; a URL without credentials
+    comes back unchanged."""
+
+    def userinfo(m: re.Match) -> str:
+        user, colon, _ = m.group(2).partition(":")
+        return f"{m.group(1)}{'***' if user else ''}{':***' if colon else ''}@"
+
+    url = re.sub(r"^([a-z][a-z0-9+.-]*://)([^/?#]*)@", userinfo, url, flags=re.I)
+    return re.sub(r"([?&](?:password|username)=)[^&#]*", r"\1***", url)

@@ -21,6 +21,7 @@ import threading
 from pathlib import Path
 
 from core.embedded_redis import EmbeddedRedis, EmbeddedRedisError, free_port
+from core.settings import redact_url
 from service.config import Config, load_config
 from service.workers import Supervisor, serve_one, setup_logging, wait_for_signal
 
@@ -83,7 +84,7 @@ def _serve_single(cfg: Config, url: str) -> int:
         else:
             print(
                 f"nichefeed serving model {version} on {cfg.grpc_addr} "
-                f"(metrics http://{cfg.metrics_addr}/metrics, redis {url})",
+                f"(metrics http://{cfg.metrics_addr}/metrics, redis {redact_url(url)})",
                 flush=True,
             )
 
@@ -99,7 +100,7 @@ def _serve_workers(cfg: Config, url: str, prom_dir: Path) -> int:
         return 2
     print(
         f"nichefeed serving model {version} on {cfg.grpc_addr} with {cfg.workers} workers "
-        f"(metrics http://{cfg.metrics_addr}/metrics, redis {url})",
+        f"(metrics http://{cfg.metrics_addr}/metrics, redis {redact_url(url)})",
         flush=True,
     )
     wait_for_signal()

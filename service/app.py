@@ -42,7 +42,12 @@ class StartupError(RuntimeError):
 class Service:
     def __init__(self, cfg: Config, redis_url: str, reuse_port: bool = False):
         self.cfg = cfg
-        self.store = FeatureStore(redis_url, timeout_ms=cfg.redis_timeout_ms, max_connections=cfg.threads * 2 + 4)
+        self.store = FeatureStore(
+            redis_url,
+            timeout_ms=cfg.redis_timeout_ms,
+            max_connections=cfg.threads * 2 + 4,
+            max_budget_s=cfg.redis_max_budget_ms / 1000,
+        )
         where = redis_address(redis_url)
         if not self.store.ping():
             raise StartupError(
@@ -56,7 +61,11 @@ class Service:
             raise StartupError(f"no model published in Redis at {where} (run make publish)")
         self.holder = BundleHolder()
         self.reloader = ModelReloader(self.holder, self.store, Path(cfg.models_dir), cfg.reload_interval_s)
-        if not self.reloader.load(version):
+        try:
+            published = self.store.published_versions()
+        except StoreUnavailable:
+            published = []
+        if not self.reloader.load_or_last_good(version, published):
             raise StartupError(f"model {version} in {cfg.models_dir} cannot be served (see the error above)")
         self.pipeline = RankPipeline(default_stages(cfg, self.store))
         # The write path and the live index use their own client: writes wait for Redis'

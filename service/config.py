@@ -33,7 +33,10 @@ class Config:
     per_author: int = 2  # at most this many posts per author in a feed (0: off)
     small_group_members: int = 50  # a community this small (members) is a "small group"
     small_group_share: float = 0.2  # at least this share of a feed for small active groups (0: off)
-    redis_timeout_ms: float = 50.0  # per Redis call: past it the request degrades
+    # A Redis round trip may take half the time the request's deadline leaves, up to
+    # redis_max_budget_ms; past it the request degrades. Without a deadline: redis_timeout_ms.
+    redis_timeout_ms: float = 50.0
+    redis_max_budget_ms: float = 500.0
     reload_interval_s: float = 2.0  # how often the current-version pointer is checked
     write_timeout_ms: float = 2000.0  # per write-path Redis call (writes wait for the fsync)
     live_poll_s: float = 0.1  # how often each worker follows the live stream (new posts)

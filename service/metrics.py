@@ -11,6 +11,8 @@ import time
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from service.workers import WORKER_RESTARTS, WORKER_RESTARTS_HELP
+
 NS = "nichefeed"
 # Rank latency on this machine is ~1-20 ms; buckets resolve that range finely.
 LATENCY_BUCKETS = (
@@ -77,6 +79,18 @@ class Metrics:
             "1 while the current-version pointer names a bundle this server refused",
             multiprocess_mode="livemax",
         )
+        self.model_fallbacks = Counter(
+            f"{NS}_model_fallbacks",
+            "Starts that serve the last good version because the current pointer's bundle cannot be served",
+        )
+        # Incremented by the --workers supervisor only (service/workers.py, which must not
+        # import this module); exported by every process so the series always exists.
+        self.serving_data_missing = Gauge(
+            f"{NS}_serving_data_missing",
+            "1 while Redis has lost the serving model's data (emptied): degraded answers, writes refused",
+            multiprocess_mode="livemax",
+        )
+        self.worker_restarts = Counter(WORKER_RESTARTS, WORKER_RESTARTS_HELP)
         self.worker_up = Gauge(
             f"{NS}_worker_up", "1 per live server process (pid label under --workers)", multiprocess_mode="liveall"
         )

@@ -3,7 +3,9 @@
 - TLS: --tls-cert and --tls-key (PEM files) serve gRPC over TLS; with --tls-client-ca
   as well, clients must present a certificate signed by that CA (mutual TLS).
 - Bearer token: with --auth-token-file, every call must carry the metadata
-  `authorization: Bearer <token>` (compared in constant time) or it ends UNAUTHENTICATED.
+  `authorization: Bearer <token>` (the scheme in any case, RFC 6750; the token compared
+  in constant time) or it ends UNAUTHENTICATED, counted in nichefeed_requests_total.
+  Without TLS the token crosses the network in clear: the start logs a warning.
   The token lives in a file so it never shows in `ps` or in the environment of children.
   Health checks stay open: load balancers and orchestrators probe without credentials.
 Redis takes its own: a `rediss://` URL for TLS and `redis://:password@host` for AUTH.
@@ -12,11 +14,15 @@ Redis takes its own: a `rediss://` URL for TLS and `redis://:password@host` for 
 from __future__ import annotations
 
 import hmac
+import logging
 from pathlib import Path
 
 import grpc
 
+from service.api.accounting import count, method_name
 from service.config import Config
+
+log = logging.getLogger("nichefeed.security")
 
 OPEN_METHODS = frozenset({"/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/Watch"})
 
@@ -52,7 +58,7 @@ def _deny(request, context):
 
 class BearerTokenInterceptor(grpc.ServerInterceptor):
     def __init__(self, token: str):
-        self._expected = f"Bearer {token}".encode()
+        self._expected = token.encode()
         self._deny = {
             (False, False): grpc.unary_unary_rpc_method_handler(_deny),
             (True, False): grpc.stream_unary_rpc_method_handler(_deny),
@@ -65,11 +71,14 @@ class BearerTokenInterceptor(grpc.ServerInterceptor):
             return continuation(handler_call_details)
         got = next((v for k, v in handler_call_details.invocation_metadata or () if k == "authorization"), "")
         got = got.encode() if isinstance(got, str) else got
-        if hmac.compare_digest(got, self._expected):
+        scheme, _, token = got.partition(b" ")
+        # Compared even when the scheme is wrong: the time taken says nothing about the token.
+        if hmac.compare_digest(token.strip(), self._expected) & (scheme.lower() == b"bearer"):
             return continuation(handler_call_details)
         handler = continuation(handler_call_details)  # answer in the shape of the method
         if handler is None:
             return None
+        count(method_name(handler_call_details.method), "UNAUTHENTICATED")
         return self._deny[(handler.request_streaming, handler.response_streaming)]
 
 
@@ -79,4 +88,9 @@ def interceptors(cfg: Config) -> list[grpc.ServerInterceptor]:
     token = _read(cfg.auth_token_file, "auth_token_file").decode(errors="strict").strip()
     if len(token) < 16:
         raise SecurityConfigError("auth_token_file: the token must be at least 16 characters")
+    if not cfg.tls_cert:
+        log.warning(
+            "a bearer token is required but gRPC is served without TLS: the token crosses the network in "
+            "clear text (set --tls-cert and --tls-key)"
+        )
     return [BearerTokenInterceptor(token)]

@@ -13,12 +13,16 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from service import security
+from service.api.accounting import MAX_MESSAGE_BYTES, CallAccounting
 from service.api.graph import GRAPH_SERVICE_NAME, CommunityGraphServicer, graph_handlers
 from service.api.rank import SERVICE_NAME, FeedRankerServicer, rank_handlers
 from service.api.writes import WRITER_SERVICE_NAME, FeedWriterServicer, writer_handlers
 from service.config import Config
 
-MAX_MESSAGE_BYTES = 1 << 20  # a full RankRequest is far below this; bigger is abuse
+# The size limit of a request message is enforced (and counted) by CallAccounting; this
+# is gRPC's own limit, a backstop against memory exhaustion that answers before any
+# Python code runs and so is never counted: keep it far above MAX_MESSAGE_BYTES.
+TRANSPORT_MAX_MESSAGE_BYTES = 16 * MAX_MESSAGE_BYTES
 
 
 def make_clock(cfg: Config):
@@ -33,13 +37,14 @@ def build_server(
     cfg: Config, servicer: FeedRankerServicer, reuse_port: bool = False, writer: FeedWriterServicer | None = None
 ) -> tuple[grpc.Server, int, health.HealthServicer]:
     options = [
-        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_receive_message_length", TRANSPORT_MAX_MESSAGE_BYTES),
         ("grpc.so_reuseport", 1 if reuse_port else 0),
     ]
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=cfg.threads, thread_name_prefix="rank"),
         options=options,
-        interceptors=security.interceptors(cfg),
+        # Authentication first: a denied call never reaches the accounting's wrapper.
+        interceptors=[*security.interceptors(cfg), CallAccounting()],
     )
     server.add_generic_rpc_handlers((rank_handlers(servicer),))
     names = [SERVICE_NAME]

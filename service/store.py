@@ -1,10 +1,12 @@
 """The Redis feature store client: one round trip per read, deadline-bounded, packed values.
 
 Every read is one round trip (commands written together, replies read together) with a
-time budget: the configured per-call timeout, cut to a share of the request's remaining
-deadline so that a slow Redis leaves time for the in-memory fallback. A slow or dead
-Redis therefore turns into a degraded answer within the client's deadline, never into a
-hung handler thread.
+time budget that follows the request's deadline: a share of the time the client still
+gives it (the rest is for the in-memory fallback), up to a cap. A request that still has
+time is not degraded because a busy machine delayed one reply by a few tens of ms, and a
+slow or dead Redis still turns into a degraded answer within the client's deadline,
+never into a hung handler thread. Without a deadline (the reloader's poll, a client that
+sets none) the configured per-call timeout applies.
 
 A circuit breaker stops paying the timeout on every request while Redis is down: after
 BREAKER_FAILURES consecutive failures calls fail fast for BREAKER_COOLDOWN_S, then one
@@ -31,6 +33,10 @@ log = logging.getLogger("nichefeed.store")
 # fallback from memory (a few ms) and the reply.
 DEADLINE_SHARE = 0.5
 MIN_BUDGET_S = 0.0005  # below this a round trip cannot succeed on this machine: do not try
+# At most this long for one round trip, whatever the deadline: a Redis that takes longer
+# is sick, and a handler thread waiting on it serves nobody else (the breaker opens after
+# BREAKER_FAILURES of them).
+MAX_BUDGET_S = 0.5
 BREAKER_FAILURES = 3
 BREAKER_COOLDOWN_S = 0.5
 
@@ -128,8 +134,11 @@ def _as_dict(reply) -> dict:
 
 
 class FeatureStore:
-    def __init__(self, url: str, timeout_ms: float = 50.0, max_connections: int = 64):
-        self.timeout_s = timeout_ms / 1000.0
+    def __init__(
+        self, url: str, timeout_ms: float = 50.0, max_connections: int = 64, max_budget_s: float = MAX_BUDGET_S
+    ):
+        self.timeout_s = timeout_ms / 1000.0  # the budget of a call without a deadline
+        self.max_budget_s = max_budget_s
         self.url = url
         self.client = redis.Redis.from_url(
             url,
@@ -144,10 +153,12 @@ class FeatureStore:
         self._errors = {op: METRICS.redis_errors.labels(op=op) for op in ("user", "posts", "pointer")}
 
     def budget(self, deadline: float | None) -> float:
-        """Seconds one round trip may take now (StoreUnavailable('no_time') if too few)."""
+        """Seconds one round trip may take now (StoreUnavailable('no_time') if too few):
+        a share of the time left before the deadline, up to the cap; without a deadline,
+        the configured timeout."""
         timeout = self.timeout_s
         if deadline is not None:
-            timeout = min(timeout, (deadline - time.monotonic()) * DEADLINE_SHARE)
+            timeout = min(self.max_budget_s, (deadline - time.monotonic()) * DEADLINE_SHARE)
         if timeout < MIN_BUDGET_S:
             raise StoreUnavailable("no_time", "the request's deadline leaves no time for Redis")
         return timeout
@@ -283,6 +294,26 @@ class FeatureStore:
         if isinstance(raw, Exception):
             raise StoreUnavailable("error", f"pointer GET: {raw}")
         return raw.decode() if raw else None
+
+    def poll_pointer(self, serving: str | None, witness: str | None = None) -> tuple[str | None, bool]:
+        """(the current-version pointer, whether the `serving` version's data is still in
+        Redis) in one round trip. The data is there while its published marker, or the
+        `witness` key of the version (for versions published before the marker), is."""
+        commands = [("GET", contract.CURRENT_KEY)]
+        if serving:
+            commands.append(("EXISTS", contract.published_key(serving), *([witness] if witness else [])))
+        raw, *present = self.round_trip("pointer", commands)
+        for reply in (raw, *present):
+            if isinstance(reply, Exception):
+                raise StoreUnavailable("error", f"pointer poll: {reply}")
+        return (raw.decode() if raw else None), bool(present and present[0])
+
+    def published_versions(self) -> list[str]:
+        """The published history, newest first (the fallbacks when a bundle is refused)."""
+        (raw,) = self.round_trip("pointer", [("LRANGE", contract.HISTORY_KEY, 0, -1)])
+        if isinstance(raw, Exception):
+            raise StoreUnavailable("error", f"history LRANGE: {raw}")
+        return [v.decode() for v in raw]
 
     def ping(self) -> bool:
         try:

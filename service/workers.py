@@ -26,6 +26,24 @@ from service.config import Config
 
 log = logging.getLogger("nichefeed")
 STARTUP_TIMEOUT_S = 300.0  # a worker loads and verifies the bundle before it is ready
+# The supervisor's one metric (service/metrics.py exports it too, from every process).
+WORKER_RESTARTS = "nichefeed_worker_restarts"
+WORKER_RESTARTS_HELP = "Worker processes the --workers supervisor restarted after they died"
+
+
+class RestartBackoff:
+    """How long to wait before restarting a worker that died: first_s after a worker that
+    lived, doubling after each one that died young (a crash loop), up to max_s."""
+
+    def __init__(self, first_s: float = 0.5, max_s: float = 30.0, stable_s: float = 60.0):
+        self.first_s, self.max_s, self.stable_s = first_s, max_s, stable_s
+        self._next = first_s
+
+    def delay(self, lived_s: float) -> float:
+        if lived_s >= self.stable_s:
+            self._next = self.first_s
+        delay, self._next = self._next, min(self._next * 2, self.max_s)
+        return delay
 
 
 def setup_logging(cfg: Config) -> None:
@@ -80,6 +98,7 @@ class Supervisor:
         self.mp = multiprocessing.get_context("spawn")  # no fork: gRPC and threads do not survive it
         self.ready = self.mp.Queue()
         self.workers: list = []
+        self.started: list[float] = []  # when each slot's worker was started (monotonic)
         self.stopping = threading.Event()
 
     def _spawn(self):
@@ -116,6 +135,7 @@ class Supervisor:
         from prometheus_client.multiprocess import MultiProcessCollector
 
         self.workers = [self._spawn() for _ in range(self.cfg.workers)]
+        self.started = [time.monotonic()] * len(self.workers)
         try:
             version = self._await_ready(len(self.workers))
         except Exception:
@@ -130,15 +150,30 @@ class Supervisor:
         return version
 
     def _watch(self) -> None:
-        """Restart a worker that died unexpectedly (its gauges leave the scrape)."""
-        from prometheus_client import multiprocess
+        """Restart a worker that died unexpectedly (its gauges leave the scrape), after
+        a backoff that grows while replacements keep dying young."""
+        from prometheus_client import Counter, multiprocess
 
-        while not self.stopping.wait(0.5):
+        # Not service.metrics (its gauges would count this process as a worker): the same
+        # counter by name, its value a file in the multiprocess directory like the workers'.
+        restarts = Counter(WORKER_RESTARTS, WORKER_RESTARTS_HELP, registry=None)
+        backoff = [RestartBackoff() for _ in self.workers]
+        due: dict[int, float] = {}  # slot -> when its replacement starts
+        while not self.stopping.wait(0.1):
+            now = time.monotonic()
             for i, p in enumerate(self.workers):
-                if not p.is_alive() and not self.stopping.is_set():
-                    log.error("worker %s exited with %s; starting another", p.pid, p.exitcode)
+                if self.stopping.is_set() or p.is_alive():
+                    continue
+                if i not in due:
+                    delay = backoff[i].delay(now - self.started[i])
+                    log.error("worker %s exited with %s; starting another in %.1fs", p.pid, p.exitcode, delay)
                     multiprocess.mark_process_dead(p.pid, path=str(self.prom_dir))
+                    due[i] = now + delay
+                elif now >= due[i]:
+                    del due[i]
                     self.workers[i] = self._spawn()
+                    self.started[i] = now
+                    restarts.inc()
 
     def stop(self) -> None:
         from prometheus_client import multiprocess

@@ -66,3 +66,12 @@ def test_alert_rules_name_exported_metrics(ranker, metrics_port):
     for metric in _metric_names(text):
         base = re.sub(r"_(bucket|sum|count)$", "", metric)
         assert f"# TYPE {base} " in exported or f"# TYPE {re.sub(r'_total$', '', base)} " in exported, metric
+
+
+def test_alert_rules_fire_on_their_unit_tests(promtool):
+    """ops/prometheus/alerts_test.yml: series in, the alerts that must (and must not) fire."""
+    proc = subprocess.run(
+        [promtool, "test", "rules", str(OPS / "prometheus" / "alerts_test.yml")], capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "SUCCESS" in proc.stdout

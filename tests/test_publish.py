@@ -161,3 +161,36 @@ def test_gate_re_ranks_the_serving_model_on_the_candidates_window(learned_bundle
     assert cmp.candidate == pytest.approx(report["gate"]["value"], abs=1e-12)
     saved_serving = json.loads((serving / contract.REPORT_JSON_FILE).read_text())["gate"]["value"]
     assert cmp.serving != saved_serving  # judged on the candidate's window, not on its own
+
+
+def test_cli_publish_of_a_corrupt_bundle_is_one_line_naming_the_file_and_exit_2(own_redis, models, tmp_path):
+    """Bytes flipped in a bundle's file: refused before anything is written, one line
+    naming the file and the reason, exit status 2, no traceback."""
+    server, client = own_redis
+    models_dir, good, _ = models
+    client.flushall()
+    publishing.publish(good, client, progress=False)
+    bad_models = tmp_path / "models"
+    bad = bad_models / "20990101T000000Z-corrupt0"
+    shutil.copytree(good, bad)
+    manifest = json.loads((bad / contract.MANIFEST_FILE).read_text())
+    manifest["model_version"] = bad.name
+    (bad / contract.MANIFEST_FILE).write_text(json.dumps(manifest))
+    with open(bad / contract.POST_VECTORS_FILE, "r+b") as fh:
+        fh.seek(200)
+        fh.write(b"\xff" * 16)
+    run = subprocess.run(
+        [sys.executable, "-m", "training", "publish", "--models", str(bad_models)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "NICHEFEED_REDIS_URL": server.url},
+        timeout=120,
+    )
+    assert run.returncode == 2
+    lines = run.stderr.strip().splitlines()
+    assert lines == [
+        f"error: not published: {bad}: {contract.POST_VECTORS_FILE} does not match its checksum in the manifest "
+        "(corrupt or half-written)"
+    ]
+    assert publishing.current_version(client) == good.name
+    assert keys_of(client, bad.name) == 0

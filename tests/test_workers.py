@@ -66,6 +66,8 @@ def two_workers(tiny_bundle, tmp_path_factory):
             "data",
             "--redis-timeout-ms",
             "1500",
+            "--redis-max-budget-ms",
+            "1500",
             "--drain-s",
             "10",
         ],
@@ -150,7 +152,7 @@ def test_a_leave_hides_the_group_in_every_worker_on_the_next_request(two_workers
 
 
 def test_sigterm_drains_requests_in_flight(two_workers):
-    """Redis paused so that requests stay in flight (each waits for its Redis timeout,
+    """Redis paused so that requests stay in flight (each waits for its Redis budget,
     1.5 s, then answers degraded); SIGTERM arrives while they wait: each still gets its
     answer, and the server exits 0."""
     proc, grpc_port, metrics_port, server = two_workers

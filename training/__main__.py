@@ -16,6 +16,7 @@ from pathlib import Path
 import redis
 
 from core import contract, settings
+from core.bundle import BundleError
 from core.embedded_redis import EmbeddedRedis, EmbeddedRedisError
 from core.flags import add_flags, from_flags
 from training import publish as publishing
@@ -29,11 +30,12 @@ DEFAULT_MODELS = Path("models")
 
 @contextlib.contextmanager
 def redis_client():
-    """The configured Redis, or the project's private one started for this command."""
+    """The configured Redis, or the project's private one: the one `make serve` runs if it
+    runs (publish and rollback beside a serving service), else one started for this command."""
     url = settings.redis_url_from_env()
     embedded = None
     if not url:
-        embedded = EmbeddedRedis(settings.var_dir_from_env() / "redis").start()
+        embedded = EmbeddedRedis(settings.var_dir_from_env() / "redis").attach_or_start()
         url = embedded.url
     client = redis.Redis.from_url(url, socket_timeout=30, socket_connect_timeout=3)
     try:
@@ -140,6 +142,9 @@ def cmd_publish(args) -> None:
         except publishing.GateRefused as exc:
             print(f"error: {exc}", file=sys.stderr)
             raise SystemExit(3) from None
+        except BundleError as exc:  # corrupt or half-written: the file and the reason
+            print(f"error: not published: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None
     print(f"published {version} from {bundle}; serving switches at its next pointer check")
 
 
@@ -190,6 +195,9 @@ def cmd_ensure(args) -> None:
         if current is None or not loadable(args.models / current):
             # Whatever the pointer names cannot serve: the gate has nothing to protect.
             publishing.publish(bundle, client, keep=args.keep, force=True)
+        elif not client.exists(contract.published_key(current)):
+            # Its keys were lost, or it was published before the marker existed: write them again.
+            publishing.publish(args.models / current, client, keep=args.keep, force=True)
         else:
             print(f"serving version {current} is published")
 

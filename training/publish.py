@@ -188,11 +188,14 @@ def publish(
     prune_bundles: bool = False,
     progress: bool = True,
 ) -> str:
-    """Gate, write the bundle's keys, flip the pointer, prune. Raises GateRefused."""
+    """Verify, gate, write the bundle's keys, flip the pointer, prune. Raises BundleError
+    (the bundle cannot be served) or GateRefused."""
     bundle_dir = Path(bundle_dir)
     t0 = time.perf_counter()
-    log(check_gate(bundle_dir, client, bundle_dir.parent, force))
+    # Verified first: a corrupt bundle is refused (BundleError) before the gate spends
+    # time on it and before anything is written.
     bundle = load_bundle(bundle_dir, verify=True)
+    log(check_gate(bundle_dir, client, bundle_dir.parent, force))
     version = bundle.version
     log(f"publishing {version} from {bundle_dir}")
     _write(client, user_entries(bundle), len(bundle.user_ids), "users", progress)
@@ -208,6 +211,7 @@ def publish(
     removed = carry_removals(client, version)
     if removed:
         log(f"posts moderators took out of feeds, still out: {removed}")
+    client.set(contract.published_key(version), bundle.manifest.created_at)  # every key is in
     flip(client, version)
     log(f"current version: {previous} -> {version} ({time.perf_counter() - t0:.1f}s)")
     prune(client, keep, bundle_dir.parent if prune_bundles else None)

@@ -27,7 +27,6 @@ class FeedRankerServicer(ranking_pb2_grpc.FeedRankerServicer):
         self.clock = clock
         self.live_for = live_for  # version -> that version's LiveIndex, or None
         self._latency = METRICS.latency.labels(method="Rank")
-        self._ok = METRICS.requests.labels(method="Rank", code="OK")
         self._in_flight = METRICS.in_flight
 
     def Rank(self, request, context):
@@ -35,20 +34,16 @@ class FeedRankerServicer(ranking_pb2_grpc.FeedRankerServicer):
         request_id = dict(context.invocation_metadata()).get("x-request-id", "")[:64]
         if not request_id.isprintable() or not request_id:
             request_id = uuid.uuid4().hex[:16]
-        code = "OK"
         self._in_flight.inc()
         try:
             if request is UNDECODABLE:
-                code = "INVALID_ARGUMENT"
                 context.abort(grpc.StatusCode.INVALID_ARGUMENT, "request: not a valid nichefeed.v1.RankRequest")
             bundle: Bundle | None = self.holder.current
             if bundle is None:
-                code = "UNAVAILABLE"
                 context.abort(grpc.StatusCode.UNAVAILABLE, "no model loaded yet")
             remaining = context.time_remaining()
             deadline = time.monotonic() + remaining if remaining is not None and remaining < 1e6 else None
             if deadline is not None and remaining <= 0:
-                code = "DEADLINE_EXCEEDED"
                 context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline passed before the request was read")
             query = RankQuery(
                 user_id=request.user_id,
@@ -70,10 +65,8 @@ class FeedRankerServicer(ranking_pb2_grpc.FeedRankerServicer):
                     )
                 )
             except ServiceError as exc:
-                code = exc.code
                 abort(context, exc)
             except Exception:
-                code = "INTERNAL"
                 log.exception("Rank failed request_id=%s", request_id)
                 context.abort(grpc.StatusCode.INTERNAL, f"internal error (request id {request_id})")
             if ctx.degraded:
@@ -96,8 +89,7 @@ class FeedRankerServicer(ranking_pb2_grpc.FeedRankerServicer):
             )
         finally:
             self._in_flight.dec()
-            self._latency.observe(time.perf_counter() - t0)
-            (self._ok if code == "OK" else METRICS.requests.labels(method="Rank", code=code)).inc()
+            self._latency.observe(time.perf_counter() - t0)  # calls by status: api/accounting.py
 
 
 def rank_handlers(servicer: FeedRankerServicer) -> grpc.GenericRpcHandler:

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import redis
 
+from core import contract
 from core.bundle import Bundle
-from service.errors import Unavailable
-from service.reload import BundleHolder
+from service.errors import InvalidArgument, Unavailable
+from service.reload import BundleHolder, data_missing_message
 from service.writes.batches import EngagementBatch, PostBatch
 from service.writes.graph import GraphBatch, RuleBatch
 
@@ -34,6 +35,8 @@ class WriteApplier:
         bundle = self.holder.current
         if bundle is None:
             raise Unavailable("no model loaded yet")
+        if self.holder.data_missing:  # Redis came back empty: retryable, not the client's mistake
+            raise Unavailable(self.holder.data_missing)
         return bundle
 
     def apply(self, batch, events, now: float, offset: int = 0) -> tuple[int, int]:
@@ -48,7 +51,13 @@ class WriteApplier:
             for command in batch.reads(bundle, events):
                 pipe.execute_command(*command)
             replies = pipe.execute()
-            keys, argv = batch.script_args(bundle, events, replies, now, offset)
+            try:
+                keys, argv = batch.script_args(bundle, events, replies, now, offset)
+            except InvalidArgument:
+                # "unknown post" before the reloader noticed that Redis lost the data.
+                if not self.client.exists(contract.published_key(bundle.version)):
+                    raise Unavailable(data_missing_message(bundle.version)) from None
+                raise
             reply = self._scripts[batch.kind](keys=keys, args=argv)
             return batch.finish(bundle, reply, events, offset)
         except REDIS_ERRORS as exc:
