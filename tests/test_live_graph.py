@@ -405,3 +405,32 @@ def test_a_publish_keeps_live_leaves_and_removals(world, learned_bundle):
     assert shown(world.rank(user, candidate_post_ids=new_posts)) == set()
     seen_by_reader = shown(world.rank(reader, candidate_post_ids=new_posts))
     assert posts[1] not in seen_by_reader and seen_by_reader == set(new_posts) - {posts[1]}
+
+
+def test_fold_log_folds_graph_events_into_memberships(world, tiny_data, tmp_path):
+    """The loop closes: the next training learns the live graph (make fold-log)."""
+    from training.live_log import fold_log
+    from training.load import load_dataset
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data, data)
+    joiner, leaver, banned = world.outsider(PUBLIC, skip=11), world.member(PUBLIC, skip=4), world.member(PUBLIC, skip=5)
+    world.graph(
+        ev(gpb.GRAPH_OP_JOIN, joiner, PUBLIC, role=gpb.ROLE_TRUSTED),
+        ev(gpb.GRAPH_OP_LEAVE, leaver, PUBLIC),
+        ev(gpb.GRAPH_OP_BAN, banned, PUBLIC),
+        ev(gpb.GRAPH_OP_CREATE_USER, "signup-fold", community_ids=[PUBLIC, PRIVATE]),
+        ev(gpb.GRAPH_OP_MUTE, joiner, PRIVATE),
+    )
+    folded = fold_log(world.client, data)
+    assert folded.memberships >= 4 and folded.not_folded >= 1  # the mute stays live only
+
+    ds = load_dataset(data)
+    users, communities = list(ds.user_ids), list(ds.community_ids)
+    have = {
+        (users[u], communities[c]): int(r) for u, c, r in zip(ds.m_user.tolist(), ds.m_community.tolist(), ds.m_role)
+    }
+    assert have[(joiner, PUBLIC)] == contract.ROLE_TRUSTED
+    assert (leaver, PUBLIC) not in have and (banned, PUBLIC) not in have
+    assert have[("signup-fold", PUBLIC)] == have[("signup-fold", PRIVATE)] == contract.ROLE_MEMBER
+    assert not fold_log(world.client, data).anything  # nothing folds twice

@@ -162,11 +162,19 @@ def cmd_fold_log(args) -> None:
     from training.live_log import fold_log
 
     with redis_client() as client:
-        posts, events, last = fold_log(client, args.data)
-    if posts or events:
-        print(f"folded {posts} post events and {events} engagements into {args.data} (log position {last})")
-    else:
+        f = fold_log(client, args.data)
+    if not f.anything:
         print(f"nothing new in the event log; {args.data} unchanged")
+        return
+    print(
+        f"folded {f.posts} post events, {f.engagements} engagements and {f.memberships} membership events "
+        f"into {args.data} (log position {f.last})"
+    )
+    if f.not_folded:
+        print(
+            f"{f.not_folded} events stay live only (blocks, mutes, bans ended, moderators' rules; "
+            f"membership events too when {args.data} has no memberships.csv)"
+        )
 
 
 def cmd_convert(args) -> None:

@@ -21,6 +21,7 @@ from core.retrieval import HOT_LIST_KEEP
 from core.scoring import NON_MEMBER_STANDING, ROLE_STANDING
 from nichefeed.v1 import writes_pb2
 from service.errors import AlreadyExists, InvalidArgument
+from service.writes.markers import digest, refusal, reused_id
 from service.writes.scripts import ENGAGEMENTS_LUA, POSTS_LUA
 from service.writes.validate import check_id, check_ts
 from service.writes.vectors import FoldIn, engagement_stats, fold_in_for, publish_moved
@@ -106,10 +107,13 @@ class PostBatch:
                 created,
                 writes_pb2.Visibility.Name(e.visibility),
             )
-            argv += [op, e.post_id, record, e.community_id, e.author_id, vector, created, payload]
+            argv += [op, e.post_id, record, e.community_id, e.author_id, vector, created, payload, digest(e)]
         return keys, argv
 
     def finish(self, bundle: Bundle, reply, events=(), offset: int = 0) -> tuple[int, int]:
+        refused = refusal(reply)
+        if refused:
+            raise reused_id(events, refused[0], offset)
         applied, dups = reply
         return int(applied), int(dups)
 
@@ -233,10 +237,14 @@ class EngagementBatch:
                 e.post_id,
                 ts,
                 contract.encode_log(e.event_id, e.user_id, e.post_id, kind, ts),
+                digest(e),
             ]
         return keys, argv
 
     def finish(self, bundle: Bundle, reply, events=(), offset: int = 0) -> tuple[int, int]:
+        refused = refusal(reply)
+        if refused:
+            raise reused_id(events, refused[0], offset)
         if len(reply) > 2:
             dim = bundle[contract.USER_FACTORS_FILE].shape[1]
             publish_moved(self.client, bundle, self.fold_in(bundle), reply[2:], dim)

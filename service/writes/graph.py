@@ -12,12 +12,11 @@ bundle learnt, and core/live_graph.py lets it win over the bundle's snapshot.
 
 from __future__ import annotations
 
-import hashlib
-
 from core import contract
 from core.bundle import Bundle
 from nichefeed.v1 import graph_pb2
 from service.errors import AlreadyExists, FailedPrecondition, InvalidArgument, PermissionDenied
+from service.writes.markers import digest, refusal, reused_id
 from service.writes.scripts import GRAPH_LUA, RULES_LUA
 from service.writes.validate import check_id, check_ts
 
@@ -47,11 +46,6 @@ _RULE_OP = {
 _POST_RULES = {"pin", "unpin", "remove", "restore"}
 
 
-def digest(event) -> str:
-    """What the event's applied marker holds: the same id with another event is refused."""
-    return hashlib.blake2b(event.SerializeToString(deterministic=True), digest_size=12).hexdigest()
-
-
 def applied_at(bundle: Bundle, now: float) -> int:
     """The stamp of a live entry (module docstring: never at or before the data end)."""
     return max(int(now), bundle.data_end_ts + 1)
@@ -76,13 +70,12 @@ def check_community(bundle: Bundle, value: str, where: str) -> int:
     return c
 
 
-def raise_refusal(reply, events, offset: int, field_of) -> None:
-    """A script's {'err', i, reason} as the error naming events[i].field."""
-    i, reason = int(reply[1]), reply[2].decode() if isinstance(reply[2], bytes) else str(reply[2])
+def raise_refusal(i: int, reason: str, events, offset: int) -> None:
+    """A script's refusal of events[i] as the error naming its field."""
     e = events[i]
     at = f"events[{i + offset}]"
     if reason == "conflict":
-        raise InvalidArgument(f"{at}.event_id", f"{e.event_id!r} was already used for a different event")
+        raise reused_id(events, i, offset)
     if reason == "exists":
         raise AlreadyExists(f"{at}.user_id", f"user {e.user_id!r} already exists")
     if reason == "banned":
@@ -95,7 +88,7 @@ def raise_refusal(reply, events, offset: int, field_of) -> None:
         )
     if reason == "denied":
         raise PermissionDenied(f"{at}.moderator_id", f"{e.moderator_id!r} is not a moderator of {e.community_id!r}")
-    raise InvalidArgument(f"{at}.{field_of}", reason)
+    raise InvalidArgument(f"{at}.op", reason)
 
 
 class GraphBatch:
@@ -169,8 +162,9 @@ class GraphBatch:
         return keys, argv
 
     def finish(self, bundle: Bundle, reply, events=(), offset: int = 0) -> tuple[int, int]:
-        if reply and reply[0] in (b"err", "err"):
-            raise_refusal(reply, events, offset, "op")
+        refused = refusal(reply)
+        if refused:
+            raise_refusal(*refused, events, offset)
         return int(reply[0]), int(reply[1])
 
 
@@ -260,6 +254,7 @@ class RuleBatch:
         return keys, argv
 
     def finish(self, bundle: Bundle, reply, events=(), offset: int = 0) -> tuple[int, int]:
-        if reply and reply[0] in (b"err", "err"):
-            raise_refusal(reply, events, offset, "op")
+        refused = refusal(reply)
+        if refused:
+            raise_refusal(*refused, events, offset)
         return int(reply[0]), int(reply[1])

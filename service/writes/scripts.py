@@ -9,19 +9,50 @@ from __future__ import annotations
 from core import contract
 from core.hotness import MAX_EXPONENT
 
+# Every script checks every event first and applies only if all pass (a Lua error
+# mid-way would leave the events before it applied): a refused batch changes nothing.
+# An applied marker holds the event's digest (service/writes/markers.py), so the same id sent with a different
+# event is refused instead of being counted as a duplicate ('1' is a marker written
+# before digests, taken as matching).
+_MARKERS_LUA = """
+local function marker(akey, digest, i, batch_ids)
+  local seen = batch_ids[akey]
+  if seen ~= nil then
+    if seen ~= digest then return 'conflict' end
+    return 'dup'
+  end
+  batch_ids[akey] = digest
+  local cur = redis.call('GET', akey)
+  if not cur then return 'new' end
+  if cur ~= digest and cur ~= '1' then return 'conflict' end
+  return 'dup'
+end
+"""
+
 # KEYS: live stream, event log, then (applied, post, community recent list) per event.
-# ARGV: ttl, flags offset, log maxlen, recent list length, then 8 per event:
-#       op, post id, record (create), community id, author id, vector (create), created_at, log payload.
+# ARGV: ttl, flags offset, log maxlen, recent list length, then 9 per event:
+#       op, post id, record (create), community id, author id, vector (create), created_at,
+#       log payload, digest.
 # op: "create" | "flags:<set>:<clear>" | "delete"
-POSTS_LUA = """
+# Returns {applied, dups} or {'err', event index (0-based), 'conflict'}.
+POSTS_LUA = (
+    _MARKERS_LUA
+    + """
 local ttl, off, maxlen, keep = ARGV[1], tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
 local applied, dups = 0, 0
 local n = (#KEYS - 2) / 3
+local status, batch_ids = {}, {}
+for i = 0, n - 1 do
+  local m = marker(KEYS[3 + 3 * i], ARGV[5 + 9 * i + 8], i, batch_ids)
+  if m == 'conflict' then return {'err', i, 'conflict'} end
+  status[i] = m
+end
 for i = 0, n - 1 do
   local akey, pkey, rkey = KEYS[3 + 3 * i], KEYS[4 + 3 * i], KEYS[5 + 3 * i]
-  local a = 5 + 8 * i
+  local a = 5 + 9 * i
   local op, pid = ARGV[a], ARGV[a + 1]
-  if redis.call('SET', akey, '1', 'NX', 'EX', ttl) then
+  if status[i] == 'new' then
+    redis.call('SET', akey, ARGV[a + 8], 'EX', ttl)
     applied = applied + 1
     if op == 'create' then
       redis.call('SET', pkey, ARGV[a + 2])
@@ -55,15 +86,19 @@ for i = 0, n - 1 do
 end
 return {applied, dups}
 """.replace("@LOG_POST@", contract.LOG_POST)
+)
 
 # KEYS: event log, then (applied, post, stats, user's seen set, community hot list) per event.
 # ARGV: ttl, positives offset, negatives offset, views offset, dim, log maxlen, seen kept,
 #       hot offset (hot f4 then hot_at f8), half-life s, hot-list epoch, hot-list length,
-#       then 7 per event: positives add, negatives add, views add, stats delta ('' = none),
-#       post id, timestamp, payload.
+#       then 8 per event: positives add, negatives add, views add, stats delta ('' = none),
+#       post id, timestamp, payload, digest.
 # Hotness follows core/hotness.py (`add` for the record, `list_score` for the hot list).
-# Returns {applied, dups, post key, stats, post key, stats, ...} for moved posts.
-ENGAGEMENTS_LUA = """
+# Returns {applied, dups, post key, stats, post key, stats, ...} for moved posts, or
+# {'err', event index (0-based), 'conflict'}.
+ENGAGEMENTS_LUA = (
+    _MARKERS_LUA
+    + """
 local ttl = ARGV[1]
 local offs = {tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])}
 local dim, maxlen, seen_keep = tonumber(ARGV[5]), ARGV[6], tonumber(ARGV[7])
@@ -72,10 +107,17 @@ local fmt = '<' .. string.rep('f', dim + 1)
 local applied, dups = 0, 0
 local moved = {}
 local n = (#KEYS - 1) / 5
+local status, batch_ids = {}, {}
+for i = 0, n - 1 do
+  local m = marker(KEYS[2 + 5 * i], ARGV[12 + 8 * i + 7], i, batch_ids)
+  if m == 'conflict' then return {'err', i, 'conflict'} end
+  status[i] = m
+end
 for i = 0, n - 1 do
   local akey, pkey, skey, seen, hkey = KEYS[2 + 5 * i], KEYS[3 + 5 * i], KEYS[4 + 5 * i], KEYS[5 + 5 * i], KEYS[6 + 5 * i]
-  local a = 12 + 7 * i
-  if redis.call('SET', akey, '1', 'NX', 'EX', ttl) then
+  local a = 12 + 8 * i
+  if status[i] == 'new' then
+    redis.call('SET', akey, ARGV[a + 7], 'EX', ttl)
     applied = applied + 1
     for j = 1, 3 do
       local add = tonumber(ARGV[a + j - 1])
@@ -127,26 +169,7 @@ local out = {applied, dups}
 for k, v in pairs(moved) do out[#out + 1] = k; out[#out + 1] = v end
 return out
 """.replace("@LOG_ENGAGEMENT@", contract.LOG_ENGAGEMENT).replace("@MAX_EXPONENT@", repr(MAX_EXPONENT))
-
-# Both graph scripts check every event first and apply only if all pass (a Lua error
-# mid-way would leave the events before it applied): a refused batch changes nothing.
-# An applied marker holds the event's digest, so the same id sent with a different
-# event is refused instead of being counted as a duplicate ('1' is a marker written
-# before digests, taken as matching).
-_MARKERS_LUA = """
-local function marker(akey, digest, i, batch_ids)
-  local seen = batch_ids[akey]
-  if seen ~= nil then
-    if seen ~= digest then return 'conflict' end
-    return 'dup'
-  end
-  batch_ids[akey] = digest
-  local cur = redis.call('GET', akey)
-  if not cur then return 'new' end
-  if cur ~= digest and cur ~= '1' then return 'conflict' end
-  return 'dup'
-end
-"""
+)
 
 # KEYS: event log, then (applied, user's graph hash, user's block set) per event.
 # ARGV: ttl, log maxlen, data end, applied-at, block list max, then 8 per event:
