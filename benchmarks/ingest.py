@@ -12,6 +12,9 @@ loopback, in jobs bounded by seconds and by an event count:
           `applied` / the job's wall time; the time of every stream is kept.
   batches the same streams through StreamEngagementBatches, `batch` events a message.
   unary   `callers` concurrent WriteEngagements calls of `batch` events each, closed loop.
+  graph   `callers` concurrent CommunityGraph/WriteGraph calls of `batch` graph events each
+          (joins, leaves, mutes, unmutes in equal shares, ingest users x the world's
+          communities), closed loop.
 
 Events: unique event_ids (run token + job + caller + counter), user ids drawn uniformly
 from users reserved for ingest (never used by the Rank callers of the same run, so the
@@ -50,9 +53,18 @@ class _World:
     """What events are drawn from (sent once per bench world with a 'setup' job)."""
 
     def __init__(self, setup: dict):
-        from nichefeed.v1 import writes_pb2
+        from nichefeed.v1 import graph_pb2, writes_pb2
 
         self.users = list(setup["users"])
+        self.communities = np.load(os.path.join(setup["bundle"], "community_ids.npy")).tolist()
+        self.graph_ops = [
+            graph_pb2.GRAPH_OP_JOIN,
+            graph_pb2.GRAPH_OP_LEAVE,
+            graph_pb2.GRAPH_OP_MUTE,
+            graph_pb2.GRAPH_OP_UNMUTE,
+        ]
+        self.GraphEvent = graph_pb2.GraphEvent
+        self.GraphRequest = graph_pb2.WriteGraphRequest
         self.post_ids = np.load(os.path.join(setup["bundle"], "post_ids.npy"), mmap_mode="r")
         weights = None
         views = os.path.join(setup["bundle"], "post_views.npy")
@@ -84,6 +96,16 @@ class _World:
             for i, (u, p, k) in enumerate(zip(users.tolist(), posts.tolist(), kinds.tolist()))
         ]
 
+    def graph_events(self, rng: np.random.Generator, n: int, prefix: str, start: int) -> list:
+        users = rng.integers(0, len(self.users), size=n).tolist()
+        comms = rng.integers(0, len(self.communities), size=n).tolist()
+        ops = rng.integers(0, len(self.graph_ops), size=n).tolist()
+        ev, uid, cid, gop = self.GraphEvent, self.users, self.communities, self.graph_ops
+        return [
+            ev(event_id=f"{prefix}{start + i}", op=gop[o], user_id=uid[u], community_id=cid[c])
+            for i, (u, c, o) in enumerate(zip(users, comms, ops))
+        ]
+
 
 def _channel(addr: str):
     import grpc
@@ -95,7 +117,7 @@ def _channel(addr: str):
 def _run_job(job: dict, world: _World, conn) -> dict:
     import grpc
 
-    from nichefeed.v1 import writes_pb2_grpc
+    from nichefeed.v1 import graph_pb2_grpc, writes_pb2_grpc
 
     op, k = job["op"], job["concurrency"]
     max_events = job["max_events"]
@@ -104,6 +126,7 @@ def _run_job(job: dict, world: _World, conn) -> dict:
     for ch in channels:
         grpc.channel_ready_future(ch).result(timeout=10)
     stubs = [writes_pb2_grpc.FeedWriterStub(ch) for ch in channels]
+    graph_stubs = [graph_pb2_grpc.CommunityGraphStub(ch) for ch in channels]
     budget = [max_events]
     lock = threading.Lock()
     calls: list[list] = [[] for _ in range(k)]  # (seconds, events sent, applied, duplicates)
@@ -127,7 +150,8 @@ def _run_job(job: dict, world: _World, conn) -> dict:
             n = take(per_call)
             if n <= 0:
                 break
-            events = world.events(rng, n, prefix, sent_total)  # built before the call's timer
+            make = world.graph_events if op == "graph" else world.events
+            events = make(rng, n, prefix, sent_total)  # built before the call's timer
             sent = [0]
             t0 = time.perf_counter()
             try:
@@ -151,6 +175,9 @@ def _run_job(job: dict, world: _World, conn) -> dict:
                             yield world.Request(events=events[j : j + size])
 
                     resp = stubs[i].StreamEngagementBatches(gen_batches(), timeout=RPC_TIMEOUT_S)
+                elif op == "graph":
+                    sent[0] = n
+                    resp = graph_stubs[i].WriteGraph(world.GraphRequest(events=events), timeout=RPC_TIMEOUT_S)
                 else:
                     sent[0] = n
                     resp = stubs[i].WriteEngagements(world.Request(events=events), timeout=RPC_TIMEOUT_S)

@@ -528,6 +528,7 @@ def _ingest(ing: dict | None) -> list[str]:
             what = {
                 "stream": f"StreamEngagements x{x['concurrency']}",
                 "batches": f"StreamEngagementBatches x{x['concurrency']}",
+                "graph": f"WriteGraph x{x['concurrency']} callers (graph events)",
             }.get(x["op"], f"WriteEngagements x{x['concurrency']} callers")
             streamed = x["op"] in ("stream", "batches")
             rows.append(
@@ -638,7 +639,68 @@ def _ingest(ing: dict | None) -> list[str]:
             + ".",
             "",
         ]
-    return lines
+    return lines + _live_graph(ing)
+
+
+def _live_graph(ing: dict) -> list[str]:
+    """Rank when every user has a live graph, beside Rank with empty graphs and the floor."""
+    rows = []
+    entries = None
+    for r in ing["rows"]:
+        g = r.get("rank_live_graph")
+        if not r.get("available") or not g:
+            continue
+        entries = g["entries_per_user"]
+        i, k, f = r["rank_idle"]["rank"], g["rank"], g["floor"]
+
+        def x(a, b):
+            return _f(a / b) if a and b else "-"
+
+        rows.append(
+            [
+                r["workers"],
+                ing["rank_concurrency"],
+                i.get("p50_ms"),
+                i.get("p99_ms"),
+                k.get("p50_ms"),
+                k.get("p99_ms"),
+                f.get("p50_ms"),
+                f.get("p99_ms"),
+                x(k.get("p50_ms"), i.get("p50_ms")),
+                x(k.get("p50_ms"), f.get("p50_ms")),
+                x(k.get("p99_ms"), f.get("p99_ms")),
+                (g.get("cpu") or {}).get("server_ms_per_call"),
+                (r["rank_idle"].get("cpu") or {}).get("server_ms_per_call"),
+            ]
+        )
+    if not rows:
+        return []
+    return [
+        f"Rank when every user has a live community graph ({entries['joins']} groups joined since training, "
+        f"{entries['leaves']} left, {entries['mutes']} muted: the graph is read in the user's round trip, and the "
+        "joined groups' lists in a second one), beside the same Rank with empty graphs (idle, above) and the "
+        "floor measured right after, same server, same callers:",
+        "",
+        *_table(
+            [
+                "procs",
+                "callers",
+                "empty graphs p50 ms",
+                "p99",
+                "live graphs p50 ms",
+                "p99",
+                "floor p50 ms",
+                "floor p99",
+                "x p50 vs empty",
+                "x p50 vs floor",
+                "x p99 vs floor",
+                "server CPU ms/call (live)",
+                "(empty)",
+            ],
+            rows,
+        ),
+        "",
+    ]
 
 
 def write(out: dict, out_dir: Path) -> tuple[Path, Path]:

@@ -20,6 +20,7 @@ Results: benchmarks/results/latest.{json,md}.
 
 from __future__ import annotations
 
+import json
 import os
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # before numpy/faiss: single-query search as in the server
@@ -450,6 +451,7 @@ def _ingest_server(
     row["ingest"] = []
     redis_pid = scratch.proc.pid if scratch.proc else None
     runs = [("stream", k) for k in plan.ingest_streams] + [("batches", 1)] + [("unary", plan.ingest_unary_callers)]
+    runs += [("graph", plan.ingest_unary_callers)]
     for op, k in runs:
         spids = server.pids()
         s0, r0, l0 = cpu_seconds(spids), cpu_seconds([redis_pid] if redis_pid else []), cpu_seconds([ing.pid])
@@ -487,6 +489,55 @@ def _ingest_server(
             + (f" errors {r['errors']}" if r["errors"] else "")
         )
     live["end"] = _gauge(server.scrape(), "nichefeed_live_index_posts")
+    row["rank_live_graph"] = _rank_with_live_graphs(lg_run, lg, server, scratch, plan, rank_users, view, job, c)
+
+
+GRAPH_JOINS, GRAPH_LEAVES, GRAPH_MUTES = 3, 3, 2  # live entries per Rank user in the live-graph row
+
+
+def _rank_with_live_graphs(lg_run, lg, server, scratch, plan, rank_users, view, job, c) -> dict:
+    """Rank when every user has a live graph (joins since training, leaves, mutes), against
+    Rank with empty graphs (rank_idle) and the floor at the same concurrency: the cost of
+    reading the live graph in the user's round trip, and of the second round trip that a
+    join since training adds. The entries are removed afterwards (the next row starts clean)."""
+    communities = np.load(view.bundle_dir / contract.COMMUNITY_IDS_FILE).tolist()
+    manifest = json.loads((view.bundle_dir / contract.MANIFEST_FILE).read_text())
+    at = max(int(time.time()), int(manifest["params"].get("data_end_ts", 0)) + 1)
+    rng = np.random.default_rng(5)
+    client = redis.Redis.from_url(scratch.url, socket_timeout=30)
+    keys = [contract.graph_key(u) for u in rank_users]
+    try:
+        pipe = client.pipeline(transaction=False)
+        for key in keys:
+            picks = rng.choice(len(communities), size=GRAPH_JOINS + GRAPH_LEAVES + GRAPH_MUTES, replace=False)
+            entry = {}
+            for j, ci in enumerate(picks.tolist()):
+                name = communities[ci]
+                if j < GRAPH_JOINS:
+                    entry[contract.GRAPH_COMMUNITY + name] = contract.encode_graph_entry(contract.ROLE_MEMBER, at)
+                elif j < GRAPH_JOINS + GRAPH_LEAVES:
+                    entry[contract.GRAPH_COMMUNITY + name] = contract.encode_graph_entry(contract.GRAPH_LEFT, at)
+                else:
+                    entry[contract.GRAPH_MUTED + name] = at
+            pipe.hset(key, mapping=entry)
+        pipe.execute()
+        lg_run.warm(plan.warmup_s)
+        measured = lg_run.measure(plan.ingest_rank_s)
+        floor = lg.run("floor", c, plan.ingest_rank_s, **job).summary()
+    finally:
+        for i in range(0, len(keys), 10_000):
+            client.delete(*keys[i : i + 10_000])
+        client.close()
+    r = measured["rank"]
+    log(
+        f"  c={c} rank with live graphs ({GRAPH_JOINS} joins, {GRAPH_LEAVES} leaves, {GRAPH_MUTES} mutes a user) "
+        f"p50 {r.get('p50_ms')} p99 {r.get('p99_ms')} ms | floor p50 {floor.get('p50_ms')} p99 {floor.get('p99_ms')} ms"
+    )
+    return {
+        **measured,
+        "floor": floor,
+        "entries_per_user": {"joins": GRAPH_JOINS, "leaves": GRAPH_LEAVES, "mutes": GRAPH_MUTES},
+    }
 
 
 class _RankRunner:

@@ -57,13 +57,15 @@ def test_bench_runs_on_tiny_world(published, redis_server, redis_client, tmp_pat
     assert ing["users"]["disjoint"] and ing["users"]["rank"] > 0 and ing["users"]["ingest"] > 0
     [row] = ing["rows"]
     assert row["available"] and row["workers"] == 1
-    assert {x["op"] for x in row["ingest"]} == {"stream", "batches", "unary"}
+    assert {x["op"] for x in row["ingest"]} == {"stream", "batches", "unary", "graph"}
     for x in [*row["ingest"], row["ingest_during_rank"]]:
         assert x["applied"] > 0 and x["applied"] == x["events_sent"], x
         assert x["duplicates"] == 0 and not x["errors"], x
         assert x["events_per_s"] > 0 and x["calls"] > 0
-    for key in ("rank_idle", "rank_ingesting"):
+    for key in ("rank_idle", "rank_ingesting", "rank_live_graph"):
         assert row[key]["rank"]["n"] > 0 and not row[key]["rank"]["errors"]
+    assert row["rank_live_graph"]["floor"]["n"] > 0
+    assert "Rank when every user has a live community graph" in md
     assert ing["redis"]["event_log_entries_after"] >= ing["events_applied_total"]
     assert "## Write path: engagement ingest" in md
     # Writes went to a scratch Redis that is gone; the given Redis saw none of them.
