@@ -434,3 +434,28 @@ def test_fold_log_folds_graph_events_into_memberships(world, tiny_data, tmp_path
     assert (leaver, PUBLIC) not in have and (banned, PUBLIC) not in have
     assert have[("signup-fold", PUBLIC)] == have[("signup-fold", PRIVATE)] == contract.ROLE_MEMBER
     assert not fold_log(world.client, data).anything  # nothing folds twice
+
+
+def test_the_newer_of_live_entry_and_bundle_snapshot_wins_per_community():
+    from core import live_graph
+
+    end = 1_000
+    rows = {"a": 0, "b": 1, "c": 2, "d": 3}
+    graph = live_graph.parse(
+        {
+            b"c:a": b"0:1001",  # left after the data end: the bundle's membership ends
+            b"c:b": b"0:999",  # left before it: training saw what followed (bundle stands)
+            b"c:c": b"3:1500",  # joined as moderator live
+            b"c:d": b"9:10",  # banned before the data end: the trained membership (rejoined since) stands
+            b"m:a": b"1200",
+            b"created": b"1100",
+            b"c:zz": b"1:1100",  # a community the model does not know
+        }
+    )
+    assert graph.muted == {"a"} and graph.created and graph.banned("d")
+    roles = live_graph.effective_roles({0: 1, 1: 2, 3: 1}, graph, rows, end)
+    assert roles == {1: 2, 2: 3, 3: 1}
+    with pytest.raises(contract.ContractError):
+        live_graph.parse({b"c:a": b"member"})
+    weights = live_graph.adjusted_weights({0: 2.5, 1: 1.0}, before={0, 1}, after={1, 2})
+    assert weights == {0: 1.5, 1: 1.0, 2: 1.0}

@@ -131,7 +131,9 @@ class HydrateUser:
         roles = live_graph.effective_roles(bundle_roles, graph, b.community_row, b.data_end_ts)
         lists = dict(zip(asked, zip(reads.recent, reads.hot)))
         if home:
-            joined = [c for c in roles if c not in lists][: max(self.retrieval.communities - len(communities), 0)]
+            # Live joins only (a trained membership outside the heaviest lists stays out, as
+            # trained), beside the trained lists: a group just joined is a strong signal.
+            joined = [c for c in roles if c not in lists and c not in bundle_roles][: self.retrieval.communities]
             if joined:  # groups joined live: one more round trip, only for them
                 try:
                     more = self.store.community_reads(
