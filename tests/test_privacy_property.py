@@ -84,8 +84,9 @@ def small_worlds(draw) -> SmallWorld:
     return SmallWorld(private, members, post_community, post_author, post_deleted, post_old, blocked, seen)
 
 
-def write_world_bundle(world: SmallWorld, models_dir, seed: int) -> str:
-    """A real bundle for `world` (the layout of core/contract.py), written by rename."""
+def write_world_bundle(world: SmallWorld, models_dir, seed: int, scorer: LinearScorer | None = None) -> str:
+    """A real bundle for `world` (the layout of core/contract.py), written by rename; its
+    scorer ranks by affinity alone unless one is given."""
     rng = np.random.default_rng(seed)
     version = f"w{next(_versions):05d}"
     staging = models_dir / f"{contract.STAGING_PREFIX}{version}"
@@ -141,7 +142,7 @@ def write_world_bundle(world: SmallWorld, models_dir, seed: int) -> str:
     index = faiss.IndexIDMap(faiss.IndexFlatIP(d))
     index.add_with_ids(post_v, np.arange(n_posts, dtype=np.int64))  # every post: filters must do the work
     faiss.write_index(index, str(staging / contract.INDEX_FILE))
-    (staging / contract.SCORER_FILE).write_text(LinearScorer.affinity_only().to_json())
+    (staging / contract.SCORER_FILE).write_text((scorer or LinearScorer.affinity_only()).to_json())
     manifest = contract.Manifest(
         model_version=version,
         created_at="2026-01-01T00:00:00Z",
