@@ -345,6 +345,8 @@ def encode_posts(records: np.ndarray) -> list[bytes]:
 def decode_posts(values: list[bytes | None]) -> np.ndarray:
     """Decode an MGET reply; missing or malformed values become all-zero records (not PRESENT)."""
     size = POST_RECORD_SIZE
+    if None not in values and set(map(len, values)) <= {size}:  # the common case, checked in C
+        return np.frombuffer(b"".join(values), dtype=POST_DTYPE)
     joined = b"".join(v if v is not None and len(v) == size else _EMPTY_POST for v in values)
     return np.frombuffer(joined, dtype=POST_DTYPE)
 

@@ -119,7 +119,10 @@ class LiveIndex:
 
     def vectors_for(self, post_ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """(mask of posts this index knows, their vectors) for a candidate list."""
-        slots = np.array([self._slot.get(p, -1) for p in post_ids], dtype=np.int64)
+        if not self._n:
+            return np.zeros(len(post_ids), dtype=bool), self._vectors[:0]
+        get = self._slot.get
+        slots = np.fromiter((get(p, -1) for p in post_ids), dtype=np.int64, count=len(post_ids))
         known = (slots >= 0) & (slots < self._n)
         return known, self._vectors[slots[known]]
 

@@ -9,27 +9,30 @@ from core.scoring import FeatureInputs, feature_matrix
 from service.pipeline import RankContext
 
 
+def lookup(table: dict[int, float], communities: np.ndarray, dtype) -> np.ndarray:
+    """table[c] for each candidate's community c (0 where absent), without a Python loop
+    over the candidates: the table (a few dozen communities) is sorted and searched."""
+    if not table:
+        return np.zeros(len(communities), dtype=dtype)
+    keys = np.fromiter(table.keys(), dtype=np.int64, count=len(table))
+    vals = np.fromiter(table.values(), dtype=dtype, count=len(table))
+    order = np.argsort(keys)
+    keys, vals = keys[order], vals[order]
+    pos = np.clip(np.searchsorted(keys, communities), 0, len(keys) - 1)
+    return np.where(keys[pos] == communities, vals[pos], 0).astype(dtype)
+
+
 def user_roles_of(ctx: RankContext, communities: np.ndarray) -> np.ndarray:
     """The user's role code in each candidate's community (0 where not a member).
 
     From ctx.user_roles, which is empty when memberships could not be confirmed: an
     unconfirmed membership scores like none (and private posts are filtered anyway)."""
-    if not ctx.user_roles:
-        return np.zeros(len(communities), dtype=np.uint8)
-    keys = np.fromiter(ctx.user_roles.keys(), dtype=np.int64, count=len(ctx.user_roles))
-    vals = np.fromiter(ctx.user_roles.values(), dtype=np.uint8, count=len(ctx.user_roles))
-    order = np.argsort(keys)
-    keys, vals = keys[order], vals[order]
-    pos = np.clip(np.searchsorted(keys, communities), 0, len(keys) - 1)
-    return np.where(keys[pos] == communities, vals[pos], 0).astype(np.uint8)
+    return lookup(ctx.user_roles, communities, np.uint8)
 
 
 def community_weights_of(ctx: RankContext, communities: np.ndarray) -> np.ndarray:
     """The user's weight in each candidate's community (0 where none), from the bundle."""
-    if not ctx.community_weights:
-        return np.zeros(len(communities), dtype=np.float32)
-    get = ctx.community_weights.get
-    return np.fromiter((get(c, 0.0) for c in communities.tolist()), dtype=np.float32, count=len(communities))
+    return lookup(ctx.community_weights, communities, np.float32)
 
 
 def co_engagement_of(ctx: RankContext) -> np.ndarray:
