@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from core import contract, post_vectors
+from core.ids import IdList, RowLookup, id_order
 from core.neighbours import CoEngaged, co_engaged
 from core.retrieval import POPULAR_COMMUNITIES, hot_lists
 from core.scoring import LinearScorer
@@ -31,12 +32,12 @@ class Bundle:
     arrays: dict[str, np.ndarray]
     index: object  # faiss.Index, ids = post rows
     scorer: LinearScorer
-    post_ids: list[str]  # python strings: building 500 Redis keys from them is cheap
-    post_row: dict[str, int]
-    community_ids: list[str]
+    post_ids: IdList  # row -> id, over the memory-mapped ids (core/ids.py)
+    post_row: RowLookup  # id -> row, by binary search over shared arrays
+    community_ids: list[str]  # communities are few: plain Python
     community_row: dict[str, int]
-    user_ids: list[str]
-    user_row: dict[str, int]
+    user_ids: IdList
+    user_row: RowLookup
     community_recent: dict[int, np.ndarray]  # community -> indexed rows, newest first
     community_hot: dict[int, np.ndarray]  # community -> rows with hotness, hottest first (at most HOT_LIST_KEEP)
     affinity_offsets: np.ndarray  # CSR over users: user u's heaviest communities are
@@ -235,9 +236,8 @@ def load_bundle(path: Path, verify: bool = True) -> Bundle:
             raise BundleError(f"{path}: {name} has shape {arrays[name].shape}, expected {shape}")
     if index.d != d:
         raise BundleError(f"{path}: index dimension {index.d} != factors {d}")
-    post_ids = arrays[contract.POST_IDS_FILE].tolist()
+    orders = _id_orders(path, arrays)
     community_ids = arrays[contract.COMMUNITY_IDS_FILE].tolist()
-    user_ids = arrays[contract.USER_IDS_FILE].tolist()
     a_user = np.asarray(arrays[contract.AFFINITY_USER_FILE])
     if len(a_user) and (np.diff(a_user) < 0).any():
         raise BundleError(f"{path}: {contract.AFFINITY_USER_FILE} must be sorted by user")
@@ -247,18 +247,35 @@ def load_bundle(path: Path, verify: bool = True) -> Bundle:
         arrays=arrays,
         index=index,
         scorer=scorer,
-        post_ids=post_ids,
-        post_row={p: i for i, p in enumerate(post_ids)},
+        post_ids=IdList(arrays[contract.POST_IDS_FILE]),
+        post_row=RowLookup(arrays[contract.POST_IDS_FILE], orders[contract.POST_ID_ORDER_FILE]),
         community_ids=community_ids,
         community_row={c: i for i, c in enumerate(community_ids)},
-        user_ids=user_ids,
-        user_row={u: i for i, u in enumerate(user_ids)},
+        user_ids=IdList(arrays[contract.USER_IDS_FILE]),
+        user_row=RowLookup(arrays[contract.USER_IDS_FILE], orders[contract.USER_ID_ORDER_FILE]),
         community_recent=_recent_by_community(index, arrays),
         community_hot=hot_lists(np.asarray(arrays[contract.POST_HOT_FILE]), arrays[contract.POST_COMMUNITY_FILE]),
         affinity_offsets=np.searchsorted(a_user, np.arange(n_users + 1)),
         affinity_communities=np.asarray(arrays[contract.AFFINITY_COMMUNITY_FILE]),
         affinity_weights=np.asarray(arrays[contract.AFFINITY_WEIGHT_FILE]),
     )
+
+
+def _id_orders(path: Path, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The argsort of post and user ids: memory-mapped from the bundle (shared by every
+    worker), or computed here for a bundle written before training wrote them."""
+    out = {}
+    for order_file, ids_file in contract.ID_ORDER_FILES.items():
+        ids = arrays[ids_file]
+        file = path / order_file
+        if file.is_file():
+            order = np.load(file, mmap_mode="r", allow_pickle=False)
+            if order.dtype.kind not in "iu" or order.shape != ids.shape:
+                raise BundleError(f"{path}: {order_file} has dtype {order.dtype} and shape {order.shape}")
+        else:
+            order = id_order(ids)
+        out[order_file] = order
+    return out
 
 
 def _recent_by_community(index, arrays: dict[str, np.ndarray]) -> dict[int, np.ndarray]:

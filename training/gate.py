@@ -50,10 +50,18 @@ class GateComparison:
         return verdict(*self.ci95)
 
 
-def _by_id(ids_to: list[str], row_from: dict[str, int], values: np.ndarray) -> np.ndarray:
+def _rows(row_from, ids: list[str]) -> np.ndarray:
+    """Rows of ids in the serving bundle, -1 where unknown (a bundle's post and user
+    lookups answer a whole list in one call; communities are a plain dict)."""
+    if hasattr(row_from, "rows"):
+        return row_from.rows(ids)
+    return np.array([row_from.get(i, -1) for i in ids], dtype=np.int64)
+
+
+def _by_id(ids_to: list[str], row_from, values: np.ndarray) -> np.ndarray:
     """values (rows of the serving bundle) re-indexed to ids_to; zeros where unknown."""
     out = np.zeros((len(ids_to), values.shape[1]), dtype=np.float32)
-    rows = np.array([row_from.get(i, -1) for i in ids_to], dtype=np.int64)
+    rows = _rows(row_from, ids_to)
     known = rows >= 0
     out[known] = np.asarray(values)[rows[known]]
     return out
@@ -66,22 +74,19 @@ def carried_model(serving: Bundle, ds: Dataset) -> Model:
     users = _by_id(user_ids, serving.user_row, serving[contract.USER_FACTORS_FILE])
     communities = _by_id(comm_ids, serving.community_row, serving[contract.COMMUNITY_FACTORS_FILE])
     posts = _by_id(post_ids, serving.post_row, serving[contract.POST_VECTORS_FILE])
-    unknown = np.array([p not in serving.post_row for p in post_ids], dtype=bool)
+    served = _rows(serving.post_row, post_ids)
+    unknown = served < 0
     if unknown.any():
         comm = np.array([serving.community_row.get(c, -1) for c in comm_ids], dtype=np.int64)[
             ds.post_community[unknown]
         ]
         author_ids = ds.user_ids[np.maximum(ds.post_author[unknown], 0)].tolist()
-        author = np.array(
-            [serving.user_row.get(a, -1) if k >= 0 else -1 for a, k in zip(author_ids, ds.post_author[unknown])],
-            dtype=np.int64,
-        )
+        author = np.where(ds.post_author[unknown] >= 0, _rows(serving.user_row, author_ids), -1)
         placed = serving.new_post_vectors(np.maximum(comm, 0), author)
         placed[comm < 0] = 0.0  # a community the serving model never knew: no place for it
         posts[unknown] = placed
     # Neighbour lists by id: the serving model's rows become the candidate data's rows.
     to_candidate = np.array([ds_row.get(p, -1) for p in serving.post_ids], dtype=np.int32)
-    served = np.array([serving.post_row.get(p, -1) for p in post_ids], dtype=np.int64)
     known = served >= 0
     nb = np.asarray(serving[contract.POST_NEIGHBOURS_FILE])
     neighbours = np.full((len(post_ids), nb.shape[1]), -1, dtype=np.int32)

@@ -102,9 +102,8 @@ class BlockedAuthorFilter:
     def keep(self, ctx: RankContext) -> np.ndarray:
         if not ctx.blocked:
             return np.ones(ctx.size, dtype=bool)
-        user_row = ctx.bundle.user_row
-        blocked = np.array([user_row[a] for a in ctx.blocked if a in user_row], dtype=np.int32)
-        keep = ~np.isin(ctx.posts["author"], blocked)
+        rows = ctx.bundle.user_row.rows(list(ctx.blocked))
+        keep = ~np.isin(ctx.posts["author"], rows[rows >= 0])
         # Authors the model has not seen (created since training) are -1 in the record:
         # the live index knows who wrote each live post.
         unknown = np.flatnonzero(keep & (ctx.posts["author"] < 0))

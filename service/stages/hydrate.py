@@ -206,18 +206,11 @@ class HydrateUser:
         else:
             vector = np.asarray(b[contract.USER_FACTORS_FILE][row])
         ctx.user = contract.UserRecord(vector, np.empty(0, np.int32), np.empty(0, np.uint8))
-        ctx.recent = {
-            c: [
-                b.post_ids[r]
-                for r in b.community_recent.get(c, np.empty(0, np.int64))[: contract.RECENT_PER_COMMUNITY].tolist()
-            ]
-            for c in communities
-        }
         empty = np.empty(0, np.int64)
-        ctx.hot = {
-            c: [b.post_ids[r] for r in b.community_hot.get(c, empty)[: self.retrieval.per_list].tolist()]
-            for c in communities
+        ctx.recent = {
+            c: b.post_ids.take(b.community_recent.get(c, empty)[: contract.RECENT_PER_COMMUNITY]) for c in communities
         }
+        ctx.hot = {c: b.post_ids.take(b.community_hot.get(c, empty)[: self.retrieval.per_list]) for c in communities}
         ctx.blocked, ctx.muted = self.live_cache.get(user_id)
 
 

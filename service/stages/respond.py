@@ -59,6 +59,7 @@ class BuildResponse:
         scores = ctx.scores[:n].tolist()
         items = []
         live_author = ctx.live.author_of if ctx.live is not None else (lambda _: "")
+        authors = b.user_ids.take(np.maximum(ctx.posts["author"][:n], 0))
         for i in range(n):
             community = b.community_ids[comm[i]]
             items.append(
@@ -67,7 +68,7 @@ class BuildResponse:
                     score=scores[i],
                     community_id=community,
                     # an author the model has not seen: the live index knows who wrote a live post
-                    author_id=b.user_ids[author[i]] if author[i] >= 0 else live_author(ctx.post_ids[i]),
+                    author_id=authors[i] if author[i] >= 0 else live_author(ctx.post_ids[i]),
                     reasons=reasons_for(ctx, i, community) if ctx.query.explain else [],
                 )
             )

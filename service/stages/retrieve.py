@@ -44,20 +44,20 @@ class RetrieveCandidates:
             found = self._rows_of(b, list(ctx.pinned) + retrieval.round_robin(queues, rp.in_network_cap))
             co = ctx.co_engaged = b.co_engaged(q.user_id)
             if co is not None:
-                post_ids = b.post_ids
-                for r in co.nearest(rp.neighbour_cap).tolist():
-                    found.setdefault(post_ids[r], r)
+                rows = co.nearest(rp.neighbour_cap)
+                for p, r in zip(b.post_ids.take(rows), rows.tolist()):
+                    found.setdefault(p, r)
             vec = np.ascontiguousarray(ctx.user.vector, dtype=np.float32)
             if ctx.live is not None:
-                for post in ctx.live.search(vec, self.live_k):
-                    found.setdefault(post, b.post_row.get(post, -1))
+                posts = ctx.live.search(vec, self.live_k)
+                for p, r in zip(posts, b.post_row.rows(posts).tolist()):
+                    found.setdefault(p, r)
             _, labels = b.index.search(vec[None, :], self.k)
-            post_ids = b.post_ids
-            for r in labels[0].tolist():  # FAISS ids are bundle rows: no lookup needed
+            rows = labels[0][labels[0] >= 0]  # FAISS ids are bundle rows
+            for p, r in zip(b.post_ids.take(rows), rows.tolist()):
                 if len(found) >= self.k:
                     break
-                if r >= 0:
-                    found.setdefault(post_ids[r], r)
+                found.setdefault(p, r)
         if q.exclude_post_ids:
             before = len(found)
             for p in q.exclude_post_ids:
@@ -69,13 +69,8 @@ class RetrieveCandidates:
         ctx.rows = np.fromiter(found.values(), dtype=np.int64, count=len(found))
 
     @staticmethod
-    def _rows_of(b, post_ids: list[str], limit: int | None = None) -> dict[str, int]:
-        """post id -> bundle row (-1 if the bundle does not know it), first occurrence kept."""
-        found: dict[str, int] = {}
-        post_row = b.post_row
-        for p in post_ids:
-            if p not in found:
-                if limit is not None and len(found) >= limit:
-                    break
-                found[p] = post_row.get(p, -1)
-        return found
+    def _rows_of(b, post_ids: list[str]) -> dict[str, int]:
+        """post id -> bundle row (-1 if the bundle does not know it), first occurrence
+        kept, looked up in one call."""
+        unique = list(dict.fromkeys(post_ids))
+        return dict(zip(unique, b.post_row.rows(unique).tolist()))

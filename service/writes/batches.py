@@ -72,9 +72,10 @@ class PostBatch:
             contract.RECENT_PER_COMMUNITY,
         ]
         private_comm = bundle[contract.COMMUNITY_PRIVATE_FILE]
+        known = bundle.post_row.rows([e.post_id for e in events]) >= 0  # one lookup for the batch
         for i, e in enumerate(events):
             where = f"events[{i + offset}].post_id"
-            exists = records[i] is not None or e.post_id in bundle.post_row or e.post_id in created_here
+            exists = records[i] is not None or bool(known[i]) or e.post_id in created_here
             if applied_before[i] is None:
                 if e.op == writes_pb2.POST_OP_CREATE and exists:
                     raise AlreadyExists(where, f"post {e.post_id!r} already exists")
@@ -216,11 +217,11 @@ class EngagementBatch:
             HOT_LIST_KEEP,
         ]
         communities = community_ids(bundle, records)
-        for e, community in zip(events, communities):
+        user_rows = bundle.user_row.rows([e.user_id for e in events]).tolist()  # one lookup for the batch
+        for e, community, row in zip(events, communities, user_rows):
             kind = KIND_OF[e.kind]
             weight = float(contract.KIND_WEIGHT[KIND_CODE[kind]])
-            row = bundle.user_row.get(e.user_id)
-            delta = engagement_stats(fold, user_factors[row], weight) if weight > 0 and row is not None else b""
+            delta = engagement_stats(fold, user_factors[row], weight) if weight > 0 and row >= 0 else b""
             keys += [
                 contract.applied_key(e.event_id),
                 contract.post_key(bundle.version, e.post_id),

@@ -49,9 +49,8 @@ def publish_moved(client: redis.Redis, bundle: Bundle, fold: FoldIn, moved: list
     stats = np.frombuffer(b"".join(moved[1::2]), dtype="<f4").reshape(-1, dim + 1)
     records = contract.decode_posts(client.mget([contract.post_key(bundle.version, p) for p in post_ids]))
     base = np.empty((len(post_ids), dim), dtype=np.float32)
-    for j, p in enumerate(post_ids):
-        row = bundle.post_row.get(p)
-        if row is not None:
+    for j, row in enumerate(bundle.post_row.rows(post_ids).tolist()):
+        if row >= 0:
             base[j] = bundle[contract.POST_VECTORS_FILE][row]
         else:  # a live post: its prior, as when it was created
             base[j] = bundle.new_post_vectors(records["community"][j : j + 1], records["author"][j : j + 1])[0]

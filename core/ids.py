@@ -1,0 +1,89 @@
+"""A bundle's external ids (posts, users) without a per-process copy.
+
+The ids are the bundle's memory-mapped `.npy` array (row -> id), and the way back
+(id -> row) is a binary search through the ids in sorted order, given by a second
+memory-mapped array (the argsort, written by training; computed at load for a bundle
+without it). Several worker processes therefore share one copy of both in the page
+cache, where a Python list and dict of a million ids cost each worker ~100 MB. The hot
+path asks in batches (`rows`, `take`), which cost one numpy call for a whole candidate
+list; single lookups (`get`, `in`) serve the write path and tools.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+
+
+def id_order(ids: np.ndarray) -> np.ndarray:
+    """The argsort of ids (int32 when it fits): what training writes beside them."""
+    order = np.argsort(ids, kind="stable")
+    return order.astype(np.int32) if len(ids) < 2**31 else order
+
+
+class IdList:
+    """row -> id, as a read-only sequence of Python strings."""
+
+    def __init__(self, ids: np.ndarray):
+        self.array = ids
+
+    def __len__(self) -> int:
+        return len(self.array)
+
+    def __getitem__(self, row):
+        if isinstance(row, slice):
+            return self.array[row].tolist()
+        return str(self.array[row])
+
+    def __iter__(self) -> Iterator[str]:
+        for i in range(0, len(self.array), 65_536):
+            yield from self.array[i : i + 65_536].tolist()
+
+    def take(self, rows) -> list[str]:
+        """The ids of these rows, in one call."""
+        return self.array[np.asarray(rows, dtype=np.int64)].tolist()
+
+    def tolist(self) -> list[str]:
+        return self.array.tolist()
+
+
+class RowLookup:
+    """id -> row, by binary search over the sorted order (no dict)."""
+
+    def __init__(self, ids: np.ndarray, order: np.ndarray):
+        if order.shape != ids.shape:
+            raise ValueError(f"id order has shape {order.shape}, ids {ids.shape}")
+        self.ids = ids
+        self.order = order
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def rows(self, values: Sequence[str]) -> np.ndarray:
+        """The row of each value (int64), -1 where the bundle does not know it."""
+        n = len(values)
+        if n == 0 or len(self.ids) == 0:
+            return np.full(n, -1, dtype=np.int64)
+        # A value wider than the ids' dtype is truncated by the conversion: the equality
+        # check below (on the original strings) refuses any such near match.
+        query = np.asarray(values, dtype=self.ids.dtype)
+        pos = np.searchsorted(self.ids, query, sorter=self.order)
+        rows = self.order[np.minimum(pos, len(self.ids) - 1)].astype(np.int64)
+        same = np.fromiter(map(operator.eq, self.ids[rows].tolist(), values), dtype=bool, count=n)
+        rows[~same] = -1
+        return rows
+
+    def get(self, value: str, default=None):
+        row = int(self.rows([value])[0])
+        return default if row < 0 else row
+
+    def __contains__(self, value: object) -> bool:
+        return isinstance(value, str) and self.get(value) is not None
+
+    def __getitem__(self, value: str) -> int:
+        row = self.get(value)
+        if row is None:
+            raise KeyError(value)
+        return row
