@@ -17,7 +17,7 @@ In order:
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable, Sequence
+from collections.abc import Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,30 +45,41 @@ class RetrievalParams:
         return int(self.candidates * self.neighbour_share)
 
 
-def community_queue(hot: Sequence[Hashable], recent: Sequence[Hashable], per_list: int) -> list:
-    """One community's in-network candidates: hottest and newest alternately, each once."""
-    out, seen = [], set()
+def community_queue(hot: Sequence[Hashable], recent: Sequence[Hashable], per_list: int) -> Iterator:
+    """One community's in-network candidates: hottest and newest alternately, each once.
+    Lazy: round_robin usually needs only each queue's first few (k / communities)."""
+    seen: set = set()
     hot, recent = hot[:per_list], recent[:per_list]
     for i in range(max(len(hot), len(recent))):
         for lst in (hot, recent):
             if i < len(lst) and lst[i] not in seen:
                 seen.add(lst[i])
-                out.append(lst[i])
-    return out
+                yield lst[i]
 
 
-def round_robin(queues: Sequence[Sequence[Hashable]], limit: int) -> list:
+_END = object()
+
+
+def round_robin(queues: Iterable[Iterable[Hashable]], limit: int) -> list:
     """The queues' items taken in turn (first of each, then second of each, ...), each
-    item once, at most `limit`."""
-    out, seen = [], set()
-    depth = max((len(q) for q in queues), default=0)
-    for i in range(depth):
-        for q in queues:
-            if i < len(q) and q[i] not in seen:
-                seen.add(q[i])
-                out.append(q[i])
+    item once, at most `limit`. Each turn consumes one item of every queue not yet
+    exhausted, so a queue is read only as deep as the limit needs."""
+    out: list = []
+    seen: set = set()
+    iters = [iter(q) for q in queues]
+    while iters and len(out) < limit:
+        alive = []
+        for it in iters:
+            item = next(it, _END)
+            if item is _END:
+                continue
+            alive.append(it)
+            if item not in seen:
+                seen.add(item)
+                out.append(item)
                 if len(out) >= limit:
                     return out
+        iters = alive
     return out
 
 
