@@ -142,6 +142,8 @@ class _Caps:
         self.authors: dict[int, int] = {}
 
     def hard_capped(self, community: int) -> bool:
+        if not self.hard:  # the common case: no moderator capped anything
+            return False
         cap = self.hard.get(community)
         return cap is not None and self.communities.get(community, 0) >= cap
 

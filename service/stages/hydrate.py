@@ -55,6 +55,12 @@ def degrade(ctx: RankContext, reason: str) -> None:
     ctx.pinned = {}
 
 
+def decode_ids(raw: list[bytes]) -> list[str]:
+    """Post ids from Redis as strings, decoded in one call (a validated id never holds a
+    newline): 32 hot lists of 50 ids are 1,600 decodes a request otherwise."""
+    return b"\n".join(raw).decode(errors="replace").split("\n") if raw else []
+
+
 class LiveCache:
     """The last block list and mutes read for each recently active user (LRU, per
     process), so that both are still honoured while Redis is down."""
@@ -165,7 +171,7 @@ class HydrateUser:
         if not graph_ok:
             degrade(ctx, "live_graph_unreadable")  # fail closed: memberships unconfirmed
         ctx.recent = {c: contract.decode_recent(lists[c][0]) for c in communities}
-        ctx.hot = {c: [p.decode(errors="replace") for p in lists[c][1]] for c in communities}
+        ctx.hot = {c: decode_ids(lists[c][1]) for c in communities}
         rules = self.rules.current(reads.rules_rev, b, ctx)
         if ctx.community is not None:
             mine = [ctx.community] if ctx.community in ctx.user_roles else []
@@ -175,7 +181,7 @@ class HydrateUser:
         ctx.caps = rules.caps
         muted = {b.community_row[m] for m in graph.muted if m in b.community_row}
         if reads.seen is not None:
-            ctx.seen = {p.decode(errors="replace") for p in reads.seen}
+            ctx.seen = set(decode_ids(reads.seen))
         if reads.blocked is not None and graph_ok:
             ctx.blocked, ctx.muted = {a.decode(errors="replace") for a in reads.blocked}, muted
             self.live_cache.put(q.user_id, ctx.blocked, ctx.muted)
