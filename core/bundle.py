@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from core import contract, post_vectors
-from core.ids import IdList, RowLookup, id_order
+from core.ids import IdList, RowLookup, id_index
 from core.neighbours import CoEngaged, co_engaged
 from core.retrieval import POPULAR_COMMUNITIES, hot_lists
 from core.scoring import LinearScorer
@@ -236,7 +236,7 @@ def load_bundle(path: Path, verify: bool = True) -> Bundle:
             raise BundleError(f"{path}: {name} has shape {arrays[name].shape}, expected {shape}")
     if index.d != d:
         raise BundleError(f"{path}: index dimension {index.d} != factors {d}")
-    orders = _id_orders(path, arrays)
+    id_indexes = _id_indexes(path, arrays)
     community_ids = arrays[contract.COMMUNITY_IDS_FILE].tolist()
     a_user = np.asarray(arrays[contract.AFFINITY_USER_FILE])
     if len(a_user) and (np.diff(a_user) < 0).any():
@@ -248,11 +248,11 @@ def load_bundle(path: Path, verify: bool = True) -> Bundle:
         index=index,
         scorer=scorer,
         post_ids=IdList(arrays[contract.POST_IDS_FILE]),
-        post_row=RowLookup(arrays[contract.POST_IDS_FILE], orders[contract.POST_ID_ORDER_FILE]),
+        post_row=RowLookup(*id_indexes[contract.POST_IDS_FILE]),
         community_ids=community_ids,
         community_row={c: i for i, c in enumerate(community_ids)},
         user_ids=IdList(arrays[contract.USER_IDS_FILE]),
-        user_row=RowLookup(arrays[contract.USER_IDS_FILE], orders[contract.USER_ID_ORDER_FILE]),
+        user_row=RowLookup(*id_indexes[contract.USER_IDS_FILE]),
         community_recent=_recent_by_community(index, arrays),
         community_hot=hot_lists(np.asarray(arrays[contract.POST_HOT_FILE]), arrays[contract.POST_COMMUNITY_FILE]),
         affinity_offsets=np.searchsorted(a_user, np.arange(n_users + 1)),
@@ -261,20 +261,25 @@ def load_bundle(path: Path, verify: bool = True) -> Bundle:
     )
 
 
-def _id_orders(path: Path, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The argsort of post and user ids: memory-mapped from the bundle (shared by every
+def _id_indexes(path: Path, arrays: dict[str, np.ndarray]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """ids file -> (ids sorted, row of each): memory-mapped from the bundle (shared by every
     worker), or computed here for a bundle written before training wrote them."""
     out = {}
-    for order_file, ids_file in contract.ID_ORDER_FILES.items():
+    for ids_file, (sorted_file, rows_file) in contract.ID_INDEX_FILES.items():
         ids = arrays[ids_file]
-        file = path / order_file
-        if file.is_file():
-            order = np.load(file, mmap_mode="r", allow_pickle=False)
-            if order.dtype.kind not in "iu" or order.shape != ids.shape:
-                raise BundleError(f"{path}: {order_file} has dtype {order.dtype} and shape {order.shape}")
+        if (path / sorted_file).is_file() and (path / rows_file).is_file():
+            sorted_ids = np.load(path / sorted_file, mmap_mode="r", allow_pickle=False)
+            rows = np.load(path / rows_file, mmap_mode="r", allow_pickle=False)
+            if (
+                sorted_ids.dtype.kind != "U"
+                or sorted_ids.shape != ids.shape
+                or rows.dtype.kind not in "iu"
+                or (rows.shape != ids.shape)
+            ):
+                raise BundleError(f"{path}: {sorted_file} / {rows_file} do not match {ids_file}")
+            out[ids_file] = (sorted_ids, rows)
         else:
-            order = id_order(ids)
-        out[order_file] = order
+            out[ids_file] = id_index(np.asarray(ids))
     return out
 
 

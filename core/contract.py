@@ -37,8 +37,9 @@ Bundle (a directory ``<models_dir>/<model_version>/``, written atomically by ren
   post_neighbours.npy    i4 [n_posts, 20]  nearest posts by co-engagement (-1 pads), most similar first
   post_neighbour_sims.npy f4 [n_posts, 20] their cosine similarities
   user_history.npy       i4 [n_users, 50]  each user's newest engaged posts (-1 pads): the co_engagement feature
-  post_id_order.npy      i4 [n_posts]      argsort of post_ids (id -> row by binary search, core/ids.py)
-  user_id_order.npy      i4 [n_users]      argsort of user_ids (both optional: computed at load if absent)
+  post_ids_sorted.npy    U  [n_posts]      post_ids sorted, and post_ids_sorted_rows.npy (i4) the row of
+  user_ids_sorted.npy    U  [n_users]      each; same for users (id -> row by binary search, core/ids.py;
+                                           optional: computed at load if absent)
   posts.faiss            FAISS index over post_vectors (ids = rows), memory-mapped
   scorer.json            the learned scorer (see core.scoring)
   report.json / .md      evaluation report (optional for serving)
@@ -121,12 +122,17 @@ USER_HISTORY_FILE = "user_history.npy"  # i4 [n_users, HISTORY], newest first
 # who engaged positively. When a bundle has it, post records carry it and Rank can say
 # "3 members of X engaged"; without it the field is 0 and that reason is not given.
 POST_MEMBER_ENGAGERS_FILE = "post_member_engagers.npy"
-# Optional (not in ARRAY_FILES): i4 [n], the argsort of post_ids / user_ids. With them every
-# worker maps ids to rows by binary search over shared memory-mapped arrays (core/ids.py);
-# a bundle without them gets them computed at load, in each process.
-POST_ID_ORDER_FILE = "post_id_order.npy"
-USER_ID_ORDER_FILE = "user_id_order.npy"
-ID_ORDER_FILES = {POST_ID_ORDER_FILE: "post_ids.npy", USER_ID_ORDER_FILE: "user_ids.npy"}
+# Optional (not in ARRAY_FILES): the ids sorted (U [n]) and the row of each (i4 [n]). With
+# them every worker maps ids to rows by binary search over shared memory-mapped arrays
+# (core/ids.py); a bundle without them gets them computed at load, in each process.
+POST_IDS_SORTED_FILE = "post_ids_sorted.npy"
+POST_IDS_SORTED_ROWS_FILE = "post_ids_sorted_rows.npy"
+USER_IDS_SORTED_FILE = "user_ids_sorted.npy"
+USER_IDS_SORTED_ROWS_FILE = "user_ids_sorted_rows.npy"
+ID_INDEX_FILES = {
+    "post_ids.npy": (POST_IDS_SORTED_FILE, POST_IDS_SORTED_ROWS_FILE),
+    "user_ids.npy": (USER_IDS_SORTED_FILE, USER_IDS_SORTED_ROWS_FILE),
+}
 INDEX_FILE = "posts.faiss"
 SCORER_FILE = "scorer.json"
 REPORT_JSON_FILE = "report.json"

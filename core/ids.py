@@ -1,12 +1,14 @@
 """A bundle's external ids (posts, users) without a per-process copy.
 
 The ids are the bundle's memory-mapped `.npy` array (row -> id), and the way back
-(id -> row) is a binary search through the ids in sorted order, given by a second
-memory-mapped array (the argsort, written by training; computed at load for a bundle
-without it). Several worker processes therefore share one copy of both in the page
+(id -> row) is a binary search through a sorted copy of the ids with the row of each
+(two more memory-mapped arrays, written by training; computed at load for a bundle
+without them). Several worker processes therefore share one copy of each in the page
 cache, where a Python list and dict of a million ids cost each worker ~100 MB. The hot
 path asks in batches (`rows`, `take`), which cost one numpy call for a whole candidate
-list; single lookups (`get`, `in`) serve the write path and tools.
+list; single lookups (`get`, `in`) serve the write path and tools. (A physical sorted
+copy, not an argsort used as numpy's `sorter`: measured at 1M ids, 300 lookups take
+0.08 ms against 0.69 ms through a sorter.)
 """
 
 from __future__ import annotations
@@ -17,10 +19,10 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 
 
-def id_order(ids: np.ndarray) -> np.ndarray:
-    """The argsort of ids (int32 when it fits): what training writes beside them."""
+def id_index(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(ids sorted, the row of each): what training writes beside the ids."""
     order = np.argsort(ids, kind="stable")
-    return order.astype(np.int32) if len(ids) < 2**31 else order
+    return ids[order], (order.astype(np.int32) if len(ids) < 2**31 else order)
 
 
 class IdList:
@@ -50,28 +52,28 @@ class IdList:
 
 
 class RowLookup:
-    """id -> row, by binary search over the sorted order (no dict)."""
+    """id -> row, by binary search over the sorted ids (no dict)."""
 
-    def __init__(self, ids: np.ndarray, order: np.ndarray):
-        if order.shape != ids.shape:
-            raise ValueError(f"id order has shape {order.shape}, ids {ids.shape}")
-        self.ids = ids
-        self.order = order
+    def __init__(self, sorted_ids: np.ndarray, rows: np.ndarray):
+        if rows.shape != sorted_ids.shape:
+            raise ValueError(f"sorted id rows have shape {rows.shape}, sorted ids {sorted_ids.shape}")
+        self.sorted_ids = sorted_ids
+        self.sorted_rows = rows
 
     def __len__(self) -> int:
-        return len(self.ids)
+        return len(self.sorted_ids)
 
     def rows(self, values: Sequence[str]) -> np.ndarray:
         """The row of each value (int64), -1 where the bundle does not know it."""
         n = len(values)
-        if n == 0 or len(self.ids) == 0:
+        if n == 0 or len(self.sorted_ids) == 0:
             return np.full(n, -1, dtype=np.int64)
         # A value wider than the ids' dtype is truncated by the conversion: the equality
         # check below (on the original strings) refuses any such near match.
-        query = np.asarray(values, dtype=self.ids.dtype)
-        pos = np.searchsorted(self.ids, query, sorter=self.order)
-        rows = self.order[np.minimum(pos, len(self.ids) - 1)].astype(np.int64)
-        same = np.fromiter(map(operator.eq, self.ids[rows].tolist(), values), dtype=bool, count=n)
+        query = np.asarray(values, dtype=self.sorted_ids.dtype)
+        pos = np.minimum(np.searchsorted(self.sorted_ids, query), len(self.sorted_ids) - 1)
+        rows = self.sorted_rows[pos].astype(np.int64)
+        same = np.fromiter(map(operator.eq, self.sorted_ids[pos].tolist(), values), dtype=bool, count=n)
         rows[~same] = -1
         return rows
 

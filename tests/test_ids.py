@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from core.ids import IdList, RowLookup, id_order
+from core.ids import IdList, RowLookup, id_index
 
 
 def test_row_lookup_agrees_with_a_dict_including_near_misses(tmp_path):
     ids = np.array(["p10", "p2", "p1", "é-post", "p100", "a"])
-    np.save(tmp_path / "ids.npy", ids)
-    np.save(tmp_path / "order.npy", id_order(ids))
+    sorted_ids, rows = id_index(ids)
+    for name, arr in (("ids", ids), ("sorted", sorted_ids), ("rows", rows)):
+        np.save(tmp_path / f"{name}.npy", arr)
     mm_ids = np.load(tmp_path / "ids.npy", mmap_mode="r")
-    lookup = RowLookup(mm_ids, np.load(tmp_path / "order.npy", mmap_mode="r"))
+    lookup = RowLookup(np.load(tmp_path / "sorted.npy", mmap_mode="r"), np.load(tmp_path / "rows.npy", mmap_mode="r"))
     truth = {p: i for i, p in enumerate(ids.tolist())}
     queries = ["p1", "p10", "p100", "p1000", "p", "", "é-post", "a", "zz", "p10 ", "p100000000000"]
     assert lookup.rows(queries).tolist() == [truth.get(q, -1) for q in queries]

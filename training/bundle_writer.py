@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from core import contract
-from core.ids import id_order
+from core.ids import id_index
 
 
 def new_version(fingerprint: str) -> str:
@@ -43,8 +43,10 @@ def write_bundle(
             if arr.dtype.kind != contract.ARRAY_FILES[name]:
                 raise ValueError(f"{name}: dtype {arr.dtype} is not of kind {contract.ARRAY_FILES[name]}")
             np.save(staging / name, arr, allow_pickle=False)
-        for order_file, ids_file in contract.ID_ORDER_FILES.items():  # id -> row, shared by workers
-            np.save(staging / order_file, id_order(arrays[ids_file]), allow_pickle=False)
+        for ids_file, (sorted_file, rows_file) in contract.ID_INDEX_FILES.items():  # id -> row, shared by workers
+            sorted_ids, rows = id_index(arrays[ids_file])
+            np.save(staging / sorted_file, sorted_ids, allow_pickle=False)
+            np.save(staging / rows_file, rows, allow_pickle=False)
         write_extra(staging)
         manifest.files = contract.describe_files(staging)
         (staging / contract.MANIFEST_FILE).write_text(manifest.to_json())
