@@ -200,13 +200,16 @@ class BenchWorld:
         log(f"world {s.name} built in {self.build_seconds:.0f}s")
 
     def _bundle_current(self) -> bool:
-        """The cached bundle still follows this checkout's contract (else: retrain)."""
+        """The cached bundle still follows this checkout's contract, and has every file
+        this checkout's training writes (else: retrain, so the benchmark measures what a
+        fresh training serves: e.g. the shared id index, optional for serving)."""
         try:
             m = self.manifest()
         except (OSError, ValueError, RuntimeError):
             return False
+        written = [f for pair in contract.ID_INDEX_FILES.values() for f in pair]
         return m.get("schema_version") == contract.SCHEMA_VERSION and all(
-            (self.bundle_dir / f).is_file() for f in contract.REQUIRED_FILES
+            (self.bundle_dir / f).is_file() for f in (*contract.REQUIRED_FILES, *written)
         )
 
     def start_redis(self) -> str:
