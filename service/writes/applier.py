@@ -25,7 +25,7 @@ class WriteApplier:
         self.client = client
         self.experiments = experiments  # service/experiments.py: a candidate version kept in step with posts
         self.posts = PostBatch(self._candidate)
-        self.engagements = EngagementBatch(client)
+        self.engagements = EngagementBatch(client, candidate=self._candidate)
         self.graph = GraphBatch()
         self.rules = RuleBatch()
         self._scripts = {

@@ -217,7 +217,8 @@ class EngagementBatch:
     kind = "engagement"
     script = ENGAGEMENTS_LUA
 
-    def __init__(self, client: redis.Redis, clock=time.time):
+    def __init__(self, client: redis.Redis, clock=time.time, candidate=lambda bundle: None):
+        self.candidate = candidate  # an experiment's candidate version: its counters move too
         self.client = client  # for the moved vectors' follow-up
         self.clock = clock  # wall clock: the served windows follow Redis' expiry (service/served.py)
         self._fold: FoldIn | None = None
@@ -258,6 +259,8 @@ class EngagementBatch:
                 raise InvalidArgument(f"events[{i + offset}].post_id", f"unknown post {e.post_id!r}")
         fold = self.fold_in(bundle)
         user_factors = bundle[contract.USER_FACTORS_FILE]
+        mirror = self.candidate(bundle)
+        mirror_version = mirror.version if mirror is not None else bundle.version
         keys = [contract.EVENT_LOG_KEY, contract.EXPERIMENT_LOG_KEY]
         argv: list = [
             contract.APPLIED_TTL_S,
@@ -272,6 +275,7 @@ class EngagementBatch:
             bundle.data_end_ts,  # the epoch of this version's hot-list scores (training/records.py)
             HOT_LIST_KEEP,
             contract.EXPERIMENT_LOG_MAXLEN,
+            mirror.data_end_ts if mirror is not None else "",
         ]
         communities = community_ids(bundle, records)
         for i, (e, community) in enumerate(zip(events, communities)):
@@ -285,6 +289,8 @@ class EngagementBatch:
                 contract.engager_stats_key(bundle.version, e.post_id),
                 contract.seen_key(e.user_id),
                 contract.hot_key(bundle.version, community),
+                contract.post_key(mirror_version, e.post_id),
+                contract.hot_key(mirror_version, community),
             ]
             ts = e.ts or int(now)
             argv += [

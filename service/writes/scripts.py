@@ -99,10 +99,12 @@ return {applied, dups}
 )
 
 # KEYS: event log, experiment log, then (applied, post, stats, user's seen set, community
-#       hot list) per event.
+#       hot list, the experiment candidate's post, its hot list) per event.
 # ARGV: ttl, positives offset, negatives offset, views offset, dim, log maxlen, seen kept,
 #       hot offset (hot f4 then hot_at f8), half-life s, hot-list epoch, hot-list length,
-#       experiment log maxlen, then 9 per event: positives add, negatives add, views add,
+#       experiment log maxlen, the candidate's hot-list epoch ('' = no experiment candidate
+#       to keep in step: its counters and hotness then move as the serving version's do;
+#       its vectors stay as trained), then 9 per event: positives add, negatives add, views add,
 #       stats delta ('' = none), post id, timestamp, payload, digest, attribution (the
 #       experiment log entry when an experiment served this post to this user, else '';
 #       written only for a new event, so a retry is attributed once).
@@ -116,23 +118,19 @@ local ttl = ARGV[1]
 local offs = {tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])}
 local dim, maxlen, seen_keep = tonumber(ARGV[5]), ARGV[6], tonumber(ARGV[7])
 local hot_off, half_life, epoch, hot_keep = tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11])
-local exp_maxlen = ARGV[12]
+local exp_maxlen, mirror_epoch = ARGV[12], tonumber(ARGV[13])
 local fmt = '<' .. string.rep('f', dim + 1)
 local applied, dups = 0, 0
 local moved = {}
-local n = (#KEYS - 2) / 5
+local n = (#KEYS - 2) / 7
 local status, batch_ids = {}, {}
 for i = 0, n - 1 do
-  local m = marker(KEYS[3 + 5 * i], ARGV[13 + 9 * i + 7], i, batch_ids)
+  local m = marker(KEYS[3 + 7 * i], ARGV[14 + 9 * i + 7], i, batch_ids)
   if m == 'conflict' then return {'err', i, 'conflict'} end
   status[i] = m
 end
-for i = 0, n - 1 do
-  local akey, pkey, skey, seen, hkey = KEYS[3 + 5 * i], KEYS[4 + 5 * i], KEYS[5 + 5 * i], KEYS[6 + 5 * i], KEYS[7 + 5 * i]
-  local a = 13 + 9 * i
-  if status[i] == 'new' then
-    redis.call('SET', akey, ARGV[a + 7], 'EX', ttl)
-    applied = applied + 1
+-- counters and hotness of one version's post record and hot list
+local function bump(pkey, hkey, epoch, a)
     for j = 1, 3 do
       local add = tonumber(ARGV[a + j - 1])
       if add ~= 0 then
@@ -158,6 +156,16 @@ for i = 0, n - 1 do
         redis.call('ZREMRANGEBYRANK', hkey, 0, -(hot_keep + 1))
       end
     end
+end
+for i = 0, n - 1 do
+  local k = 3 + 7 * i
+  local akey, pkey, skey, seen, hkey = KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4]
+  local a = 14 + 9 * i
+  if status[i] == 'new' then
+    redis.call('SET', akey, ARGV[a + 7], 'EX', ttl)
+    applied = applied + 1
+    bump(pkey, hkey, epoch, a)
+    if mirror_epoch then bump(KEYS[k + 5], KEYS[k + 6], mirror_epoch, a) end
     local delta = ARGV[a + 3]
     if delta ~= '' then
       local cur = redis.call('GET', skey)
