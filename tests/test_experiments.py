@@ -254,3 +254,34 @@ def test_cli_errors_are_one_line_with_exit_status_2(lab, monkeypatch, capsys, ar
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err, err
+
+
+def flags(client, version, post_id) -> int:
+    return int(contract.decode_posts([client.get(contract.post_key(version, post_id))])["flags"][0])
+
+
+def test_posts_hidden_during_an_experiment_are_hidden_in_the_candidate_too(lab, exp):
+    running, client, models = lab
+    # Written before this worker has read the experiment (not kept in step by the script):
+    # the replay of the control's live stream catches it up before the candidate serves.
+    defn = experiment.start(client, models, "cand", share=50, salt="s2", grace_s=0)
+    user = next(u for u in USERS if variant_of(defn, u) == contract.VARIANT_CANDIDATE)
+    first, second = [i.post_id for i in rank(running, user).items[:2]]
+    delete = writes_pb2.PostEvent(event_id=f"{defn.id}-del1", op=writes_pb2.POST_OP_DELETE, post_id=first)
+    assert running.writer.WritePosts(writes_pb2.WritePostsRequest(events=[delete]), timeout=10).applied == 1
+    assert not flags(client, "cand", first) & contract.FLAG_DELETED
+    running.poll()
+    assert flags(client, "cand", first) & contract.FLAG_DELETED
+    # Written while it runs: the script applies it to both versions at once.
+    hide = writes_pb2.PostEvent(
+        event_id=f"{defn.id}-vis2",
+        op=writes_pb2.POST_OP_SET_VISIBILITY,
+        post_id=second,
+        visibility=writes_pb2.VISIBILITY_MEMBERS,
+    )
+    assert running.writer.WritePosts(writes_pb2.WritePostsRequest(events=[hide]), timeout=10).applied == 1
+    assert flags(client, "cand", second) & contract.FLAG_PRIVATE
+    resp = rank(running, user)
+    assert resp.model_version == "cand" and first not in {i.post_id for i in resp.items}
+    client.delete(contract.EXPERIMENT_KEY)
+    running.poll()
