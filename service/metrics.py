@@ -151,8 +151,8 @@ class Metrics:
             ["outcome"],
         )
         self.shadow_overlap = Histogram(
-            f"{NS}_shadow_overlap_at_20",
-            "Share of the served top 20 the candidate would also have put in its top 20",
+            f"{NS}_shadow_overlap",
+            "overlap@20: share of the served top 20 the candidate would also have put in its top 20",
             buckets=(0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0),
         )
         self.shadow_rank_correlation = Histogram(

@@ -212,13 +212,13 @@ def test_shadow_mode_scores_the_candidate_without_serving_it(lab, exp):
     running, client, _ = lab
     exp(share=0, shadow_rate=1.0)
     scored = sample("nichefeed_shadow_runs_total", outcome="scored")
-    overlaps = sample("nichefeed_shadow_overlap_at_20_count")
+    overlaps = sample("nichefeed_shadow_overlap_count")
     for user in USERS[:5]:
         resp = rank(running, user)
         assert (resp.model_version, resp.experiment) == ("ctl", contract.VARIANT_CONTROL)
         running.svc.shadow.drain()
     assert sample("nichefeed_shadow_runs_total", outcome="scored") == scored + 5
-    assert sample("nichefeed_shadow_overlap_at_20_count") == overlaps + 5
+    assert sample("nichefeed_shadow_overlap_count") == overlaps + 5
 
 
 def test_compare_measures_overlap_and_rank_correlation():
