@@ -228,8 +228,10 @@ def cmd_experiment_report(args) -> None:
 
     with redis_client() as client:
         try:
+            if args.draws < 100 or not 0.5 <= args.confidence < 1:
+                raise ValueError("--draws must be at least 100 and --confidence in [0.5, 1)")
             experiment_id, analysis, md = write_report(
-                client, args.out, args.experiment, draws=args.draws, seed=args.seed
+                client, args.out, args.experiment, draws=args.draws, seed=args.seed, confidence=args.confidence
             )
         except ValueError as exc:
             print(f"error: {exc}", file=sys.stderr)
@@ -363,6 +365,9 @@ def main(argv: list[str] | None = None) -> None:
         "--out", type=Path, default=None, help="directory for report.md and report.png (default: reports/<id>)"
     )
     p.add_argument("--draws", type=int, default=2000, help="bootstrap draws")
+    p.add_argument(
+        "--confidence", type=float, default=0.95, help="of the verdict (positive and negative rates together)"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(fn=cmd_experiment_report)
 

@@ -69,7 +69,10 @@ def start(
         raise ExperimentError(f"START: version {version} cannot be served: {exc}") from None
     started = int(time.time() if now is None else now)
     defn = contract.ExperimentDefinition(
-        id=f"exp-{time.strftime('%Y%m%d-%H%M%S', time.gmtime(started))}-{version}"[: contract.MAX_ID_BYTES],
+        # Unique even for two started within a second: the log tells experiments apart by it.
+        id=f"exp-{time.strftime('%Y%m%d-%H%M%S', time.gmtime(started))}-{secrets.token_hex(3)}-{version}"[
+            : contract.MAX_ID_BYTES
+        ],
         candidate=version,
         control=control,
         share=float(share),

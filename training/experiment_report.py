@@ -10,9 +10,11 @@ between the variants resamples both independently.
 
 Verdict: on the positive engagement rate (likes, comments, shares and saves per served
 item) and, as a guardrail, the negative one (hides and reports). The candidate is better
-when the 95% interval of its positive difference is above zero and its negative
-difference is not above zero; worse when either points the other way; otherwise there
-is no difference beyond noise.
+when the interval of its positive difference is above zero and its negative difference
+is not above zero; worse when either points the other way; otherwise there is no
+difference beyond noise. The verdict's intervals are at `confidence` for the pair
+(Bonferroni: each at 1 - (1 - confidence) / 2), so two identical models are called
+different at most 1 - confidence of the time; the tables show 95% intervals.
 """
 
 from __future__ import annotations
@@ -126,8 +128,9 @@ def bootstrap_ratios(served: np.ndarray, events: np.ndarray, draws: int, rng: np
     return out
 
 
-def analyse(data: dict[str, VariantData], draws: int = 2000, seed: int = 0) -> dict:
+def analyse(data: dict[str, VariantData], draws: int = 2000, seed: int = 0, confidence: float = 0.95) -> dict:
     """Per-variant rates with 95% intervals, candidate - control differences, verdict."""
+    tail = (1 - confidence) / 4 * 100  # two-sided, two rates (Bonferroni)
     rng = np.random.default_rng(seed)
     variants: dict[str, dict] = {}
     boots: dict[str, dict[str, np.ndarray]] = {}
@@ -156,14 +159,21 @@ def analyse(data: dict[str, VariantData], draws: int = 2000, seed: int = 0) -> d
         differences[name] = {
             "difference": variants[cand]["rates"][name]["rate"] - variants[ctl]["rates"][name]["rate"],
             "ci95": [float(np.nanpercentile(diff, 2.5)), float(np.nanpercentile(diff, 97.5))],
+            "verdict_ci": [float(np.nanpercentile(diff, tail)), float(np.nanpercentile(diff, 100 - tail))],
         }
-    return {"variants": variants, "differences": differences, "verdict": verdict(differences), "draws": draws}
+    return {
+        "variants": variants,
+        "differences": differences,
+        "verdict": verdict(differences),
+        "confidence": confidence,
+        "draws": draws,
+    }
 
 
 def verdict(differences: dict) -> str:
     if not differences:
         return "no verdict: one variant has served nothing"
-    pos, neg = differences["positive"]["ci95"], differences["negative"]["ci95"]
+    pos, neg = differences["positive"]["verdict_ci"], differences["negative"]["verdict_ci"]
     if pos[1] < 0:
         return "candidate worse: fewer positive engagements per served item beyond noise"
     if neg[0] > 0:
@@ -178,7 +188,8 @@ def to_markdown(experiment_id: str, analysis: dict, plot_name: str | None) -> st
     lines += [f"**Verdict: {analysis['verdict']}**", ""]
     lines += [
         "Engagements attributed to the variant that served the post to that user, per served item; "
-        f"95% intervals from {analysis['draws']} bootstrap draws over users.",
+        f"95% intervals from {analysis['draws']} bootstrap draws over users; the verdict's at "
+        f"{analysis['confidence']:.1%} for the positive and negative rates together.",
         "",
     ]
     header = "| variant | users | served items | " + " | ".join(f"{n} per item" for n, _ in RATES) + " |"
@@ -232,12 +243,17 @@ def plot(analysis: dict, path: Path) -> Path:
 
 
 def write_report(
-    client: redis.Redis, out_dir: Path | None, experiment_id: str | None = None, draws: int = 2000, seed: int = 0
+    client: redis.Redis,
+    out_dir: Path | None,
+    experiment_id: str | None = None,
+    draws: int = 2000,
+    seed: int = 0,
+    confidence: float = 0.95,
 ) -> tuple[str, dict, Path]:
     """Read, analyse, write report.md and report.png into out_dir (default
     reports/<experiment id>/); returns (experiment id, analysis, markdown path)."""
     experiment_id, data = read_log(client, experiment_id)
-    analysis = analyse(data, draws=draws, seed=seed)
+    analysis = analyse(data, draws=draws, seed=seed, confidence=confidence)
     out = Path(out_dir) if out_dir else Path("reports") / experiment_id
     out.mkdir(parents=True, exist_ok=True)
     plot(analysis, out / "report.png")

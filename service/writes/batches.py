@@ -221,12 +221,14 @@ class EngagementBatch:
         self.candidate = candidate  # an experiment's candidate version: its counters move too
         self.client = client  # for the moved vectors' follow-up
         self.clock = clock  # wall clock: the served windows follow Redis' expiry (service/served.py)
-        self._fold: FoldIn | None = None
+        # One per version: an experiment's candidate moves its posts with its own factors.
+        self._folds: dict[str, FoldIn] = {}
 
     def fold_in(self, bundle: Bundle) -> FoldIn:
-        fold = self._fold
-        if fold is None or fold.version != bundle.version:
-            fold = self._fold = fold_in_for(bundle)
+        fold = self._folds.get(bundle.version)
+        if fold is None:
+            fold = fold_in_for(bundle)
+            self._folds = dict(list(self._folds.items())[-1:]) | {bundle.version: fold}
         return fold
 
     def validate(self, bundle: Bundle, events, now: float, offset: int = 0) -> None:
@@ -276,7 +278,10 @@ class EngagementBatch:
             HOT_LIST_KEEP,
             contract.EXPERIMENT_LOG_MAXLEN,
             mirror.data_end_ts if mirror is not None else "",
+            mirror[contract.USER_FACTORS_FILE].shape[1] if mirror is not None else "",
         ]
+        mirror_fold = self.fold_in(mirror) if mirror is not None else None
+        mirror_factors = mirror[contract.USER_FACTORS_FILE] if mirror is not None else None
         communities = community_ids(bundle, records)
         for i, (e, community) in enumerate(zip(events, communities)):
             kind = KIND_OF[e.kind]
@@ -291,7 +296,14 @@ class EngagementBatch:
                 contract.hot_key(bundle.version, community),
                 contract.post_key(mirror_version, e.post_id),
                 contract.hot_key(mirror_version, community),
+                contract.engager_stats_key(mirror_version, e.post_id),
             ]
+            mirror_row = mirror.user_row.get(e.user_id) if mirror is not None else None
+            mirror_delta = (
+                engagement_stats(mirror_fold, mirror_factors[mirror_row], weight)
+                if weight > 0 and mirror_row is not None
+                else b""
+            )
             ts = e.ts or int(now)
             argv += [
                 max(weight, 0.0),
@@ -303,6 +315,7 @@ class EngagementBatch:
                 contract.encode_log(e.event_id, e.user_id, e.post_id, kind, ts),
                 digest(e),
                 attribution(served[2 * i] or served[2 * i + 1], e, kind, ts),
+                mirror_delta,
             ]
         return keys, argv
 
@@ -311,6 +324,11 @@ class EngagementBatch:
         if refused:
             raise reused_id(events, refused[0], offset)
         if len(reply) > 2:
-            dim = bundle[contract.USER_FACTORS_FILE].shape[1]
-            publish_moved(self.client, bundle, self.fold_in(bundle), reply[2:], dim)
+            mirror = self.candidate(bundle)
+            for version_bundle in (bundle, mirror) if mirror is not None else (bundle,):
+                prefix = contract.post_key_prefix(version_bundle.version).encode()
+                moved = [x for k, v in zip(reply[2::2], reply[3::2]) if k.startswith(prefix) for x in (k, v)]
+                if moved:
+                    dim = version_bundle[contract.USER_FACTORS_FILE].shape[1]
+                    publish_moved(self.client, version_bundle, self.fold_in(version_bundle), moved, dim)
         return int(reply[0]), int(reply[1])

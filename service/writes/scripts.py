@@ -99,17 +99,19 @@ return {applied, dups}
 )
 
 # KEYS: event log, experiment log, then (applied, post, stats, user's seen set, community
-#       hot list, the experiment candidate's post, its hot list) per event.
+#       hot list, the experiment candidate's post, its hot list, its stats) per event.
 # ARGV: ttl, positives offset, negatives offset, views offset, dim, log maxlen, seen kept,
 #       hot offset (hot f4 then hot_at f8), half-life s, hot-list epoch, hot-list length,
 #       experiment log maxlen, the candidate's hot-list epoch ('' = no experiment candidate
-#       to keep in step: its counters and hotness then move as the serving version's do;
-#       its vectors stay as trained), then 9 per event: positives add, negatives add, views add,
-#       stats delta ('' = none), post id, timestamp, payload, digest, attribution (the
-#       experiment log entry when an experiment served this post to this user, else '';
-#       written only for a new event, so a retry is attributed once).
+#       to keep in step; else its counters, hotness and engager statistics move as the
+#       serving version's do), the candidate's dim, then 10 per event: positives add,
+#       negatives add, views add, stats delta ('' = none), post id, timestamp, payload,
+#       digest, attribution (the experiment log entry when an experiment served this post
+#       to this user, else ''; written only for a new event, so a retry is attributed
+#       once), the candidate's stats delta (its own user factors).
 # Hotness follows core/hotness.py (`add` for the record, `list_score` for the hot list).
-# Returns {applied, dups, post key, stats, post key, stats, ...} for moved posts, or
+# Returns {applied, dups, post key, stats, post key, stats, ...} for moved posts (the
+# candidate's under its own post keys), or
 # {'err', event index (0-based), 'conflict'}.
 ENGAGEMENTS_LUA = (
     _MARKERS_LUA
@@ -118,14 +120,13 @@ local ttl = ARGV[1]
 local offs = {tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])}
 local dim, maxlen, seen_keep = tonumber(ARGV[5]), ARGV[6], tonumber(ARGV[7])
 local hot_off, half_life, epoch, hot_keep = tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11])
-local exp_maxlen, mirror_epoch = ARGV[12], tonumber(ARGV[13])
-local fmt = '<' .. string.rep('f', dim + 1)
+local exp_maxlen, mirror_epoch, mirror_dim = ARGV[12], tonumber(ARGV[13]), tonumber(ARGV[14])
 local applied, dups = 0, 0
 local moved = {}
-local n = (#KEYS - 2) / 7
+local n = (#KEYS - 2) / 8
 local status, batch_ids = {}, {}
 for i = 0, n - 1 do
-  local m = marker(KEYS[3 + 7 * i], ARGV[14 + 9 * i + 7], i, batch_ids)
+  local m = marker(KEYS[3 + 8 * i], ARGV[15 + 10 * i + 7], i, batch_ids)
   if m == 'conflict' then return {'err', i, 'conflict'} end
   status[i] = m
 end
@@ -157,27 +158,32 @@ local function bump(pkey, hkey, epoch, a)
       end
     end
 end
+-- a post's engager statistics (d + 1 floats) plus one engagement's
+local function accumulate(skey, pkey, delta, d)
+  local fmt = '<' .. string.rep('f', d + 1)
+  local cur = redis.call('GET', skey)
+  if cur then
+    local x = {struct.unpack(fmt, cur)}
+    local y = {struct.unpack(fmt, delta)}
+    local out = {}
+    for j = 1, d + 1 do out[j] = x[j] + y[j] end
+    delta = struct.pack(fmt, unpack(out))
+  end
+  redis.call('SET', skey, delta)
+  moved[pkey] = delta
+end
 for i = 0, n - 1 do
-  local k = 3 + 7 * i
+  local k = 3 + 8 * i
   local akey, pkey, skey, seen, hkey = KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4]
-  local a = 14 + 9 * i
+  local a = 15 + 10 * i
   if status[i] == 'new' then
     redis.call('SET', akey, ARGV[a + 7], 'EX', ttl)
     applied = applied + 1
     bump(pkey, hkey, epoch, a)
-    if mirror_epoch then bump(KEYS[k + 5], KEYS[k + 6], mirror_epoch, a) end
-    local delta = ARGV[a + 3]
-    if delta ~= '' then
-      local cur = redis.call('GET', skey)
-      if cur then
-        local x = {struct.unpack(fmt, cur)}
-        local d = {struct.unpack(fmt, delta)}
-        local out = {}
-        for j = 1, dim + 1 do out[j] = x[j] + d[j] end
-        delta = struct.pack(fmt, unpack(out))
-      end
-      redis.call('SET', skey, delta)
-      moved[pkey] = delta
+    if ARGV[a + 3] ~= '' then accumulate(skey, pkey, ARGV[a + 3], dim) end
+    if mirror_epoch then
+      bump(KEYS[k + 5], KEYS[k + 6], mirror_epoch, a)
+      if ARGV[a + 9] ~= '' then accumulate(KEYS[k + 7], KEYS[k + 5], ARGV[a + 9], mirror_dim) end
     end
     -- any engagement means the user has seen the post: the seen filter drops it next time
     redis.call('ZADD', seen, ARGV[a + 5], ARGV[a + 4])
