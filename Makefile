@@ -11,7 +11,7 @@ MODELS ?= models
 ARGS ?=
 export NICHEFEED_MODELS_DIR ?= $(MODELS)
 
-.PHONY: help install install-redis proto data train model evaluate publish rollback fold-log convert serve test format bench bench-quick clean
+.PHONY: help install install-redis proto data train model evaluate publish rollback fold-log convert serve test format bench bench-quick clean experiment experiment-stop experiment-promote experiment-report
 
 help:
 	@echo "make serve      install, build, create the default world and model, start Redis, serve gRPC on 127.0.0.1:50051"
@@ -21,6 +21,10 @@ help:
 	@echo "make evaluate   recompute the newest bundle's evaluation report and check it matches"
 	@echo "make publish    gate, load the newest bundle's features into Redis, make it current (ARGS=--force)"
 	@echo "make rollback   make the previously published version current again"
+	@echo "make experiment START=<version> SHARE=10   serve a second published version to SHARE% of users"
+	@echo "                (SHADOW=0.05 SALT=... GRACE=10); without START: show the running experiment"
+	@echo "make experiment-stop / experiment-promote   end it: everyone back on control / the candidate current"
+	@echo "make experiment-report   per-variant engagement rates, intervals and a verdict (markdown + plot)"
 	@echo "make fold-log   fold the service's live event log (new posts, engagements) into DATA"
 	@echo "make convert    a public log into the input schema: FORMAT=movielens|lastfm|stackexchange|stackexchange-sites SRC=dir OUT=dir"
 	@echo "make bench      benchmarks (see benchmarks/README.md)"
@@ -85,6 +89,26 @@ fold-log: install
 
 rollback: install
 	$(PY) -m training rollback --models $(MODELS) $(ARGS)
+
+# Experiments (README "Experiments"): a second published version beside the current one.
+SHARE ?= 10
+SHADOW ?= 0
+GRACE ?= 10
+experiment: install
+ifdef START
+	$(PY) -m training experiment start $(START) --models $(MODELS) --share $(SHARE) --shadow $(SHADOW) --grace $(GRACE) $(if $(SALT),--salt $(SALT)) $(ARGS)
+else
+	$(PY) -m training experiment status $(ARGS)
+endif
+
+experiment-stop: install
+	$(PY) -m training experiment stop $(ARGS)
+
+experiment-promote: install
+	$(PY) -m training experiment promote --models $(MODELS) $(ARGS)
+
+experiment-report: install
+	$(PY) -m training experiment-report $(ARGS)
 
 # A public log (MovieLens, Last.fm, Stack Exchange) in its original files -> events.csv,
 # posts.csv, communities.csv in OUT (docs/training.md "Real logs: converters").

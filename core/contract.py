@@ -563,3 +563,106 @@ def published_key(version: str) -> str:
     pointer at all) means Redis lost the data: restarted without persistence, failed over
     to an empty replica, or evicted; the service then says so and waits for a republish."""
     return f"{KEY_ROOT}:m:{version}:published"
+
+
+# ---------------------------------------------------------------------------------------
+# Experiments: a candidate version served beside the current one (service/experiments.py)
+# ---------------------------------------------------------------------------------------
+# nf:2:experiment                  the running experiment (JSON ExperimentDefinition below); absent:
+#                                  none. Written by `python -m training experiment`, read by every
+#                                  worker's reloader beside the current pointer.
+# nf:2:experiment:stopped          the last experiment that ended and why (JSON: definition + reason)
+# nf:2:experiment:log              a Redis Stream: one LOG_SERVED entry per Rank answer of an
+#                                  experiment, one LOG_ATTRIBUTED entry per engagement with a post an
+#                                  experiment served (what `experiment-report` reads)
+# nf:2:served:<user_id>:<window>   which variant served which post to the user (HASH post id ->
+#                                  encode_served); one hash per SERVED_WINDOW_S window, expiring
+#                                  after two: an engagement is attributed for at least one window.
+EXPERIMENT_KEY = f"{KEY_ROOT}:experiment"
+EXPERIMENT_STOPPED_KEY = f"{KEY_ROOT}:experiment:stopped"
+EXPERIMENT_LOG_KEY = f"{KEY_ROOT}:experiment:log"
+EXPERIMENT_LOG_MAXLEN = 5_000_000  # approximate cap (a served entry per Rank answer)
+SERVED_WINDOW_S = 86_400
+VARIANT_CONTROL = "control"
+VARIANT_CANDIDATE = "candidate"
+VARIANTS = (VARIANT_CONTROL, VARIANT_CANDIDATE)
+SHARE_BUCKETS = 10_000  # a user's bucket is one of these; SHARE percent of them get the candidate
+LOG_SERVED = "served"
+LOG_SERVED_FIELDS = ("experiment", "variant", "user_id", "items", "ts")
+LOG_ATTRIBUTED = "engaged"
+LOG_ATTRIBUTED_FIELDS = ("experiment", "variant", "user_id", "post_id", "kind", "ts")
+
+
+def served_window(ts: float) -> int:
+    """The window (of SERVED_WINDOW_S, wall clock) a serve or an engagement falls in."""
+    return int(ts // SERVED_WINDOW_S)
+
+
+def served_key(user_id: str, window: int) -> str:
+    return f"{KEY_ROOT}:served:{user_id}:{window}"
+
+
+def encode_served(experiment_id: str, variant: str) -> str:
+    return experiment_id + LOG_SEP + variant
+
+
+def decode_served(raw: bytes) -> tuple[str, str]:
+    experiment_id, _, variant = raw.decode(errors="replace").partition(LOG_SEP)
+    return experiment_id, variant
+
+
+@dataclass(frozen=True)
+class ExperimentDefinition:
+    """What every worker needs to route a user without asking anyone: the candidate
+    version, the share of users it serves (percent of SHARE_BUCKETS), the salt of the
+    user hash, and the safety and shadow settings. `control` is the version that served
+    when it started: the experiment runs while the pointer still names it."""
+
+    id: str
+    candidate: str
+    control: str
+    share: float  # percent of users served by the candidate, 0 (shadow only) .. < 100
+    salt: str
+    started_at: int  # unix seconds
+    shadow_rate: float = 0.0  # share of control answers also ranked by the candidate, unserved
+    max_excess: float = 0.05  # stop when the candidate's error or degraded rate exceeds control's by this
+    min_requests: int = 200  # per variant and worker before the safety check judges
+    # The candidate serves nobody before started_at + grace_s: by then every worker has read
+    # the definition (grace >= their reload interval) and keeps the candidate's posts in step.
+    grace_s: float = 10.0
+
+    def to_json(self) -> str:
+        return json.dumps(self.__dict__, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> ExperimentDefinition:
+        try:
+            data = json.loads(raw)
+            known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
+            defn = cls(**known)
+        except (ValueError, TypeError) as exc:
+            raise ContractError(f"experiment definition is not valid: {exc}") from None
+        problem = defn.problem()
+        if problem:
+            raise ContractError(f"experiment definition: {problem}")
+        return defn
+
+    def problem(self) -> str | None:
+        """Why this definition cannot run (None when it can)."""
+        if not isinstance(self.share, (int, float)) or not 0 <= self.share < 100:
+            return f"share must be a percent in [0, 100), got {self.share!r}"
+        if not isinstance(self.shadow_rate, (int, float)) or not 0 <= self.shadow_rate <= 1:
+            return f"shadow_rate must be in [0, 1], got {self.shadow_rate!r}"
+        if not isinstance(self.max_excess, (int, float)) or not 0 < self.max_excess <= 1:
+            return f"max_excess must be in (0, 1], got {self.max_excess!r}"
+        if not isinstance(self.grace_s, (int, float)) or not 0 <= self.grace_s <= 3600:
+            return f"grace_s must be in [0, 3600] seconds, got {self.grace_s!r}"
+        if not isinstance(self.min_requests, int) or self.min_requests < 1:
+            return f"min_requests must be a positive integer, got {self.min_requests!r}"
+        for name in ("id", "candidate", "control", "salt"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value or id_problem(value):
+                return f"{name} must be a printable id, got {value!r}"
+        if self.candidate == self.control:
+            return f"candidate and control are both {self.candidate!r}"
+        return None

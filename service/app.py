@@ -22,12 +22,15 @@ from core.settings import redis_address
 from service.api.rank import FeedRankerServicer
 from service.api.writes import FeedWriterServicer
 from service.config import Config
+from service.experiments import ExperimentFollower, ExperimentHolder
 from service.live_index import LiveIndexFollower
 from service.metrics import METRICS
 from service.pipeline import RankPipeline
 from service.reload import BundleHolder, ModelReloader
 from service.security import SecurityConfigError
+from service.served import ServedRecorder
 from service.server import build_server, make_clock, set_serving
+from service.shadow import ShadowRanker
 from service.stages import default_stages
 from service.store import FeatureStore, StoreUnavailable
 from service.writes import WriteApplier
@@ -77,8 +80,24 @@ class Service:
             max_connections=cfg.threads + 4,
         )
         self.live = LiveIndexFollower(self.holder, self.write_client, interval_s=cfg.live_poll_s)
-        self.servicer = FeedRankerServicer(self.pipeline, self.holder, make_clock(cfg), live_for=self.live.index_for)
-        self.writer = FeedWriterServicer(WriteApplier(self.holder, self.write_client))
+        # An experiment's candidate: its bundle beside the control's, its own live index,
+        # the answers remembered for attribution, the shadow sampler (service/experiments.py).
+        self.experiments = ExperimentHolder()
+        self.reloader.followers.append(ExperimentFollower(self.experiments, self.store, Path(cfg.models_dir)))
+        self.candidate_live = LiveIndexFollower(self.experiments, self.write_client, interval_s=cfg.live_poll_s)
+        clock = make_clock(cfg)
+        self.served = ServedRecorder(self.write_client)
+        self.shadow = ShadowRanker(self.pipeline.stages, self.experiments, clock, self.live_for)
+        self.servicer = FeedRankerServicer(
+            self.pipeline,
+            self.holder,
+            clock,
+            live_for=self.live_for,
+            experiments=self.experiments,
+            served=self.served,
+            shadow=self.shadow,
+        )
+        self.writer = FeedWriterServicer(WriteApplier(self.holder, self.write_client, self.experiments))
         try:
             self.server, self.port, self.health = build_server(
                 cfg, self.servicer, reuse_port=reuse_port, writer=self.writer
@@ -87,11 +106,19 @@ class Service:
             self.store.close()
             raise StartupError(str(exc)) from None
 
+    def live_for(self, version: str):
+        """The live index of `version`: the control's or the experiment candidate's."""
+        return self.live.index_for(version) or self.candidate_live.index_for(version)
+
     def start(self, metrics: bool = True) -> Service:
         if metrics and self.cfg.metrics_addr:
             host, port = self.cfg.metrics_addr.rsplit(":", 1)
             start_http_server(int(port), addr=host)
+        self.reloader.poll()  # a running experiment is routed from the first request
         self.live.start()  # replays the live stream before the first request is served
+        self.candidate_live.start()
+        self.served.start()
+        self.shadow.start()
         self.server.start()
         METRICS.worker_up.set(1)
         set_serving(self.health, True)
@@ -103,6 +130,9 @@ class Service:
         set_serving(self.health, False)
         self.reloader.stop()
         self.server.stop(grace).wait()
+        self.served.stop()  # answers already given are still remembered
+        self.shadow.stop()
         self.live.stop()
+        self.candidate_live.stop()
         self.store.close()
         self.write_client.close()

@@ -107,6 +107,62 @@ class Metrics:
             "Accepted events in the log not yet folded into training data",
             multiprocess_mode="livemax",
         )
+        # Experiments (service/experiments.py, shadow.py, served.py): variant = control |
+        # candidate while one runs, none otherwise.
+        self.variant_requests = Counter(
+            f"{NS}_variant_requests_total", "Rank calls by experiment variant and status code", ["variant", "code"]
+        )
+        self.variant_latency = Histogram(
+            f"{NS}_variant_latency_seconds", "Rank latency by experiment variant", ["variant"], buckets=LATENCY_BUCKETS
+        )
+        self.variant_degraded = Counter(
+            f"{NS}_variant_degraded_total", "Rank answers built from memory, by experiment variant", ["variant"]
+        )
+        self.variant_filtered = Counter(
+            f"{NS}_variant_filtered_total", "Candidates removed by filters, by experiment variant", ["variant"]
+        )
+        self.variant_items = Counter(
+            f"{NS}_variant_served_items_total", "Posts served, by experiment variant", ["variant"]
+        )
+        self.experiment_share = Gauge(
+            f"{NS}_experiment_share",
+            "Percent of users the running experiment's candidate serves (by control and candidate version)",
+            ["control", "candidate"],
+            multiprocess_mode="livemax",
+        )
+        self.experiment_auto_stops = Counter(
+            f"{NS}_experiment_auto_stops_total",
+            "Experiments stopped because the candidate's error or degraded rate exceeded control's, by rate",
+            ["rate"],
+        )
+        self.experiment_refused = Gauge(
+            f"{NS}_experiment_candidate_refused",
+            "1 while the running experiment's candidate bundle cannot be loaded (everyone gets control)",
+            multiprocess_mode="livemax",
+        )
+        self.served_records = Counter(
+            f"{NS}_experiment_served_records_total",
+            "Answers remembered for engagement attribution, by outcome (written | dropped | failed)",
+            ["outcome"],
+        )
+        self.shadow_runs = Counter(
+            f"{NS}_shadow_runs_total",
+            "Shadow rankings by the candidate, by outcome (scored | dropped | failed)",
+            ["outcome"],
+        )
+        self.shadow_overlap = Histogram(
+            f"{NS}_shadow_overlap",
+            "overlap@20: share of the served top 20 the candidate would also have put in its top 20",
+            buckets=(0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0),
+        )
+        self.shadow_rank_correlation = Histogram(
+            f"{NS}_shadow_rank_correlation",
+            "Spearman correlation of the ranks of posts in both top 20s (served and candidate)",
+            buckets=(-0.5, 0.0, 0.25, 0.5, 0.75, 0.9, 1.0),
+        )
+        self.shadow_cpu = Histogram(
+            f"{NS}_shadow_cpu_seconds", "CPU time of one shadow ranking (its own thread)", buckets=STAGE_BUCKETS
+        )
 
     def set_model(self, version: str, created_at: str, index_size: int, previous: str | None) -> None:
         if previous and previous != version:

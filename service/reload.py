@@ -72,6 +72,9 @@ class ModelReloader:
         self._refused_state: tuple | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="model-reloader", daemon=True)
+        # Read on every poll after the pointer (service/experiments.py: the experiment
+        # definition lives beside the pointer and is followed the same way).
+        self.followers: list = []
 
     def load(self, version: str) -> bool:
         """Load `version` and make it current; False (and the old model kept) on refusal."""
@@ -178,12 +181,17 @@ class ModelReloader:
         except OSError:
             return ()
 
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval_s):
+    def poll(self) -> None:
+        """The pointer, then whatever follows it (each one's failure kept to itself)."""
+        for check in (self.check_once, *[f.check_once for f in self.followers]):
             try:
-                self.check_once()
+                check()
             except Exception:  # a reload bug must never kill the reloader thread
                 log.exception("reload check failed")
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.poll()
 
     def start(self) -> None:
         self._thread.start()

@@ -71,3 +71,19 @@ def test_bench_runs_on_tiny_world(published, redis_server, redis_client, tmp_pat
     # Writes went to a scratch Redis that is gone; the given Redis saw none of them.
     assert not Path(ing["redis"]["dir"]).exists()
     assert _write_traces(redis_client, published.name) == before
+
+
+def test_experiment_bench_runs_on_tiny_world(tiny_bundle, tmp_path):
+    """benchmarks/experiment.py end to end: every setting measured, both variants served."""
+    from benchmarks import experiment as exp_bench
+
+    assert exp_bench.main(["--bundle", str(tiny_bundle), "--requests", "60", "--out", str(tmp_path)]) == 0
+    res = json.loads((tmp_path / "experiment.json").read_text())
+    s = res["settings"]
+    assert set(s["on"]["variants"]) == {"control", "candidate"}
+    assert set(s["off"]["variants"]) == {"none"}
+    assert set(s["share 0, shadow rate 1"]["variants"]) == {"control"}
+    for row in s.values():
+        assert row["rank"]["n"] == 60 and row["memory"]["rss_mb"] > 0
+    assert res["shadow"]["scored"] > 0 and res["shadow"]["cpu_ms_per_shadow_ranking"] > 0
+    assert "| on |" in (tmp_path / "experiment.md").read_text()

@@ -19,7 +19,13 @@ from core import contract
 from nichefeed.v1 import graph_pb2 as gpb
 from nichefeed.v1 import graph_pb2_grpc, ranking_pb2, ranking_pb2_grpc, writes_pb2, writes_pb2_grpc
 from service.app import Service
-from tests.test_privacy_property import SmallWorld, _publish_world, small_worlds, world_service  # noqa: F401
+from tests.test_privacy_property import (  # noqa: F401
+    SmallWorld,
+    _publish_world,
+    _start_experiment,
+    small_worlds,
+    world_service,
+)
 
 _events = itertools.count()
 NEW_USERS = ("n0", "n1")
@@ -200,13 +206,27 @@ def graph_world(world_service):  # noqa: F811 (the fixture imported above)
 @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
 @given(world=small_worlds(), ops=st.lists(OPS, min_size=1, max_size=14), seed=st.integers(0, 1000))
 def test_no_private_post_reaches_a_non_member_under_live_graph_changes(graph_world, world, ops, seed):
+    run_ops(graph_world, world, ops, seed, experiment=False)
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+@given(world=small_worlds(), ops=st.lists(OPS, min_size=1, max_size=14), seed=st.integers(0, 1000))
+def test_no_private_post_reaches_a_non_member_with_an_experiment_on(graph_world, world, ops, seed):
+    """The same with a second version serving half of the users (live posts, visibility and
+    graph changes reach both; a publish mid-run ends the experiment's serving)."""
+    run_ops(graph_world, world, ops, seed, experiment=True)
+
+
+def run_ops(graph_world, world, ops, seed: int, experiment: bool) -> None:
     client = graph_world[3]
     for u in NEW_USERS:
         client.delete(contract.graph_key(u))
     current = client.get(contract.CURRENT_KEY)
     if current:  # the last example's live posts are not carried into this one
         client.delete(contract.live_stream_key(current.decode()))
-    _publish_world(world, graph_world[0], graph_world[3], graph_world[4], seed)
+    control = _publish_world(world, graph_world[0], graph_world[3], graph_world[4], seed)
+    if experiment:
+        _start_experiment(world, graph_world[0], client, graph_world[4], seed + 7, control)
     h = Harness(graph_world, world, seed)
     try:
         for name, a, b in ops:
@@ -231,3 +251,6 @@ def test_no_private_post_reaches_a_non_member_under_live_graph_changes(graph_wor
     finally:
         h.close()
         graph_world[0] = h.svc
+        if experiment:
+            client.delete(contract.EXPERIMENT_KEY)
+            h.svc.reloader.poll()

@@ -263,3 +263,55 @@ def test_no_private_post_reaches_a_non_member(world_service, world, stop_at, see
     finally:
         if stopped:
             server.start()
+
+
+def _start_experiment(world: SmallWorld, svc, client, models, seed: int, control: str) -> contract.ExperimentDefinition:
+    """The same world as a second version (other vectors, so other rankings), serving half
+    of the users beside `control` from now on."""
+    from training import experiment
+
+    candidate = write_world_bundle(world, models, seed + 1)
+    publishing.publish(models / candidate, client, keep=2, progress=False, serve=False)
+    defn = experiment.start(client, models, candidate, share=50, salt=f"s{seed}", grace_s=0)
+    svc.reloader.poll()
+    assert svc.experiments.definition() == defn
+    return defn
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+@given(world=small_worlds(), stop_at=st.one_of(st.none(), st.integers(0, 12)), seed=st.integers(0, 1000))
+def test_no_private_post_reaches_a_non_member_with_an_experiment_on(world_service, world, stop_at, seed):
+    """The property above while an experiment serves a second version to half the users:
+    each answer comes from the variant the user's bucket says, and holds only what they may see."""
+    from core.experiments import variant_of
+
+    svc, stub, server, client, models = world_service
+    control = _publish_world(world, svc, client, models, seed)
+    defn = _start_experiment(world, svc, client, models, seed, control)
+    stopped = False
+    try:
+        for i, u in enumerate(itertools.chain.from_iterable([range(world.n_users)] * 2)):
+            if stop_at is not None and i == stop_at:
+                server.stop()
+                stopped = True
+            resp = _ask(stub, ranking_pb2.RankRequest(user_id=f"u{u}", limit=200))
+            if resp is None:
+                continue
+            variant = variant_of(defn, f"u{u}")
+            assert (resp.experiment, resp.model_version) == (
+                variant,
+                defn.candidate if variant == contract.VARIANT_CANDIDATE else control,
+            )
+            got = {int(item.post_id[1:]) for item in resp.items}
+            if stopped:
+                assert resp.degraded
+            expected = world.visible(u, resp.degraded)
+            if resp.degraded:
+                assert got <= expected
+            else:
+                assert got == expected
+    finally:
+        if stopped:
+            server.start()
+        client.delete(contract.EXPERIMENT_KEY)
+        svc.reloader.poll()

@@ -1,4 +1,4 @@
-"""python -m training: generate | train | evaluate | publish | rollback | fold-log | ensure.
+"""python -m training: generate | train | evaluate | publish | rollback | fold-log | ensure | experiment | experiment-report.
 
 Run `python -m training COMMAND --help` for each command's options. Errors in input
 files or in reaching Redis end the run with one line naming the file/row/column or the
@@ -138,13 +138,18 @@ def cmd_publish(args) -> None:
     bundle = args.models / args.version if args.version else latest_bundle(args.models)
     with redis_client() as client:
         try:
-            version = publishing.publish(bundle, client, keep=args.keep, force=args.force, prune_bundles=True)
+            version = publishing.publish(
+                bundle, client, keep=args.keep, force=args.force, prune_bundles=True, serve=not args.stage
+            )
         except publishing.GateRefused as exc:
             print(f"error: {exc}", file=sys.stderr)
             raise SystemExit(3) from None
         except BundleError as exc:  # corrupt or half-written: the file and the reason
             print(f"error: not published: {exc}", file=sys.stderr)
             raise SystemExit(2) from None
+    if args.stage:
+        print(f"published {version} from {bundle} without serving it (make experiment START={version} SHARE=10)")
+        return
     print(f"published {version} from {bundle}; serving switches at its next pointer check")
 
 
@@ -175,6 +180,64 @@ def cmd_fold_log(args) -> None:
             f"{f.not_folded} events stay live only (blocks, mutes, bans ended, moderators' rules; "
             f"membership events too when {args.data} has no memberships.csv)"
         )
+
+
+def cmd_experiment(args) -> None:
+    """Start, stop, promote or show the experiment (training/experiment.py)."""
+    from training import experiment
+
+    with redis_client() as client:
+        try:
+            if args.action == "start":
+                if not args.version:
+                    raise experiment.ExperimentError(
+                        "START: the candidate version is required (make experiment START=<version> SHARE=10)"
+                    )
+                defn = experiment.start(
+                    client,
+                    args.models,
+                    args.version,
+                    args.share,
+                    salt=args.salt,
+                    shadow_rate=args.shadow,
+                    max_excess=args.max_excess,
+                    min_requests=args.min_requests,
+                    grace_s=args.grace,
+                )
+                print(f"started {experiment.describe(defn)}; it serves after {defn.grace_s:g} s")
+            elif args.action == "stop":
+                defn = experiment.stop(client)
+                print(f"stopped experiment {defn.id}: everyone gets {defn.control} at the next pointer check")
+            elif args.action == "promote":
+                defn = experiment.promote(client, args.models)
+                print(f"promoted {defn.candidate}: it is the current version; experiment {defn.id} ended")
+            else:
+                defn = experiment.running(client)
+                print(
+                    experiment.describe(defn)
+                    if defn
+                    else f"no experiment is running{experiment.last_stopped_note(client)}"
+                )
+        except experiment.ExperimentError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None
+
+
+def cmd_experiment_report(args) -> None:
+    from training.experiment_report import write_report
+
+    with redis_client() as client:
+        try:
+            if args.draws < 100 or not 0.5 <= args.confidence < 1:
+                raise ValueError("--draws must be at least 100 and --confidence in [0.5, 1)")
+            experiment_id, analysis, md = write_report(
+                client, args.out, args.experiment, draws=args.draws, seed=args.seed, confidence=args.confidence
+            )
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None
+    print(md.read_text())
+    print(f"report: {md} (and report.json, report.png beside it)")
 
 
 def cmd_convert(args) -> None:
@@ -220,6 +283,14 @@ def loadable(bundle: Path) -> bool:
     return True
 
 
+def percent(text: str) -> float:
+    """An argparse type: a number (SHARE=10), refused with a one-line error otherwise."""
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m training", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -258,7 +329,47 @@ def main(argv: list[str] | None = None) -> None:
         p.add_argument("--keep", type=int, default=3, help="published versions kept for rollback")
         if name == "publish":
             p.add_argument("--force", action="store_true", help="publish even if the gate finds it worse")
+            p.add_argument(
+                "--stage", action="store_true", help="publish without serving it (a candidate for make experiment)"
+            )
         p.set_defaults(fn=fn)
+
+    p = sub.add_parser("experiment", help="start, stop, promote or show an experiment (a second version live)")
+    p.add_argument("action", choices=("start", "stop", "promote", "status"))
+    p.add_argument("version", nargs="?", default=None, help="start: the candidate version (published)")
+    p.add_argument("--models", type=Path, default=DEFAULT_MODELS)
+    p.add_argument(
+        "--share", type=percent, default=10.0, help="percent of users the candidate serves, 0 (shadow only) to 99"
+    )
+    p.add_argument("--salt", default=None, help="salt of the user hash (default: random; a new salt reshuffles users)")
+    p.add_argument(
+        "--shadow", type=float, default=0.0, help="share of control answers the candidate also ranks, unserved"
+    )
+    p.add_argument(
+        "--max-excess", type=float, default=0.05, help="stop when its error or degraded rate exceeds control's by this"
+    )
+    p.add_argument(
+        "--min-requests", type=int, default=200, help="requests per variant and worker before that check judges"
+    )
+    p.add_argument(
+        "--grace",
+        type=float,
+        default=10.0,
+        help="seconds before the candidate serves (>= the workers' reload interval)",
+    )
+    p.set_defaults(fn=cmd_experiment)
+
+    p = sub.add_parser("experiment-report", help="per-variant engagement rates with bootstrap intervals and a verdict")
+    p.add_argument("--experiment", default=None, help="experiment id (default: the running one, else the last one)")
+    p.add_argument(
+        "--out", type=Path, default=None, help="directory for report.md and report.png (default: reports/<id>)"
+    )
+    p.add_argument("--draws", type=int, default=2000, help="bootstrap draws")
+    p.add_argument(
+        "--confidence", type=float, default=0.95, help="of the verdict (positive and negative rates together)"
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(fn=cmd_experiment_report)
 
     p = sub.add_parser("evaluate", help="recompute a bundle's evaluation from the bundle and its data")
     p.add_argument("--models", type=Path, default=DEFAULT_MODELS)

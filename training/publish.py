@@ -149,7 +149,8 @@ def prune(client: redis.Redis, keep: int, models_dir: Path | None = None) -> lis
     and remove their bundle directories from models_dir when given."""
     history = published_versions(client)
     current = current_version(client)
-    doomed = [v for v in history[keep:] if v != current]
+    protected = {current, experiment_candidate(client)}  # an experiment's candidate serves too
+    doomed = [v for v in history[keep:] if v not in protected]
     for version in doomed:
         batch = []
         for key in client.scan_iter(match=contract.version_key_pattern(version), count=5_000):
@@ -164,6 +165,15 @@ def prune(client: redis.Redis, keep: int, models_dir: Path | None = None) -> lis
             shutil.rmtree(models_dir / version, ignore_errors=True)
         log(f"pruned version {version}")
     return doomed
+
+
+def experiment_candidate(client: redis.Redis) -> str | None:
+    """The version a running experiment serves beside the current one (never pruned)."""
+    raw = client.get(contract.EXPERIMENT_KEY)
+    try:
+        return contract.ExperimentDefinition.from_json(raw).candidate if raw else None
+    except contract.ContractError:
+        return None
 
 
 def write_hot_lists(client: redis.Redis, bundle) -> None:
@@ -187,9 +197,12 @@ def publish(
     force: bool = False,
     prune_bundles: bool = False,
     progress: bool = True,
+    serve: bool = True,
 ) -> str:
     """Verify, gate, write the bundle's keys, flip the pointer, prune. Raises BundleError
-    (the bundle cannot be served) or GateRefused."""
+    (the bundle cannot be served) or GateRefused. With serve=False the version is staged:
+    its keys and marker are written and it joins the history behind every other version
+    (rollback never lands on it), but the pointer stays: `experiment start` can serve it."""
     bundle_dir = Path(bundle_dir)
     t0 = time.perf_counter()
     # Verified first: a corrupt bundle is refused (BundleError) before the gate spends
@@ -212,6 +225,13 @@ def publish(
     if removed:
         log(f"posts moderators took out of feeds, still out: {removed}")
     client.set(contract.published_key(version), bundle.manifest.created_at)  # every key is in
+    if not serve:
+        pipe = client.pipeline(transaction=True)
+        pipe.lrem(contract.HISTORY_KEY, 0, version)
+        pipe.rpush(contract.HISTORY_KEY, version)
+        pipe.execute()
+        log(f"staged {version} (published, not serving; current stays {previous})")
+        return version
     flip(client, version)
     log(f"current version: {previous} -> {version} ({time.perf_counter() - t0:.1f}s)")
     prune(client, keep, bundle_dir.parent if prune_bundles else None)

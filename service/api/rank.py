@@ -8,10 +8,12 @@ import uuid
 
 import grpc
 
+from core import contract
 from core.bundle import Bundle
 from nichefeed.v1 import ranking_pb2, ranking_pb2_grpc
 from service.api.status import UNDECODABLE, abort, safe_parser
 from service.errors import ServiceError
+from service.experiments import ExperimentHolder, Routing
 from service.metrics import METRICS
 from service.pipeline import RankContext, RankPipeline, RankQuery
 from service.reload import BundleHolder
@@ -21,15 +23,47 @@ SERVICE_NAME = ranking_pb2.DESCRIPTOR.services_by_name["FeedRanker"].full_name
 
 
 class FeedRankerServicer(ranking_pb2_grpc.FeedRankerServicer):
-    def __init__(self, pipeline: RankPipeline, holder: BundleHolder, clock, live_for=lambda version: None):
+    def __init__(
+        self,
+        pipeline: RankPipeline,
+        holder: BundleHolder,
+        clock,
+        live_for=lambda version: None,
+        experiments: ExperimentHolder | None = None,
+        served=None,
+        shadow=None,
+    ):
         self.pipeline = pipeline
         self.holder = holder
         self.clock = clock
         self.live_for = live_for  # version -> that version's LiveIndex, or None
+        self.experiments = experiments or ExperimentHolder()
+        self.served = served  # service/served.py: remembers what each variant served to whom
+        self.shadow = shadow  # service/shadow.py: the candidate ranks a sample of control answers
         self._latency = METRICS.latency.labels(method="Rank")
         self._in_flight = METRICS.in_flight
 
     def Rank(self, request, context):
+        """Route to a variant (service/experiments.py), rank, and count the call per variant."""
+        outcome = {"code": "INTERNAL", "degraded": False, "routing": None}
+        t0 = time.perf_counter()
+        try:
+            response = self._rank(request, context, outcome)
+            outcome["code"] = "OK"
+            return response
+        except Exception:
+            code = context.code() if hasattr(context, "code") else None
+            outcome["code"] = code.name if isinstance(code, grpc.StatusCode) else "INTERNAL"
+            raise
+        finally:
+            routing: Routing | None = outcome["routing"]
+            if routing is not None:
+                label = routing.label
+                METRICS.variant_requests.labels(variant=label, code=outcome["code"]).inc()
+                METRICS.variant_latency.labels(variant=label).observe(time.perf_counter() - t0)
+                self.experiments.count(routing, outcome["code"], outcome["degraded"])
+
+    def _rank(self, request, context, outcome: dict):
         t0 = time.perf_counter()
         request_id = dict(context.invocation_metadata()).get("x-request-id", "")[:64]
         if not request_id.isprintable() or not request_id:
@@ -38,9 +72,11 @@ class FeedRankerServicer(ranking_pb2_grpc.FeedRankerServicer):
         try:
             if request is UNDECODABLE:
                 context.abort(grpc.StatusCode.INVALID_ARGUMENT, "request: not a valid nichefeed.v1.RankRequest")
-            bundle: Bundle | None = self.holder.current
-            if bundle is None:
+            control: Bundle | None = self.holder.current
+            if control is None:
                 context.abort(grpc.StatusCode.UNAVAILABLE, "no model loaded yet")
+            routing = outcome["routing"] = self.experiments.route(request.user_id, control)
+            bundle = routing.bundle  # one version start to end, whichever variant
             remaining = context.time_remaining()
             deadline = time.monotonic() + remaining if remaining is not None and remaining < 1e6 else None
             if deadline is not None and remaining <= 0:
@@ -71,7 +107,10 @@ class FeedRankerServicer(ranking_pb2_grpc.FeedRankerServicer):
                 context.abort(grpc.StatusCode.INTERNAL, f"internal error (request id {request_id})")
             if ctx.degraded:
                 METRICS.degraded.inc()
+                METRICS.variant_degraded.labels(variant=routing.label).inc()
+                outcome["degraded"] = True
                 log.debug("degraded request_id=%s reasons=%s", request_id, ctx.degraded)
+            self._after_answer(routing, query, ctx)
             return ranking_pb2.RankResponse(
                 items=[
                     ranking_pb2.RankedPost(
@@ -86,10 +125,27 @@ class FeedRankerServicer(ranking_pb2_grpc.FeedRankerServicer):
                 model_version=bundle.version,
                 degraded=bool(ctx.degraded),
                 request_id=request_id,
+                experiment=routing.variant,
             )
         finally:
             self._in_flight.dec()
             self._latency.observe(time.perf_counter() - t0)  # calls by status: api/accounting.py
+
+    def _after_answer(self, routing: Routing, query: RankQuery, ctx: RankContext) -> None:
+        """Per-variant counts; under an experiment, hand the answer to the recorder and
+        (control answers) to the shadow sampler: both queue it, neither waits for Redis."""
+        label = routing.label
+        METRICS.variant_items.labels(variant=label).inc(len(ctx.items))
+        removed = sum(ctx.removed.values())
+        if removed:
+            METRICS.variant_filtered.labels(variant=label).inc(removed)
+        if not routing.variant:
+            return
+        post_ids = [item.post_id for item in ctx.items]
+        if self.served is not None:
+            self.served.record(query.user_id, routing.experiment_id, routing.variant, post_ids)
+        if self.shadow is not None and routing.variant == contract.VARIANT_CONTROL:
+            self.shadow.maybe_submit(query, post_ids)
 
 
 def rank_handlers(servicer: FeedRankerServicer) -> grpc.GenericRpcHandler:

@@ -236,18 +236,27 @@ class RulesCache:
     once per change per worker). If that read fails the request goes on without rules
     (pins and caps only ever add to or thin a feed; privacy does not rest on them)."""
 
+    # One copy per model version (rules are indexed by its communities): an experiment
+    # serves two versions side by side, which must not re-read the rules on every switch.
+    VERSIONS_KEPT = 3
+
     def __init__(self, store: FeatureStore):
         self.store = store
-        self._rules = Rules()
+        self._rules: dict[str, Rules] = {}
         self._lock = threading.Lock()
 
+    def _keep(self, fresh: Rules) -> Rules:
+        with self._lock:
+            kept = {v: r for v, r in self._rules.items() if v != fresh.version}
+            self._rules = dict(list(kept.items())[-(self.VERSIONS_KEPT - 1) :]) | {fresh.version: fresh}
+        return fresh
+
     def current(self, rev: bytes | None, b, ctx: RankContext) -> Rules:
-        rules = self._rules
+        rules = self._rules.get(b.version) or Rules(version=b.version)
         if rules.rev == rev and rules.version == b.version:
             return rules
         if rev is None:
-            self._rules = Rules(version=b.version)  # no rule was ever written
-            return self._rules
+            return self._keep(Rules(version=b.version))  # no rule was ever written
         try:
             raw = self.store.read_rules(ctx.now, ctx.deadline)
         except StoreUnavailable:
@@ -266,9 +275,7 @@ class RulesCache:
                 continue
             if c is not None and 0.0 <= value < 1.0:
                 fresh.caps[c] = value
-        with self._lock:
-            self._rules = fresh
-        return fresh
+        return self._keep(fresh)
 
 
 class HydrateCandidates:

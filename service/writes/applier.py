@@ -20,16 +20,24 @@ REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
 
 
 class WriteApplier:
-    def __init__(self, holder: BundleHolder, client: redis.Redis):
+    def __init__(self, holder: BundleHolder, client: redis.Redis, experiments=None):
         self.holder = holder
         self.client = client
-        self.posts = PostBatch()
-        self.engagements = EngagementBatch(client)
+        self.experiments = experiments  # service/experiments.py: a candidate version kept in step with posts
+        self.posts = PostBatch(self._candidate)
+        self.engagements = EngagementBatch(client, candidate=self._candidate)
         self.graph = GraphBatch()
         self.rules = RuleBatch()
         self._scripts = {
             b.kind: client.register_script(b.script) for b in (self.posts, self.engagements, self.graph, self.rules)
         }
+
+    def _candidate(self, bundle: Bundle) -> Bundle | None:
+        """The running experiment's candidate, while `bundle` is its control."""
+        running = self.experiments.running if self.experiments is not None else None
+        if running is None or running.candidate is None or running.defn.control != bundle.version:
+            return None
+        return running.candidate
 
     def _bundle(self) -> Bundle:
         bundle = self.holder.current

@@ -29,55 +29,65 @@ local function marker(akey, digest, i, batch_ids)
 end
 """
 
-# KEYS: live stream, event log, then (applied, post, community recent list) per event.
-# ARGV: ttl, flags offset, log maxlen, recent list length, then 9 per event:
+# KEYS: live stream, event log, the experiment candidate's live stream, then (applied,
+#       post, community recent list, candidate's post, candidate's recent list) per event.
+# ARGV: ttl, flags offset, log maxlen, recent list length, then 12 per event:
 #       op, post id, record (create), community id, author id, vector (create), created_at,
-#       log payload, digest.
+#       log payload, digest, candidate op ('' = no experiment candidate to keep in step),
+#       candidate record (create), candidate vector (create).
 # op: "create" | "flags:<set>:<clear>" | "delete"
+# While an experiment runs, every post event is applied to the candidate version too, in
+# the same script: a deletion or a post made members-only can never stay visible there.
 # Returns {applied, dups} or {'err', event index (0-based), 'conflict'}.
 POSTS_LUA = (
     _MARKERS_LUA
     + """
 local ttl, off, maxlen, keep = ARGV[1], tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
 local applied, dups = 0, 0
-local n = (#KEYS - 2) / 3
+local n = (#KEYS - 3) / 5
 local status, batch_ids = {}, {}
 for i = 0, n - 1 do
-  local m = marker(KEYS[3 + 3 * i], ARGV[5 + 9 * i + 8], i, batch_ids)
+  local m = marker(KEYS[4 + 5 * i], ARGV[5 + 12 * i + 8], i, batch_ids)
   if m == 'conflict' then return {'err', i, 'conflict'} end
   status[i] = m
 end
+local function apply(live, pkey, rkey, op, pid, record, community, author, vector, created)
+  if op == 'create' then
+    redis.call('SET', pkey, record)
+    redis.call('XADD', live, '*', 'p', pid, 'c', community, 'a', author, 'v', vector, 't', created)
+    -- newest first, at most `keep` ids (contract.encode_recent)
+    local ids, count = {pid}, 1
+    for id in string.gmatch(redis.call('GET', rkey) or '', '[^\\n]+') do
+      if count >= keep then break end
+      if id ~= pid then ids[#ids + 1] = id; count = count + 1 end
+    end
+    redis.call('SET', rkey, table.concat(ids, '\\n'))
+  else
+    local cur = redis.call('GETRANGE', pkey, off, off)
+    if cur ~= '' then
+      local f = string.byte(cur)
+      if op == 'delete' then
+        f = bit.bor(f, 2)
+        redis.call('XADD', live, '*', 'p', pid, 'd', '1')
+      else
+        local set, clear = string.match(op, 'flags:(%d+):(%d+)')
+        f = bit.bor(bit.band(f, bit.bnot(tonumber(clear))), tonumber(set))
+        redis.call('XADD', live, '*', 'p', pid, 'x', (tonumber(set) > 0) and '1' or '0')
+      end
+      redis.call('SETRANGE', pkey, off, string.char(f))
+    end
+  end
+end
 for i = 0, n - 1 do
-  local akey, pkey, rkey = KEYS[3 + 3 * i], KEYS[4 + 3 * i], KEYS[5 + 3 * i]
-  local a = 5 + 9 * i
-  local op, pid = ARGV[a], ARGV[a + 1]
+  local k = 4 + 5 * i
+  local a = 5 + 12 * i
+  local pid = ARGV[a + 1]
   if status[i] == 'new' then
-    redis.call('SET', akey, ARGV[a + 8], 'EX', ttl)
+    redis.call('SET', KEYS[k], ARGV[a + 8], 'EX', ttl)
     applied = applied + 1
-    if op == 'create' then
-      redis.call('SET', pkey, ARGV[a + 2])
-      redis.call('XADD', KEYS[1], '*', 'p', pid, 'c', ARGV[a + 3], 'a', ARGV[a + 4], 'v', ARGV[a + 5], 't', ARGV[a + 6])
-      -- newest first, at most `keep` ids (contract.encode_recent)
-      local ids, count = {pid}, 1
-      for id in string.gmatch(redis.call('GET', rkey) or '', '[^\\n]+') do
-        if count >= keep then break end
-        if id ~= pid then ids[#ids + 1] = id; count = count + 1 end
-      end
-      redis.call('SET', rkey, table.concat(ids, '\\n'))
-    else
-      local cur = redis.call('GETRANGE', pkey, off, off)
-      if cur ~= '' then
-        local f = string.byte(cur)
-        if op == 'delete' then
-          f = bit.bor(f, 2)
-          redis.call('XADD', KEYS[1], '*', 'p', pid, 'd', '1')
-        else
-          local set, clear = string.match(op, 'flags:(%d+):(%d+)')
-          f = bit.bor(bit.band(f, bit.bnot(tonumber(clear))), tonumber(set))
-          redis.call('XADD', KEYS[1], '*', 'p', pid, 'x', (tonumber(set) > 0) and '1' or '0')
-        end
-        redis.call('SETRANGE', pkey, off, string.char(f))
-      end
+    apply(KEYS[1], KEYS[k + 1], KEYS[k + 2], ARGV[a], pid, ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5], ARGV[a + 6])
+    if ARGV[a + 9] ~= '' then
+      apply(KEYS[3], KEYS[k + 3], KEYS[k + 4], ARGV[a + 9], pid, ARGV[a + 10], ARGV[a + 3], ARGV[a + 4], ARGV[a + 11], ARGV[a + 6])
     end
     redis.call('XADD', KEYS[2], 'MAXLEN', '~', maxlen, '*', '@LOG_POST@', ARGV[a + 7])
   else
@@ -88,13 +98,20 @@ return {applied, dups}
 """.replace("@LOG_POST@", contract.LOG_POST)
 )
 
-# KEYS: event log, then (applied, post, stats, user's seen set, community hot list) per event.
+# KEYS: event log, experiment log, then (applied, post, stats, user's seen set, community
+#       hot list, the experiment candidate's post, its hot list, its stats) per event.
 # ARGV: ttl, positives offset, negatives offset, views offset, dim, log maxlen, seen kept,
 #       hot offset (hot f4 then hot_at f8), half-life s, hot-list epoch, hot-list length,
-#       then 8 per event: positives add, negatives add, views add, stats delta ('' = none),
-#       post id, timestamp, payload, digest.
+#       experiment log maxlen, the candidate's hot-list epoch ('' = no experiment candidate
+#       to keep in step; else its counters, hotness and engager statistics move as the
+#       serving version's do), the candidate's dim, then 10 per event: positives add,
+#       negatives add, views add, stats delta ('' = none), post id, timestamp, payload,
+#       digest, attribution (the experiment log entry when an experiment served this post
+#       to this user, else ''; written only for a new event, so a retry is attributed
+#       once), the candidate's stats delta (its own user factors).
 # Hotness follows core/hotness.py (`add` for the record, `list_score` for the hot list).
-# Returns {applied, dups, post key, stats, post key, stats, ...} for moved posts, or
+# Returns {applied, dups, post key, stats, post key, stats, ...} for moved posts (the
+# candidate's under its own post keys), or
 # {'err', event index (0-based), 'conflict'}.
 ENGAGEMENTS_LUA = (
     _MARKERS_LUA
@@ -103,22 +120,18 @@ local ttl = ARGV[1]
 local offs = {tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])}
 local dim, maxlen, seen_keep = tonumber(ARGV[5]), ARGV[6], tonumber(ARGV[7])
 local hot_off, half_life, epoch, hot_keep = tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11])
-local fmt = '<' .. string.rep('f', dim + 1)
+local exp_maxlen, mirror_epoch, mirror_dim = ARGV[12], tonumber(ARGV[13]), tonumber(ARGV[14])
 local applied, dups = 0, 0
 local moved = {}
-local n = (#KEYS - 1) / 5
+local n = (#KEYS - 2) / 8
 local status, batch_ids = {}, {}
 for i = 0, n - 1 do
-  local m = marker(KEYS[2 + 5 * i], ARGV[12 + 8 * i + 7], i, batch_ids)
+  local m = marker(KEYS[3 + 8 * i], ARGV[15 + 10 * i + 7], i, batch_ids)
   if m == 'conflict' then return {'err', i, 'conflict'} end
   status[i] = m
 end
-for i = 0, n - 1 do
-  local akey, pkey, skey, seen, hkey = KEYS[2 + 5 * i], KEYS[3 + 5 * i], KEYS[4 + 5 * i], KEYS[5 + 5 * i], KEYS[6 + 5 * i]
-  local a = 12 + 8 * i
-  if status[i] == 'new' then
-    redis.call('SET', akey, ARGV[a + 7], 'EX', ttl)
-    applied = applied + 1
+-- counters and hotness of one version's post record and hot list
+local function bump(pkey, hkey, epoch, a)
     for j = 1, 3 do
       local add = tonumber(ARGV[a + j - 1])
       if add ~= 0 then
@@ -144,23 +157,41 @@ for i = 0, n - 1 do
         redis.call('ZREMRANGEBYRANK', hkey, 0, -(hot_keep + 1))
       end
     end
-    local delta = ARGV[a + 3]
-    if delta ~= '' then
-      local cur = redis.call('GET', skey)
-      if cur then
-        local x = {struct.unpack(fmt, cur)}
-        local d = {struct.unpack(fmt, delta)}
-        local out = {}
-        for j = 1, dim + 1 do out[j] = x[j] + d[j] end
-        delta = struct.pack(fmt, unpack(out))
-      end
-      redis.call('SET', skey, delta)
-      moved[pkey] = delta
+end
+-- a post's engager statistics (d + 1 floats) plus one engagement's
+local function accumulate(skey, pkey, delta, d)
+  local fmt = '<' .. string.rep('f', d + 1)
+  local cur = redis.call('GET', skey)
+  if cur then
+    local x = {struct.unpack(fmt, cur)}
+    local y = {struct.unpack(fmt, delta)}
+    local out = {}
+    for j = 1, d + 1 do out[j] = x[j] + y[j] end
+    delta = struct.pack(fmt, unpack(out))
+  end
+  redis.call('SET', skey, delta)
+  moved[pkey] = delta
+end
+for i = 0, n - 1 do
+  local k = 3 + 8 * i
+  local akey, pkey, skey, seen, hkey = KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4]
+  local a = 15 + 10 * i
+  if status[i] == 'new' then
+    redis.call('SET', akey, ARGV[a + 7], 'EX', ttl)
+    applied = applied + 1
+    bump(pkey, hkey, epoch, a)
+    if ARGV[a + 3] ~= '' then accumulate(skey, pkey, ARGV[a + 3], dim) end
+    if mirror_epoch then
+      bump(KEYS[k + 5], KEYS[k + 6], mirror_epoch, a)
+      if ARGV[a + 9] ~= '' then accumulate(KEYS[k + 7], KEYS[k + 5], ARGV[a + 9], mirror_dim) end
     end
     -- any engagement means the user has seen the post: the seen filter drops it next time
     redis.call('ZADD', seen, ARGV[a + 5], ARGV[a + 4])
     redis.call('ZREMRANGEBYRANK', seen, 0, -(seen_keep + 1))
     redis.call('XADD', KEYS[1], 'MAXLEN', '~', maxlen, '*', '@LOG_ENGAGEMENT@', ARGV[a + 6])
+    if ARGV[a + 8] ~= '' then
+      redis.call('XADD', KEYS[2], 'MAXLEN', '~', exp_maxlen, '*', '@LOG_ATTRIBUTED@', ARGV[a + 8])
+    end
   else
     dups = dups + 1
   end
@@ -168,7 +199,9 @@ end
 local out = {applied, dups}
 for k, v in pairs(moved) do out[#out + 1] = k; out[#out + 1] = v end
 return out
-""".replace("@LOG_ENGAGEMENT@", contract.LOG_ENGAGEMENT).replace("@MAX_EXPONENT@", repr(MAX_EXPONENT))
+""".replace("@LOG_ENGAGEMENT@", contract.LOG_ENGAGEMENT)
+    .replace("@LOG_ATTRIBUTED@", contract.LOG_ATTRIBUTED)
+    .replace("@MAX_EXPONENT@", repr(MAX_EXPONENT))
 )
 
 # KEYS: event log, then (applied, user's graph hash, user's block set) per event.
