@@ -40,8 +40,8 @@ from training.load import load_dataset
 from training.neighbours import item_neighbours
 from training.params import AlsParams, TrainParams
 from training.plot import plot_report
-from training.scorer import fit_scorer
-from training.split import TimeSplit, adaptive_inner_split, split_events, split_points
+from training.scorer import fit_scorer, training_examples
+from training.split import TimeSplit, adaptive_inner_split, scorer_windows, split_events, split_points
 from training.state import member_engagers, state_as_of
 
 INDEX_QUERIES = 200  # user vectors that measure the index candidates
@@ -124,27 +124,42 @@ def tune_on_inner(
 
 def learn_scorer(
     ds: schema.Dataset,
+    split: TimeSplit,
     inner: TimeSplit,
+    longest_s: int,
     window: float | None,
     params: TrainParams,
     hot_half_life_h: float,
     clock: StageClock,
 ) -> LinearScorer:
-    state, model = fit_model(ds, inner.split_ts, params, hot_half_life_h, progress=False)
-    catalogue = catalogue_rows(ds, inner.split_ts, window)
-    seen = seen_matrix(ds, inner.train)
-    targets = target_matrix(ds, inner.test, seen, catalogue)
-    users = pick_users(targets, seen, params.scorer_fit.max_users, params.scorer_fit.seed)
-    clock.log(
-        f"scorer: inner split at {inner.split_ts}, {len(users)} users with engagement in "
-        f"[{inner.split_ts}, {inner.end_ts})"
-    )
-    if len(users) == 0:
+    """The scorer fitted on the evaluation's window just before the split, and on the
+    windows before that while fewer than max_users users have been drawn (scorer_windows);
+    on a log too short for one such window, on the inner split."""
+    fit = params.scorer_fit
+    Xs, ys, used = [], [], []
+    for i, w in enumerate(scorer_windows(ds, split, longest_s, fit.windows) or [inner]):
+        drawn = sum(n for _, n in used)
+        if drawn >= fit.max_users:
+            break
+        state, model = fit_model(ds, w.split_ts, params, hot_half_life_h, progress=False)
+        catalogue = catalogue_rows(ds, w.split_ts, window)
+        seen = seen_matrix(ds, w.train)
+        targets = target_matrix(ds, w.test, seen, catalogue)
+        users = pick_users(targets, seen, fit.max_users - drawn, fit.seed + i)
+        if len(users) == 0:
+            continue
+        source = CandidateSource(ds, state, model, catalogue, seen)
+        X, y = training_examples(ds, state, model, source, targets, users, w.split_ts, fit)
+        Xs.append(X)
+        ys.append(y)
+        used.append((w.split_ts, len(users)))
+    clock.log(f"scorer: {len(used)} inner window(s), (start, users) {used}")
+    if not used:
         scorer = LinearScorer.affinity_only()
         scorer.info = {"fallback": "no users with engagement in the inner window: affinity only"}
         return scorer
-    source = CandidateSource(ds, state, model, catalogue, seen)
-    return fit_scorer(ds, state, model, source, targets, users, inner.split_ts, params.scorer_fit)
+    info = {"users": sum(n for _, n in used), "windows": [[int(t), int(n)] for t, n in used]}
+    return fit_scorer(np.concatenate(Xs), np.concatenate(ys), fit, info)
 
 
 def train(data_dir: Path, models_dir: Path, params: TrainParams, progress: bool = True, quiet: bool = False) -> Path:
@@ -188,7 +203,7 @@ def train(data_dir: Path, models_dir: Path, params: TrainParams, progress: bool 
     )
 
     if params.scorer == "learned":
-        scorer = learn_scorer(ds, inner, window, params, hot_h, clock)
+        scorer = learn_scorer(ds, split, inner, longest_s, window, params, hot_h, clock)
     elif params.scorer == "affinity":
         scorer = LinearScorer.affinity_only()
     else:
