@@ -83,13 +83,27 @@ def data_fingerprint(data_dir: Path) -> str:
     return h.hexdigest()
 
 
-def fit_model(ds: schema.Dataset, split_ts: int, params: TrainParams, hot_half_life_h: float, progress: bool):
+def fit_model(ds: schema.Dataset, split_ts: int, als_params: AlsParams, hot_half_life_h: float, progress: bool):
     """The world as of split_ts and the vectors fitted on the events before it."""
     state = state_as_of(ds, split_ts, ds.memberships_derived, hot_half_life_h)
-    als = fit_community_als(ds, ds.e_ts < split_ts, state, params.als, progress)
+    als = fit_community_als(ds, ds.e_ts < split_ts, state, als_params, progress)
     posts, authors = post_embeddings(ds, als)
     neighbours, sims = item_neighbours(ds, ds.e_ts < split_ts)
     return state, Model(als.user_factors, als.community_factors, posts, authors, neighbours, sims)
+
+
+def replay_points(
+    ds: schema.Dataset, first: SplitPoint, later: list[int], als_params: AlsParams, hot_half_life_h: float
+) -> list[SplitPoint]:
+    """The first split point, then each later one as a service retrained just before it
+    would rank: vectors, co-engagement neighbours and the world (counters, memberships,
+    each user's history and community weights) as of the point, as every baseline that
+    fits something is refitted there too; the scorer is the one shipped before the first."""
+    points = [first]
+    for ts in later:
+        state, model = fit_model(ds, ts, als_params, hot_half_life_h, progress=False)
+        points.append(SplitPoint(ts, state, model, first.scorer))
+    return points
 
 
 def tune_on_inner(
@@ -141,7 +155,7 @@ def learn_scorer(
         drawn = sum(n for _, n in used)
         if drawn >= fit.max_users:
             break
-        state, model = fit_model(ds, w.split_ts, params, hot_half_life_h, progress=False)
+        state, model = fit_model(ds, w.split_ts, params.als, hot_half_life_h, progress=False)
         catalogue = catalogue_rows(ds, w.split_ts, window)
         seen = seen_matrix(ds, w.train)
         targets = target_matrix(ds, w.test, seen, catalogue)
@@ -195,7 +209,7 @@ def train(data_dir: Path, models_dir: Path, params: TrainParams, progress: bool 
     hot_h = baselines.hot_half_life_h
     clock.done("tune", f"baselines tuned on the inner split: hot half-life {hot_h:g} h; {baselines.tuning}")
 
-    state, model = fit_model(ds, split.split_ts, params, hot_h, progress)
+    state, model = fit_model(ds, split.split_ts, params.als, hot_h, progress)
     clock.done(
         "als",
         f"{ds.n_users} users x ({ds.n_communities} communities + {ds.n_posts} posts), "
@@ -210,12 +224,7 @@ def train(data_dir: Path, models_dir: Path, params: TrainParams, progress: bool 
         raise ValueError(f"scorer must be 'learned' or 'affinity', got {params.scorer!r}")
     clock.done("scorer", f"{scorer.kind}: " + json.dumps(scorer.info.get("weights_by_feature", {})))
 
-    # Later split points replay what serving does between retrains: the shipped vectors and
-    # scorer, with the world (counters, hotness, memberships) as of each point.
-    points = [SplitPoint(split.split_ts, state, model, scorer)]
-    points += [
-        SplitPoint(ts, state_as_of(ds, ts, ds.memberships_derived, hot_h), model, scorer) for ts in points_ts[1:]
-    ]
+    points = replay_points(ds, SplitPoint(split.split_ts, state, model, scorer), points_ts[1:], params.als, hot_h)
     result = evaluate(ds, points, split.end_ts, window, baselines, params.als, params.eval, notes, progress)
     clock.done(
         "evaluate",
