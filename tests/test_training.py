@@ -175,3 +175,31 @@ def test_world_shape(tmp_path):
     assert world.spam_users.any()
     kinds = np.bincount(ds.e_kind, minlength=7)
     assert (kinds > 0).all()  # view, like, comment, share, save, hide, report all occur
+
+
+def test_later_split_points_rank_with_what_a_retrain_before_them_fits(tiny_data):
+    """Replay: each later point gets vectors, neighbours and the world as of it (as the
+    baselines are refitted there), so what a user did since the first point counts."""
+    from training.evaluate import SplitPoint
+    from training.train import fit_model, replay_points
+
+    ds = load_dataset(tiny_data)
+    als = AlsParams(factors=8, iterations=5)
+    t0 = int(ds.e_ts[len(ds.e_ts) // 100])  # early, while users are still arriving
+    t1 = t0 + DAY
+    first_seen = np.full(ds.n_users, np.iinfo(np.int64).max)
+    np.minimum.at(first_seen, ds.e_user, ds.e_ts)
+    newcomers = np.flatnonzero((first_seen >= t0) & (first_seen < t1))
+    assert len(newcomers) > 0
+    state0, model0 = fit_model(ds, t0, als, 24.0, progress=False)
+    points = replay_points(ds, SplitPoint(t0, state0, model0, None), [t1], als, 24.0)
+    assert [p.split_ts for p in points] == [t0, t1]
+    assert points[0].model is model0 and points[1].scorer is None  # the shipped scorer, whatever it is
+    state1, model1 = fit_model(ds, t1, als, 24.0, progress=False)
+    np.testing.assert_array_equal(points[1].model.user_factors, model1.user_factors)
+    np.testing.assert_array_equal(points[1].model.neighbours, model1.neighbours)
+    np.testing.assert_array_equal(points[1].state.history, state1.history)
+    assert points[1].state.as_of == t1
+    # the newcomers' first engagement moved them (the first point knew their groups only)
+    moved = np.linalg.norm(points[1].model.user_factors[newcomers] - model0.user_factors[newcomers], axis=1)
+    assert (moved > 1e-3).all(), moved

@@ -5,9 +5,11 @@ Protocol (also written into every report, so anyone can recompute the numbers):
 - Split points: the first is where the held-out share of events begins (an event-count
   quantile, or --split-at); further points follow one longest-window apart while data
   remains (--split-points). Everything is "as of" its split point: counters, hotness,
-  memberships and author standing as of it; the pipeline's vectors and scorer are the
-  shipped ones, fitted before the first point (as serving runs between retrains), while
-  baselines that fit something (ALS, EASE, item kNN) refit on all data before each point.
+  memberships, author standing, each user's history and community weights as of it.
+  Every method that fits something is refitted on all data before each point, as a
+  weekly retrain would: the pipeline's vectors and co-engagement neighbours, and the
+  ALS, EASE and item-kNN baselines; the pipeline's scorer is the shipped one, fitted
+  before the first point.
 - Catalogue: what the service would serve at that moment: the non-deleted posts created
   before the split point (and, on feed-like data, no older than the index window). Every
   method ranks this same catalogue, minus what the user may not or need not see (private

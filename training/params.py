@@ -31,6 +31,9 @@ class ScorerParams:
     """The learned scorer, fitted by replaying the evaluation inside the training window."""
 
     max_users: int = param(2000, "users sampled to fit the scorer", flag="scorer-users")
+    windows: int = param(
+        32, "inner windows pooled at most while fewer than scorer-users users are drawn", flag="scorer-windows"
+    )
     negatives_per_user: int = param(100, "sampled non-engaged candidates per user")
     l2: float = param(1.0, "L2 penalty of the logistic regression")
     seed: int = param(7, "seed of the scorer's user and negative sampling", flag="scorer-seed")

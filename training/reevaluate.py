@@ -43,7 +43,7 @@ def reevaluate(bundle_dir: Path, data_dir: Path | None = None) -> tuple[dict, li
     bundle = load_bundle(bundle_dir, verify=True)
     p = bundle.manifest.params
     data_dir = Path(data_dir or p["data_dir"])
-    from training.train import data_fingerprint
+    from training.train import data_fingerprint, replay_points
 
     if data_fingerprint(data_dir) != bundle.manifest.data_fingerprint:
         raise DataError(f"{data_dir}: not the data this bundle was trained on (fingerprint differs)")
@@ -68,10 +68,9 @@ def reevaluate(bundle_dir: Path, data_dir: Path | None = None) -> tuple[dict, li
         neighbours=np.asarray(bundle[contract.POST_NEIGHBOURS_FILE]),
         neighbour_sims=np.asarray(bundle[contract.POST_NEIGHBOUR_SIMS_FILE]),
     )
-    points = [
-        SplitPoint(int(ts), state_as_of(ds, int(ts), ds.memberships_derived, hot_h), model, bundle.scorer)
-        for ts in p["split_points"]
-    ]
+    first_ts, *later = (int(ts) for ts in p["split_points"])
+    first = SplitPoint(first_ts, state_as_of(ds, first_ts, ds.memberships_derived, hot_h), model, bundle.scorer)
+    points = replay_points(ds, first, later, als, hot_h)
     saved = json.loads((bundle_dir / contract.REPORT_JSON_FILE).read_text())
     result = evaluate(
         ds,

@@ -5,7 +5,10 @@ held-out window: the training window is split again at inner_ts (the same length
 time before split_ts as the evaluation window after it); vectors are fitted on events
 before inner_ts, each sampled user gets the service's candidates as of inner_ts, and a
 candidate is a positive when the user engaged with it positively in [inner_ts,
-split_ts). The scorer thus learns the task it is judged on (which of today's candidates
+split_ts). On a sparse log one window holds a few dozen users, too few to fit
+anything: earlier windows of the same length are pooled (each with vectors fitted
+before it and the world as of it) until max_users users are drawn or `windows` are
+used. The scorer thus learns the task it is judged on (which of today's candidates
 will this user engage with next) from features built by the very function the service
 uses, and never sees an event of the evaluation window.
 """
@@ -78,17 +81,9 @@ def training_examples(
     return features(ds, state, model, users_flat, posts_flat, now), y
 
 
-def fit_scorer(
-    ds: Dataset,
-    state: WorldState,
-    model: Model,
-    source: CandidateSource,
-    targets,
-    users: np.ndarray,
-    now: int,
-    params: ScorerParams,
-) -> LinearScorer:
-    X, y = training_examples(ds, state, model, source, targets, users, now, params)
+def fit_scorer(X: np.ndarray, y: np.ndarray, params: ScorerParams, info: dict) -> LinearScorer:
+    """The logistic scorer on examples from one or more inner windows (`info` describes
+    them, for the report)."""
     if y.sum() == 0 or y.sum() == len(y):
         scorer = LinearScorer.affinity_only()
         scorer.info = {
@@ -100,8 +95,7 @@ def fit_scorer(
     info = {
         "examples": int(len(y)),
         "positives": int(y.sum()),
-        "users": int(len(users)),
-        "inner_ts": int(now),
+        **info,
         "weights_by_feature": {f: round(float(v), 4) for f, v in zip(FEATURES, w)},
     }
     return LinearScorer(w, mean, scale, bias, "logistic", info)

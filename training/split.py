@@ -6,7 +6,8 @@ starts where the newest `test_fraction` of the events begins (an event-count qua
 a few old events cannot stretch it the way a share of the time range would), or at an
 explicit `split_at`. Further split points follow one longest window apart while data
 remains. The inner split, where baselines are tuned and the scorer is fitted, is the
-same protocol one longest window before the first split point.
+same protocol one longest window before the first split point; the scorer may pool
+earlier windows of the same length too (scorer_windows).
 """
 
 from __future__ import annotations
@@ -17,6 +18,10 @@ import numpy as np
 
 from training.csvio import DataError
 from training.schema import Dataset
+
+# An inner window is used while the fit before it still sees this share of the training
+# events: older windows describe a smaller, different world.
+SCORER_MIN_FIT_SHARE = 0.1
 
 
 @dataclass
@@ -87,3 +92,19 @@ def adaptive_inner_split(
         length_s *= 2
         inner = wider
     return inner
+
+
+def scorer_windows(ds: Dataset, split: TimeSplit, length_s: int, count: int) -> list[TimeSplit]:
+    """Up to `count` inner splits of the evaluation's own window length, newest first:
+    [split - length, split), then the one before it, and so on, while the fit before a
+    window keeps SCORER_MIN_FIT_SHARE of the training events."""
+    windows: list[TimeSplit] = []
+    end = split.split_ts
+    while len(windows) < count:
+        start = end - length_s
+        train = ds.e_ts < start
+        if start <= int(ds.e_ts.min()) or train.sum() < SCORER_MIN_FIT_SHARE * split.train.sum():
+            break
+        windows.append(TimeSplit(split_ts=start, end_ts=end, train=train, test=~train & (ds.e_ts < end)))
+        end = start
+    return windows

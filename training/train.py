@@ -40,8 +40,8 @@ from training.load import load_dataset
 from training.neighbours import item_neighbours
 from training.params import AlsParams, TrainParams
 from training.plot import plot_report
-from training.scorer import fit_scorer
-from training.split import TimeSplit, adaptive_inner_split, split_events, split_points
+from training.scorer import fit_scorer, training_examples
+from training.split import TimeSplit, adaptive_inner_split, scorer_windows, split_events, split_points
 from training.state import member_engagers, state_as_of
 
 INDEX_QUERIES = 200  # user vectors that measure the index candidates
@@ -83,13 +83,27 @@ def data_fingerprint(data_dir: Path) -> str:
     return h.hexdigest()
 
 
-def fit_model(ds: schema.Dataset, split_ts: int, params: TrainParams, hot_half_life_h: float, progress: bool):
+def fit_model(ds: schema.Dataset, split_ts: int, als_params: AlsParams, hot_half_life_h: float, progress: bool):
     """The world as of split_ts and the vectors fitted on the events before it."""
     state = state_as_of(ds, split_ts, ds.memberships_derived, hot_half_life_h)
-    als = fit_community_als(ds, ds.e_ts < split_ts, state, params.als, progress)
+    als = fit_community_als(ds, ds.e_ts < split_ts, state, als_params, progress)
     posts, authors = post_embeddings(ds, als)
     neighbours, sims = item_neighbours(ds, ds.e_ts < split_ts)
     return state, Model(als.user_factors, als.community_factors, posts, authors, neighbours, sims)
+
+
+def replay_points(
+    ds: schema.Dataset, first: SplitPoint, later: list[int], als_params: AlsParams, hot_half_life_h: float
+) -> list[SplitPoint]:
+    """The first split point, then each later one as a service retrained just before it
+    would rank: vectors, co-engagement neighbours and the world (counters, memberships,
+    each user's history and community weights) as of the point, as every baseline that
+    fits something is refitted there too; the scorer is the one shipped before the first."""
+    points = [first]
+    for ts in later:
+        state, model = fit_model(ds, ts, als_params, hot_half_life_h, progress=False)
+        points.append(SplitPoint(ts, state, model, first.scorer))
+    return points
 
 
 def tune_on_inner(
@@ -124,27 +138,42 @@ def tune_on_inner(
 
 def learn_scorer(
     ds: schema.Dataset,
+    split: TimeSplit,
     inner: TimeSplit,
+    longest_s: int,
     window: float | None,
     params: TrainParams,
     hot_half_life_h: float,
     clock: StageClock,
 ) -> LinearScorer:
-    state, model = fit_model(ds, inner.split_ts, params, hot_half_life_h, progress=False)
-    catalogue = catalogue_rows(ds, inner.split_ts, window)
-    seen = seen_matrix(ds, inner.train)
-    targets = target_matrix(ds, inner.test, seen, catalogue)
-    users = pick_users(targets, seen, params.scorer_fit.max_users, params.scorer_fit.seed)
-    clock.log(
-        f"scorer: inner split at {inner.split_ts}, {len(users)} users with engagement in "
-        f"[{inner.split_ts}, {inner.end_ts})"
-    )
-    if len(users) == 0:
+    """The scorer fitted on the evaluation's window just before the split, and on the
+    windows before that while fewer than max_users users have been drawn (scorer_windows);
+    on a log too short for one such window, on the inner split."""
+    fit = params.scorer_fit
+    Xs, ys, used = [], [], []
+    for i, w in enumerate(scorer_windows(ds, split, longest_s, fit.windows) or [inner]):
+        drawn = sum(n for _, n in used)
+        if drawn >= fit.max_users:
+            break
+        state, model = fit_model(ds, w.split_ts, params.als, hot_half_life_h, progress=False)
+        catalogue = catalogue_rows(ds, w.split_ts, window)
+        seen = seen_matrix(ds, w.train)
+        targets = target_matrix(ds, w.test, seen, catalogue)
+        users = pick_users(targets, seen, fit.max_users - drawn, fit.seed + i)
+        if len(users) == 0:
+            continue
+        source = CandidateSource(ds, state, model, catalogue, seen)
+        X, y = training_examples(ds, state, model, source, targets, users, w.split_ts, fit)
+        Xs.append(X)
+        ys.append(y)
+        used.append((w.split_ts, len(users)))
+    clock.log(f"scorer: {len(used)} inner window(s), (start, users) {used}")
+    if not used:
         scorer = LinearScorer.affinity_only()
         scorer.info = {"fallback": "no users with engagement in the inner window: affinity only"}
         return scorer
-    source = CandidateSource(ds, state, model, catalogue, seen)
-    return fit_scorer(ds, state, model, source, targets, users, inner.split_ts, params.scorer_fit)
+    info = {"users": sum(n for _, n in used), "windows": [[int(t), int(n)] for t, n in used]}
+    return fit_scorer(np.concatenate(Xs), np.concatenate(ys), fit, info)
 
 
 def train(data_dir: Path, models_dir: Path, params: TrainParams, progress: bool = True, quiet: bool = False) -> Path:
@@ -180,7 +209,7 @@ def train(data_dir: Path, models_dir: Path, params: TrainParams, progress: bool 
     hot_h = baselines.hot_half_life_h
     clock.done("tune", f"baselines tuned on the inner split: hot half-life {hot_h:g} h; {baselines.tuning}")
 
-    state, model = fit_model(ds, split.split_ts, params, hot_h, progress)
+    state, model = fit_model(ds, split.split_ts, params.als, hot_h, progress)
     clock.done(
         "als",
         f"{ds.n_users} users x ({ds.n_communities} communities + {ds.n_posts} posts), "
@@ -188,19 +217,14 @@ def train(data_dir: Path, models_dir: Path, params: TrainParams, progress: bool 
     )
 
     if params.scorer == "learned":
-        scorer = learn_scorer(ds, inner, window, params, hot_h, clock)
+        scorer = learn_scorer(ds, split, inner, longest_s, window, params, hot_h, clock)
     elif params.scorer == "affinity":
         scorer = LinearScorer.affinity_only()
     else:
         raise ValueError(f"scorer must be 'learned' or 'affinity', got {params.scorer!r}")
     clock.done("scorer", f"{scorer.kind}: " + json.dumps(scorer.info.get("weights_by_feature", {})))
 
-    # Later split points replay what serving does between retrains: the shipped vectors and
-    # scorer, with the world (counters, hotness, memberships) as of each point.
-    points = [SplitPoint(split.split_ts, state, model, scorer)]
-    points += [
-        SplitPoint(ts, state_as_of(ds, ts, ds.memberships_derived, hot_h), model, scorer) for ts in points_ts[1:]
-    ]
+    points = replay_points(ds, SplitPoint(split.split_ts, state, model, scorer), points_ts[1:], params.als, hot_h)
     result = evaluate(ds, points, split.end_ts, window, baselines, params.als, params.eval, notes, progress)
     clock.done(
         "evaluate",
