@@ -651,7 +651,8 @@ def _live_graph(ing: dict) -> list[str]:
         if not r.get("available") or not g:
             continue
         entries = g["entries_per_user"]
-        i, k, f = r["rank_idle"]["rank"], g["rank"], g["floor"]
+        e = g.get("empty") or r["rank_idle"]
+        i, k, f = e["rank"], g["rank"], g["floor"]
 
         def x(a, b):
             return _f(a / b) if a and b else "-"
@@ -670,7 +671,7 @@ def _live_graph(ing: dict) -> list[str]:
                 x(k.get("p50_ms"), f.get("p50_ms")),
                 x(k.get("p99_ms"), f.get("p99_ms")),
                 (g.get("cpu") or {}).get("server_ms_per_call"),
-                (r["rank_idle"].get("cpu") or {}).get("server_ms_per_call"),
+                (e.get("cpu") or {}).get("server_ms_per_call"),
             ]
         )
     if not rows:
@@ -678,8 +679,8 @@ def _live_graph(ing: dict) -> list[str]:
     return [
         f"Rank when every user has a live community graph ({entries['joins']} groups joined since training, "
         f"{entries['leaves']} left, {entries['mutes']} muted: the graph is read in the user's round trip, and the "
-        "joined groups' lists in a second one), beside the same Rank with empty graphs (idle, above) and the "
-        "floor measured right after, same server, same callers:",
+        "joined groups' lists in a second one), beside the same Rank with empty graphs measured just before "
+        "(same server, same live index) and the floor measured right after, same callers:",
         "",
         *_table(
             [

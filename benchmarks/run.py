@@ -497,9 +497,10 @@ GRAPH_JOINS, GRAPH_LEAVES, GRAPH_MUTES = 3, 3, 2  # live entries per Rank user i
 
 def _rank_with_live_graphs(lg_run, lg, server, scratch, plan, rank_users, view, job, c) -> dict:
     """Rank when every user has a live graph (joins since training, leaves, mutes), against
-    Rank with empty graphs (rank_idle) and the floor at the same concurrency: the cost of
-    reading the live graph in the user's round trip, and of the second round trip that a
-    join since training adds. The entries are removed afterwards (the next row starts clean)."""
+    Rank with empty graphs measured just before (same server, same live index: the ingest
+    runs above grew it) and the floor at the same concurrency: the cost of reading the live
+    graph in the user's round trip, and of the second round trip that a join since
+    training adds. The entries are removed afterwards (the next row starts clean)."""
     communities = np.load(view.bundle_dir / contract.COMMUNITY_IDS_FILE).tolist()
     manifest = json.loads((view.bundle_dir / contract.MANIFEST_FILE).read_text())
     at = max(int(time.time()), int(manifest["params"].get("data_end_ts", 0)) + 1)
@@ -507,6 +508,8 @@ def _rank_with_live_graphs(lg_run, lg, server, scratch, plan, rank_users, view, 
     client = redis.Redis.from_url(scratch.url, socket_timeout=30)
     keys = [contract.graph_key(u) for u in rank_users]
     try:
+        lg_run.warm(plan.warmup_s)
+        empty = lg_run.measure(plan.ingest_rank_s)
         pipe = client.pipeline(transaction=False)
         for key in keys:
             picks = rng.choice(len(communities), size=GRAPH_JOINS + GRAPH_LEAVES + GRAPH_MUTES, replace=False)
@@ -535,6 +538,7 @@ def _rank_with_live_graphs(lg_run, lg, server, scratch, plan, rank_users, view, 
     )
     return {
         **measured,
+        "empty": empty,
         "floor": floor,
         "entries_per_user": {"joins": GRAPH_JOINS, "leaves": GRAPH_LEAVES, "mutes": GRAPH_MUTES},
     }
