@@ -15,24 +15,24 @@ class ServiceError(Exception):
     code = "INTERNAL"
 
 
-class InvalidArgument(ServiceError):
-    code = "INVALID_ARGUMENT"
+class FieldError(ServiceError):
+    """An error about one field of the request: the message starts with the field."""
 
     def __init__(self, field_name: str, problem: str):
         super().__init__(f"{field_name}: {problem}")
         self.field = field_name
+
+
+class InvalidArgument(FieldError):
+    code = "INVALID_ARGUMENT"
 
 
 class NotFound(ServiceError):
     code = "NOT_FOUND"
 
 
-class AlreadyExists(ServiceError):
+class AlreadyExists(FieldError):
     code = "ALREADY_EXISTS"
-
-    def __init__(self, field_name: str, problem: str):
-        super().__init__(f"{field_name}: {problem}")
-        self.field = field_name
 
 
 class ResourceExhausted(ServiceError):
@@ -51,19 +51,11 @@ class Cancelled(ServiceError):
     code = "CANCELLED"
 
 
-class FailedPrecondition(ServiceError):
+class FailedPrecondition(FieldError):
     """The event is valid but the state it needs is not there (a banned user joining)."""
 
     code = "FAILED_PRECONDITION"
 
-    def __init__(self, field_name: str, problem: str):
-        super().__init__(f"{field_name}: {problem}")
-        self.field = field_name
 
-
-class PermissionDenied(ServiceError):
+class PermissionDenied(FieldError):
     code = "PERMISSION_DENIED"
-
-    def __init__(self, field_name: str, problem: str):
-        super().__init__(f"{field_name}: {problem}")
-        self.field = field_name

@@ -91,7 +91,26 @@ def raise_refusal(i: int, reason: str, events, offset: int) -> None:
     raise InvalidArgument(f"{at}.op", reason)
 
 
-class GraphBatch:
+def op_of(table: dict, enum, e, at: str) -> str:
+    """The event's op by name, or the error naming `events[i].op` with the valid ones."""
+    op = table.get(e.op)
+    if op is None:
+        raise InvalidArgument(f"{at}.op", f"must be one of {', '.join(enum.keys()[1:])}")
+    return op
+
+
+class CheckedBatch:
+    """The finish of a batch whose script checks every event before writing any: either
+    (applied, duplicates), or the refusal as the error naming events[i].field."""
+
+    def finish(self, bundle: Bundle, reply, events=(), offset: int = 0) -> tuple[int, int]:
+        refused = refusal(reply)
+        if refused:
+            raise_refusal(*refused, events, offset)
+        return int(reply[0]), int(reply[1])
+
+
+class GraphBatch(CheckedBatch):
     kind = "graph"
     script = GRAPH_LUA
 
@@ -100,9 +119,7 @@ class GraphBatch:
             at = f"events[{i}]"
             check_id(e.event_id, f"{at}.event_id")
             check_id(e.user_id, f"{at}.user_id")
-            op = _GRAPH_OP.get(e.op)
-            if op is None:
-                raise InvalidArgument(f"{at}.op", f"must be one of {', '.join(graph_pb2.GraphOp.keys()[1:])}")
+            op = op_of(_GRAPH_OP, graph_pb2.GraphOp, e, at)
             if op in _COMMUNITY_OPS:
                 check_community(bundle, e.community_id, f"{at}.community_id")
             if op == "join" and e.role not in graph_pb2.Role.values():
@@ -161,14 +178,8 @@ class GraphBatch:
             argv += [op, community, role, bundle_state, e.target_user_id, digest(e), contract.GRAPH_COMMUNITY, payload]
         return keys, argv
 
-    def finish(self, bundle: Bundle, reply, events=(), offset: int = 0) -> tuple[int, int]:
-        refused = refusal(reply)
-        if refused:
-            raise_refusal(*refused, events, offset)
-        return int(reply[0]), int(reply[1])
 
-
-class RuleBatch:
+class RuleBatch(CheckedBatch):
     kind = "rule"
     script = RULES_LUA
 
@@ -177,9 +188,7 @@ class RuleBatch:
             at = f"events[{i}]"
             check_id(e.event_id, f"{at}.event_id")
             check_id(e.moderator_id, f"{at}.moderator_id")
-            op = _RULE_OP.get(e.op)
-            if op is None:
-                raise InvalidArgument(f"{at}.op", f"must be one of {', '.join(graph_pb2.RuleOp.keys()[1:])}")
+            op = op_of(_RULE_OP, graph_pb2.RuleOp, e, at)
             check_community(bundle, e.community_id, f"{at}.community_id")
             if op in _POST_RULES:
                 check_id(e.post_id, f"{at}.post_id")
@@ -252,9 +261,3 @@ class RuleBatch:
                 contract.encode_pin(e.community_id, e.post_id),
             ]
         return keys, argv
-
-    def finish(self, bundle: Bundle, reply, events=(), offset: int = 0) -> tuple[int, int]:
-        refused = refusal(reply)
-        if refused:
-            raise_refusal(*refused, events, offset)
-        return int(reply[0]), int(reply[1])
