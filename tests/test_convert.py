@@ -8,6 +8,7 @@ from __future__ import annotations
 import calendar
 import csv
 import gzip
+import json
 import shutil
 import subprocess
 import sys
@@ -174,11 +175,43 @@ def stackexchange_sites_src(src: Path) -> Path:
     )
 
 
+def thread(sid: str, author: str, created: int, comments: dict) -> str:
+    return json.dumps({"sid": sid, "title": "t", "author": author, "created": created, "comments": comments})
+
+
+def comment(author: str, created: int, replies: dict | None = None) -> dict:
+    return {"author": author, "created": created, "upvotes": 3, "replies": replies or {}}
+
+
+def reddit_threads_src(src: Path) -> Path:
+    t0 = utc(2021, 10, 1)
+    return write(
+        src,
+        {
+            "GradSchool/GradSchool-1-a1.json": thread(
+                "a1",
+                "ann",
+                t0,
+                {
+                    "c1": comment("bob", t0 + 60, {"c2": comment("ann", t0 + 120)}),  # thread author: dropped
+                    "c3": comment("[deleted]", t0 + 180),
+                    "c4": comment("AutoModerator", t0 + 1),
+                    "c5": comment("cat", t0 + 240, {"c6": comment("bob", t0 + 300_000)}),  # after crawl end
+                },
+            ),
+            "GradSchool/GradSchool-2-a2.json": thread("a2", "[deleted]", t0 + 3600, {"c7": comment("ann", t0 + 7200)}),
+            "GradSchool/GradSchool-3-a1.json": thread("a1", "ann", t0, {}),  # saved twice
+            "Emory/Emory-4-b1.json": thread("b1", "bob", (t0 + 86_400) * 1000, {"c8": comment("ann", t0 + 90_000)}),
+        },
+    )
+
+
 SAMPLES = {
     "movielens": movielens_src,
     "lastfm": lastfm_src,
     "stackexchange": stackexchange_src,
     "stackexchange-sites": stackexchange_sites_src,
+    "reddit-threads": reddit_threads_src,
 }
 
 # One bad cell per format: (file to edit, old, new, the one-line error).
@@ -201,6 +234,12 @@ BAD = {
         'OwnerUserId="8"',
         'OwnerUserId="eight"',
         "beta/Posts.xml: row 5, column OwnerUserId: not an integer 'eight'",
+    ),
+    "reddit-threads": (
+        "Emory/Emory-4-b1.json",
+        '"created": 1633136400',
+        '"created": "soon"',
+        "Emory/Emory-4-b1.json: comment c8, column created: not a non-negative unix time: 'soon'",
     ),
 }
 
@@ -409,3 +448,39 @@ def test_cli_bad_input_is_one_line_and_exit_status_2(tmp_path, fmt):
     replace(src / name, old, new)
     done = run_cli(fmt, src, tmp_path / "out")
     assert (done.returncode, done.stderr, done.stdout) == (2, f"error: {message}\n", "")
+
+
+# ------------------------------------------------------------------------ Reddit threads
+
+
+def test_reddit_threads_counts_and_rows(tmp_path):
+    out = tmp_path / "out"
+    c = FORMATS["reddit-threads"](reddit_threads_src(tmp_path / "src"), out)
+    t0 = utc(2021, 10, 1)
+    assert (c["posts"], c["communities"], c["events"]) == (3, 2, 4)
+    assert c["dropped"] == {
+        "comment_after_crawl_end": 1,
+        "comment_by_bot": 1,
+        "comment_by_thread_author": 1,
+        "comment_without_user": 1,
+        "duplicate_thread": 1,
+    }
+    assert events(out) == [
+        ("u-bob", "a1", t0 + 60, "comment", 1),
+        ("u-cat", "a1", t0 + 240, "comment", 1),
+        ("u-ann", "a2", t0 + 7200, "comment", 1),
+        ("u-ann", "b1", t0 + 90_000, "comment", 1),
+    ]
+    assert [(r["post_id"], r["community_id"], r["author_id"], r["created_at"]) for r in rows(out, "posts.csv")] == [
+        ("a1", "r-GradSchool", "u-ann", str(t0)),
+        ("a2", "r-GradSchool", "", str(t0 + 3600)),  # deleted author
+        ("b1", "r-Emory", "u-bob", str(t0 + 86_400)),  # milliseconds scaled to seconds
+    ]
+    assert [r["community_id"] for r in rows(out, "communities.csv")] == ["r-Emory", "r-GradSchool"]
+
+
+def test_reddit_threads_malformed_json_names_the_file(tmp_path):
+    src = reddit_threads_src(tmp_path / "src")
+    (src / "Emory" / "Emory-4-b1.json").write_text('{"sid": "b1",\n "created": }')
+    with pytest.raises(DataError, match=r"^Emory/Emory-4-b1\.json: row 2, column \(json\): not valid JSON"):
+        FORMATS["reddit-threads"](src, tmp_path / "out")

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from training.convert.lastfm import convert_lastfm
 from training.convert.movielens import convert_movielens
+from training.convert.reddit import convert_reddit_threads
 from training.convert.stackexchange import convert_stackexchange, convert_stackexchange_sites
 
 FORMATS: dict[str, Callable[[Path, Path], dict]] = {
@@ -24,4 +25,5 @@ FORMATS: dict[str, Callable[[Path, Path], dict]] = {
     "lastfm": convert_lastfm,
     "stackexchange": convert_stackexchange,
     "stackexchange-sites": convert_stackexchange_sites,
+    "reddit-threads": convert_reddit_threads,
 }
