@@ -26,7 +26,7 @@ help:
 	@echo "make experiment-stop / experiment-promote   end it: everyone back on control / the candidate current"
 	@echo "make experiment-report   per-variant engagement rates, intervals and a verdict (markdown + plot)"
 	@echo "make fold-log   fold the service's live event log (new posts, engagements) into DATA"
-	@echo "make convert    a public log into the input schema: FORMAT=movielens|lastfm|stackexchange|stackexchange-sites SRC=dir OUT=dir"
+	@echo "make convert    a public log into the input schema: FORMAT=movielens|lastfm|stackexchange|stackexchange-sites|reddit-threads SRC=dir OUT=dir"
 	@echo "make bench      benchmarks (see benchmarks/README.md)"
 	@echo "make proto      regenerate the gRPC stubs into gen/"
 	@echo "make format     apply the linter's fixes and the formatter (make test checks both)"
@@ -110,7 +110,7 @@ experiment-promote: install
 experiment-report: install
 	$(PY) -m training experiment-report $(ARGS)
 
-# A public log (MovieLens, Last.fm, Stack Exchange) in its original files -> events.csv,
+# A public log (MovieLens, Last.fm, Stack Exchange, Reddit threads) in its original files -> events.csv,
 # posts.csv, communities.csv in OUT (docs/training.md "Real logs: converters").
 convert: install
 	@test -n "$(FORMAT)" -a -n "$(SRC)" -a -n "$(OUT)" || { echo "usage: make convert FORMAT=movielens SRC=path OUT=data/ml100k"; exit 2; }
