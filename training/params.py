@@ -48,7 +48,11 @@ class EvalParams:
     bootstrap: int = param(1000, "bootstrap resamples of each interval")
     ks: tuple[int, ...] = param(KS, "cut-offs K", cli=False)
     windows_days: tuple[float, ...] = param((1.0, 7.0), "evaluation windows after each split point", cli=False)
-    split_points: int = param(2, "split points replayed (one longest window apart, while data remains)")
+    split_points: int = param(
+        0,
+        "split points replayed, one longest window apart while data remains (0: auto, at least 2, "
+        "more up to 8 until about 4000 user-requests are judged)",
+    )
     tune_users: int = param(500, "users the baselines are tuned on (inner split)")
 
 

@@ -63,6 +63,37 @@ def split_points(split: TimeSplit, count: int, step_s: int) -> list[int]:
     return points
 
 
+AUTO_MIN_POINTS = 2
+AUTO_MAX_POINTS = 8
+# User-requests (a user judged at a point) the automatic protocol gathers: two full points
+# of the default --eval-users. On a forum log the per-user spread of the paired NDCG@10
+# difference is about 0.18, so 4000 requests resolve differences of about +-0.006.
+AUTO_MIN_REQUESTS = 4000
+
+
+def auto_split_points(ds: Dataset, split: TimeSplit, step_s: int, max_users: int) -> list[int]:
+    """At least two split points, more (up to eight, while data remains) until about
+    AUTO_MIN_REQUESTS user-requests would be judged: a log with a few hundred active users
+    a week needs several weeks pooled to judge anything, a big one is judged in two.
+
+    The count per point is an estimate made before evaluation (users with a positive
+    engagement in the window on a post older than the point, and any event before it,
+    capped at max_users); evaluation then counts exactly."""
+    candidates = split_points(split, AUTO_MAX_POINTS, step_s)
+    first_seen = np.full(ds.n_users, np.iinfo(np.int64).max, dtype=np.int64)
+    np.minimum.at(first_seen, ds.e_user, ds.e_ts)  # e_ts is sorted, but users interleave
+    positive = ds.event_weights() > 0
+    chosen, judged = [], 0
+    for t in candidates:
+        window = positive & (ds.e_ts >= t) & (ds.e_ts < t + step_s) & (ds.post_created_at[ds.e_post] < t)
+        users = np.unique(ds.e_user[window])
+        judged += min(int((first_seen[users] < t).sum()), max_users)
+        chosen.append(t)
+        if len(chosen) >= AUTO_MIN_POINTS and judged >= AUTO_MIN_REQUESTS:
+            break
+    return chosen
+
+
 def inner_split(ds: Dataset, split: TimeSplit, length_s: int) -> TimeSplit:
     """The protocol replayed inside the training data: train before split_ts - length_s,
     judge on [split_ts - length_s, split_ts)."""

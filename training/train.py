@@ -41,7 +41,14 @@ from training.neighbours import item_neighbours
 from training.params import AlsParams, TrainParams
 from training.plot import plot_report
 from training.scorer import fit_scorer, training_examples
-from training.split import TimeSplit, adaptive_inner_split, scorer_windows, split_events, split_points
+from training.split import (
+    TimeSplit,
+    adaptive_inner_split,
+    auto_split_points,
+    scorer_windows,
+    split_events,
+    split_points,
+)
 from training.state import member_engagers, state_as_of
 
 INDEX_QUERIES = 200  # user vectors that measure the index candidates
@@ -187,7 +194,10 @@ def train(data_dir: Path, models_dir: Path, params: TrainParams, progress: bool 
 
     split = split_events(ds, params.test_fraction, params.split_at)
     longest_s = int(max(params.eval.windows_days) * DAY)
-    points_ts = split_points(split, params.eval.split_points, longest_s)
+    if params.eval.split_points > 0:
+        points_ts = split_points(split, params.eval.split_points, longest_s)
+    else:
+        points_ts = auto_split_points(ds, split, longest_s, params.eval.max_users)
     inner = adaptive_inner_split(ds, split, longest_s, MIN_INNER_USERS)
     window, why = age_window(
         ds.post_created_at,
