@@ -15,9 +15,9 @@ os.environ.setdefault(
 import logging
 from pathlib import Path
 
-import redis
 from prometheus_client import start_http_server
 
+from core.redis_conn import connect
 from core.settings import redis_address
 from service.api.rank import FeedRankerServicer
 from service.api.writes import FeedWriterServicer
@@ -73,7 +73,7 @@ class Service:
         self.pipeline = RankPipeline(default_stages(cfg, self.store))
         # The write path and the live index use their own client: writes wait for Redis'
         # fsync, which must not eat into the hot path's short timeouts and pool.
-        self.write_client = redis.Redis.from_url(
+        self.write_client = connect(
             redis_url,
             socket_timeout=cfg.write_timeout_ms / 1000,
             socket_connect_timeout=1.0,
@@ -97,7 +97,9 @@ class Service:
             served=self.served,
             shadow=self.shadow,
         )
-        self.writer = FeedWriterServicer(WriteApplier(self.holder, self.write_client, self.experiments))
+        self.writer = FeedWriterServicer(
+            WriteApplier(self.holder, self.write_client, self.experiments, cfg.redis_wait_replicas, cfg.redis_wait_ms)
+        )
         try:
             self.server, self.port, self.health = build_server(
                 cfg, self.servicer, reuse_port=reuse_port, writer=self.writer

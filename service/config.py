@@ -39,6 +39,10 @@ class Config:
     redis_max_budget_ms: float = 500.0
     reload_interval_s: float = 2.0  # how often the current-version pointer is checked
     write_timeout_ms: float = 2000.0  # per write-path Redis call (writes wait for the fsync)
+    # Redis Cluster only: a write is acknowledged once this many replicas of every node it
+    # wrote to have it (Redis WAIT), within redis_wait_ms; else UNAVAILABLE (retry). 0: no WAIT.
+    redis_wait_replicas: int = 1
+    redis_wait_ms: int = 500
     live_poll_s: float = 0.1  # how often each worker follows the live stream (new posts)
     drain_s: float = 10.0  # on SIGTERM, how long in-flight requests may take to finish
     clock: str = "wall"  # wall | data (replay: now = the bundle's data end + elapsed)
