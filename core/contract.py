@@ -2,7 +2,8 @@
 
 Training imports this module to write a model bundle and publish features; the service
 imports it to read them. Nothing else in the code base spells a bundle file name, a
-manifest field or a Redis key. Change the layout here, bump SCHEMA_VERSION, and both
+manifest field or a Redis key. Change a bundle file here and bump SCHEMA_VERSION, or the key
+layout and bump KEY_SCHEMA_VERSION, and both
 sides move together.
 
 Bundle (a directory ``<models_dir>/<model_version>/``, written atomically by rename):
@@ -46,7 +47,7 @@ Bundle (a directory ``<models_dir>/<model_version>/``, written atomically by ren
 
 No pickle anywhere: arrays are .npy loaded with allow_pickle=False, the rest is JSON.
 
-Redis (every key under ``nf:<schema>:``; model-derived keys also under the model version,
+Redis (every key under ``nf:<key schema>:``; model-derived keys also under the model version,
 so a publish writes a new version's keys and then flips one pointer; the {...} part of a
 key is its Redis Cluster hash tag, see "Hash tags" below):
 
@@ -67,8 +68,9 @@ key is its Redis Cluster hash tag, see "Hash tags" below):
   nf:3:{g}:rules:rev                bumped by every pin and cap change: workers re-read both then
   nf:3:{g}:removed                  posts moderators took out of feeds (HASH post id -> the rule's log entry)
 
-Schema 3 added the hash tags (schema 2 had the same keys without them); a schema-2 Redis
-is not read: republish the bundle (publish writes every key a version needs).
+Key schema 3 added the hash tags (key schema 2 had the same keys without them, under
+nf:2:); a Redis written by an older release is not read: publish the bundle again
+(publish writes every key a version needs; bundles themselves are unchanged).
 """
 
 from __future__ import annotations
@@ -83,7 +85,10 @@ from typing import Any
 
 import numpy as np
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 2  # the bundle's files and manifest
+# The Redis key layout's own version (KEY_ROOT): 3 added the hash tags. Bundles did not
+# change with it, so a schema-2 bundle publishes as it is into the new layout.
+KEY_SCHEMA_VERSION = 3
 
 # ---------------------------------------------------------------------------------------
 # Bundle files
@@ -258,7 +263,7 @@ def list_versions(models_dir: Path) -> list[str]:
 # ---------------------------------------------------------------------------------------
 # Redis keys
 # ---------------------------------------------------------------------------------------
-KEY_ROOT = f"nf:{SCHEMA_VERSION}"
+KEY_ROOT = f"nf:{KEY_SCHEMA_VERSION}"
 
 # Hash tags (Redis Cluster hashes only the part of a key between the first "{" and the
 # next "}"): every key names the one thing whose slot it must share.

@@ -3,7 +3,8 @@
 The store's reads and the write path's scripts are lists of commands written for one
 node. Here each command goes to the master of its key's slot: a multi-key MGET is split
 by slot (one MGET per slot, grouped by node) and its values put back in key order, and
-every other command routes by its first key (EVAL/EVALSHA: the first of KEYS). Every
+an EXISTS of several keys is one EXISTS a key, summed, and every other command routes
+by its first key (EVAL/EVALSHA: the first of KEYS). Every
 node's commands are written first, then every node's replies read: the round trip
 costs the slowest node's time, not the sum.
 
@@ -91,7 +92,7 @@ class ClusterTransport:
             self._last_refresh = time.monotonic()
             try:
                 self.client.nodes_manager.initialize()
-            except (redis.exceptions.RedisError, OSError) as exc:
+            except (redis.exceptions.RedisError, redis.exceptions.RedisClusterException, OSError) as exc:
                 log.warning("cluster layout not re-read: %s", exc)
                 self._refresh_wanted.set()  # try again after REFRESH_EVERY_S
 
@@ -129,6 +130,11 @@ class ClusterTransport:
                     node = self.client.nodes_manager.get_node_from_slot(slot)
                     parts.append((node.name, add(node, ("MGET", *[keys[p] for p in positions])), positions))
                 rebuild.append(("mget", len(keys), parts))
+            elif name == "EXISTS" and len(command) > 2:  # keys of several slots: one EXISTS each, summed
+                parts = [
+                    (node.name, add(node, ("EXISTS", key))) for key in command[1:] for node in [self.node_for(key)]
+                ]
+                rebuild.append(("sum", parts))
             else:
                 key = _key_of(command)
                 node = self.node_for(key) if key is not None else self.client.get_random_node()
@@ -198,6 +204,10 @@ class ClusterTransport:
     def _rebuild(how, replies: dict):
         if how[0] == "one":
             return replies[how[1]][how[2]]
+        if how[0] == "sum":
+            values = [replies[name][index] for name, index in how[1]]
+            failed = [v for v in values if isinstance(v, Exception)]
+            return failed[0] if failed else sum(values)
         _, n, parts = how
         values: list = [None] * n
         for name, index, positions in parts:

@@ -311,7 +311,8 @@ class ClusterBatchRunner:
                 again = self._trip([_as_eval(commands[j], CLUSTER_SCRIPTS[kind]) for j in missing], mode == "apply")
                 for j, r in zip(missing, again):
                     replies[j] = r
-            reads = [str(r).removeprefix("NFREMOTE ") for r in replies if _is_remote_read(r)]
+            # "NFREMOTE <read id> script: <sha>, on @user_script:<line>." (Redis adds the tail)
+            reads = [str(r).split("NFREMOTE ", 1)[1].rsplit(" script: ", 1)[0] for r in replies if _is_remote_read(r)]
             if not reads:
                 for r in replies:
                     if isinstance(r, Exception):
