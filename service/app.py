@@ -13,6 +13,7 @@ os.environ.setdefault(
 )  # one FAISS thread per request: a single query gains nothing from more (docs/serving.md)
 
 import logging
+import time
 from pathlib import Path
 
 from prometheus_client import start_http_server
@@ -127,9 +128,17 @@ class Service:
         self.reloader.start()
         return self
 
-    def stop(self, grace: float = 5.0) -> None:
-        """Stop taking requests, let in-flight ones finish (up to `grace` s), then close."""
-        set_serving(self.health, False)
+    def stop(self, grace: float = 5.0, notice_s: float = 0.0) -> None:
+        """Say NOT_SERVING and keep answering for notice_s, then stop taking requests, let
+        in-flight ones finish (up to `grace` s), and close.
+
+        The notice is for clients that balance over replicas with health checking
+        (core/balancing.py): they stop sending here when the health Watch says NOT_SERVING,
+        but calls they sent before hearing it still arrive, and gRPC cancels a call that
+        reaches a server already stopping. Once stopping, nothing sets SERVING again."""
+        self.health.enter_graceful_shutdown()
+        if notice_s > 0:
+            time.sleep(notice_s)
         self.reloader.stop()
         self.server.stop(grace).wait()
         self.served.stop()  # answers already given are still remembered

@@ -57,7 +57,8 @@ def test_probes_are_grpc_health_checks_on_the_served_port():
         assert container[probe]["grpc"]["port"] == port, probe
     config = documents()["ConfigMap"]["data"]
     assert config[env_name("grpc_addr")].endswith(f":{port}")
-    assert pod["terminationGracePeriodSeconds"] > float(config[env_name("drain_s")])
+    drain = float(config[env_name("drain_notice_s")]) + float(config[env_name("drain_s")])
+    assert pod["terminationGracePeriodSeconds"] > drain
 
 
 def test_settings_are_ones_the_service_reads_and_secrets_come_from_the_secret():
