@@ -44,9 +44,8 @@ def hydration(url: str, version: str, post_ids: list[str], n: int = 500, seconds
     client = redis.Redis.from_url(url, socket_timeout=10)
     rng = np.random.default_rng(seed)
     pool = [post_ids[i] for i in rng.choice(len(post_ids), size=min(len(post_ids), 20 * n), replace=False)]
-    prefix = contract.post_key_prefix(version)
     # Per-field copies of the same records, under a prefix the service never reads.
-    records = contract.decode_posts(client.mget([prefix + p for p in pool]))
+    records = contract.decode_posts(client.mget([contract.post_key(version, p) for p in pool]))
     pipe = client.pipeline(transaction=False)
     for pid, rec in zip(pool, records):
         pipe.hset(HASH_PREFIX + pid, mapping={f: str(rec[f].item()) for f in FIELDS})
@@ -56,13 +55,13 @@ def hydration(url: str, version: str, post_ids: list[str], n: int = 500, seconds
 
     def packed_mget():
         ids = sets[next(it) % 16]
-        return contract.decode_posts(client.mget([prefix + p for p in ids]))
+        return contract.decode_posts(client.mget([contract.post_key(version, p) for p in ids]))
 
     def packed_pipeline():
         ids = sets[next(it) % 16]
         p = client.pipeline(transaction=False)
         for pid in ids:
-            p.get(prefix + pid)
+            p.get(contract.post_key(version, pid))
         return contract.decode_posts(p.execute())
 
     def field_hashes():

@@ -123,9 +123,10 @@ def _make_op(job: dict, callers: _Callers, slot: int, seed: int):
         from core import contract
 
         r = callers.redis_client(job["redis"], slot)
-        prefix, ids, n = contract.post_key_prefix(job["version"]), job["post_ids"], job["records"]
+        version, ids, n = job["version"], job["post_ids"], job["records"]
         key_sets = [
-            [prefix + ids[j] for j in rng.choice(len(ids), size=min(n, len(ids)), replace=False)] for _ in range(16)
+            [contract.post_key(version, ids[j]) for j in rng.choice(len(ids), size=min(n, len(ids)), replace=False)]
+            for _ in range(16)
         ]
         it = iter(range(1 << 62))
         mget = r.mget

@@ -282,6 +282,7 @@ def markdown(out: dict) -> str:
     if errs:
         lines += ["Errors during Rank runs: " + "; ".join(f"{w}/{c}/{p}p/c{n}: {e}" for w, c, p, n, e in errs), ""]
 
+    lines += _cluster(out)
     lines += _cpu_table(out)
     lines += _stage_tables(out)
     for r in (out.get("retrieval") or {}).values():
@@ -290,6 +291,90 @@ def markdown(out: dict) -> str:
     lines += _comparisons(out.get("comparisons") or {})
     lines += _ingest(out.get("ingest"))
     return "\n".join(lines) + "\n"
+
+
+def _cluster(out: dict) -> list[str]:
+    """The cluster rows beside the single-node rows of the same world, candidates,
+    server processes and callers (benchmarks/cluster.py)."""
+    cl = out.get("cluster")
+    if not cl:
+        return []
+    single = {
+        (r["workers"], r["concurrency"]): r
+        for r in out["rank"]
+        if r.get("available") and r["world"] == cl["world"] and r["candidates"] == cl["candidates"]
+    }
+    lines = [
+        f"## Rank on a Redis Cluster (3 masters, 3 replicas, loopback) beside one node (world `{cl['world']}`, "
+        f"{cl['candidates']} candidates)",
+        "",
+        f"The same bundle published into a local cluster ({cl['publish_s']} s), the same server flags but "
+        "`--redis-url redis+cluster://...`, the same loaders, users and callers; measured after the single-node "
+        "rows of this run. CPU = server CPU ms per call.",
+        "",
+    ]
+    rows = []
+    for r in cl["rows"]:
+        if not r.get("available"):
+            rows.append([r["workers"], "-", "not available: " + r.get("note", ""), *[""] * 7])
+            continue
+        k = r["rank"]
+        s = single.get((r["workers"], r["concurrency"]))
+        sk = s["rank"] if s else {}
+        rows.append(
+            [
+                r["workers"],
+                r["concurrency"],
+                sk.get("p50_ms"),
+                sk.get("p99_ms"),
+                sk.get("throughput_per_s"),
+                s["cpu"]["rank"]["server_ms_per_call"] if s else None,
+                k.get("p50_ms"),
+                k.get("p99_ms"),
+                k["throughput_per_s"],
+                r["cpu"]["server_ms_per_call"],
+            ]
+        )
+    lines += _table(
+        [
+            "procs",
+            "callers",
+            "one node p50 ms",
+            "p99",
+            "calls/s",
+            "CPU",
+            "cluster p50 ms",
+            "p99",
+            "calls/s",
+            "CPU",
+        ],
+        rows,
+    ) + [""]
+    errs = [
+        (r["workers"], r["concurrency"], r["rank"]["errors"])
+        for r in cl["rows"]
+        if r.get("available") and r["rank"]["errors"]
+    ]
+    if errs:
+        lines += ["Errors during cluster Rank runs: " + "; ".join(f"{p}p/c{c}: {e}" for p, c, e in errs), ""]
+    h = cl.get("hydration")
+    if h:
+        lines += [
+            f"Hydration of {h['records']} post records as Rank reads them (`FeatureStore.read_post_records`, "
+            f"sequential, decode included): one node, one MGET: p50 {_f(h['single']['p50_ms'], 3)} ms, "
+            f"p99 {_f(h['single']['p99_ms'], 3)} ms; cluster, one MGET per post slot "
+            f"({'/'.join(map(str, h['cluster']['mget_commands_per_node']))} MGETs on the three masters, sent at once): "
+            f"p50 {_f(h['cluster']['p50_ms'], 3)} ms, p99 {_f(h['cluster']['p99_ms'], 3)} ms"
+            + (
+                f"; one node, one single-key MGET a post in one pipeline: p50 {_f(h['single_per_key']['p50_ms'], 3)} "
+                f"ms, p99 {_f(h['single_per_key']['p99_ms'], 3)} ms (the share of the cost that is one command per "
+                "key, cluster or not)."
+                if h.get("single_per_key")
+                else "."
+            ),
+            "",
+        ]
+    return lines
 
 
 def _cpu_table(out: dict) -> list[str]:

@@ -11,6 +11,8 @@ loader processes measure, back to back:
   1. the floor: an empty gRPC call to that server (health Check), and the composite
      floor op (that call + Redis PING + one MGET of N packed candidate records);
   2. Rank end to end, with /metrics scraped before and after for the stage shares.
+On the headline world, the same Rank rows against the world published into a local Redis
+Cluster (3 masters, 3 replicas: benchmarks/cluster.py), beside the single node's.
 Then retrieval (FAISS index types on the trained vectors), memory of 1 and 2 server
 processes, and the design comparisons. Last, on the headline world, the write path
 (benchmarks/ingest.py): engagement ingest through FeedWriter (stream and unary) and Rank
@@ -34,9 +36,9 @@ from pathlib import Path
 import numpy as np
 import redis
 
-from benchmarks import comparisons, ingest, memory, report, retrieval, stages
+from benchmarks import cluster, comparisons, ingest, memory, report, retrieval, stages
 from benchmarks.load import LoadGenerator
-from benchmarks.servers import ServerError, ServerProcess, connections_per_process, cpu_seconds
+from benchmarks.servers import ServerError, ServerProcess, connections_per_process, cpu_seconds, with_cpu
 from benchmarks.worlds import BENCH_VAR, ROOT, WORLDS, BenchWorld, log
 from core import contract
 
@@ -245,10 +247,10 @@ def bench_world(name: str, world: BenchWorld, plan: Plan, lg: LoadGenerator, out
                 for c in plan.concurrency:
                     keys = {"world": name, "candidates": cand, "workers": workers, "concurrency": c}
                     lg.run("rank", c, plan.warmup_s, **job)  # page in the index and connections
-                    empty, empty_cpu = _with_cpu(lg, server, "health", c, plan.empty_s, job)
+                    empty, empty_cpu = with_cpu(lg, server, "health", c, plan.empty_s, job)
                     floor = lg.run("floor", c, plan.floor_s, **job)
                     before = server.scrape()
-                    rank, rank_cpu = _with_cpu(lg, server, "rank", c, rank_s, job)
+                    rank, rank_cpu = with_cpu(lg, server, "rank", c, rank_s, job)
                     after = server.scrape()
                     row = {
                         **keys,
@@ -288,6 +290,11 @@ def bench_world(name: str, world: BenchWorld, plan: Plan, lg: LoadGenerator, out
                     )
             finally:
                 server.stop()
+
+    if "cluster" not in plan.skip and name == plan.headline_world:
+        t0 = time.perf_counter()
+        cluster.bench_cluster(name, world, plan, lg, common, out)
+        out["timings_s"][f"cluster {name}"] = round(time.perf_counter() - t0, 1)
 
     if "comparisons" not in plan.skip:
         out["comparisons"].setdefault("hydration", {})[name] = comparisons.hydration(
@@ -555,31 +562,10 @@ class _RankRunner:
 
     def measure(self, seconds: float) -> dict:
         before = self.server.scrape()
-        res, cpu = _with_cpu(self.lg, self.server, "rank", self.c, seconds, self.job)
+        res, cpu = with_cpu(self.lg, self.server, "rank", self.c, seconds, self.job)
         after = self.server.scrape()
         summary = res.summary()
         return {"rank": summary, "cpu": cpu, "stages": stages.breakdown(before, after, summary.get("mean_ms"))}
-
-
-def _with_cpu(lg: LoadGenerator, server: ServerProcess, op: str, c: int, seconds: float, job: dict):
-    """Run a load job and account the CPU time the server and the loaders used for it:
-    on 2 cores, calls/s can never exceed 2 / (server + loader CPU seconds per call)."""
-    spids, lpids = server.pids(), [p.pid for p in lg.procs]
-    s0, l0 = cpu_seconds(spids), cpu_seconds(lpids)
-    res = lg.run(op, c, seconds, **job)
-    s1, l1 = cpu_seconds(spids), cpu_seconds(lpids)
-    n = max(res.n + sum(res.errors.values()), 1)
-    per_proc = {p: s1[p] - s0.get(p, 0.0) for p in s1}
-    server_s = sum(per_proc.values())
-    loader_s = sum(l1[p] - l0.get(p, 0.0) for p in l1)
-    busy = sorted((v for v in per_proc.values() if v > 0.01 * max(server_s, 1e-9)), reverse=True)
-    return res, {
-        "server_ms_per_call": round(1000 * server_s / n, 3),
-        "loader_ms_per_call": round(1000 * loader_s / n, 3),
-        "server_cores_busy": round(server_s / res.elapsed, 2) if res.elapsed else None,
-        "loader_cores_busy": round(loader_s / res.elapsed, 2) if res.elapsed else None,
-        "server_cpu_s_by_process": [round(v, 2) for v in busy],
-    }
 
 
 def _ratios(row: dict) -> None:
@@ -595,13 +581,13 @@ def _ratios(row: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="one 100k world, fewer settings, shorter runs (< 2 min)")
+    ap.add_argument("--quick", action="store_true", help="one 100k world, fewer settings, shorter runs (~2 min)")
     ap.add_argument("--worlds", help="comma list of " + ",".join(WORLDS))
     ap.add_argument("--candidates", help="comma list, e.g. 100,500")
     ap.add_argument("--workers", help="server processes, comma list, e.g. 1,2")
     ap.add_argument("--concurrency", help="closed-loop callers, comma list, e.g. 1,8,32")
     ap.add_argument("--scale-time", type=float, default=1.0, help="multiply every measuring window")
-    ap.add_argument("--skip", default="", help="comma list of: rank, retrieval, comparisons, memory, ingest")
+    ap.add_argument("--skip", default="", help="comma list of: rank, cluster, retrieval, comparisons, memory, ingest")
     ap.add_argument(
         "--out",
         type=Path,
@@ -658,6 +644,7 @@ def main(argv: list[str] | None = None) -> int:
         "memory": [],
         "comparisons": {},
         "ingest": None,
+        "cluster": None,
         "timings_s": {},
     }
     log(

@@ -248,3 +248,24 @@ class ServerProcess:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def with_cpu(lg, server: ServerProcess, op: str, c: int, seconds: float, job: dict):
+    """Run a load job and account the CPU time the server and the loaders used for it:
+    on 2 cores, calls/s can never exceed 2 / (server + loader CPU seconds per call)."""
+    spids, lpids = server.pids(), [p.pid for p in lg.procs]
+    s0, l0 = cpu_seconds(spids), cpu_seconds(lpids)
+    res = lg.run(op, c, seconds, **job)
+    s1, l1 = cpu_seconds(spids), cpu_seconds(lpids)
+    n = max(res.n + sum(res.errors.values()), 1)
+    per_proc = {p: s1[p] - s0.get(p, 0.0) for p in s1}
+    server_s = sum(per_proc.values())
+    loader_s = sum(l1[p] - l0.get(p, 0.0) for p in l1)
+    busy = sorted((v for v in per_proc.values() if v > 0.01 * max(server_s, 1e-9)), reverse=True)
+    return res, {
+        "server_ms_per_call": round(1000 * server_s / n, 3),
+        "loader_ms_per_call": round(1000 * loader_s / n, 3),
+        "server_cores_busy": round(server_s / res.elapsed, 2) if res.elapsed else None,
+        "loader_cores_busy": round(loader_s / res.elapsed, 2) if res.elapsed else None,
+        "server_cpu_s_by_process": [round(v, 2) for v in busy],
+    }

@@ -2,7 +2,8 @@
 
 Training imports this module to write a model bundle and publish features; the service
 imports it to read them. Nothing else in the code base spells a bundle file name, a
-manifest field or a Redis key. Change the layout here, bump SCHEMA_VERSION, and both
+manifest field or a Redis key. Change a bundle file here and bump SCHEMA_VERSION, or the key
+layout and bump KEY_SCHEMA_VERSION, and both
 sides move together.
 
 Bundle (a directory ``<models_dir>/<model_version>/``, written atomically by rename):
@@ -46,25 +47,30 @@ Bundle (a directory ``<models_dir>/<model_version>/``, written atomically by ren
 
 No pickle anywhere: arrays are .npy loaded with allow_pickle=False, the rest is JSON.
 
-Redis (every key under ``nf:<schema>:``; model-derived keys also under the model version,
-so a publish writes a new version's keys and then flips one pointer):
+Redis (every key under ``nf:<key schema>:``; model-derived keys also under the model version,
+so a publish writes a new version's keys and then flips one pointer; the {...} part of a
+key is its Redis Cluster hash tag, see "Hash tags" below):
 
-  nf:2:current                      the model version that serves (string)
-  nf:2:history                      published versions, newest first (list)
-  nf:2:m:<ver>:u:<user_id>          packed user record (USER record below)
-  nf:2:m:<ver>:p:<post_id>          packed post record (POST_DTYPE, fixed size)
-  nf:2:m:<ver>:r:<community_id>     recent posts of a community, newest first (encode_recent)
-  nf:2:m:<ver>:h:<community_id>     hot posts of a community (ZSET, core.hotness list scores)
-  nf:2:seen:<user_id>               live, unversioned: posts the user has seen (ZSET, score =
+  nf:3:{g}:current                  the model version that serves (string)
+  nf:3:{g}:history                  published versions, newest first (list)
+  nf:3:m:<ver>:u:{u:<user_id>}      packed user record (USER record below)
+  nf:3:m:<ver>:p:{p:<post_id>}      packed post record (POST_DTYPE, fixed size)
+  nf:3:m:<ver>:r:{c:<community_id>} recent posts of a community, newest first (encode_recent)
+  nf:3:m:<ver>:h:{c:<community_id>} hot posts of a community (ZSET, core.hotness list scores)
+  nf:3:seen:{u:<user_id>}           live, unversioned: posts the user has seen (ZSET, score =
                                     unix seconds; the reader takes the newest SEEN_READ_MAX)
-  nf:2:blocked:<user_id>            live, unversioned: author user ids the user blocked (SET)
-  nf:2:g:<user_id>                  live graph, unversioned: the user's memberships, roles,
+  nf:3:blocked:{u:<user_id>}        live, unversioned: author user ids the user blocked (SET)
+  nf:3:g:{u:<user_id>}              live graph, unversioned: the user's memberships, roles,
                                     bans and mutes written since training (HASH, see below)
-  nf:2:pins                         moderators' pins (ZSET member = community id LOG_SEP post id,
+  nf:3:{g}:pins                     moderators' pins (ZSET member = community id LOG_SEP post id,
                                     score = pinned until)
-  nf:2:caps                         non-member caps (HASH community id -> max feed share)
-  nf:2:rules:rev                    bumped by every pin and cap change: workers re-read both then
-  nf:2:removed                      posts moderators took out of feeds (HASH post id -> the rule's log entry)
+  nf:3:{g}:caps                     non-member caps (HASH community id -> max feed share)
+  nf:3:{g}:rules:rev                bumped by every pin and cap change: workers re-read both then
+  nf:3:{g}:removed                  posts moderators took out of feeds (HASH post id -> the rule's log entry)
+
+Key schema 3 added the hash tags (key schema 2 had the same keys without them, under
+nf:2:); a Redis written by an older release is not read: publish the bundle again
+(publish writes every key a version needs; bundles themselves are unchanged).
 """
 
 from __future__ import annotations
@@ -79,7 +85,10 @@ from typing import Any
 
 import numpy as np
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 2  # the bundle's files and manifest
+# The Redis key layout's own version (KEY_ROOT): 3 added the hash tags. Bundles did not
+# change with it, so a schema-2 bundle publishes as it is into the new layout.
+KEY_SCHEMA_VERSION = 3
 
 # ---------------------------------------------------------------------------------------
 # Bundle files
@@ -254,22 +263,50 @@ def list_versions(models_dir: Path) -> list[str]:
 # ---------------------------------------------------------------------------------------
 # Redis keys
 # ---------------------------------------------------------------------------------------
-KEY_ROOT = f"nf:{SCHEMA_VERSION}"
-CURRENT_KEY = f"{KEY_ROOT}:current"
-HISTORY_KEY = f"{KEY_ROOT}:history"
+KEY_ROOT = f"nf:{KEY_SCHEMA_VERSION}"
+
+# Hash tags (Redis Cluster hashes only the part of a key between the first "{" and the
+# next "}"): every key names the one thing whose slot it must share.
+#   {u:<user>}   the user's record (every version), seen, blocked, live graph, served:
+#                the user's round trip is one node's
+#   {c:<comm>}   a community's recent and hot lists (every version)
+#   {p:<post>}   a post's record and engager statistics (every version): an engagement's
+#                counters and a post event's flags change in one slot
+#   {g}          everything global: pointer, history, published markers, event log, live
+#                streams, rules, experiments (the pointer flip is one MULTI on one slot)
+# An id holding "}" ends its tag early, but identically in every key of that id, so its
+# keys still share a slot. A single node ignores the braces; its keys are the same strings.
+GLOBAL = f"{KEY_ROOT}:{{g}}"
+CURRENT_KEY = f"{GLOBAL}:current"
+HISTORY_KEY = f"{GLOBAL}:history"
+
+
+def user_tag(user_id: str) -> str:
+    return "{u:" + user_id + "}"
+
+
+def community_tag(community_id: str) -> str:
+    return "{c:" + community_id + "}"
+
+
+def post_tag(post_id: str) -> str:
+    return "{p:" + post_id + "}"
 
 
 def user_key(version: str, user_id: str) -> str:
-    return f"{KEY_ROOT}:m:{version}:u:{user_id}"
+    return f"{KEY_ROOT}:m:{version}:u:{user_tag(user_id)}"
 
 
 def post_key_prefix(version: str) -> str:
-    """Post keys are prefix + post_id; the hot path builds 500 of them per request."""
-    return f"{KEY_ROOT}:m:{version}:p:"
+    """Post keys are prefix + post_id + POST_KEY_SUFFIX; the hot path builds 500 a request."""
+    return f"{KEY_ROOT}:m:{version}:p:{{p:"
+
+
+POST_KEY_SUFFIX = "}"
 
 
 def post_key(version: str, post_id: str) -> str:
-    return post_key_prefix(version) + post_id
+    return post_key_prefix(version) + post_id + POST_KEY_SUFFIX
 
 
 def version_key_pattern(version: str) -> str:
@@ -369,7 +406,7 @@ def decode_posts(values: list[bytes | None]) -> np.ndarray:
 # Write path (live posts and engagements between trainings)
 # ---------------------------------------------------------------------------------------
 # Every accepted write event, in order, for the next training run (a Redis Stream).
-EVENT_LOG_KEY = f"{KEY_ROOT}:log"
+EVENT_LOG_KEY = f"{GLOBAL}:log"
 EVENT_LOG_MAXLEN = 20_000_000  # approximate cap; `python -m training fold-log` drains it
 # An applied event id is remembered this long: a retry within it is applied once.
 APPLIED_TTL_S = 7 * 86_400
@@ -382,12 +419,12 @@ def applied_key(event_id: str) -> str:
 def live_stream_key(version: str) -> str:
     """Stream of post vector changes of one model version (new posts, moved vectors,
     deletions); every worker follows it to keep its live index, and replays it on start."""
-    return f"{KEY_ROOT}:m:{version}:live"
+    return f"{KEY_ROOT}:m:{version}:{{g}}:live"
 
 
 def engager_stats_key(version: str, post_id: str) -> str:
     """Live engagers of a post: packed float32 [d + 1] = (sum of c * user vector, sum of c - 1)."""
-    return f"{KEY_ROOT}:m:{version}:pe:{post_id}"
+    return f"{KEY_ROOT}:m:{version}:pe:{post_tag(post_id)}"
 
 
 # Fields of a live stream entry.
@@ -423,7 +460,7 @@ BLOCKED_READ_MAX = 1000  # a block list longer than this is refused as unreadabl
 
 def recent_key(version: str, community_id: str) -> str:
     """A community's recent post ids, newest first: the in-network candidates."""
-    return f"{KEY_ROOT}:m:{version}:r:{community_id}"
+    return f"{KEY_ROOT}:m:{version}:r:{community_tag(community_id)}"
 
 
 def encode_recent(post_ids) -> bytes:
@@ -441,17 +478,17 @@ def decode_recent(raw: bytes | None) -> list[str]:
 def hot_key(version: str, community_id: str) -> str:
     """A community's hot list: ZSET member = post id, score = core.hotness.list_score
     (epoch = the version's data end), trimmed to core.retrieval.HOT_LIST_KEEP."""
-    return f"{KEY_ROOT}:m:{version}:h:{community_id}"
+    return f"{KEY_ROOT}:m:{version}:h:{community_tag(community_id)}"
 
 
 def seen_key(user_id: str) -> str:
     """Posts the user has already seen (ZSET member = post id, score = unix seconds)."""
-    return f"{KEY_ROOT}:seen:{user_id}"
+    return f"{KEY_ROOT}:seen:{user_tag(user_id)}"
 
 
 def blocked_key(user_id: str) -> str:
     """Authors (user ids) the user has blocked (SET)."""
-    return f"{KEY_ROOT}:blocked:{user_id}"
+    return f"{KEY_ROOT}:blocked:{user_tag(user_id)}"
 
 
 # Event log entries: one field, LOG_POST or LOG_ENGAGEMENT, whose value joins these
@@ -461,7 +498,7 @@ LOG_POST_FIELDS = ("event_id", "op", "post_id", "author_id", "community_id", "cr
 LOG_ENGAGEMENT = "engagement"
 LOG_ENGAGEMENT_FIELDS = ("event_id", "user_id", "post_id", "kind", "ts")
 LOG_SEP = "\x1f"
-LOG_FOLDED_KEY = f"{KEY_ROOT}:log:folded"  # id of the last log entry folded into training data
+LOG_FOLDED_KEY = f"{GLOBAL}:log:folded"  # id of the last log entry folded into training data
 
 
 def encode_log(*values: object) -> str:
@@ -478,7 +515,7 @@ def decode_log(value: bytes, fields: tuple[str, ...]) -> dict[str, str]:
 # ---------------------------------------------------------------------------------------
 # The live community graph (unversioned: it outlives every model version)
 # ---------------------------------------------------------------------------------------
-# nf:2:g:<user_id> is a HASH written by the graph RPCs and read in the user's round trip:
+# nf:3:g:{u:<user_id>} is a HASH written by the graph RPCs and read in the user's round trip:
 #   c:<community_id>  "<state>:<at>"  state GRAPH_LEFT, a ROLE_* code, or GRAPH_BANNED; at =
 #                                     when the service applied it (unix seconds)
 #   m:<community_id>  "<at>"          the user muted the community (HDEL on unmute)
@@ -491,17 +528,17 @@ GRAPH_BANNED = 9
 GRAPH_COMMUNITY = "c:"
 GRAPH_MUTED = "m:"
 GRAPH_CREATED = "created"
-CAPS_KEY = f"{KEY_ROOT}:caps"
-PINS_KEY = f"{KEY_ROOT}:pins"
+CAPS_KEY = f"{GLOBAL}:caps"
+PINS_KEY = f"{GLOBAL}:pins"
 # Pins and caps change rarely and every request needs them: each worker caches both and
 # reads only this counter in the user's round trip, re-reading the rules when it moved.
-RULES_REV_KEY = f"{KEY_ROOT}:rules:rev"
-REMOVED_KEY = f"{KEY_ROOT}:removed"
+RULES_REV_KEY = f"{GLOBAL}:rules:rev"
+REMOVED_KEY = f"{GLOBAL}:removed"
 PINS_PER_COMMUNITY = 5  # pins shown per community (the longest-lasting win)
 
 
 def graph_key(user_id: str) -> str:
-    return f"{KEY_ROOT}:g:{user_id}"
+    return f"{KEY_ROOT}:g:{user_tag(user_id)}"
 
 
 def encode_pin(community_id: str, post_id: str) -> str:
@@ -562,25 +599,25 @@ def published_key(version: str) -> str:
     flips, and unlinked with them by pruning. The serving version without it (or no
     pointer at all) means Redis lost the data: restarted without persistence, failed over
     to an empty replica, or evicted; the service then says so and waits for a republish."""
-    return f"{KEY_ROOT}:m:{version}:published"
+    return f"{KEY_ROOT}:m:{version}:{{g}}:published"
 
 
 # ---------------------------------------------------------------------------------------
 # Experiments: a candidate version served beside the current one (service/experiments.py)
 # ---------------------------------------------------------------------------------------
-# nf:2:experiment                  the running experiment (JSON ExperimentDefinition below); absent:
+# nf:3:{g}:experiment              the running experiment (JSON ExperimentDefinition below); absent:
 #                                  none. Written by `python -m training experiment`, read by every
 #                                  worker's reloader beside the current pointer.
-# nf:2:experiment:stopped          the last experiment that ended and why (JSON: definition + reason)
-# nf:2:experiment:log              a Redis Stream: one LOG_SERVED entry per Rank answer of an
+# nf:3:{g}:experiment:stopped      the last experiment that ended and why (JSON: definition + reason)
+# nf:3:{g}:experiment:log          a Redis Stream: one LOG_SERVED entry per Rank answer of an
 #                                  experiment, one LOG_ATTRIBUTED entry per engagement with a post an
 #                                  experiment served (what `experiment-report` reads)
-# nf:2:served:<user_id>:<window>   which variant served which post to the user (HASH post id ->
+# nf:3:served:{u:<user_id>}:<window> which variant served which post to the user (HASH post id ->
 #                                  encode_served); one hash per SERVED_WINDOW_S window, expiring
 #                                  after two: an engagement is attributed for at least one window.
-EXPERIMENT_KEY = f"{KEY_ROOT}:experiment"
-EXPERIMENT_STOPPED_KEY = f"{KEY_ROOT}:experiment:stopped"
-EXPERIMENT_LOG_KEY = f"{KEY_ROOT}:experiment:log"
+EXPERIMENT_KEY = f"{GLOBAL}:experiment"
+EXPERIMENT_STOPPED_KEY = f"{GLOBAL}:experiment:stopped"
+EXPERIMENT_LOG_KEY = f"{GLOBAL}:experiment:log"
 EXPERIMENT_LOG_MAXLEN = 5_000_000  # approximate cap (a served entry per Rank answer)
 SERVED_WINDOW_S = 86_400
 VARIANT_CONTROL = "control"
@@ -599,7 +636,7 @@ def served_window(ts: float) -> int:
 
 
 def served_key(user_id: str, window: int) -> str:
-    return f"{KEY_ROOT}:served:{user_id}:{window}"
+    return f"{KEY_ROOT}:served:{user_tag(user_id)}:{window}"
 
 
 def encode_served(experiment_id: str, variant: str) -> str:

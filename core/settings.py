@@ -34,6 +34,8 @@ def var_dir_from_env(environ: dict[str, str] | None = None) -> Path:
 def redis_address(url: str) -> str:
     """The address part of a Redis URL, for messages (never the password)."""
     parts = urlsplit(url)
+    if parts.scheme.lower().endswith("+cluster"):  # a list of seeds: host:port,host:port
+        return parts.netloc.rpartition("@")[2]
     if parts.scheme == "unix":
         return parts.path
     return f"{parts.hostname}:{parts.port or 6379}"

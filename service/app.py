@@ -13,11 +13,12 @@ os.environ.setdefault(
 )  # one FAISS thread per request: a single query gains nothing from more (docs/serving.md)
 
 import logging
+import time
 from pathlib import Path
 
-import redis
 from prometheus_client import start_http_server
 
+from core.redis_conn import connect
 from core.settings import redis_address
 from service.api.rank import FeedRankerServicer
 from service.api.writes import FeedWriterServicer
@@ -73,7 +74,7 @@ class Service:
         self.pipeline = RankPipeline(default_stages(cfg, self.store))
         # The write path and the live index use their own client: writes wait for Redis'
         # fsync, which must not eat into the hot path's short timeouts and pool.
-        self.write_client = redis.Redis.from_url(
+        self.write_client = connect(
             redis_url,
             socket_timeout=cfg.write_timeout_ms / 1000,
             socket_connect_timeout=1.0,
@@ -97,7 +98,9 @@ class Service:
             served=self.served,
             shadow=self.shadow,
         )
-        self.writer = FeedWriterServicer(WriteApplier(self.holder, self.write_client, self.experiments))
+        self.writer = FeedWriterServicer(
+            WriteApplier(self.holder, self.write_client, self.experiments, cfg.redis_wait_replicas, cfg.redis_wait_ms)
+        )
         try:
             self.server, self.port, self.health = build_server(
                 cfg, self.servicer, reuse_port=reuse_port, writer=self.writer
@@ -125,9 +128,17 @@ class Service:
         self.reloader.start()
         return self
 
-    def stop(self, grace: float = 5.0) -> None:
-        """Stop taking requests, let in-flight ones finish (up to `grace` s), then close."""
-        set_serving(self.health, False)
+    def stop(self, grace: float = 5.0, notice_s: float = 0.0) -> None:
+        """Say NOT_SERVING and keep answering for notice_s, then stop taking requests, let
+        in-flight ones finish (up to `grace` s), and close.
+
+        The notice is for clients that balance over replicas with health checking
+        (core/balancing.py): they stop sending here when the health Watch says NOT_SERVING,
+        but calls they sent before hearing it still arrive, and gRPC cancels a call that
+        reaches a server already stopping. Once stopping, nothing sets SERVING again."""
+        self.health.enter_graceful_shutdown()
+        if notice_s > 0:
+            time.sleep(notice_s)
         self.reloader.stop()
         self.server.stop(grace).wait()
         self.served.stop()  # answers already given are still remembered

@@ -39,8 +39,17 @@ class Config:
     redis_max_budget_ms: float = 500.0
     reload_interval_s: float = 2.0  # how often the current-version pointer is checked
     write_timeout_ms: float = 2000.0  # per write-path Redis call (writes wait for the fsync)
+    # Redis Cluster only: a write is acknowledged once this many replicas of every node it
+    # wrote to have it (Redis WAIT), within redis_wait_ms; else UNAVAILABLE (retry). 0: no WAIT.
+    redis_wait_replicas: int = 1
+    redis_wait_ms: int = 500
     live_poll_s: float = 0.1  # how often each worker follows the live stream (new posts)
-    drain_s: float = 10.0  # on SIGTERM, how long in-flight requests may take to finish
+    # On SIGTERM the server first says NOT_SERVING on its health service and keeps answering
+    # for drain_notice_s (health-checking clients take it out of their rotation meanwhile:
+    # a call reaching a server that has stopped is cancelled, not queued), then stops taking
+    # calls and gives the ones in flight up to drain_s to finish.
+    drain_notice_s: float = 1.0
+    drain_s: float = 10.0
     clock: str = "wall"  # wall | data (replay: now = the bundle's data end + elapsed)
     tls_cert: str = ""  # PEM certificate: serve gRPC over TLS (with tls_key)
     tls_key: str = ""  # PEM private key of tls_cert

@@ -56,7 +56,7 @@ for _, e in ipairs(entries) do
     elseif f[j] == '@X@' then x = f[j + 1] elseif f[j] == '@R@' then r = f[j + 1] end
   end
   if pid and (d == '1' or x == '1' or r) then
-    local pkey = ARGV[2] .. pid
+    local pkey = ARGV[2] .. pid .. '@SUFFIX@'
     local cur = redis.call('GETRANGE', pkey, off, off)
     if cur ~= '' then
       local fl = string.byte(cur)
@@ -77,6 +77,7 @@ for _name, _value in {
     "@DELETED@": contract.FLAG_DELETED,
     "@PRIVATE@": contract.FLAG_PRIVATE,
     "@REMOVED@": contract.FLAG_REMOVED,
+    "@SUFFIX@": contract.POST_KEY_SUFFIX,
 }.items():
     _REPLAY_LUA = _REPLAY_LUA.replace(_name, str(_value))
 REPLAY_BATCH = 5_000  # stream entries per script call (Redis is single-threaded: keep each call short)

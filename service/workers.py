@@ -72,8 +72,8 @@ def serve_one(cfg: Config, url: str, reuse_port: bool, metrics: bool, on_ready) 
         return 2
     on_ready(service.holder.current.version, None)
     wait_for_signal()
-    log.info("draining in-flight requests (up to %.0fs)", cfg.drain_s)
-    service.stop(grace=cfg.drain_s)
+    log.info("NOT_SERVING for %.1fs, then draining in-flight requests (up to %.0fs)", cfg.drain_notice_s, cfg.drain_s)
+    service.stop(grace=cfg.drain_s, notice_s=cfg.drain_notice_s)
     return 0
 
 
@@ -183,7 +183,7 @@ class Supervisor:
             if p.is_alive():
                 os.kill(p.pid, signal.SIGTERM)
         for p in self.workers:
-            p.join(self.cfg.drain_s + 10)
+            p.join(self.cfg.drain_notice_s + self.cfg.drain_s + 10)
             if p.is_alive():
                 log.error("worker %s did not drain in time; killing it", p.pid)
                 p.kill()

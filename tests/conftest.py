@@ -1,5 +1,6 @@
-"""Fixtures with real parts: a redis-server on a free loopback port, a trained and
-published tiny world, and the real gRPC service on a free port."""
+"""Fixtures with real parts: a redis-server on a free loopback port, a real Redis Cluster
+(six redis-server processes, started once per session when a test asks for it), a
+trained and published tiny world, and the real gRPC service on a free port."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ import pytest
 import redis
 
 from core.embedded_redis import EmbeddedRedis, free_port
+from core.local_cluster import LocalCluster
+from core.redis_conn import connect
 from service.app import Service
 from service.config import Config
 from training import publish as publishing
@@ -31,6 +34,41 @@ def redis_server(tmp_path_factory):
     server = EmbeddedRedis(tmp_path_factory.mktemp("redis"), port=free_port()).start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory):
+    """Three masters and three replicas on loopback ports, shared by every cluster test of
+    the session (each flushes it first); a failover test starts a cluster of its own."""
+    cluster = LocalCluster(tmp_path_factory.mktemp("cluster")).start()
+    yield cluster
+    cluster.stop()
+
+
+# The suites that run against both: a module fixture parametrized with BACKENDS gets its
+# store from `own_store` (a redis-server of its own, or the session's cluster, flushed).
+BACKENDS = ["single", "cluster"]
+
+
+class OwnStore:
+    """A Redis for one test module: url, a client (redis.Redis or RedisCluster), stop()."""
+
+    def __init__(self, kind: str, request, tmp_path_factory, name: str):
+        self.kind = kind
+        self.server = None
+        if kind == "cluster":
+            cluster = request.getfixturevalue("redis_cluster")
+            cluster.flush()
+            self.url = cluster.url
+        else:
+            self.server = EmbeddedRedis(tmp_path_factory.mktemp(name), port=free_port()).start()
+            self.url = self.server.url
+        self.client = connect(self.url)
+
+    def stop(self) -> None:
+        self.client.close()
+        if self.server is not None:
+            self.server.stop()
 
 
 @pytest.fixture(scope="session")

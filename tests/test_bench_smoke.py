@@ -51,6 +51,17 @@ def test_bench_runs_on_tiny_world(published, redis_server, redis_client, tmp_pat
     md = (out_dir / "latest.md").read_text()
     assert "## Rank over gRPC" in md
 
+    # The cluster rows: the same Rank runs against the bundle published into a local cluster.
+    cl = res["cluster"]
+    assert cl["masters"] == 3 and cl["candidates"] == 50
+    assert [(r["workers"], r["concurrency"]) for r in cl["rows"]] == [(1, 1), (1, 2)]
+    for r in cl["rows"]:
+        assert r["available"] and r["rank"]["n"] > 0 and not r["rank"]["errors"], r
+    h = cl["hydration"]
+    assert h["records"] == 50 and h["single"]["n"] > 0 and h["cluster"]["n"] > 0
+    assert sum(h["cluster"]["mget_commands_per_node"]) <= 50 and len(h["cluster"]["mget_commands_per_node"]) == 3
+    assert "## Rank on a Redis Cluster" in md
+
     # The write path: stream and unary ingest, Rank idle and while a stream ingests.
     ing = res["ingest"]
     assert ing["redis"]["appendonly"] == "yes" and ing["redis"]["appendfsync"] == "always"

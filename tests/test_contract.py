@@ -35,7 +35,7 @@ def test_post_records_round_trip_and_missing_values_fail_closed():
 
 
 def test_keys_are_versioned_and_namespaced():
-    assert contract.user_key("v1", "u7") == "nf:2:m:v1:u:u7"
-    assert contract.post_key("v1", "p3") == contract.post_key_prefix("v1") + "p3"
+    assert contract.user_key("v1", "u7") == "nf:3:m:v1:u:{u:u7}"
+    assert contract.post_key("v1", "p3") == contract.post_key_prefix("v1") + "p3" + contract.POST_KEY_SUFFIX
     assert contract.post_key("v2", "p3") != contract.post_key("v1", "p3")
-    assert contract.CURRENT_KEY == "nf:2:current"
+    assert contract.CURRENT_KEY == "nf:3:{g}:current"

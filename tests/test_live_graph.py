@@ -10,16 +10,14 @@ import time
 import grpc
 import numpy as np
 import pytest
-import redis
 
 from core import contract
 from core.bundle import load_bundle
-from core.embedded_redis import EmbeddedRedis, free_port
 from nichefeed.v1 import graph_pb2 as gpb
 from nichefeed.v1 import graph_pb2_grpc, ranking_pb2, ranking_pb2_grpc, writes_pb2, writes_pb2_grpc
 from service.app import Service
 from service.pipeline import RankContext, RankQuery
-from tests.conftest import service_config
+from tests.conftest import BACKENDS, OwnStore, service_config
 from training import publish as publishing
 
 _ids = iter(range(1_000_000))
@@ -29,22 +27,22 @@ def eid() -> str:
     return f"g{next(_ids)}"
 
 
-@pytest.fixture(scope="module")
-def world(tiny_bundle, tmp_path_factory):
-    """A private Redis (the graph writes change it; one test stops it) and the service."""
-    server = EmbeddedRedis(tmp_path_factory.mktemp("redis-graph"), port=free_port()).start()
-    client = redis.Redis.from_url(server.url)
+@pytest.fixture(scope="module", params=BACKENDS)
+def world(request, tiny_bundle, tmp_path_factory):
+    """A private Redis (the graph writes change it; one test stops it), or the session's
+    Redis Cluster, and the service."""
+    store = OwnStore(request.param, request, tmp_path_factory, "redis-graph")
+    server, client = store.server, store.client
     bundle = tmp_path_factory.mktemp("graph-models") / tiny_bundle.name  # a models dir of its own (one test publishes)
     shutil.copytree(tiny_bundle, bundle)
     publishing.publish(bundle, client)
-    svc = Service(service_config(bundle, redis_timeout_ms=300), server.url).start(metrics=False)
+    svc = Service(service_config(bundle, redis_timeout_ms=300), store.url).start(metrics=False)
     ch = grpc.insecure_channel(f"127.0.0.1:{svc.port}")
     b = load_bundle(bundle)
     yield World(server, client, svc, ch, b)
     ch.close()
     svc.stop(grace=1)
-    client.close()
-    server.stop()
+    store.stop()
 
 
 class World:
@@ -121,6 +119,8 @@ PUBLIC = "c3"
 
 
 def test_join_shows_a_private_group_and_leave_hides_it_at_once_even_without_redis(world):
+    if world.server is None:
+        pytest.skip("stops the one redis-server (the cluster's failover: tests/test_cluster_failover.py)")
     user = world.outsider(PRIVATE)
     posts = world.posts_of(PRIVATE)
     assert world.bundle[contract.COMMUNITY_PRIVATE_FILE][world.community(PRIVATE)]

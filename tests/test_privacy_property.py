@@ -20,16 +20,14 @@ import faiss
 import grpc
 import numpy as np
 import pytest
-import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from core import contract
-from core.embedded_redis import EmbeddedRedis, free_port
 from core.scoring import LinearScorer
 from nichefeed.v1 import ranking_pb2, ranking_pb2_grpc
 from service.app import Service
-from tests.conftest import service_config
+from tests.conftest import OwnStore, service_config
 from training import publish as publishing
 
 DAY = 86_400
@@ -156,14 +154,10 @@ def write_world_bundle(world: SmallWorld, models_dir, seed: int, scorer: LinearS
     return version
 
 
-@pytest.fixture(scope="module")
-def world_service(tmp_path_factory):
-    """A service of its own (own Redis: the test stops and restarts it) over a models dir
-    the test fills with one bundle per example."""
+def _world_service(store, tmp_path_factory):
+    """A service of its own over a models dir the test fills with one bundle per example."""
     models = tmp_path_factory.mktemp("world-models")
-    redis_dir = tmp_path_factory.mktemp("world-redis")
-    server = EmbeddedRedis(redis_dir, port=free_port()).start()
-    client = redis.Redis.from_url(server.url)
+    client = store.client
     first = write_world_bundle(SmallWorld([False], [set()], [0], [0], [False], [False], [set()], [set()]), models, 0)
     publishing.publish(models / first, client, keep=2)
     cfg = dataclasses.replace(
@@ -178,13 +172,24 @@ def world_service(tmp_path_factory):
         ),
         clock="data",
     )
-    svc = Service(cfg, server.url).start(metrics=False)
+    svc = Service(cfg, store.url).start(metrics=False)
     ch = grpc.insecure_channel(f"127.0.0.1:{svc.port}")
-    yield svc, ranking_pb2_grpc.FeedRankerStub(ch), server, client, models
+    yield svc, ranking_pb2_grpc.FeedRankerStub(ch), store.server, client, models
     ch.close()
     svc.stop(grace=1)
-    client.close()
-    server.stop()
+    store.stop()
+
+
+@pytest.fixture(scope="module")
+def world_service(request, tmp_path_factory):
+    """Own Redis: the test stops and restarts it."""
+    yield from _world_service(OwnStore("single", request, tmp_path_factory, "world-redis"), tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def cluster_world_service(request, tmp_path_factory):
+    """The session's Redis Cluster (3 masters, 3 replicas), flushed."""
+    yield from _world_service(OwnStore("cluster", request, tmp_path_factory, "unused"), tmp_path_factory)
 
 
 def _publish_world(world: SmallWorld, svc, client, models, seed: int, reset_live: bool = True) -> str:
@@ -194,7 +199,8 @@ def _publish_world(world: SmallWorld, svc, client, models, seed: int, reset_live
     publishing.publish(models / version, client, keep=2, progress=False)
     pipe = client.pipeline()
     for u in range(world.n_users if reset_live else 0):
-        pipe.delete(contract.seen_key(f"u{u}"), contract.blocked_key(f"u{u}"), contract.graph_key(f"u{u}"))
+        for key in (contract.seen_key(f"u{u}"), contract.blocked_key(f"u{u}"), contract.graph_key(f"u{u}")):
+            pipe.delete(key)  # one key a DEL: a cluster pipeline takes no other
         if world.seen[u]:
             pipe.zadd(contract.seen_key(f"u{u}"), {f"p{p}": END for p in world.seen[u]})
         if world.blocked[u]:
@@ -219,6 +225,17 @@ def _ask(stub, request) -> ranking_pb2.RankResponse | None:
 @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
 @given(world=small_worlds(), stop_at=st.one_of(st.none(), st.integers(0, 12)), seed=st.integers(0, 1000))
 def test_no_private_post_reaches_a_non_member(world_service, world, stop_at, seed):
+    check_no_private_post_reaches_a_non_member(world_service, world, stop_at, seed)
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+@given(world=small_worlds(), seed=st.integers(0, 1000))
+def test_no_private_post_reaches_a_non_member_on_a_cluster(cluster_world_service, world, seed):
+    """The same property with every key in a Redis Cluster (Redis going away: the failover test)."""
+    check_no_private_post_reaches_a_non_member(cluster_world_service, world, None, seed)
+
+
+def check_no_private_post_reaches_a_non_member(world_service, world, stop_at, seed):
     svc, stub, server, client, models = world_service
     version = _publish_world(world, svc, client, models, seed)
     n_posts = len(world.post_community)

@@ -16,20 +16,21 @@ import redis
 
 from core import contract
 from core.bundle import load_bundle
-from core.embedded_redis import EmbeddedRedis, free_port
+from core.redis_conn import mget
+from tests.conftest import BACKENDS, OwnStore
 from training import publish as publishing
 from training.gate import compare_on_candidate
 from training.params import TrainParams
 from training.train import train
 
 
-@pytest.fixture(scope="module")
-def own_redis(tmp_path_factory):
-    server = EmbeddedRedis(tmp_path_factory.mktemp("publish_redis"), port=free_port()).start()
-    client = redis.Redis.from_url(server.url)
-    yield server, client
-    client.close()
-    server.stop()
+@pytest.fixture(scope="module", params=BACKENDS)
+def own_redis(request, tmp_path_factory):
+    """One redis-server, or the session's Redis Cluster: publish, the pointer flip,
+    rollback and pruning run against both."""
+    store = OwnStore(request.param, request, tmp_path_factory, "publish_redis")
+    yield store, store.client
+    store.stop()
 
 
 @pytest.fixture(scope="module")
@@ -59,8 +60,8 @@ def test_gate_refuses_a_worse_model_force_publishes_it_and_rollback_restores(own
     user = contract.decode_user(client.get(contract.user_key(good.name, "u17")))
     np.testing.assert_array_equal(user.vector, bundle[contract.USER_FACTORS_FILE][bundle.user_row["u17"]])
     n_posts = len(bundle.post_ids)
-    assert len(client.mget([contract.post_key(good.name, p) for p in bundle.post_ids])) == n_posts
-    assert all(v is not None for v in client.mget([contract.post_key(good.name, p) for p in bundle.post_ids]))
+    values = mget(client, [contract.post_key(good.name, p) for p in bundle.post_ids])
+    assert len(values) == n_posts and all(v is not None for v in values)
 
     with pytest.raises(
         publishing.GateRefused, match=r"ndcg@10 .* \(new\) vs .* \(serving .*\): the new model is worse"

@@ -11,18 +11,16 @@ from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import pytest
-import redis
 from prometheus_client import REGISTRY
 
 from core import contract
 from core.bundle import load_bundle
-from core.embedded_redis import EmbeddedRedis, free_port
 from nichefeed.v1 import ranking_pb2, ranking_pb2_grpc
 from service.app import Service
 from service.pipeline import RankContext, RankPipeline, RankQuery
 from service.reload import BundleHolder
 from service.stages import default_stages
-from tests.conftest import service_config
+from tests.conftest import BACKENDS, OwnStore, service_config
 from training import publish as publishing
 
 BURST = 200
@@ -42,20 +40,20 @@ def refused_count() -> float:
     return REGISTRY.get_sample_value("nichefeed_model_reloads_total", {"outcome": "refused"}) or 0.0
 
 
-@pytest.fixture(scope="module")
-def reloading(tiny_bundle, tmp_path_factory):
+@pytest.fixture(scope="module", params=BACKENDS)
+def reloading(request, tiny_bundle, tmp_path_factory):
+    """The service over one redis-server, or over the session's Redis Cluster."""
     models = tmp_path_factory.mktemp("reload-models")
     first = copy_as_version(tiny_bundle, models, "20990101T000000Z-aaaaaaaa")
-    server = EmbeddedRedis(tmp_path_factory.mktemp("reload-redis"), port=free_port()).start()
-    client = redis.Redis.from_url(server.url)
+    store = OwnStore(request.param, request, tmp_path_factory, "reload-redis")
+    client = store.client
     publishing.publish(first, client)
-    svc = Service(service_config(first, reload_interval_s=0.05), server.url).start(metrics=False)
+    svc = Service(service_config(first, reload_interval_s=0.05), store.url).start(metrics=False)
     ch = grpc.insecure_channel(f"127.0.0.1:{svc.port}")
     yield svc, ranking_pb2_grpc.FeedRankerStub(ch), client, models, first.name
     ch.close()
     svc.stop(grace=1)
-    client.close()
-    server.stop()
+    store.stop()
 
 
 def _wait_for(svc, version: str) -> None:

@@ -1,4 +1,6 @@
-"""The write path against a real redis-server and a real gRPC server."""
+"""The write path against a real redis-server and a real gRPC server, and the same suite
+against a real Redis Cluster (3 masters, 3 replicas): every test runs on both, except
+the two that stop or crash the one server (the cluster's failover has its own test)."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ import pytest
 import redis
 
 from core import contract, hotness
-from core.embedded_redis import EmbeddedRedis, free_port
+from core.redis_conn import connect
 from core.retrieval import HOT_LIST_KEEP
 from core.scoring import NON_MEMBER_STANDING, ROLE_STANDING
 from nichefeed.v1 import writes_pb2 as wpb
@@ -17,26 +19,37 @@ from service.api.writes import FeedWriterServicer
 from service.app import Service
 from service.live_index import LiveIndexFollower
 from service.writes import WriteApplier
-from tests.conftest import service_config
+from tests.conftest import BACKENDS, OwnStore, service_config
 from tests.live_helpers import vector_of
 from training import publish as publishing
 
 
-@pytest.fixture(scope="module")
-def world(tiny_bundle, tmp_path_factory):
+@pytest.fixture(scope="module", params=BACKENDS)
+def world(request, tiny_bundle, tmp_path_factory):
     """A private Redis (writes mutate it) with the tiny bundle published, and the service."""
-    server = EmbeddedRedis(tmp_path_factory.mktemp("redis-writes"), port=free_port()).start()
-    client = redis.Redis.from_url(server.url)
+    store = OwnStore(request.param, request, tmp_path_factory, "redis-writes")
+    client = store.client
     publishing.publish(tiny_bundle, client)
-    svc = Service(service_config(tiny_bundle), server.url)
-    applier = WriteApplier(svc.holder, redis.Redis.from_url(server.url, socket_timeout=2))
+    svc = Service(service_config(tiny_bundle), store.url)
+    applier = WriteApplier(svc.holder, connect(store.url, socket_timeout=2))
     writes_pb2_grpc.add_FeedWriterServicer_to_server(FeedWriterServicer(applier), svc.server)
     svc.start(metrics=False)
     ch = grpc.insecure_channel(f"127.0.0.1:{svc.port}")
-    yield {"server": server, "client": client, "svc": svc, "writer": writes_pb2_grpc.FeedWriterStub(ch)}
+    yield {
+        "server": store.server,
+        "kind": store.kind,
+        "client": client,
+        "svc": svc,
+        "writer": writes_pb2_grpc.FeedWriterStub(ch),
+    }
     ch.close()
     svc.stop(grace=1)
-    server.stop()
+    store.stop()
+
+
+def single_node_only(world) -> None:
+    if world["kind"] != "single":
+        pytest.skip("stops the one redis-server (the cluster's failover: tests/test_cluster_failover.py)")
 
 
 def post_record(client, svc, post_id):
@@ -221,6 +234,7 @@ def test_stream_applies_in_batches(world):
 
 
 def test_acknowledged_write_survives_a_redis_restart(world):
+    single_node_only(world)
     server, writer, svc = world["server"], world["writer"], world["svc"]
     writer.WritePosts(wpb.WritePostsRequest(events=[create("e-durable", "live-durable")]), timeout=5)
     server.kill()  # as a crash: no shutdown save, only the append-only file
@@ -231,6 +245,7 @@ def test_acknowledged_write_survives_a_redis_restart(world):
 
 
 def test_writes_answer_unavailable_when_redis_is_down(world):
+    single_node_only(world)
     server, writer = world["server"], world["writer"]
     server.stop()
     try:

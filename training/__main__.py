@@ -19,6 +19,7 @@ from core import contract, settings
 from core.bundle import BundleError
 from core.embedded_redis import EmbeddedRedis, EmbeddedRedisError
 from core.flags import add_flags, from_flags
+from core.redis_conn import connect
 from training import publish as publishing
 from training.csvio import DataError
 from training.params import TrainParams
@@ -37,7 +38,7 @@ def redis_client():
     if not url:
         embedded = EmbeddedRedis(settings.var_dir_from_env() / "redis").attach_or_start()
         url = embedded.url
-    client = redis.Redis.from_url(url, socket_timeout=30, socket_connect_timeout=3)
+    client = connect(url, socket_timeout=30, socket_connect_timeout=3)
     try:
         client.ping()
     except (redis.exceptions.RedisError, OSError) as exc:

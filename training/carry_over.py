@@ -16,6 +16,7 @@ import redis
 
 from core import contract
 from core.bundle import Bundle
+from core.redis_conn import mget
 
 
 def carry_over(client: redis.Redis, old_version: str, new: Bundle) -> tuple[int, int]:
@@ -30,7 +31,7 @@ def carry_over(client: redis.Redis, old_version: str, new: Bundle) -> tuple[int,
     todo = [p for p in created if p not in new.post_row]
     if not todo:
         return 0, 0
-    old = contract.decode_posts(client.mget([contract.post_key(old_version, p) for p in todo]))
+    old = contract.decode_posts(mget(client, [contract.post_key(old_version, p) for p in todo]))
     pipe = client.pipeline(transaction=False)
     carried = dropped = 0
     recent: dict[str, list[str]] = {}
@@ -80,7 +81,7 @@ def carry_removals(client: redis.Redis, version: str) -> int:
     if not removed:
         return 0
     key = contract.post_key
-    records = contract.decode_posts(client.mget([key(version, p) for p in removed]))
+    records = contract.decode_posts(mget(client, [key(version, p) for p in removed]))
     off = contract.post_field_offset("flags")
     pipe = client.pipeline(transaction=False)
     marked = 0

@@ -20,6 +20,7 @@ import redis
 
 from core import contract
 from core.bundle import BundleError, load_bundle
+from core.redis_conn import is_cluster
 from training.carry_over import carry_over, carry_removals
 from training.publish import current_version, flip
 
@@ -50,6 +51,10 @@ def start(
     grace_s: float = 10.0,
     now: float | None = None,
 ) -> contract.ExperimentDefinition:
+    if is_cluster(client):
+        # The candidate's catch-up (service/experiments.py) replays the control's live stream
+        # ({g}) onto post records ({p:..}) in one script: one node's only, so far.
+        raise ExperimentError("experiments need a single Redis node; this Redis is a cluster (not supported yet)")
     control = current_version(client)
     if control is None:
         raise ExperimentError("nothing is serving yet: publish a version first (make publish)")

@@ -67,11 +67,20 @@ def fold_log(client: redis.Redis, data_dir: Path) -> Folded:
     graph: list[dict[str, str]] = []
     rules = 0
     last = start
+    folded_ids: set[bytes] = set()
     while True:
         entries = client.xrange(contract.EVENT_LOG_KEY, min=f"({last}", count=CHUNK)
         if not entries:
             break
         for entry_id, fields in entries:
+            last = entry_id.decode()
+            # A Redis Cluster logs an event again when a retry follows a failure mid-batch
+            # (service/writes/cluster.py): an event id is folded once.
+            value = next(iter(fields.values()), b"")
+            event_id = value.split(contract.LOG_SEP.encode(), 1)[0]
+            if event_id in folded_ids:
+                continue
+            folded_ids.add(event_id)
             if contract.LOG_POST.encode() in fields:
                 posts.append(contract.decode_log(fields[contract.LOG_POST.encode()], contract.LOG_POST_FIELDS))
             elif contract.LOG_ENGAGEMENT.encode() in fields:
@@ -82,7 +91,6 @@ def fold_log(client: redis.Redis, data_dir: Path) -> Folded:
                 graph.append(contract.decode_log(fields[contract.LOG_GRAPH.encode()], contract.LOG_GRAPH_FIELDS))
             elif contract.LOG_RULE.encode() in fields:
                 rules += 1
-            last = entry_id.decode()
     if last == start:
         return Folded(0, 0, 0, 0, last)
 

@@ -6,7 +6,9 @@ forced; a bundle without a report, or a serving version without one, cannot be c
 and is let through with a warning.
 
 Order matters for zero-downtime: the new version's keys are written first (pipelined
-MSET batches), only then does the one pointer key flip; a service polling the pointer
+MSET batches; against a Redis Cluster a SET each, the pipeline sending every node its
+share), only then does the one pointer key flip (a MULTI on the pointer's one slot: the
+pointer, the history and the published markers share the {g} hash tag); a service polling the pointer
 loads the bundle and switches in one reference swap. Older versions stay for rollback
 until more than `keep` newer ones exist; their keys are then unlinked in SCAN batches
 and their bundle directories removed.
@@ -23,6 +25,7 @@ import redis
 
 from core import contract
 from core.bundle import BundleError, load_bundle
+from core.redis_conn import set_many
 from training.carry_over import carry_over, carry_removals
 from training.csvio import DataError
 from training.evaluate import GATE_METRIC
@@ -51,7 +54,7 @@ def _write(client: redis.Redis, items, total: int, what: str, progress: bool = T
     for key, value in items:
         batch[key] = value
         if len(batch) >= BATCH:
-            pipe.mset(batch)
+            set_many(pipe, batch)
             done += len(batch)
             bar.update(len(batch))
             batch = {}
@@ -60,7 +63,7 @@ def _write(client: redis.Redis, items, total: int, what: str, progress: bool = T
                 pipe.execute()
                 queued = 0
     if batch:
-        pipe.mset(batch)
+        set_many(pipe, batch)
         done += len(batch)
         bar.update(len(batch))
     pipe.execute()

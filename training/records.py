@@ -28,8 +28,8 @@ def user_entries(bundle: Bundle):
 
 def post_entries(bundle: Bundle):
     rec = bundle.records_at(np.arange(len(bundle.post_ids)))
-    prefix = contract.post_key_prefix(bundle.version)
-    return zip((prefix + p for p in bundle.post_ids), contract.encode_posts(rec))
+    prefix, suffix = contract.post_key_prefix(bundle.version), contract.POST_KEY_SUFFIX
+    return zip((prefix + p + suffix for p in bundle.post_ids), contract.encode_posts(rec))
 
 
 def recent_entries(bundle: Bundle):

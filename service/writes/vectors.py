@@ -14,6 +14,7 @@ import redis
 
 from core import contract, post_vectors
 from core.bundle import Bundle
+from core.redis_conn import mget
 
 
 @dataclass
@@ -45,9 +46,10 @@ def publish_moved(client: redis.Redis, bundle: Bundle, fold: FoldIn, moved: list
     """New vectors for posts whose engager statistics changed, to the live stream.
     `moved` is the engagement script's tail: post key, packed statistics, ..."""
     prefix = contract.post_key_prefix(bundle.version).encode()
-    post_ids = [k[len(prefix) :].decode() for k in moved[0::2]]
+    suffix = len(contract.POST_KEY_SUFFIX)
+    post_ids = [k[len(prefix) : -suffix].decode() for k in moved[0::2]]
     stats = np.frombuffer(b"".join(moved[1::2]), dtype="<f4").reshape(-1, dim + 1)
-    records = contract.decode_posts(client.mget([contract.post_key(bundle.version, p) for p in post_ids]))
+    records = contract.decode_posts(mget(client, [contract.post_key(bundle.version, p) for p in post_ids]))
     base = np.empty((len(post_ids), dim), dtype=np.float32)
     for j, row in enumerate(bundle.post_row.rows(post_ids).tolist()):
         if row >= 0:
