@@ -50,6 +50,10 @@ class Config:
     # calls and gives the ones in flight up to drain_s to finish.
     drain_notice_s: float = 1.0
     drain_s: float = 10.0
+    # Close each client connection after this long (gRPC GOAWAY; calls in flight get drain_s
+    # to finish): a client balancing round_robin over DNS re-resolves when a connection
+    # closes, which is how it finds replicas added since it connected. 0: never.
+    max_connection_age_s: float = 0.0
     clock: str = "wall"  # wall | data (replay: now = the bundle's data end + elapsed)
     tls_cert: str = ""  # PEM certificate: serve gRPC over TLS (with tls_key)
     tls_key: str = ""  # PEM private key of tls_cert

@@ -40,6 +40,11 @@ def build_server(
         ("grpc.max_receive_message_length", TRANSPORT_MAX_MESSAGE_BYTES),
         ("grpc.so_reuseport", 1 if reuse_port else 0),
     ]
+    if cfg.max_connection_age_s > 0:
+        options += [
+            ("grpc.max_connection_age_ms", int(cfg.max_connection_age_s * 1000)),
+            ("grpc.max_connection_age_grace_ms", int(cfg.drain_s * 1000)),
+        ]
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=cfg.threads, thread_name_prefix="rank"),
         options=options,
