@@ -74,6 +74,9 @@ class Dataset:
     memberships_derived: bool = False  # no memberships.csv: derive them as of each split
     kind_weight: np.ndarray = field(default_factory=lambda: KIND_WEIGHT.copy())
     post_members_only: np.ndarray | None = None  # bool [n_posts]; None: every post as its community
+    # The events as a Spark DataFrame (user, post, kind, ts, count; indices and codes as
+    # above) when the Spark engine read them: its ALS fits aggregate there, not from the arrays.
+    events_frame: object = None
 
     @property
     def n_users(self) -> int:
