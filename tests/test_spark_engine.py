@@ -58,6 +58,31 @@ def test_spark_rejects_a_bad_cell_in_the_default_readers_words(spark, tiny_parqu
         assert str(err.value) == expected, load.__name__
 
 
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda row: row + ",x", "row 779: 5 fields, header has 4"),
+        (lambda row: row.replace(",p", ",zz", 1), "row 779, column 'post_id': unknown post 'zz"),
+        (lambda row: ",".join(row.split(",")[:2] + [""] + row.split(",")[3:]), "row 779, column 'kind': empty value"),
+    ],
+)
+def test_spark_names_a_bad_csv_row_as_the_default_reader_does(spark, tiny_data, tmp_path, mutate, message):
+    data = tmp_path / "d"
+    data.mkdir()
+    for f in tiny_data.glob("*.csv"):
+        (data / f.name).write_bytes(f.read_bytes())
+    lines = (data / "events.csv").read_text().splitlines()
+    lines[778] = mutate(lines[778])
+    (data / "events.csv").write_text("\n".join(lines) + "\n")
+    errors = []
+    for load in (load_dataset, load_dataset_on_spark):
+        with pytest.raises(DataError) as err:
+            load(data)
+        errors.append(str(err.value))
+    assert errors[0] == errors[1]
+    assert errors[1].startswith(f"{data}/events.csv: {message}")
+
+
 def test_the_als_matrix_is_aggregated_on_spark_as_the_default_engine_does(spark_loaded):
     ds = spark_loaded
     state = state_as_of(ds, int(ds.e_ts[int(len(ds.e_ts) * 0.8)]), ds.memberships_derived)

@@ -110,7 +110,7 @@ def events_from_table(events: CellTable, post_index: dict[str, int], users: dict
     )
 
 
-def load_dataset(data_dir: Path, read_events=read_events) -> schema.Dataset:
+def load_dataset(data_dir: Path, events_reader=read_events) -> schema.Dataset:
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise DataError(f"{data_dir}: not a directory (expected {schema.POSTS_CSV} and {schema.EVENTS_CSV})")
@@ -150,7 +150,7 @@ def load_dataset(data_dir: Path, read_events=read_events) -> schema.Dataset:
             f"{schema.COMMUNITIES_CSV} missing: {len(community_ids)} communities derived from posts, all public"
         )
 
-    ev = read_events(data_dir, post_index, users)
+    ev = events_reader(data_dir, post_index, users)
     if ev.kind is None:
         ev.kind = np.full(len(ev.ts), schema.KIND_CODE["like"], np.uint8)
         notes.append(f"{schema.EVENTS_CSV} has no kind column: every event counts as a like")

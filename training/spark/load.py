@@ -31,6 +31,7 @@ from training.spark.session import spark_session
 from training.tables import open_table, parquet_dir, table_kind
 
 FILE, POS = "_file", "_pos"  # where a row came from: its file, and its place in that file
+WIDTH_BAD, EXTRA = "_width_bad", "_extra"  # a CSV row with more or fewer fields than its header
 
 
 def _text(column: str):
@@ -47,8 +48,9 @@ def _try_cast(column: str, sql_type: str):
 
 
 def _raw_events(spark, data_dir: Path):
-    """(DataFrame of the table's columns with FILE and POS, present columns)."""
+    """(DataFrame of the table's columns with FILE, POS and WIDTH_BAD, present columns)."""
     from pyspark.sql import functions as F
+    from pyspark.sql.types import StringType, StructField, StructType
 
     wanted = (*schema.EVENT_COLUMNS, *schema.EVENT_OPTIONAL)
     kind = table_kind(data_dir, schema.EVENTS_CSV)
@@ -58,15 +60,26 @@ def _raw_events(spark, data_dir: Path):
         path = Path(data_dir) / schema.EVENTS_CSV
         header = csv_header(path, schema.EVENT_COLUMNS)
         present = [c for c in wanted if c in header]
-        df = spark.read.option("header", True).option("inferSchema", False).csv(str(path))
+        # Columns by position, plus one more: Spark silently drops the extra fields of a
+        # long row, which then show in EXTRA. A short row gets nulls, which the cell
+        # checks below catch in every column the engine reads (one it ignores may be short).
+        fields = [StructField(c, StringType()) for c in header] + [StructField(EXTRA, StringType())]
+        df = spark.read.schema(StructType(fields)).option("header", True).csv(str(path))
+        width_bad = F.col(EXTRA).isNotNull()
         # One CSV file: Spark's splits of it are numbered in file order, so this id grows
         # with the row's place in the file.
-        return df.select(*present, F.lit(str(path)).alias(FILE), F.monotonically_increasing_id().alias(POS)), present
+        position = F.monotonically_increasing_id()
+        return df.select(
+            *present, F.lit(str(path)).alias(FILE), position.alias(POS), width_bad.alias(WIDTH_BAD)
+        ), present
     files = parquet_files(parquet_dir(data_dir, schema.EVENTS_CSV))
     present = parquet_columns(files, schema.EVENT_COLUMNS, schema.EVENT_OPTIONAL)
     df = spark.read.parquet(*(str(f) for f in files))
     return df.select(
-        *present, F.col("_metadata.file_path").alias(FILE), F.col("_metadata.row_index").alias(POS)
+        *present,
+        F.col("_metadata.file_path").alias(FILE),
+        F.col("_metadata.row_index").alias(POS),
+        F.lit(False).alias(WIDTH_BAD),
     ), present
 
 
@@ -106,9 +119,10 @@ def read_events_on_spark(data_dir: Path, post_index: dict[str, int], users: dict
     kind_code = F.array_position(F.array(*(F.lit(k) for k in schema.KINDS)), F.lower(_text("kind"))) - 1
     ts, count = _try_cast("ts", "bigint"), _try_cast("weight", "double")
     checks = [
+        ("row width", F.col(WIDTH_BAD)),
         ("user_id", _text("user_id").isNull() | (_text("user_id") == "")),
         ("post_id", _text("post_id").isNull() | (_text("post_id") == "") | F.col("post_id_row").isNull()),
-        ("kind", F.lit(False) if "kind" not in present else kind_code < 0),
+        ("kind", F.lit(False) if "kind" not in present else kind_code.isNull() | (kind_code < 0)),
         ("ts", ts.isNull() | (ts < 0)),
         (
             "weight",
@@ -119,7 +133,7 @@ def read_events_on_spark(data_dir: Path, post_index: dict[str, int], users: dict
     ]
     bad = F.lit(None).cast("string")
     for column, test in reversed(checks):  # the first failing check of a row names it
-        bad = F.when(test, F.lit(column)).otherwise(bad)
+        bad = F.when(F.coalesce(test, F.lit(True)), F.lit(column)).otherwise(bad)  # null: a missing cell
     df = df.select(
         _text("user_id").alias("user_id"),
         F.col("post_id_row").alias("post"),
@@ -172,4 +186,4 @@ def load_dataset_on_spark(data_dir: Path) -> schema.Dataset:
     """training.load.load_dataset with the events read on Spark."""
     from training.load import load_dataset
 
-    return load_dataset(data_dir, read_events=read_events_on_spark)
+    return load_dataset(data_dir, events_reader=read_events_on_spark)
