@@ -1,4 +1,5 @@
-"""The documented input schema of the training pipeline (CSV files in one directory).
+"""The documented input schema of the training pipeline (CSV files in one directory, or per
+table a directory of Parquet files named without .csv: training/tables.py).
 
     communities.csv  community_id, is_private (0/1/true/false), topic (optional)
     memberships.csv  user_id, community_id, role (member|trusted|moderator), joined_at

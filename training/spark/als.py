@@ -37,7 +37,9 @@ MIN_RATING = 1e-6  # MLlib reads a rating <= 0 as "not preferred"; this keeps c 
 
 def events_frame(spark, ds: Dataset):
     """The Dataset's events on Spark (a Dataset the default loader read, e.g. make evaluate's)."""
-    table = pa.table({"user": ds.e_user, "post": ds.e_post, "kind": ds.e_kind, "ts": ds.e_ts, "count": ds.e_count})
+    # Spark has no unsigned bytes: kind codes (0-6) travel as int8, as the Spark loader's tinyint.
+    kind = ds.e_kind.astype(np.int8)
+    table = pa.table({"user": ds.e_user, "post": ds.e_post, "kind": kind, "ts": ds.e_ts, "count": ds.e_count})
     return spark.createDataFrame(table)
 
 
@@ -72,7 +74,7 @@ def _matrix(spark, ds: Dataset, state: WorldState, share: float):
         return net.select("user", F.col(column).alias("column"), F.log1p("net").alias("value"))
 
     posts = positive_nets(before, "post").select("user", (F.col("column") + n_c).alias("column"), "value")
-    engaged = before.join(F.broadcast(post_community), on="post").select("user", "community", "w")
+    engaged = before.join(post_community, on="post").select("user", "community", "w")
     communities = positive_nets(engaged.unionByName(prior), "community").select(
         "user", "column", (F.col("value") * share).alias("value")
     )
@@ -112,7 +114,10 @@ def fit_community_als_on_spark(ds: Dataset, state: WorldState, params: AlsParams
         numUserBlocks=blocks,
         numItemBlocks=blocks,
     )
-    model = als.fit(matrix.select("user", "column", rating.alias("rating")))
+    # Sorted, so each block receives its ratings in one order whatever plan produced the
+    # matrix: MLlib sums them in arrival order, and float sums in another order differ in
+    # the last bits, enough to swap tied posts; make evaluate's refit must match exactly.
+    model = als.fit(matrix.select("user", "column", rating.alias("rating")).orderBy("column", "user"))
     n_c, d = ds.n_communities, params.factors
     users = _dense(model.itemFactors, ds.n_users, d)
     columns = _dense(model.userFactors, n_c + ds.n_posts, d)

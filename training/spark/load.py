@@ -115,7 +115,9 @@ def read_events_on_spark(data_dir: Path, post_index: dict[str, int], users: dict
     spark = spark_session()
     raw, present = _raw_events(spark, data_dir)
     posts = _id_frame(spark, post_index, "post_id")
-    df = raw.join(F.broadcast(posts), on="post_id", how="left")
+    # No broadcast hints: the id tables are small here and Spark broadcasts them by itself
+    # (adaptive execution); on a lake with 100M posts a forced broadcast would not fit.
+    df = raw.join(posts, on="post_id", how="left")
     kind_code = F.array_position(F.array(*(F.lit(k) for k in schema.KINDS)), F.lower(_text("kind"))) - 1
     ts, count = _try_cast("ts", "bigint"), _try_cast("weight", "double")
     checks = [
@@ -152,7 +154,7 @@ def read_events_on_spark(data_dir: Path, post_index: dict[str, int], users: dict
     # Users first seen in the events get the next rows, in order of first appearance.
     known = _id_frame(spark, users, "user_id")
     new = (
-        df.join(F.broadcast(known), on="user_id", how="left_anti")
+        df.join(known, on="user_id", how="left_anti")
         .groupBy("user_id")
         .agg(F.min(F.struct(FILE, POS)).alias("first"))
         .orderBy("first")
@@ -163,11 +165,12 @@ def read_events_on_spark(data_dir: Path, post_index: dict[str, int], users: dict
     )
     for u in new:
         users[u] = len(users)
-    indexed = df.join(F.broadcast(_id_frame(spark, users, "user_id")), on="user_id").select(
-        F.col("user_id_row").alias("user"), "post", "kind", "ts", "count", FILE, POS
+    indexed = (
+        df.join(_id_frame(spark, users, "user_id"), on="user_id")
+        .select(F.col("user_id_row").alias("user"), "post", "kind", "ts", "count", FILE, POS)
+        .persist(StorageLevel.MEMORY_AND_DISK)
     )
-    frame = indexed.drop(FILE, POS).persist(StorageLevel.MEMORY_AND_DISK)
-    cols = indexed.orderBy(FILE, POS).drop(FILE, POS).toArrow()
+    cols = indexed.orderBy(FILE, POS).drop(FILE, POS).toArrow()  # fills the cache the fits read
     df.unpersist()
     if cols.num_rows == 0:
         where = Path(data_dir) / schema.EVENTS_CSV if table_kind(data_dir, schema.EVENTS_CSV) == "csv" else None
@@ -178,7 +181,7 @@ def read_events_on_spark(data_dir: Path, post_index: dict[str, int], users: dict
         kind=cols.column("kind").to_numpy().astype(np.uint8) if "kind" in present else None,
         ts=cols.column("ts").to_numpy().astype(np.int64),
         count=cols.column("count").to_numpy().astype(np.float32) if "weight" in present else None,
-        frame=frame,
+        frame=indexed.drop(FILE, POS),
     )
 
 
