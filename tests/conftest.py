@@ -116,10 +116,11 @@ def promtool() -> str:
     return path
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def spark():
-    """One local[2] SparkSession for every Spark test (the engine's own session: a JVM
-    start costs seconds, so it is shared), stopped at the end."""
+    """One local[2] SparkSession for a module's Spark tests (the engine's own session: a
+    start costs seconds, so it is shared), stopped when the module ends so that no Spark
+    threads or ports outlive the tests that use them."""
     from training.spark.session import spark_session
 
     session = spark_session()
