@@ -9,15 +9,17 @@ PROMTOOL := var/tools/promtool
 DATA ?= data/default
 MODELS ?= models
 ARGS ?=
+# Training engine: implicit (this machine) or spark (Apache Spark, local[2] here; docs/training.md).
+ENGINE ?= implicit
 export NICHEFEED_MODELS_DIR ?= $(MODELS)
 
-.PHONY: help install install-redis proto data train model evaluate publish rollback fold-log convert serve test format bench bench-quick clean experiment experiment-stop experiment-promote experiment-report
+.PHONY: help install install-redis install-java bench-training proto data train model evaluate publish rollback fold-log convert serve test format bench bench-quick clean experiment experiment-stop experiment-promote experiment-report
 
 help:
 	@echo "make serve      install, build, create the default world and model, start Redis, serve gRPC on 127.0.0.1:50051"
 	@echo "make test       install and run the test suite (real redis-server, real gRPC)"
 	@echo "make data       generate the synthetic default world into $(DATA)"
-	@echo "make train      train a model bundle from DATA=$(DATA) into $(MODELS)/"
+	@echo "make train      train a model bundle from DATA=$(DATA) into $(MODELS)/ (ENGINE=spark: on Apache Spark)"
 	@echo "make evaluate   recompute the newest bundle's evaluation report and check it matches"
 	@echo "make publish    gate, load the newest bundle's features into Redis, make it current (ARGS=--force)"
 	@echo "make rollback   make the previously published version current again"
@@ -28,6 +30,7 @@ help:
 	@echo "make fold-log   fold the service's live event log (new posts, engagements) into DATA"
 	@echo "make convert    a public log into the input schema: FORMAT=movielens|lastfm|stackexchange|stackexchange-sites|reddit-threads SRC=dir OUT=dir"
 	@echo "make bench      benchmarks (see benchmarks/README.md)"
+	@echo "make bench-training   training time of both engines and their parity (ARGS=\"--world 10m\": the 10M-event log)"
 	@echo "make proto      regenerate the gRPC stubs into gen/"
 	@echo "make format     apply the linter's fixes and the formatter (make test checks both)"
 	@echo "make clean      remove the virtualenv, generated stubs, var/ (Redis data)"
@@ -52,6 +55,15 @@ install-redis:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq redis-server >/dev/null; }
 	@command -v redis-server >/dev/null
 
+# Debian's JRE when no java is on PATH: the Spark engine (make train ENGINE=spark, its
+# tests) runs Spark's JVM. Serving never needs it, so `make serve` does not install it.
+install-java:
+	@command -v java >/dev/null 2>&1 || { \
+	  echo "installing a Java runtime (Debian package default-jre-headless)"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq default-jre-headless >/dev/null; }
+	@command -v java >/dev/null
+
 # promtool (Prometheus' checker for rules and scrapes) for the ops tests: taken out of
 # Debian's prometheus package without installing it (no server, no service started).
 $(PROMTOOL):
@@ -74,8 +86,8 @@ proto: $(STAMP)
 data: install
 	$(PY) -m training generate --out $(DATA) $(ARGS)
 
-train: install
-	$(PY) -m training train --data $(DATA) --models $(MODELS) $(ARGS)
+train: install $(if $(filter spark,$(ENGINE)),install-java)
+	$(PY) -m training train --data $(DATA) --models $(MODELS) --engine $(ENGINE) $(ARGS)
 
 # Recompute the newest bundle's report from the bundle and its data; fails on any mismatch.
 evaluate: install
@@ -121,7 +133,7 @@ serve: install
 	exec $(PY) -m service $(ARGS)
 
 # The linter and the format check first: a tree that does not pass them does not pass.
-test: install
+test: install install-java
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m pytest $(ARGS)
@@ -136,6 +148,11 @@ bench: install
 
 bench-quick: install
 	$(PY) -m benchmarks.run --quick $(ARGS)
+
+# Training time of the implicit and the Spark engine, and the parity of their reports
+# (benchmarks/training.py); not part of make bench.
+bench-training: install install-java
+	$(PY) -m benchmarks.training $(ARGS)
 
 clean:
 	rm -rf $(VENV) gen var .pytest_cache

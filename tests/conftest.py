@@ -152,3 +152,44 @@ def promtool() -> str:
     if not Path(path).is_file():
         pytest.fail("promtool is missing: run `make install` (it fetches it into var/tools/)")
     return path
+
+
+@pytest.fixture(scope="module")
+def spark():
+    """One local[2] SparkSession for a module's Spark tests (the engine's own session: a
+    start costs seconds, so it is shared), stopped when the module ends so that no Spark
+    threads or ports outlive the tests that use them."""
+    from training.spark.session import spark_session
+
+    session = spark_session()
+    yield session
+    session.stop()
+
+
+def parquet_copy(csv_dir: Path, out: Path, files: int = 3, row_group_rows: int = 4000) -> Path:
+    """A CSV world as a lake writes it: each table a directory of Parquet files."""
+    from training.parquetio import write_parquet_table
+
+    out.mkdir(parents=True)
+    for csv_file in sorted(csv_dir.glob("*.csv")):
+        write_parquet_table(csv_file, out / csv_file.stem, files=files, row_group_rows=row_group_rows)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_parquet(tiny_data, tmp_path_factory) -> Path:
+    return parquet_copy(tiny_data, tmp_path_factory.mktemp("tiny_parquet") / "data")
+
+
+def assert_same_dataset(a, b) -> None:
+    """Every array and note of two loaded Datasets equal (the Spark DataFrame aside)."""
+    import numpy as np
+
+    for field in dataclasses.fields(a):
+        x, y = getattr(a, field.name), getattr(b, field.name)
+        if field.name == "events_frame":
+            continue
+        if isinstance(x, np.ndarray):
+            assert x.dtype == y.dtype and np.array_equal(x, y), field.name
+        else:
+            assert x == y, field.name

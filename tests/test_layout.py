@@ -69,3 +69,23 @@ def test_no_module_level_import_cycles():
         if name not in state:
             visit(name, [])
     assert cycles == []
+
+
+def test_serving_needs_neither_java_nor_pyspark():
+    """The Spark engine is training's optional extra: not among the service's dependencies,
+    and nothing the service imports loads it (or Arrow, or the JVM bridge)."""
+    import subprocess
+    import sys
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    base = " ".join(project["dependencies"])
+    assert "pyspark" not in base and "pyarrow" not in base
+    assert any(d.startswith("pyspark") for d in project["optional-dependencies"]["spark"])
+    probe = (
+        "import sys, service.__main__, service.app, service.server; "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'pyspark', 'py4j', 'pyarrow', 'training'}))"
+    )
+    run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "[]"

@@ -91,10 +91,13 @@ def fit_als(matrix: sp.csr_matrix, params: AlsParams, progress: bool = False) ->
     )
 
 
-def fit_community_als(
-    ds: Dataset, train_mask: np.ndarray, state: WorldState, params: AlsParams, progress: bool = False
-) -> AlsModel:
-    matrix = interaction_matrix(ds, train_mask, state, params.community_share)
+def fit_community_als(ds: Dataset, state: WorldState, params: AlsParams, progress: bool = False) -> AlsModel:
+    """The ALS stage fitted on the events before state.as_of, with the engine params name."""
+    if params.engine == "spark":
+        from training.spark.als import fit_community_als_on_spark
+
+        return fit_community_als_on_spark(ds, state, params)
+    matrix = interaction_matrix(ds, ds.e_ts < state.as_of, state, params.community_share)
     user_f, item_f = fit_als(matrix, params, progress)
     n_c = ds.n_communities
     post_cols = matrix[:, n_c:].tocsc()

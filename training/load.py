@@ -1,4 +1,4 @@
-"""Load and validate the input files into a Dataset (see training/schema.py).
+"""Load and validate the input files (CSV or Parquet, tables.py) into a Dataset (see training/schema.py).
 
 Every bad cell ends the run with one line naming file, row and column (csvio.DataError).
 Partial logs load with documented fallbacks, each recorded in Dataset.notes so the
@@ -7,6 +7,7 @@ report says what was assumed.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from itertools import repeat
 from pathlib import Path
 
@@ -14,12 +15,13 @@ import numpy as np
 
 from core import contract
 from training import schema
-from training.csvio import CsvTable, DataError
+from training.cells import CellTable, DataError
+from training.tables import open_table, table_exists
 
 NO_COMMUNITY = "(none)"
 
 
-def _index(ids: list[str], known: dict[str, int], table: CsvTable, column: str, what: str) -> np.ndarray:
+def _index(ids: list[str], known: dict[str, int], table: CellTable, column: str, what: str) -> np.ndarray:
     out = np.fromiter(map(known.get, ids, repeat(-1)), dtype=np.int32, count=len(ids))
     if len(out) and out.min() < 0:
         i = int(np.argmin(out))
@@ -40,7 +42,7 @@ def _intern(values: list[str], table: dict[str, int]) -> np.ndarray:
 
 
 def _load_posts(data_dir: Path, users: dict[str, int], notes: list[str]):
-    posts = CsvTable(data_dir / schema.POSTS_CSV, schema.POST_COLUMNS, schema.POST_OPTIONAL)
+    posts = open_table(data_dir, schema.POSTS_CSV, schema.POST_COLUMNS, schema.POST_OPTIONAL)
     post_ids = posts.strings("post_id")
     post_index = {p: i for i, p in enumerate(post_ids)}
     if len(post_index) != len(post_ids):
@@ -75,7 +77,40 @@ def _load_posts(data_dir: Path, users: dict[str, int], notes: list[str]):
     return posts, post_ids, post_index, created, deleted, author, members_only
 
 
-def load_dataset(data_dir: Path) -> schema.Dataset:
+@dataclass
+class EventColumns:
+    """The events table as index arrays, in file order (load_dataset sorts them by time)."""
+
+    user: np.ndarray  # int32 rows of users (new users interned in order of first appearance)
+    post: np.ndarray  # int32 rows of posts
+    kind: np.ndarray | None  # uint8 schema.KINDS codes; None: the table has no kind column
+    ts: np.ndarray  # int64
+    count: np.ndarray | None  # float32; None: the table has no weight column
+    frame: object = None  # the same events as a Spark DataFrame, when Spark read them
+
+
+def read_events(data_dir: Path, post_index: dict[str, int], users: dict[str, int]) -> EventColumns:
+    """The events table read and validated in this process (the Spark engine reads it on
+    Spark instead: training/spark/load.py, same checks and the same columns out)."""
+    return events_from_table(
+        open_table(data_dir, schema.EVENTS_CSV, schema.EVENT_COLUMNS, schema.EVENT_OPTIONAL), post_index, users
+    )
+
+
+def events_from_table(events: CellTable, post_index: dict[str, int], users: dict[str, int]) -> EventColumns:
+    """Every check of an events table, in order; the first bad cell raises its DataError."""
+    if len(events) == 0:
+        raise DataError(f"{events.path}: no events (nothing to train on)")
+    return EventColumns(
+        user=_intern(events.strings("user_id"), users),
+        post=_index(events.strings("post_id"), post_index, events, "post_id", "post"),
+        kind=events.choices("kind", schema.KINDS) if events.has("kind") else None,
+        ts=events.ints("ts", minimum=0),
+        count=events.floats("weight", minimum=0).astype(np.float32) if events.has("weight") else None,
+    )
+
+
+def load_dataset(data_dir: Path, events_reader=read_events) -> schema.Dataset:
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise DataError(f"{data_dir}: not a directory (expected {schema.POSTS_CSV} and {schema.EVENTS_CSV})")
@@ -94,9 +129,8 @@ def load_dataset(data_dir: Path) -> schema.Dataset:
         post_comm_ids = [c or NO_COMMUNITY for c in post_comm_ids]
         notes.append(f"{n} posts have no community_id: they share the community {NO_COMMUNITY!r}")
 
-    comm_path = data_dir / schema.COMMUNITIES_CSV
-    if comm_path.exists():
-        comms = CsvTable(comm_path, schema.COMMUNITY_COLUMNS, ("topic",))
+    if table_exists(data_dir, schema.COMMUNITIES_CSV):
+        comms = open_table(data_dir, schema.COMMUNITIES_CSV, schema.COMMUNITY_COLUMNS, ("topic",))
         community_ids = comms.strings("community_id")
         private = comms.bools("is_private")
         community_index = {c: i for i, c in enumerate(community_ids)}
@@ -116,31 +150,23 @@ def load_dataset(data_dir: Path) -> schema.Dataset:
             f"{schema.COMMUNITIES_CSV} missing: {len(community_ids)} communities derived from posts, all public"
         )
 
-    events = CsvTable(data_dir / schema.EVENTS_CSV, schema.EVENT_COLUMNS, schema.EVENT_OPTIONAL)
-    if len(events) == 0:
-        raise DataError(f"{data_dir / schema.EVENTS_CSV}: no events (nothing to train on)")
-    e_user = _intern(events.strings("user_id"), users)
-    e_post = _index(events.strings("post_id"), post_index, events, "post_id", "post")
-    if events.has("kind"):
-        e_kind = events.choices("kind", schema.KINDS)
-    else:
-        e_kind = np.full(len(events), schema.KIND_CODE["like"], np.uint8)
+    ev = events_reader(data_dir, post_index, users)
+    if ev.kind is None:
+        ev.kind = np.full(len(ev.ts), schema.KIND_CODE["like"], np.uint8)
         notes.append(f"{schema.EVENTS_CSV} has no kind column: every event counts as a like")
-    e_ts = events.ints("ts", minimum=0)
-    if events.has("weight"):
-        e_count = events.floats("weight", minimum=0).astype(np.float32)
-        notes.append("events carry counts in 'weight': confidence grows with log(1 + count)")
+    if ev.count is None:
+        ev.count = np.ones(len(ev.ts), np.float32)
     else:
-        e_count = np.ones(len(events), np.float32)
+        notes.append("events carry counts in 'weight': confidence grows with log(1 + count)")
+    e_user, e_post, e_kind, e_ts, e_count = ev.user, ev.post, ev.kind, ev.ts, ev.count
     kind_weight = schema.KIND_WEIGHT.copy()
     if not np.isin(e_kind, schema.POSITIVE_KINDS).any():
         kind_weight[schema.KIND_CODE["view"]] = 1.0
         notes.append("no like/comment/share/save events: views count as positive engagement (implicit feedback log)")
 
-    mem_path = data_dir / schema.MEMBERSHIPS_CSV
-    derived = not mem_path.exists()
+    derived = not table_exists(data_dir, schema.MEMBERSHIPS_CSV)
     if not derived:
-        mems = CsvTable(mem_path, schema.MEMBERSHIP_COLUMNS)
+        mems = open_table(data_dir, schema.MEMBERSHIPS_CSV, schema.MEMBERSHIP_COLUMNS)
         m_user = _intern(mems.strings("user_id"), users)
         m_comm = _index(mems.strings("community_id"), community_index, mems, "community_id", "community")
         role_codes = mems.choices("role", schema.ROLES)
@@ -185,4 +211,5 @@ def load_dataset(data_dir: Path) -> schema.Dataset:
         memberships_derived=derived,
         kind_weight=kind_weight,
         post_members_only=members_only,
+        events_frame=ev.frame,
     )

@@ -24,6 +24,11 @@ class AlsParams:
     alpha: float = param(10.0, "confidence = alpha * log(1 + net engagement)")
     community_share: float = param(0.5, "community columns' confidence relative to post columns")
     seed: int = param(7, "seed of ALS's initial factors", flag="train-seed")
+    engine: str = param(
+        "implicit",
+        "implicit: this machine; spark: the events and every ALS fit on Apache Spark (MLlib), the same bundle out",
+        choices=("implicit", "spark"),
+    )
 
 
 @dataclass

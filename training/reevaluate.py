@@ -20,7 +20,6 @@ from training.baselines import BaselineParams
 from training.csvio import DataError
 from training.evaluate import SplitPoint, evaluate
 from training.features import Model
-from training.load import load_dataset
 from training.params import AlsParams, EvalParams
 from training.state import state_as_of
 
@@ -43,12 +42,14 @@ def reevaluate(bundle_dir: Path, data_dir: Path | None = None) -> tuple[dict, li
     bundle = load_bundle(bundle_dir, verify=True)
     p = bundle.manifest.params
     data_dir = Path(data_dir or p["data_dir"])
-    from training.train import data_fingerprint, replay_points
+    from training.train import data_fingerprint, load_on_engine, replay_points
 
     if data_fingerprint(data_dir) != bundle.manifest.data_fingerprint:
         raise DataError(f"{data_dir}: not the data this bundle was trained on (fingerprint differs)")
-    ds = load_dataset(data_dir)
     als = AlsParams(**p["als"])  # plain ALS's iterations, regularisation and seed, as trained
+    # The later split points are refitted by the engine that trained the bundle, on the
+    # events as that engine holds them, so the refit is the same computation.
+    ds = load_on_engine(data_dir, als.engine)
     e = p["eval"]
     eval_params = EvalParams(
         max_users=e["max_users"],

@@ -1,4 +1,5 @@
-"""The documented input schema of the training pipeline (CSV files in one directory).
+"""The documented input schema of the training pipeline (CSV files in one directory, or per
+table a directory of Parquet files named without .csv: training/tables.py).
 
     communities.csv  community_id, is_private (0/1/true/false), topic (optional)
     memberships.csv  user_id, community_id, role (member|trusted|moderator), joined_at
@@ -74,6 +75,9 @@ class Dataset:
     memberships_derived: bool = False  # no memberships.csv: derive them as of each split
     kind_weight: np.ndarray = field(default_factory=lambda: KIND_WEIGHT.copy())
     post_members_only: np.ndarray | None = None  # bool [n_posts]; None: every post as its community
+    # The events as a Spark DataFrame (user, post, kind, ts, count; indices and codes as
+    # above) when the Spark engine read them: its ALS fits aggregate there, not from the arrays.
+    events_frame: object = None
 
     @property
     def n_users(self) -> int:

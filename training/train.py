@@ -50,6 +50,7 @@ from training.split import (
     split_points,
 )
 from training.state import member_engagers, state_as_of
+from training.tables import table_files
 
 INDEX_QUERIES = 200  # user vectors that measure the index candidates
 # The pipeline's ALS settings tried on the inner split (factors, alpha): the default first.
@@ -83,17 +84,25 @@ class StageClock:
 def data_fingerprint(data_dir: Path) -> str:
     h = hashlib.sha256()
     for name in (schema.COMMUNITIES_CSV, schema.MEMBERSHIPS_CSV, schema.POSTS_CSV, schema.EVENTS_CSV):
-        path = data_dir / name
-        if path.exists():
-            h.update(name.encode())
+        for path in table_files(data_dir, name):  # one CSV file, or a table's Parquet files
+            h.update(path.relative_to(data_dir).as_posix().encode())
             h.update(contract.file_digest(path).encode())
     return h.hexdigest()
+
+
+def load_on_engine(data_dir: Path, engine: str) -> schema.Dataset:
+    """The same Dataset from either engine (training/spark/load.py says how)."""
+    if engine == "spark":
+        from training.spark.load import load_dataset_on_spark
+
+        return load_dataset_on_spark(data_dir)
+    return load_dataset(data_dir)
 
 
 def fit_model(ds: schema.Dataset, split_ts: int, als_params: AlsParams, hot_half_life_h: float, progress: bool):
     """The world as of split_ts and the vectors fitted on the events before it."""
     state = state_as_of(ds, split_ts, ds.memberships_derived, hot_half_life_h)
-    als = fit_community_als(ds, ds.e_ts < split_ts, state, als_params, progress)
+    als = fit_community_als(ds, state, als_params, progress)
     posts, authors = post_embeddings(ds, als)
     neighbours, sims = item_neighbours(ds, ds.e_ts < split_ts)
     return state, Model(als.user_factors, als.community_factors, posts, authors, neighbours, sims)
@@ -132,7 +141,7 @@ def tune_on_inner(
             candidate = replace(
                 params.als, factors=factors, alpha=alpha, iterations=min(params.als.iterations, TUNE_ITERATIONS)
             )
-            fit = fit_community_als(ds, inner.train, state, candidate)
+            fit = fit_community_als(ds, state, candidate)
             posts, _ = post_embeddings(ds, fit)
             U, V = fit.user_factors, posts[catalogue]
             grid[f"{factors}x{alpha:g}"] = round(measure(lambda b, U=U, V=V: U[b] @ V.T), 5)
@@ -186,8 +195,8 @@ def learn_scorer(
 def train(data_dir: Path, models_dir: Path, params: TrainParams, progress: bool = True, quiet: bool = False) -> Path:
     clock = StageClock(quiet)
     data_dir, models_dir = Path(data_dir), Path(models_dir)
-    clock.log(f"loading {data_dir}")
-    ds = load_dataset(data_dir)
+    clock.log(f"loading {data_dir}" + (" (events on Spark)" if params.als.engine == "spark" else ""))
+    ds = load_on_engine(data_dir, params.als.engine)
     clock.done("load", f"{ds.n_users} users, {ds.n_communities} communities, {ds.n_posts} posts, {len(ds.e_ts)} events")
     for note in ds.notes:
         clock.log(f"note: {note}")
