@@ -46,7 +46,7 @@ from redis.crc import key_slot
 from redis.exceptions import NoScriptError
 
 from service.cluster_transport import ClusterTransport, NodeFailure
-from service.writes.scripts import _MARKERS_LUA, ENGAGEMENTS_LUA, GRAPH_LUA, POSTS_LUA, RULES_LUA
+from service.writes.scripts import _MARKERS_LUA, ENGAGEMENTS_LUA, GRAPH_LUA, POSTS_LUA, PREPEND_RECENT_LUA, RULES_LUA
 
 
 @dataclass(frozen=True)
@@ -71,15 +71,7 @@ LAYOUTS = {
 # Read-modify-writes that may land on another slot, as one-key scripts of their own: run
 # in place when the key is the group's, else sent to the key's node (atomic there).
 PSEUDO = {
-    "NF_PREPEND": """
-local rkey, pid, keep = KEYS[1], ARGV[1], tonumber(ARGV[2])
-local ids, count = {pid}, 1
-for id in string.gmatch(redis.call('GET', rkey) or '', '[^\\n]+') do
-  if count >= keep then break end
-  if id ~= pid then ids[#ids + 1] = id; count = count + 1 end
-end
-redis.call('SET', rkey, table.concat(ids, '\\n'))
-""",
+    "NF_PREPEND": PREPEND_RECENT_LUA + "prepend_recent(KEYS[1], ARGV[1], tonumber(ARGV[2]))\n",
     "NF_FLAGS": """
 local off, set, clear = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local cur = redis.call('GETRANGE', KEYS[1], off, off)
@@ -174,14 +166,6 @@ def _rewrite(script: str, replacements: list[tuple[str, str]], check_before: str
     return _PRELUDE.replace("@PSEUDO@", _pseudo_functions()) + body + _EPILOGUE
 
 
-_PREPEND_BLOCK = """    -- newest first, at most `keep` ids (contract.encode_recent)
-    local ids, count = {pid}, 1
-    for id in string.gmatch(redis.call('GET', rkey) or '', '[^\\n]+') do
-      if count >= keep then break end
-      if id ~= pid then ids[#ids + 1] = id; count = count + 1 end
-    end
-    redis.call('SET', rkey, table.concat(ids, '\\n'))
-"""
 _RULES_FLAGS_BLOCK = re.compile(
     r"      local cur = redis\.call\('GETRANGE', pkey, off, off\)\n      if cur ~= '' then\n.*?\n      end\n", re.S
 )
@@ -197,7 +181,10 @@ def _rules_script() -> str:
 
 CLUSTER_SCRIPTS = {
     "post": _rewrite(
-        POSTS_LUA, [(_PREPEND_BLOCK, "    call('NF_PREPEND', rkey, pid, keep)\n")], "local function apply("
+        POSTS_LUA,
+        # the list may live in another slot: its read-modify-write runs where it lives
+        [(PREPEND_RECENT_LUA, ""), ("prepend_recent(rkey, pid, keep)", "call('NF_PREPEND', rkey, pid, keep)")],
+        "local function apply(",
     ),
     "engagement": _rewrite(ENGAGEMENTS_LUA, [], "-- counters and hotness of one version's"),
     "graph": _rewrite(GRAPH_LUA, [], "local applied, dups = 0, 0\nfor i = 0, n - 1 do\n  local akey, gkey, bkey"),

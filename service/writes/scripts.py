@@ -29,6 +29,20 @@ local function marker(akey, digest, i, batch_ids)
 end
 """
 
+# A community's recent list: newest first, at most `keep` ids (contract.encode_recent).
+# One definition, also run on its own as a one-key script by the cluster writer
+# (service/writes/cluster.py) when the list lives in another slot than the post.
+PREPEND_RECENT_LUA = """
+local function prepend_recent(rkey, pid, keep)
+  local ids, count = {pid}, 1
+  for id in string.gmatch(redis.call('GET', rkey) or '', '[^\\n]+') do
+    if count >= keep then break end
+    if id ~= pid then ids[#ids + 1] = id; count = count + 1 end
+  end
+  redis.call('SET', rkey, table.concat(ids, '\\n'))
+end
+"""
+
 # KEYS: live stream, event log, the experiment candidate's live stream, then (applied,
 #       post, community recent list, candidate's post, candidate's recent list) per event.
 # ARGV: ttl, flags offset, log maxlen, recent list length, then 12 per event:
@@ -41,6 +55,7 @@ end
 # Returns {applied, dups} or {'err', event index (0-based), 'conflict'}.
 POSTS_LUA = (
     _MARKERS_LUA
+    + PREPEND_RECENT_LUA
     + """
 local ttl, off, maxlen, keep = ARGV[1], tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
 local applied, dups = 0, 0
@@ -55,13 +70,7 @@ local function apply(live, pkey, rkey, op, pid, record, community, author, vecto
   if op == 'create' then
     redis.call('SET', pkey, record)
     redis.call('XADD', live, '*', 'p', pid, 'c', community, 'a', author, 'v', vector, 't', created)
-    -- newest first, at most `keep` ids (contract.encode_recent)
-    local ids, count = {pid}, 1
-    for id in string.gmatch(redis.call('GET', rkey) or '', '[^\\n]+') do
-      if count >= keep then break end
-      if id ~= pid then ids[#ids + 1] = id; count = count + 1 end
-    end
-    redis.call('SET', rkey, table.concat(ids, '\\n'))
+    prepend_recent(rkey, pid, keep)
   else
     local cur = redis.call('GETRANGE', pkey, off, off)
     if cur ~= '' then
