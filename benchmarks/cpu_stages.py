@@ -43,7 +43,7 @@ def live_index(bundle, n: int, seed: int = 5) -> LiveIndex | None:
     if n <= 0:
         return None
     rng = np.random.default_rng(seed)
-    index = LiveIndex(bundle.version, bundle.index.d)
+    index = LiveIndex(bundle.version, bundle.index.d, post_row=bundle.post_row)
     vectors = np.asarray(bundle[contract.POST_VECTORS_FILE])
     rows = rng.choice(len(bundle.post_ids), size=n, replace=False)
     for i, row in enumerate(rows.tolist()):
@@ -52,6 +52,7 @@ def live_index(bundle, n: int, seed: int = 5) -> LiveIndex | None:
             f"{i + 1}-0",
             {contract.LIVE_POST.encode(): bundle.post_ids[row].encode(), contract.LIVE_VECTOR.encode(): vec.tobytes()},
         )
+    index.resolve_rows()
     return index
 
 

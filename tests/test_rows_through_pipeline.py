@@ -69,3 +69,32 @@ def test_lookup_rows_asks_the_bundle_for_unresolved_ids_only():
     ctx = _ctx([2, UNRESOLVED, UNRESOLVED, -1], ["c", "a", "zz", "live"], bundle=b)
     lookup_rows(ctx)
     assert ctx.rows.tolist() == [2, 0, -1, -1]
+
+
+def test_live_index_finds_bundle_posts_by_row_and_live_posts_by_id():
+    from service.live_index import LiveIndex
+
+    b = _Ids([f"p{i}" for i in range(6)])
+    index = LiveIndex("v", 2, capacity=2, post_row=b.post_row)
+
+    def put(entry: int, post_id: str, x: float) -> None:
+        vec = np.array([x, -x], dtype="<f4").tobytes()
+        index.apply(f"{entry}-0", {contract.LIVE_POST.encode(): post_id.encode(), contract.LIVE_VECTOR.encode(): vec})
+
+    put(1, "p4", 1.0)
+    put(2, "new", 2.0)
+    put(3, "p1", 3.0)
+    ids, rows = ["p1", "p2", "new", "p4", "gone"], np.array([1, 2, -1, 4, -1])
+    by_id = index.vectors_for(ids)
+    pending = index.vectors_for(ids, rows)  # rows not resolved yet: the ids decide
+    index.resolve_rows()
+    by_row = index.vectors_for(ids, rows)
+    for known, vectors in (by_id, pending, by_row):
+        assert known.tolist() == [True, False, True, True, False]
+        assert vectors[:, 0].tolist() == [3.0, 2.0, 1.0]
+    put(4, "p4", 5.0)  # a moved post keeps its slot
+    put(5, "p2", 6.0)  # a new bundle post: by id until resolved, then by row
+    assert index.vectors_for(ids, rows)[1][:, 0].tolist() == [3.0, 6.0, 2.0, 5.0]
+    index.resolve_rows()
+    assert index._slot_of_row.tolist() == [-1, 2, 3, -1, 0, -1]
+    assert index.vectors_for(ids, rows)[1][:, 0].tolist() == [3.0, 6.0, 2.0, 5.0]

@@ -329,7 +329,7 @@ def candidate_vectors(ctx: RankContext) -> np.ndarray:
     pending = rows < 0
     vectors[~pending] = np.asarray(b[contract.POST_VECTORS_FILE])[rows[~pending]]
     if ctx.live is not None and len(ctx.post_ids):
-        known, live_vectors = ctx.live.vectors_for(ctx.post_ids)
+        known, live_vectors = ctx.live.vectors_for(ctx.post_ids, rows)
         vectors[known] = live_vectors
         pending &= ~known
     if pending.any():
