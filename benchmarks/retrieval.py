@@ -62,6 +62,7 @@ def _candidates(n: int, full: bool, hnsw: bool) -> list[tuple[str, str, dict]]:
     out = [("Flat (exact)", "Flat", {}), ("SQfp16", "SQfp16", {})]
     probes = (4, 16, 64) if not full else (4, 16, 32, 64, 128)
     out += [(f"IVF{nlist},Flat nprobe={p}", f"IVF{nlist},Flat", {"nprobe": p}) for p in probes]
+    out += [(f"IVF{nlist},SQfp16 nprobe={p}", f"IVF{nlist},SQfp16", {"nprobe": p}) for p in (32, 64)]
     out += [(f"IVF{nlist},SQ8 nprobe={p}", f"IVF{nlist},SQ8", {"nprobe": p}) for p in (16, 64)]
     if hnsw and n <= 200_000:  # building HNSW over 1M vectors costs ~25 s of the bench budget
         out += [(f"HNSW32 efSearch={ef}", "HNSW32", {"efSearch": ef}) for ef in (512, 1024)]

@@ -29,7 +29,10 @@ class IdList:
     """row -> id, as a read-only sequence of Python strings."""
 
     def __init__(self, ids: np.ndarray):
-        self.array = ids
+        # A plain ndarray view of the memory map (same pages, still shared): indexing an
+        # np.memmap runs its Python-level __getitem__ and __array_finalize__ on every
+        # call, a visible share of a request's Python time in the hot path's `take`.
+        self.array = np.asarray(ids)
 
     def __len__(self) -> int:
         return len(self.array)
@@ -57,8 +60,8 @@ class RowLookup:
     def __init__(self, sorted_ids: np.ndarray, rows: np.ndarray):
         if rows.shape != sorted_ids.shape:
             raise ValueError(f"sorted id rows have shape {rows.shape}, sorted ids {sorted_ids.shape}")
-        self.sorted_ids = sorted_ids
-        self.sorted_rows = rows
+        self.sorted_ids = np.asarray(sorted_ids)  # plain views of the maps (see IdList)
+        self.sorted_rows = np.asarray(rows)
 
     def __len__(self) -> int:
         return len(self.sorted_ids)

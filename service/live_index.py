@@ -19,6 +19,7 @@ import numpy as np
 import redis
 
 from core import contract
+from core.ids import RowLookup
 from service.metrics import METRICS
 from service.reload import BundleHolder
 
@@ -26,7 +27,7 @@ log = logging.getLogger("nichefeed.live")
 
 
 class LiveIndex:
-    def __init__(self, version: str, dim: int, capacity: int = 1024):
+    def __init__(self, version: str, dim: int, capacity: int = 1024, post_row: RowLookup | None = None):
         self.version = version
         self.dim = dim
         self.last_id = "0-0"
@@ -35,6 +36,13 @@ class LiveIndex:
         self._ids: list[str] = []
         self._slot: dict[str, int] = {}
         self._n = 0  # published count: readers look at [:_n] only
+        # Bundle row -> slot, for the bundle posts here (most of them: every engaged post's
+        # vector moves). A candidate list's vectors are then one gather by row instead of a
+        # dict lookup per candidate id (~0.2 ms a request with 30k posts here). Rows are
+        # resolved in batches after apply() (resolve_rows); until then the ids decide.
+        self._post_row = post_row
+        self._slot_of_row: np.ndarray | None = None
+        self._unresolved: list[int] = []  # slots whose bundle row is not looked up yet
         # Changes to bundle posts that only Redis knows: while Redis is down, the hot path
         # rebuilds records from the bundle and must still honour these (privacy fails closed).
         self.deleted: set[str] = set()
@@ -77,6 +85,8 @@ class LiveIndex:
                     slot = self._n
                     self._ids.append(post_id)
                     self._slot[post_id] = slot
+                    if self._post_row is not None:
+                        self._unresolved.append(slot)
                     self._vectors[slot] = vec
                     if contract.LIVE_COMMUNITY.encode() in fields:
                         self._created[post_id] = {k: v for k, v in fields.items() if k != contract.LIVE_VECTOR.encode()}
@@ -117,12 +127,38 @@ class LiveIndex:
         fields = self._created.get(post_id)
         return fields.get(contract.LIVE_AUTHOR.encode(), b"").decode() if fields else ""
 
-    def vectors_for(self, post_ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        """(mask of posts this index knows, their vectors) for a candidate list."""
+    def resolve_rows(self) -> None:
+        """Look up the bundle rows of the posts applied since the last call, in one batch
+        (the follower calls it after each poll; a single lookup per post would cost a
+        replay of a long stream seconds)."""
+        pending = self._unresolved
+        if not pending or self._post_row is None:
+            return
+        rows = self._post_row.rows([self._ids[s] for s in pending])
+        table = self._slot_of_row
+        if table is None:
+            table = np.full(len(self._post_row), -1, dtype=np.int32)
+        known = rows >= 0
+        table[rows[known]] = np.asarray(pending, dtype=np.int32)[known]
+        self._slot_of_row = table
+        self._unresolved = []
+
+    def vectors_for(self, post_ids: list[str], rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(mask of posts this index knows, their vectors) for a candidate list; with
+        `rows` (the candidates' bundle rows, -1 for posts the bundle does not know), the
+        bundle posts are found by row and only the others by id."""
         if not self._n:
             return np.zeros(len(post_ids), dtype=bool), self._vectors[:0]
         get = self._slot.get
-        slots = np.fromiter((get(p, -1) for p in post_ids), dtype=np.int64, count=len(post_ids))
+        table = self._slot_of_row
+        if rows is None or table is None or self._unresolved:
+            slots = np.fromiter((get(p, -1) for p in post_ids), dtype=np.int64, count=len(post_ids))
+        else:
+            in_bundle = rows >= 0
+            slots = np.full(len(post_ids), -1, dtype=np.int64)
+            slots[in_bundle] = table[rows[in_bundle]]
+            for i in np.flatnonzero(~in_bundle).tolist():
+                slots[i] = get(post_ids[i], -1)
         known = (slots >= 0) & (slots < self._n)
         return known, self._vectors[slots[known]]
 
@@ -189,7 +225,7 @@ class LiveIndexFollower:
             return 0
         index = self._index
         if index is None or index.version != bundle.version:
-            index = LiveIndex(bundle.version, bundle.index.d)
+            index = LiveIndex(bundle.version, bundle.index.d, post_row=bundle.post_row)
         key = contract.live_stream_key(bundle.version)
         applied = 0
         while True:
@@ -200,6 +236,7 @@ class LiveIndexFollower:
             for entry_id, fields in entries:
                 index.apply(entry_id.decode() if isinstance(entry_id, bytes) else entry_id, fields)
             applied += len(entries)
+            index.resolve_rows()
             if len(entries) < self.batch:
                 break
         self._index = index  # first build: published only once fully replayed

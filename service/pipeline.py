@@ -67,7 +67,8 @@ class RankContext:
     caps: dict[int, float] = field(default_factory=dict)  # community -> max share of a non-member's feed
     popular: bool = False  # a user with no groups and no model vector: "popular now" is their feed
     live: LiveIndex | None = None  # posts written since the bundle (this version's live index)
-    rows: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))  # bundle rows, -1: live post
+    # bundle rows, -1: live post; retrieve leaves posts that came as ids at -2 (their record says)
+    rows: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
     post_ids: list[str] = field(default_factory=list)  # parallel to rows
     posts: np.ndarray | None = None  # POST_DTYPE records, parallel to rows
     vectors: np.ndarray | None = None  # post vectors, parallel to rows
@@ -75,14 +76,6 @@ class RankContext:
     scores: np.ndarray | None = None
     removed: Counter = field(default_factory=Counter)
     items: list[RankedItem] = field(default_factory=list)
-
-    def keep(self, mask: np.ndarray, reason: str) -> None:
-        """Drop the candidates where mask is False, counting them under `reason`."""
-        dropped = int(len(mask) - mask.sum())
-        if not dropped:
-            return
-        self.removed[reason] += dropped
-        self.take(np.flatnonzero(mask))
 
     def take(self, idx: np.ndarray) -> None:
         """Keep the candidates at positions idx, in that order."""

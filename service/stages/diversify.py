@@ -58,24 +58,14 @@ class DiversifyCandidates:
             self.per_author,
             {c: math.floor(share * limit) for c, share in ctx.caps.items() if c not in ctx.user_roles},
         )
-        pinned = [pos for pos, p in enumerate(ctx.post_ids) if p in ctx.pinned][:limit]
+        pinned = [pos for pos, p in enumerate(ctx.post_ids) if p in ctx.pinned][:limit] if ctx.pinned else []
         first = set(pinned)
         taken: list[int] = list(pinned)
         for pos in pinned:
             caps.add(comm[pos], author[pos])
-        deferred: list[int] = []
-        for pos in order:
-            if len(taken) == limit:
-                break
-            if pos in first or caps.hard_capped(comm[pos]):
-                continue
-            if caps.allows(comm[pos], author[pos]):
-                taken.append(pos)
-                caps.add(comm[pos], author[pos])
-            else:
-                deferred.append(pos)
+        deferred = caps.greedy(order, comm, author, taken, first, limit)
         if self.small_group_share > 0 and self.community_share > 0:
-            taken = self._fair_share(ctx, order, taken, caps, limit, first)
+            taken = self._fair_share(ctx, order, comm, author, taken, caps, limit, first)
         taken.sort(key=lambda pos: (pos not in first, -ctx.scores[pos]))
         chosen = set(taken)
         fill = []
@@ -92,22 +82,29 @@ class DiversifyCandidates:
         return (size <= self.small_group_members) & (ctx.posts["created_at"] >= ctx.now - self.active_s)
 
     def _fair_share(
-        self, ctx: RankContext, order: list[int], taken: list[int], caps: _Caps, limit: int, pinned: set[int]
+        self,
+        ctx: RankContext,
+        order: list[int],
+        comm: list[int],
+        author: list[int],
+        taken: list[int],
+        caps: _Caps,
+        limit: int,
+        pinned: set[int],
     ) -> list[int]:
-        eligible = self.small_active(ctx)
-        want = min(math.ceil(self.small_group_share * limit), int(eligible.sum()), limit)
+        small = self.small_active(ctx)
+        want = min(math.ceil(self.small_group_share * limit), int(np.count_nonzero(small)), limit)
+        eligible = small.tolist()  # Python bools: indexed per candidate below, in loops
         have = sum(1 for pos in taken if eligible[pos])
         if have >= want:
             return taken
         chosen = set(taken)
         # Round robin over small groups, each group's posts best first, groups by their best.
         queues: dict[int, list[int]] = {}
-        comm = ctx.posts["community"]
         for pos in order:
             if eligible[pos] and pos not in chosen:
-                queues.setdefault(int(comm[pos]), []).append(pos)
+                queues.setdefault(comm[pos], []).append(pos)
         victims = [pos for pos in reversed(taken) if not eligible[pos] and pos not in pinned]  # lowest score first
-        author = ctx.posts["author"]
         added: list[int] = []
         while have + len(added) < want and queues:
             for c in list(queues):
@@ -116,10 +113,10 @@ class DiversifyCandidates:
                 pos = queues[c].pop(0)
                 if not queues[c]:
                     del queues[c]
-                if not caps.allows(int(comm[pos]), int(author[pos])):
+                if not caps.allows(comm[pos], author[pos]):
                     continue
                 added.append(pos)
-                caps.add(int(comm[pos]), int(author[pos]))
+                caps.add(comm[pos], author[pos])
         room = limit - len(taken)
         out = list(taken)
         for pos in added:
@@ -157,3 +154,32 @@ class _Caps:
     def add(self, community: int, author: int) -> None:
         self.communities[community] = self.communities.get(community, 0) + 1
         self.authors[author] = self.authors.get(author, 0) + 1
+
+    def greedy(
+        self, order: list[int], comm: list[int], author: list[int], taken: list[int], skip: set[int], limit: int
+    ) -> list[int]:
+        """Walk `order` appending to `taken` each position under its caps (counted as
+        taken) until `limit`; positions in `skip` and hard-capped ones are passed over,
+        the others over a cap are returned, in order. What allows/add do one call at a
+        time, inlined: the walk often goes 100+ candidates deep (deferred ones), and the
+        method calls were most of the stage's time."""
+        per_community, per_author, hard = self.per_community, self.per_author, self.hard
+        communities, authors = self.communities, self.authors
+        deferred: list[int] = []
+        for pos in order:
+            if len(taken) == limit:
+                break
+            if pos in skip:
+                continue
+            c, a = comm[pos], author[pos]
+            if hard and self.hard_capped(c):
+                continue
+            if (per_community and communities.get(c, 0) >= per_community) or (
+                per_author and a >= 0 and authors.get(a, 0) >= per_author
+            ):
+                deferred.append(pos)
+            else:
+                taken.append(pos)
+                communities[c] = communities.get(c, 0) + 1
+                authors[a] = authors.get(a, 0) + 1
+        return deferred

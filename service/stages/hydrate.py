@@ -40,6 +40,7 @@ from core.scoring import MEMBER_WEIGHT
 from service.errors import NotFound
 from service.metrics import METRICS
 from service.pipeline import RankContext
+from service.stages.retrieve import UNRESOLVED
 from service.store import FeatureStore, StoreUnavailable
 
 LIVE_CACHE_USERS = 10_000
@@ -293,10 +294,30 @@ class HydrateCandidates:
                 ctx.posts = contract.decode_posts(
                     self.store.read_post_records(ctx.bundle.version, ctx.post_ids, ctx.deadline)
                 )
+                resolve_rows(ctx)
             except StoreUnavailable as exc:
                 degrade(ctx, f"redis_{exc.reason}")
                 ctx.posts = records_from_bundle(ctx)
         ctx.vectors = candidate_vectors(ctx)
+
+
+def resolve_rows(ctx: RankContext) -> None:
+    """The bundle row of each candidate retrieve had only as an id (UNRESOLVED): the one
+    its record states (-1 for a live post). Without a record, -1: such a post is dropped
+    as unconfirmed by the first filter, whatever its row."""
+    unresolved = ctx.rows == UNRESOLVED
+    if unresolved.any():
+        present = (ctx.posts["flags"] & contract.FLAG_PRESENT) != 0
+        ctx.rows = np.where(unresolved, np.where(present, ctx.posts["row"], -1), ctx.rows).astype(np.int64)
+
+
+def lookup_rows(ctx: RankContext) -> None:
+    """Without records (Redis down), the rows of UNRESOLVED candidates from the bundle's ids."""
+    unresolved = np.flatnonzero(ctx.rows == UNRESOLVED)
+    if len(unresolved):
+        rows = ctx.rows.copy()
+        rows[unresolved] = ctx.bundle.post_row.rows([ctx.post_ids[i] for i in unresolved.tolist()])
+        ctx.rows = rows
 
 
 def candidate_vectors(ctx: RankContext) -> np.ndarray:
@@ -308,7 +329,7 @@ def candidate_vectors(ctx: RankContext) -> np.ndarray:
     pending = rows < 0
     vectors[~pending] = np.asarray(b[contract.POST_VECTORS_FILE])[rows[~pending]]
     if ctx.live is not None and len(ctx.post_ids):
-        known, live_vectors = ctx.live.vectors_for(ctx.post_ids)
+        known, live_vectors = ctx.live.vectors_for(ctx.post_ids, rows)
         vectors[known] = live_vectors
         pending &= ~known
     if pending.any():
@@ -322,6 +343,7 @@ def records_from_bundle(ctx: RankContext) -> np.ndarray:
     """Post records as the bundle last knew them, with the deletions and visibility
     changes the live index saw since; only public posts may then be shown (the privacy
     filter sees unconfirmed memberships). Live posts have no bundle record: not PRESENT."""
+    lookup_rows(ctx)
     rec = ctx.bundle.records_at(np.maximum(ctx.rows, 0))
     live = ctx.live
     if live is not None and (live.deleted or live.private or live.removed):

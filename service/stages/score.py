@@ -9,17 +9,17 @@ from core.scoring import FeatureInputs, feature_matrix
 from service.pipeline import RankContext
 
 
-def lookup(table: dict[int, float], communities: np.ndarray, dtype) -> np.ndarray:
+def lookup(table: dict[int, float], communities: np.ndarray, dtype, n_communities: int) -> np.ndarray:
     """table[c] for each candidate's community c (0 where absent), without a Python loop
-    over the candidates: the table (a few dozen communities) is sorted and searched."""
-    if not table:
-        return np.zeros(len(communities), dtype=dtype)
-    keys = np.fromiter(table.keys(), dtype=np.int64, count=len(table))
-    vals = np.fromiter(table.values(), dtype=dtype, count=len(table))
-    order = np.argsort(keys)
-    keys, vals = keys[order], vals[order]
-    pos = np.clip(np.searchsorted(keys, communities), 0, len(keys) - 1)
-    return np.where(keys[pos] == communities, vals[pos], 0).astype(dtype)
+    over the candidates: the table (a few dozen communities) is scattered into a dense
+    array over the bundle's communities and gathered (a sort and binary search of the
+    table cost ~4x as much per request)."""
+    dense = np.zeros(n_communities, dtype=dtype)
+    if table:
+        dense[np.fromiter(table.keys(), dtype=np.int64, count=len(table))] = np.fromiter(
+            table.values(), dtype=dtype, count=len(table)
+        )
+    return dense[communities]
 
 
 def user_roles_of(ctx: RankContext, communities: np.ndarray) -> np.ndarray:
@@ -27,12 +27,12 @@ def user_roles_of(ctx: RankContext, communities: np.ndarray) -> np.ndarray:
 
     From ctx.user_roles, which is empty when memberships could not be confirmed: an
     unconfirmed membership scores like none (and private posts are filtered anyway)."""
-    return lookup(ctx.user_roles, communities, np.uint8)
+    return lookup(ctx.user_roles, communities, np.uint8, len(ctx.bundle.community_ids))
 
 
 def community_weights_of(ctx: RankContext, communities: np.ndarray) -> np.ndarray:
     """The user's weight in each candidate's community (0 where none), from the bundle."""
-    return lookup(ctx.community_weights, communities, np.float32)
+    return lookup(ctx.community_weights, communities, np.float32, len(ctx.bundle.community_ids))
 
 
 def co_engagement_of(ctx: RankContext) -> np.ndarray:
