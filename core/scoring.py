@@ -30,6 +30,12 @@ FEATURES = (
     "community_weight",  # log(1 + the user's engagement in the post's community, + 1 if a member)
     "hot_in_my_communities",  # log(1 + hot * community weight): "hot in your groups"
     "co_engagement",  # log(1 + summed similarity to the user's newest engaged posts): item kNN
+    # Relative to the other candidates of the same request (<= 0: the best of them is 0).
+    # How hot a week is moves (an exam week on a student forum, a holiday), and a
+    # scorer fitted on last week's absolute levels misreads this week's; the gap to the
+    # hottest post in front of this user carries over from week to week.
+    "hot_in_my_communities_vs_best",  # hot_in_my_communities minus its request maximum
+    "hot_vs_best",  # hot minus its request maximum
 )
 FRESHNESS_HOURS = 24.0
 RATE_PRIOR_VIEWS = 5.0  # smoothing: a post with 1 view and 1 like is not a 100% post
@@ -62,8 +68,11 @@ class FeatureInputs:
     co_engagement: np.ndarray  # core.neighbours.co_engagement of the post for the user
 
 
-def feature_matrix(f: FeatureInputs) -> np.ndarray:
-    """Columns in FEATURES order, float32 [n, len(FEATURES)]."""
+def feature_matrix(f: FeatureInputs, requests: np.ndarray | None = None) -> np.ndarray:
+    """Columns in FEATURES order, float32 [n, len(FEATURES)].
+
+    `requests` says which request each row belongs to (any integer key, e.g. the user
+    when each user has one request); None: all rows are one request, as in the service."""
     n = len(f.affinity)
     X = np.empty((n, len(FEATURES)), dtype=np.float32)
     user_role = np.asarray(f.user_role, dtype=np.intp)
@@ -86,7 +95,21 @@ def feature_matrix(f: FeatureInputs) -> np.ndarray:
     X[:, 12] = np.log1p(weight)
     X[:, 13] = np.log1p(hot * weight)
     X[:, 14] = np.log1p(np.maximum(f.co_engagement, 0))
+    X[:, 15] = X[:, 13] - request_max(X[:, 13], requests)
+    X[:, 16] = X[:, 11] - request_max(X[:, 11], requests)
     return X
+
+
+def request_max(values: np.ndarray, requests: np.ndarray | None) -> np.ndarray:
+    """Each row's request maximum of `values` (0 for an empty request)."""
+    if len(values) == 0:
+        return values
+    if requests is None:
+        return np.full(len(values), values.max(), dtype=values.dtype)
+    keys, inverse = np.unique(requests, return_inverse=True)
+    best = np.full(len(keys), -np.inf, dtype=values.dtype)
+    np.maximum.at(best, inverse, values)
+    return best[inverse]
 
 
 @dataclass
@@ -127,11 +150,21 @@ class LinearScorer:
     @classmethod
     def from_json(cls, text: str) -> LinearScorer:
         raw = json.loads(text)
-        if raw.get("features") != list(FEATURES):
-            raise ValueError(f"scorer features {raw.get('features')} differ from this service's {list(FEATURES)}")
+        named = raw.get("features")
+        if not isinstance(named, list) or len(set(named)) != len(named) or not set(named) <= set(FEATURES):
+            raise ValueError(f"scorer features {named} are not distinct names among this service's {list(FEATURES)}")
         arrays = [np.asarray(raw[k], dtype=np.float32) for k in ("weights", "mean", "scale")]
-        if any(a.shape != (len(FEATURES),) for a in arrays) or not all(np.isfinite(a).all() for a in arrays):
+        if any(a.shape != (len(named),) for a in arrays) or not all(np.isfinite(a).all() for a in arrays):
             raise ValueError("scorer weights, mean and scale must be finite lists of one value per feature")
         if (arrays[2] <= 0).any():
             raise ValueError("scorer scale must be positive")
-        return cls(*arrays, float(raw.get("bias", 0.0)), raw.get("kind", "linear"), raw.get("info", {}))
+        # A scorer trained before a feature was added weighs it 0, so a bundle from the
+        # previous release still serves, and the publish gate can re-rank with it.
+        at = [FEATURES.index(f) for f in named]
+        weights, mean, scale = (
+            np.zeros(len(FEATURES), np.float32),
+            np.zeros(len(FEATURES), np.float32),
+            np.ones(len(FEATURES), np.float32),
+        )
+        weights[at], mean[at], scale[at] = arrays
+        return cls(weights, mean, scale, float(raw.get("bias", 0.0)), raw.get("kind", "linear"), raw.get("info", {}))

@@ -38,13 +38,16 @@ ScoreFn = Callable[[np.ndarray], np.ndarray]  # user rows -> [len(users), len(ca
 # Fair tuning brackets the optimum: on a forum whose threads live for hours 1 h wins, so
 # the grid reaches below it (0.25 h and 0.5 h score lower there: the optimum is inside).
 HOT_HALF_LIVES_H = (0.25, 0.5, 1.0, 4.0, 16.0, 64.0, 256.0)
-COMMUNITY_POWERS = (0.5, 1.0, 2.0, 4.0, 8.0)
+# Powers reach far enough that "my heaviest group first, then hotness" is on the grid: on
+# the default world and on mailing lists the inner split picks the largest power offered.
+COMMUNITY_POWERS = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 64.0)
 KNN_HISTORY = 50  # newest engaged posts of a user that vote for neighbours
 EASE_LAMBDAS = (100.0, 500.0)
 EASE_MAX_ITEMS = 3000  # a dense item x item inverse grows with the cube: beyond this, minutes
 ALS_GRID = ((32, 1.0), (64, 1.0), (32, 10.0))  # (factors, alpha)
 TUNE_ITERATIONS = 8  # ALS sweeps while comparing grid points (the chosen one is fitted in full)
 OUTSIDE = 1e-6  # posts outside the user's communities still rank, after every inside one
+COLD = np.float32(-1e30)  # a log-score below every real one, still finite (ranked, not hidden)
 
 
 @dataclass
@@ -92,15 +95,19 @@ def hot_global(w: RankingWorld, half_life_h: float) -> ScoreFn:
 
 
 def hot_in_communities(w: RankingWorld, half_life_h: float, power: float) -> ScoreFn:
-    hot = w.hot(half_life_h).astype(np.float32)
+    # hotness x weight^power, ranked by its logarithm: the same order, and no overflow
+    # when a large power (a near-lexicographic "my heaviest group first") meets a large
+    # weight. Posts nobody engaged with score COLD, all tied, as 0 ties in the product.
+    hot = w.hot(half_life_h)
+    cold = hot <= 0
+    log_hot = np.log(np.where(cold, 1.0, hot)).astype(np.float32)
     comm = w.ds.post_community[w.catalogue]
     weights = w.state.community_weight
 
     def fn(b: np.ndarray) -> np.ndarray:
-        uw = np.asarray(weights[b].todense(), dtype=np.float32)  # [users, communities]
-        # The power on the few communities, then one product over the catalogue.
-        lift = np.where(uw > 0, np.power(np.maximum(uw, 1e-9), power), OUTSIDE).astype(np.float32)
-        return lift[:, comm] * hot[None, :]
+        uw = np.asarray(weights[b].todense(), dtype=np.float64)  # [users, communities]
+        log_lift = np.where(uw > 0, power * np.log(np.maximum(uw, 1e-9)), np.log(OUTSIDE)).astype(np.float32)
+        return np.where(cold[None, :], COLD, log_lift[:, comm] + log_hot[None, :])
 
     return fn
 

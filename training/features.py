@@ -148,7 +148,10 @@ class CandidateSource:
 def features(
     ds: Dataset, state: WorldState, model: Model, users: np.ndarray, posts: np.ndarray, now: int
 ) -> np.ndarray:
-    """feature_matrix for (users[i], posts[i]) pairs, as the service would build it at `now`."""
+    """feature_matrix for (users[i], posts[i]) pairs, as the service would build it at `now`.
+
+    Each user's pairs are one request (the service's request-relative features are taken
+    over them): pass every candidate of a user, not a sample."""
     comm = ds.post_community[posts]
     uf = model.user_factors[users]
     hot = hotness.decayed(state.hot[posts], state.as_of, now, state.hot_half_life_h * 3600.0)  # as of `now`
@@ -166,7 +169,8 @@ def features(
             hot=hot,
             community_weight=state.weight_lookup(users, comm),
             co_engagement=co_engagement_pairs(state, model, users, posts),
-        )
+        ),
+        requests=users,
     )
 
 

@@ -66,19 +66,25 @@ def training_examples(
 ):
     rng = np.random.default_rng(params.seed)
     cands = source.for_users(users)
-    us, ps, ys = [], [], []
+    # Features of every candidate (request-relative features are taken over the whole
+    # request, as in the service), then the positives and a sample of negatives.
+    users_flat = np.concatenate([np.full(len(rows), u, np.int32) for u, rows in zip(users, cands)])
+    posts_flat = np.concatenate(cands) if cands else np.empty(0, np.int64)
+    X = features(ds, state, model, users_flat, posts_flat, now)
+    keep, ys, start = [], [], 0
     for u, rows in zip(users, cands):
         t = targets.indices[targets.indptr[u] : targets.indptr[u + 1]]
         label = np.isin(rows, t)
         neg = np.flatnonzero(~label)
         if len(neg) > params.negatives_per_user:
             neg = rng.choice(neg, params.negatives_per_user, replace=False)
-        keep = np.concatenate([np.flatnonzero(label), neg])
-        us.append(np.full(len(keep), u, np.int32))
-        ps.append(rows[keep])
-        ys.append(label[keep])
-    users_flat, posts_flat, y = np.concatenate(us), np.concatenate(ps), np.concatenate(ys).astype(np.float64)
-    return features(ds, state, model, users_flat, posts_flat, now), y
+        chosen = np.concatenate([np.flatnonzero(label), neg])
+        keep.append(start + chosen)
+        ys.append(label[chosen])
+        start += len(rows)
+    keep = np.concatenate(keep) if keep else np.empty(0, np.int64)
+    y = np.concatenate(ys).astype(np.float64) if ys else np.empty(0)
+    return X[keep], y
 
 
 def fit_scorer(X: np.ndarray, y: np.ndarray, params: ScorerParams, info: dict) -> LinearScorer:
