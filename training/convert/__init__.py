@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from training.convert.lastfm import convert_lastfm
+from training.convert.mailing_lists import convert_mailing_lists
 from training.convert.movielens import convert_movielens
 from training.convert.reddit import convert_reddit_threads
 from training.convert.stackexchange import convert_stackexchange, convert_stackexchange_sites
@@ -26,4 +27,5 @@ FORMATS: dict[str, Callable[[Path, Path], dict]] = {
     "stackexchange": convert_stackexchange,
     "stackexchange-sites": convert_stackexchange_sites,
     "reddit-threads": convert_reddit_threads,
+    "mailing-lists": convert_mailing_lists,
 }
