@@ -7,9 +7,11 @@ from __future__ import annotations
 import calendar
 import csv
 import hashlib
+import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -18,6 +20,8 @@ from training.convert import FORMATS
 from training.convert.mail_archive import detect
 from training.csvio import DataError
 from training.load import load_dataset
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def utc(*ymd_h: int) -> int:
@@ -277,3 +281,20 @@ def test_detects_each_kind(tmp_path):
         ("public-inbox", 1),
         ("public-inbox", 2),
     ]
+
+
+def run_cli(*args: object) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "training", "convert", *map(str, args)]
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+
+def test_cli_window_options(tmp_path):
+    src, out = mbox_src(tmp_path / "src"), tmp_path / "out"
+    done = run_cli("mailing-lists", src, out, "--since", "2024-01-01", "--until", "2025-01-01")
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout.split("\n", 1)[1])
+    assert (summary["events"], summary["dropped"]["outside_date_range"]) == (5, 1)
+    bad = run_cli("mailing-lists", src, out, "--since", "last week")
+    assert bad.returncode == 2 and "not an ISO date: 'last week'" in bad.stderr
+    other = run_cli("movielens", src, out, "--since", "2024-01-01")
+    assert (other.returncode, other.stderr) == (2, "error: --since/--until: only for mailing-lists, not movielens\n")
