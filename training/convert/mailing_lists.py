@@ -19,7 +19,9 @@ Mapping:
                where it closes).
   cross-post = a Message-ID read in several lists is one message; its thread goes to
                the smallest of the lists holding the root (fewest messages read), ties
-               by name: the most specific audience.
+               by name: the most specific audience. Two different messages with one
+               Message-ID (a series re-sent with the same ids, a re-delivery) keep the
+               first read: lists in name order, each oldest first.
   dropped    = counted per reason: malformed messages (no Message-ID, no From address,
                no Date, an unparsable Date; an empty message, which is how a public-inbox
                commit without `m` reads, e.g. a removal); messages dated more than a day
