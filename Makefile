@@ -28,7 +28,8 @@ help:
 	@echo "make experiment-stop / experiment-promote   end it: everyone back on control / the candidate current"
 	@echo "make experiment-report   per-variant engagement rates, intervals and a verdict (markdown + plot)"
 	@echo "make fold-log   fold the service's live event log (new posts, engagements) into DATA"
-	@echo "make convert    a public log into the input schema: FORMAT=movielens|lastfm|stackexchange|stackexchange-sites|reddit-threads SRC=dir OUT=dir"
+	@echo "make convert    a public log into the input schema: FORMAT=movielens|lastfm|stackexchange|stackexchange-sites|reddit-threads|mailing-lists SRC=dir OUT=dir"
+	@echo "                (mailing-lists: ARGS=\"--since 2024-01-19 --until 2026-01-19\")"
 	@echo "make bench      benchmarks (see benchmarks/README.md)"
 	@echo "make bench-training   training time of both engines and their parity (ARGS=\"--world 10m\": the 10M-event log)"
 	@echo "make proto      regenerate the gRPC stubs into gen/"
@@ -126,7 +127,7 @@ experiment-report: install
 # posts.csv, communities.csv in OUT (docs/training.md "Real logs: converters").
 convert: install
 	@test -n "$(FORMAT)" -a -n "$(SRC)" -a -n "$(OUT)" || { echo "usage: make convert FORMAT=movielens SRC=path OUT=data/ml100k"; exit 2; }
-	$(PY) -m training convert $(FORMAT) $(SRC) $(OUT)
+	$(PY) -m training convert $(FORMAT) $(SRC) $(OUT) $(ARGS)
 
 serve: install
 	$(PY) -m training ensure --data $(DATA) --models $(MODELS)

@@ -206,12 +206,20 @@ def reddit_threads_src(src: Path) -> Path:
     )
 
 
+def mailing_lists_src(src: Path) -> Path:
+    """The mbox lists of tests/test_convert_mailing_lists.py (exact rows are checked there)."""
+    from tests.test_convert_mailing_lists import mbox_src
+
+    return mbox_src(src)
+
+
 SAMPLES = {
     "movielens": movielens_src,
     "lastfm": lastfm_src,
     "stackexchange": stackexchange_src,
     "stackexchange-sites": stackexchange_sites_src,
     "reddit-threads": reddit_threads_src,
+    "mailing-lists": mailing_lists_src,
 }
 
 # One bad cell per format: (file to edit, old, new, the one-line error).
@@ -240,6 +248,12 @@ BAD = {
         '"created": 1633136400',
         '"created": "soon"',
         "Emory/Emory-4-b1.json: comment c8, column created: not a non-negative unix time: 'soon'",
+    ),
+    "mailing-lists": (
+        "alpha/alpha.mbox",
+        "From mailer@example.org Mon Mar  4 10:00:00 2024\nFrom: Alice",
+        "From: Alice",
+        "alpha/alpha.mbox: offset 0: not an mbox file (the first line does not start with 'From ')",
     ),
 }
 

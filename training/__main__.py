@@ -245,11 +245,25 @@ def cmd_convert(args) -> None:
     """A public log in its original format -> the training schema (training/convert/)."""
     import json
 
-    from training.convert import FORMATS
+    from training.convert import FORMATS, WINDOWED
 
-    counts = FORMATS[args.format](args.src, args.out)
+    window = {k: v for k in ("since", "until") if (v := getattr(args, k)) is not None}
+    if window and args.format not in WINDOWED:
+        print(f"error: --since/--until: only for {', '.join(sorted(WINDOWED))}, not {args.format}", file=sys.stderr)
+        raise SystemExit(2)
+    counts = FORMATS[args.format](args.src, args.out, **window)
     print(f"converted {args.format} log {args.src} into {args.out}:")
     print(json.dumps(counts, indent=1))
+
+
+def iso_time(value: str) -> int:
+    """--since/--until: an ISO date (00:00 UTC) or date-time -> unix seconds."""
+    from training.convert.mailing_lists import parse_day
+
+    try:
+        return parse_day(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def cmd_ensure(args) -> None:
@@ -384,10 +398,19 @@ def main(argv: list[str] | None = None) -> None:
 
     from training.convert import FORMATS
 
-    p = sub.add_parser("convert", help="convert a public log (MovieLens, Last.fm, Stack Exchange) to the input schema")
+    p = sub.add_parser(
+        "convert",
+        help="convert a public log (MovieLens, Last.fm, Stack Exchange, Reddit, mailing lists) to the input schema",
+    )
     p.add_argument("format", choices=sorted(FORMATS), help="source format")
     p.add_argument("src", type=Path, help="directory with the source files (plain, .gz or in a .zip)")
     p.add_argument("out", type=Path, help="output directory for events.csv, posts.csv, communities.csv")
+    p.add_argument(
+        "--since", type=iso_time, default=None, help="keep messages dated from this ISO date (UTC); mailing-lists"
+    )
+    p.add_argument(
+        "--until", type=iso_time, default=None, help="keep messages dated before this ISO date (UTC); mailing-lists"
+    )
     p.set_defaults(fn=cmd_convert)
 
     p = sub.add_parser("ensure", help="generate, train and publish whatever is missing (make serve)")

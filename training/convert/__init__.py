@@ -1,7 +1,7 @@
 """Converters from public engagement logs, in their original formats, to the training
 schema (docs/training.md "Input schema" and "Real logs: converters").
 
-    python -m training convert FORMAT SRC OUT
+    python -m training convert FORMAT SRC OUT [--since DATE] [--until DATE]
 
 Every converter is `function(src: Path, out: Path) -> dict of counts`: it reads the source
 files from the directory `src` (each may also be gzipped, `name.gz`, or inside a `.zip` in
@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from training.convert.lastfm import convert_lastfm
+from training.convert.mailing_lists import convert_mailing_lists
 from training.convert.movielens import convert_movielens
 from training.convert.reddit import convert_reddit_threads
 from training.convert.stackexchange import convert_stackexchange, convert_stackexchange_sites
@@ -26,4 +27,8 @@ FORMATS: dict[str, Callable[[Path, Path], dict]] = {
     "stackexchange": convert_stackexchange,
     "stackexchange-sites": convert_stackexchange_sites,
     "reddit-threads": convert_reddit_threads,
+    "mailing-lists": convert_mailing_lists,
 }
+# Formats whose converter takes a time window (since=, until=: unix seconds; the CLI's
+# --since/--until): logs that span years, where a study wants a stretch of them.
+WINDOWED = {"mailing-lists"}
