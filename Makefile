@@ -13,7 +13,7 @@ ARGS ?=
 ENGINE ?= implicit
 export NICHEFEED_MODELS_DIR ?= $(MODELS)
 
-.PHONY: help install install-redis install-java bench-training proto data train model evaluate publish rollback fold-log convert serve test format bench bench-quick clean experiment experiment-stop experiment-promote experiment-report
+.PHONY: help install install-redis install-java bench-training proto data train model evaluate compare publish rollback fold-log convert serve test format bench bench-quick clean experiment experiment-stop experiment-promote experiment-report
 
 help:
 	@echo "make serve      install, build, create the default world and model, start Redis, serve gRPC on 127.0.0.1:50051"
@@ -21,6 +21,7 @@ help:
 	@echo "make data       generate the synthetic default world into $(DATA)"
 	@echo "make train      train a model bundle from DATA=$(DATA) into $(MODELS)/ (ENGINE=spark: on Apache Spark)"
 	@echo "make evaluate   recompute the newest bundle's evaluation report and check it matches"
+	@echo "make compare A=<bundle> B=<bundle>   paired NDCG@10 of two bundles of the same data (B minus A)"
 	@echo "make publish    gate, load the newest bundle's features into Redis, make it current (ARGS=--force)"
 	@echo "make rollback   make the previously published version current again"
 	@echo "make experiment START=<version> SHARE=10   serve a second published version to SHARE% of users"
@@ -93,6 +94,11 @@ train: install $(if $(filter spark,$(ENGINE)),install-java)
 # Recompute the newest bundle's report from the bundle and its data; fails on any mismatch.
 evaluate: install
 	$(PY) -m training evaluate --models $(MODELS) $(ARGS)
+
+# Did a change help? Two bundles of the same data, paired: make compare A=models/<old> B=models/<new>
+compare: install
+	@test -n "$(A)" -a -n "$(B)" || { echo "usage: make compare A=<bundle dir> B=<bundle dir> [ARGS=--method ...]"; exit 2; }
+	$(PY) -m training compare $(A) $(B) $(ARGS)
 
 publish: install
 	$(PY) -m training publish --models $(MODELS) $(ARGS)

@@ -128,6 +128,22 @@ def cmd_evaluate(args) -> None:
     print("recomputed from the bundle and the data: every number matches the saved report")
 
 
+def cmd_compare(args) -> None:
+    from training.compare import compare
+
+    for a in (args.a, args.b):
+        if not a.is_dir():
+            raise SystemExit(f"error: {a}: no such bundle directory")
+    print(
+        f"B = {args.b}\nA = {args.a}\n{args.method} NDCG@10, paired over the same users, pooled over the split points:"
+    )
+    for r in compare(args.a, args.b, args.data, args.method):
+        print(
+            f"  next {r.days:g} days, {r.users} user-requests: A {r.a:.4f}  B {r.b:.4f}  "
+            f"B - A {r.difference:+.4f} [{r.ci95[0]:+.4f}, {r.ci95[1]:+.4f}] {r.verdict}"
+        )
+
+
 def latest_bundle(models_dir: Path) -> Path:
     versions = contract.list_versions(models_dir)
     if not versions:
@@ -391,6 +407,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--version", default=None, help="bundle version (default: the newest)")
     p.add_argument("--data", type=Path, default=None, help="data directory (default: the one it was trained on)")
     p.set_defaults(fn=cmd_evaluate)
+
+    p = sub.add_parser("compare", help="two bundles trained on the same data: paired NDCG@10 difference, B minus A")
+    p.add_argument("a", type=Path, help="bundle directory A (the reference)")
+    p.add_argument("b", type=Path, help="bundle directory B (the change)")
+    p.add_argument("--data", type=Path, default=None, help="data directory (default: the one they were trained on)")
+    p.add_argument("--method", default="pipeline", help="which evaluated method of both bundles (default: pipeline)")
+    p.set_defaults(fn=cmd_compare)
 
     p = sub.add_parser("fold-log", help="fold the service's live event log into a data directory")
     p.add_argument("--data", type=Path, default=DEFAULT_DATA)
