@@ -195,9 +195,12 @@ class LoadLoop:
 
 
 def _wait_not_serving(direct: grpc.Channel) -> None:
-    """Until the replica's health Check says NOT_SERVING (bounded: within the notice)."""
+    """Until the replica's health Check says NOT_SERVING. Bounded, but not by the notice
+    itself: on a loaded machine the signal can reach the server's handler later than
+    NOTICE_S after kill(); what matters is that NOT_SERVING comes before the server stops
+    answering (a stopped server fails the Check with an RPC error, not a timeout)."""
     check = health_pb2_grpc.HealthStub(direct).Check
-    end = time.monotonic() + NOTICE_S
+    end = time.monotonic() + NOTICE_S + 10.0
     while check(health_pb2.HealthCheckRequest(service=""), timeout=NOTICE_S).status != NOT_SERVING:
         assert time.monotonic() < end, "still SERVING after SIGTERM"
         time.sleep(0.01)
