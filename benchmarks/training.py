@@ -12,7 +12,8 @@ user (training/gate.py compare_on_candidate, the publish gate's comparison).
 10m: the full pipeline (tuning, scorer, two evaluated split points) on 10M events takes
 far longer than a benchmark should on 2 cores, so each engine runs the stages it replaces,
 in a fresh process: load (read, validate, index; the events on Spark for spark), the
-state at the first split point, and the ALS stage there (aggregation, the fit with the
+state at the first split point (its per-post and per-user arrays aggregated on Spark for
+spark), and the ALS stage there (aggregation, the fit with the
 shipped settings, the per-post weights) plus the post vectors.
 
 Worlds are generated with a fixed end into var/bench/training/<world>/ (git-ignored) and
@@ -103,7 +104,7 @@ def stages(data: Path, engine: str) -> dict:
     out["load_s"] = round(time.perf_counter() - t, 1)
     split = split_events(ds, TrainParams().test_fraction)
     t = time.perf_counter()
-    state = state_as_of(ds, split.split_ts, ds.memberships_derived)
+    state = state_as_of(ds, split.split_ts, ds.memberships_derived, engine=engine)
     out["state_s"] = round(time.perf_counter() - t, 1)
     t = time.perf_counter()
     als = fit_community_als(ds, state, AlsParams(engine=engine))
