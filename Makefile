@@ -34,6 +34,7 @@ help:
 	@echo "make convert    a public log into the input schema: FORMAT=movielens|lastfm|stackexchange|stackexchange-sites|reddit-threads SRC=dir OUT=dir"
 	@echo "make bench      benchmarks (see benchmarks/README.md)"
 	@echo "make bench-training   training time of both engines and their parity (ARGS=\"--world 10m\": the 10M-event log)"
+	@echo "make install    what make serve needs (serving, [train], [proto]: no pyspark, no Java); install-spark, install-dev add the rest"
 	@echo "make proto      regenerate the gRPC stubs into gen/"
 	@echo "make format     apply the linter's fixes and the formatter (make test checks both)"
 	@echo "make clean      remove the virtualenv, generated stubs, var/ (Redis data)"
