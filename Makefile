@@ -3,7 +3,10 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.deps-installed
+# One stamp per install set, so each target installs only what it runs (see "Installs" below).
+STAMP_SERVE := $(VENV)/.deps-serve
+STAMP_SPARK := $(VENV)/.deps-spark
+STAMP_DEV := $(VENV)/.deps-dev
 GEN := gen/nichefeed/v1/ranking_pb2.py
 PROMTOOL := var/tools/promtool
 DATA ?= data/default
@@ -13,7 +16,7 @@ ARGS ?=
 ENGINE ?= implicit
 export NICHEFEED_MODELS_DIR ?= $(MODELS)
 
-.PHONY: help install install-redis install-java bench-training proto data train model evaluate compare publish rollback fold-log convert serve test format bench bench-quick clean experiment experiment-stop experiment-promote experiment-report
+.PHONY: help install install-dev install-spark install-redis install-java bench-training proto data train model evaluate compare publish rollback fold-log convert serve test format bench bench-quick clean experiment experiment-stop experiment-promote experiment-report
 
 help:
 	@echo "make serve      install, build, create the default world and model, start Redis, serve gRPC on 127.0.0.1:50051"
@@ -33,21 +36,51 @@ help:
 	@echo "                (mailing-lists: ARGS=\"--since 2024-01-19 --until 2026-01-19\")"
 	@echo "make bench      benchmarks (see benchmarks/README.md)"
 	@echo "make bench-training   training time of both engines and their parity (ARGS=\"--world 10m\": the 10M-event log)"
+	@echo "make install    what make serve needs (serving, [train], [proto]: no pyspark, no Java); install-spark, install-dev add the rest"
 	@echo "make proto      regenerate the gRPC stubs into gen/"
 	@echo "make format     apply the linter's fixes and the formatter (make test checks both)"
 	@echo "make clean      remove the virtualenv, generated stubs, var/ (Redis data)"
 
-# The project and its dependencies (pyproject.toml: serving, [train], [bench], [dev]) into a
-# project virtualenv, installed editable so the tree is what runs. gen/ must exist first:
-# the generated stubs are the package nichefeed.v1.
-$(STAMP): pyproject.toml
+# Installs. The project goes into a project virtualenv, editable so the tree is what runs;
+# gen/ must exist first (the generated stubs are the package nichefeed.v1). Three sets,
+# each a stamp, each a superset of the one before:
+#   serve  [train,proto]: serving, plus what `make serve` runs before serving (generate the
+#          default world, train it: [train]) and the stub generator ([proto]). Never
+#          pyspark, never Java: serving does not need them (tests/test_layout.py).
+#   spark  + [spark]: make train ENGINE=spark (pyspark; Java comes from install-java).
+#   dev    [dev] = all of it plus the test tools: make test, the benchmarks.
+# A larger set's recipe also stamps the smaller ones, so `make serve` after `make test`
+# installs nothing, and `make test` after `make serve` adds only what serving lacked.
+SERVE_EXTRAS := train,proto
+SPARK_EXTRAS := train,proto,spark
+define pip-install
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@mkdir -p gen/nichefeed/v1 && touch gen/nichefeed/__init__.py gen/nichefeed/v1/__init__.py
 	@rm -f $$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/nichefeed.pth
-	$(PY) -m pip install --disable-pip-version-check -q -e '.[dev]'
+	$(PY) -m pip install --disable-pip-version-check -q -e '.[$(1)]'
+endef
+
+$(STAMP_SERVE): pyproject.toml
+	$(call pip-install,$(SERVE_EXTRAS))
 	@touch $@
 
-install: $(STAMP) $(GEN) install-redis $(PROMTOOL)
+$(STAMP_SPARK): pyproject.toml
+	$(call pip-install,$(SPARK_EXTRAS))
+	@touch $@ $(STAMP_SERVE)
+
+$(STAMP_DEV): pyproject.toml
+	$(call pip-install,dev)
+	@touch $@ $(STAMP_SPARK) $(STAMP_SERVE)
+
+# What make serve and the training targets need: serving and training deps, the stubs, Redis.
+install: $(STAMP_SERVE) $(GEN) install-redis
+
+# The Spark engine on top: pyspark and a JRE.
+install-spark: install $(STAMP_SPARK) install-java
+
+# Everything make test and the benchmarks use: [dev], a JRE, promtool.
+# ([dev] first: its recipe stamps the smaller sets, so a fresh clone runs pip once.)
+install-dev: $(STAMP_DEV) install install-java $(PROMTOOL)
 
 # Debian's redis-server when none is on PATH (tests and the private server need the binary).
 install-redis:
@@ -78,21 +111,22 @@ $(PROMTOOL):
 
 # Stubs are generated, never edited, and not checked in.
 PROTOS := $(wildcard protos/nichefeed/v1/*.proto)
-$(GEN): $(PROTOS) $(STAMP)
+$(GEN): $(PROTOS) $(STAMP_SERVE)
 	$(PY) -m grpc_tools.protoc -Iprotos --python_out=gen --grpc_python_out=gen --pyi_out=gen $(PROTOS)
 
-proto: $(STAMP)
+proto: $(STAMP_SERVE)
 	@rm -f $(GEN)
 	@$(MAKE) --no-print-directory $(GEN)
 
 data: install
 	$(PY) -m training generate --out $(DATA) $(ARGS)
 
-train: install $(if $(filter spark,$(ENGINE)),install-java)
+train: install $(if $(filter spark,$(ENGINE)),install-spark)
 	$(PY) -m training train --data $(DATA) --models $(MODELS) --engine $(ENGINE) $(ARGS)
 
 # Recompute the newest bundle's report from the bundle and its data; fails on any mismatch.
-evaluate: install
+# A Spark bundle is refitted on Spark: make evaluate ENGINE=spark installs pyspark and Java.
+evaluate: install $(if $(filter spark,$(ENGINE)),install-spark)
 	$(PY) -m training evaluate --models $(MODELS) $(ARGS)
 
 # Did a change help? Two bundles of the same data, paired: make compare A=models/<old> B=models/<new>
@@ -140,25 +174,25 @@ serve: install
 	exec $(PY) -m service $(ARGS)
 
 # The linter and the format check first: a tree that does not pass them does not pass.
-test: install install-java
+test: install-dev
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m pytest $(ARGS)
 
 # Fix what the linter can fix and format the tree.
-format: install
+format: install-dev
 	$(PY) -m ruff check --fix .
 	$(PY) -m ruff format .
 
-bench: install
+bench: install-dev
 	$(PY) -m benchmarks.run $(ARGS)
 
-bench-quick: install
+bench-quick: install-dev
 	$(PY) -m benchmarks.run --quick $(ARGS)
 
 # Training time of the implicit and the Spark engine, and the parity of their reports
 # (benchmarks/training.py); not part of make bench.
-bench-training: install install-java
+bench-training: install-dev
 	$(PY) -m benchmarks.training $(ARGS)
 
 clean:

@@ -10,10 +10,14 @@ against the implicit bundle's, re-ranked on the same users and window and paired
 user (training/gate.py compare_on_candidate, the publish gate's comparison).
 
 10m: the full pipeline (tuning, scorer, two evaluated split points) on 10M events takes
-far longer than a benchmark should on 2 cores, so each engine runs the stages it replaces,
-in a fresh process: load (read, validate, index; the events on Spark for spark), the
-state at the first split point, and the ALS stage there (aggregation, the fit with the
+far longer than a benchmark should on 2 cores (docs/training.md says why), so by default
+each engine runs the stages it replaces, in a fresh process: load (read, validate, index; the events on Spark for spark), the
+state at the first split point (its per-post and per-user arrays aggregated on Spark for
+spark), and the ALS stage there (aggregation, the fit with the
 shipped settings, the per-post weights) plus the post vectors.
+
+--full runs the whole `train` of both engines and their parity on the 10m world too, as
+for the default world (a bigger machine's run).
 
 Worlds are generated with a fixed end into var/bench/training/<world>/ (git-ignored) and
 reused. Results: benchmarks/results/training.json and training.md (one entry per world,
@@ -103,7 +107,7 @@ def stages(data: Path, engine: str) -> dict:
     out["load_s"] = round(time.perf_counter() - t, 1)
     split = split_events(ds, TrainParams().test_fraction)
     t = time.perf_counter()
-    state = state_as_of(ds, split.split_ts, ds.memberships_derived)
+    state = state_as_of(ds, split.split_ts, ds.memberships_derived, engine=engine)
     out["state_s"] = round(time.perf_counter() - t, 1)
     t = time.perf_counter()
     als = fit_community_als(ds, state, AlsParams(engine=engine))
@@ -175,7 +179,8 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.training", description=__doc__.splitlines()[0])
     ap.add_argument("--world", choices=sorted(WORLDS), default="default")
     ap.add_argument("--engines", default=",".join(ENGINES), help="comma list of " + ",".join(ENGINES))
-    ap.add_argument("--stages-only", action="store_true", help="the engines' stages alone (the 10m world always)")
+    ap.add_argument("--stages-only", action="store_true", help="the engines' stages alone (the 10m world's default)")
+    ap.add_argument("--full", action="store_true", help="the whole train of each engine on the 10m world too")
     ap.add_argument("--stage-run", choices=ENGINES, help=argparse.SUPPRESS)  # the child process of one engine
     args = ap.parse_args(argv)
     data = world_dir(args.world)
@@ -184,7 +189,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     engines = [e for e in args.engines.split(",") if e]
     result: dict = {"machine": machine()}
-    if args.world == "default" and not args.stages_only:
+    if (args.world == "default" or args.full) and not args.stages_only:
         result["full"] = {}
         for e in engines:
             log(f"{args.world}: train --engine {e}")

@@ -4,6 +4,7 @@ other on top of it, no module-level import cycles."""
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -89,3 +90,66 @@ def test_serving_needs_neither_java_nor_pyspark():
     run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip() == "[]"
+    # make serve also runs `python -m training ensure` (generate, train with the default
+    # engine, publish): that may load training and Arrow, never Spark or its JVM bridge.
+    probe = (
+        "import sys, training.__main__, training.train, training.publish, training.synthetic; "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'pyspark', 'py4j'}))"
+    )
+    run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "[]"
+
+
+def _requirements(extras: str, optional: dict[str, list[str]]) -> set[str]:
+    """The distribution names a set of extras pulls in, through nichefeed[...] self-references."""
+    out: set[str] = set()
+    for extra in extras.split(","):
+        for req in optional[extra.strip()]:
+            if req.startswith("nichefeed["):
+                out |= _requirements(req[len("nichefeed[") : req.index("]")], optional)
+            else:
+                out.add(re.split(r"[<>=\[ ;]", req, maxsplit=1)[0].lower())
+    return out
+
+
+def _make_dry_run(target: str, **variables: str) -> str:
+    """What a fresh clone's `make target` would run (-B: as if nothing were installed)."""
+    import subprocess
+
+    args = ["make", "-n", "-B", target, *(f"{k}={v}" for k, v in variables.items())]
+    run = subprocess.run(args, capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert run.returncode == 0, run.stderr
+    return run.stdout
+
+
+def _pip_extras(target: str, **variables: str) -> list[str]:
+    """The extras of every `pip install -e '.[...]'` that run would make."""
+    return re.findall(r"pip install .*-e '\.\[([^\]]*)\]'", _make_dry_run(target, **variables))
+
+
+def test_make_serve_installs_neither_pyspark_nor_java_and_make_test_installs_both():
+    """The Makefile's install sets, read from what make would run on a fresh clone."""
+    import tomllib
+
+    optional = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    serve = _pip_extras("serve")
+    assert serve, "make serve runs no pip install"
+    for extras in serve:
+        needs = _requirements(extras, optional)
+        assert "pyspark" not in needs, extras
+        assert {"implicit", "grpcio-tools"} <= needs, extras  # it trains the default world and builds stubs
+    assert "default-jre" not in _make_dry_run("serve")
+    for target, variables in (("test", {}), ("train", {"ENGINE": "spark"})):
+        assert any("pyspark" in _requirements(e, optional) for e in _pip_extras(target, **variables)), target
+        assert "default-jre-headless" in _make_dry_run(target, **variables), target
+
+
+def test_the_images_stub_generator_is_the_proto_extra():
+    """The Dockerfile's build stage installs grpcio-tools by hand (not the project's deps):
+    the same requirement as pyproject's [proto], so the two cannot drift."""
+    import tomllib
+
+    proto = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["proto"]
+    assert len(proto) == 1 and proto[0].startswith("grpcio-tools")
+    assert f'pip install --no-cache-dir "{proto[0]}"' in (ROOT / "Dockerfile").read_text()

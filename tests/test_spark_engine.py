@@ -1,10 +1,13 @@
 """The Spark engine (local[2], one shared session): it loads exactly the Dataset the default
 engine loads, from CSV and from a lake's Parquet files, rejects a bad cell in the same
-words, aggregates the ALS matrix as the default engine does, and trains a bundle of the
+words, aggregates the ALS matrix and the state's per-post and per-user arrays as the
+default engine does, and trains a bundle of the
 same format whose pipeline ranks as well as the default engine's (paired, on the same
 users)."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 import pytest
@@ -17,8 +20,9 @@ from training.csvio import DataError
 from training.gate import compare_on_candidate
 from training.load import load_dataset
 from training.params import AlsParams, EvalParams, ScorerParams, TrainParams
+from training.reevaluate import reevaluate
 from training.spark.load import load_dataset_on_spark
-from training.state import state_as_of
+from training.state import log_aggregates, state_as_of
 from training.train import train
 
 
@@ -103,6 +107,36 @@ def test_the_als_matrix_is_aggregated_on_spark_as_the_default_engine_does(spark_
         assert np.array_equal(np.abs(a).sum(axis=1) == 0, np.abs(b).sum(axis=1) == 0), name
 
 
+@pytest.mark.parametrize("variant", ["as loaded", "fractional counts, derived memberships"])
+def test_the_state_is_aggregated_on_spark_as_numpy_computes_it(spark_loaded, variant):
+    """Every per-post and per-user array of the state, and the bundle's member engager
+    counts, from Spark aggregations against the numpy ones (training/spark/state.py says
+    which may differ in the last float32 bits, and why)."""
+    ds = spark_loaded
+    if variant != "as loaded":  # weights that are not whole numbers; the events sent over from numpy
+        counts = np.random.default_rng(7).uniform(0.1, 3.0, len(ds.e_ts)).astype(np.float32)
+        ds = dataclasses.replace(ds, e_count=counts, memberships_derived=True, events_frame=None)
+    as_of = int(ds.e_ts[int(len(ds.e_ts) * 0.8)])
+    here = state_as_of(ds, as_of, ds.memberships_derived, 6.0)
+    there = state_as_of(ds, as_of, ds.memberships_derived, 6.0, engine="spark")
+    assert len(here.m_user) > 0 and (here.history >= 0).any() and here.hot.any()
+    for name in ("m_user", "m_community", "m_role", "community_size", "history"):
+        a, b = getattr(here, name), getattr(there, name)
+        assert a.dtype == b.dtype and np.array_equal(a, b), name
+    for name in ("positives", "negatives", "views", "hot", "author_trust"):
+        a, b = getattr(here, name), getattr(there, name)
+        assert a.dtype == b.dtype and np.array_equal(a, b), name  # summed in double by both
+    W, V = here.community_weight, there.community_weight
+    assert V.dtype == np.float32 and np.array_equal(W.indptr, V.indptr) and np.array_equal(W.indices, V.indices)
+    if variant == "as loaded":
+        np.testing.assert_array_equal(V.data, W.data)
+    else:  # numpy sums these in float32
+        np.testing.assert_allclose(V.data, W.data, rtol=1e-6)
+    engagers = log_aggregates(ds, as_of, "spark").member_engagers(there)
+    assert engagers.dtype == np.int32 and engagers.any()
+    np.testing.assert_array_equal(engagers, log_aggregates(ds, as_of).member_engagers(here))
+
+
 def test_spark_trains_the_same_bundle_format_and_ranks_within_noise(spark, tiny_data, tmp_path):
     """One split point, the scorer on one window, the shipped ALS settings: the pipeline of
     each engine evaluated on the same users (the publish gate's paired comparison)."""
@@ -115,6 +149,9 @@ def test_spark_trains_the_same_bundle_format_and_ranks_within_noise(spark, tiny_
         assert np.asarray(a[name]).shape == np.asarray(b[name]).shape, name
         assert np.asarray(a[name]).dtype == np.asarray(b[name]).dtype, name
     assert b.manifest.params["als"]["engine"] == "spark"
+    # make evaluate refits on Spark (load, state, ALS) and must reproduce every ranking.
+    _, mismatches = reevaluate(there, tiny_data)
+    assert mismatches == []
     parity = compare_on_candidate(there, here, tiny_data)
     assert parity.users > 100
     assert parity.verdict == "within noise", parity

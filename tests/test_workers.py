@@ -4,6 +4,7 @@ requests in flight before the processes exit cleanly."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import signal
@@ -41,6 +42,25 @@ def _stubs(port: int, n: int):
     return channels, [ranking_pb2_grpc.FeedRankerStub(ch) for ch in channels]
 
 
+def _kill_group(proc: subprocess.Popen) -> None:
+    """SIGKILL the supervisor and whatever of its group still runs (its workers)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def _rest_of_output(proc: subprocess.Popen) -> str:
+    """What the server wrote after its first line. Bounded: the pipes stay open while any
+    process of the server's group lives, and a plain read() would wait for them forever."""
+    try:
+        out, err = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        _kill_group(proc)
+        out, err = proc.communicate(timeout=30)
+        err += "\n(the server's group still held its pipes 30 s after it exited: killed)"
+    return out + err
+
+
 @pytest.fixture(scope="module")
 def two_workers(tiny_bundle, tmp_path_factory):
     server = EmbeddedRedis(tmp_path_factory.mktemp("workers-redis"), port=free_port()).start()
@@ -75,6 +95,9 @@ def two_workers(tiny_bundle, tmp_path_factory):
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        # Its own process group, so teardown can stop the workers with the supervisor:
+        # a SIGKILLed supervisor would leave them running, holding the port and the pipes.
+        start_new_session=True,
     )
     line = ""
     end = time.monotonic() + 120
@@ -85,14 +108,11 @@ def two_workers(tiny_bundle, tmp_path_factory):
             if "serving" in line:
                 break
     if "with 2 workers" not in line:
-        proc.kill()
-        proc.wait()
+        _kill_group(proc)
         server.stop()
-        raise AssertionError(f"the server did not start: {line!r} {proc.stderr.read()}")
+        raise AssertionError(f"the server did not start: {line!r} {_rest_of_output(proc)}")
     yield proc, grpc_port, metrics_port, server
-    if proc.poll() is None:
-        proc.kill()
-        proc.wait()
+    _kill_group(proc)
     if server.proc is not None and server.proc.poll() is None:
         server.proc.send_signal(signal.SIGCONT)
     client.close()
@@ -173,7 +193,7 @@ def test_sigterm_drains_requests_in_flight(two_workers):
         assert [len(a.items) for a in answers] == [5, 5, 5, 5]
         assert all(a.degraded for a in answers)
         assert proc.wait(timeout=60) == 0
-        assert "Traceback" not in proc.stderr.read()
+        assert "Traceback" not in _rest_of_output(proc)
     finally:
         server.proc.send_signal(signal.SIGCONT)
         for ch in channels:

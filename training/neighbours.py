@@ -43,16 +43,20 @@ def user_history(ds: Dataset, mask: np.ndarray, keep: int = HISTORY) -> np.ndarr
     return out
 
 
-def item_neighbours(ds: Dataset, mask: np.ndarray, k: int = NEIGHBOURS) -> tuple[np.ndarray, np.ndarray]:
+def item_neighbours(history: np.ndarray, n_posts: int, k: int = NEIGHBOURS) -> tuple[np.ndarray, np.ndarray]:
     """(int32 [n_posts, k] neighbour rows, -1 padded; float32 [n_posts, k] cosine), most
-    similar first, from the users' histories under mask."""
-    H = history_matrix(ds, mask).tocsc()
+    similar first, from the users' histories (user_history's array, which the state holds:
+    per user, not per event, so either engine's state gives them)."""
+    users, slots = np.nonzero(history >= 0)
+    H = sp.csr_matrix(
+        (np.ones(len(users), np.float32), (users, history[users, slots])), shape=(history.shape[0], n_posts)
+    ).tocsc()
     counts = np.asarray(H.sum(axis=0)).ravel()
     norms = np.sqrt(counts) + 1e-9
     Hn = H.multiply(1.0 / norms[None, :]).tocsc()
     HnT = Hn.T.tocsr()
-    neighbours = np.full((ds.n_posts, k), -1, dtype=np.int32)
-    sims = np.zeros((ds.n_posts, k), dtype=np.float32)
+    neighbours = np.full((n_posts, k), -1, dtype=np.int32)
+    sims = np.zeros((n_posts, k), dtype=np.float32)
     engaged = np.flatnonzero(counts > 0)
     for lo in range(0, len(engaged), CHUNK):
         rows = engaged[lo : lo + CHUNK]

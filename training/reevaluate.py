@@ -70,7 +70,9 @@ def reevaluate(bundle_dir: Path, data_dir: Path | None = None) -> tuple[dict, li
         neighbour_sims=np.asarray(bundle[contract.POST_NEIGHBOUR_SIMS_FILE]),
     )
     first_ts, *later = (int(ts) for ts in p["split_points"])
-    first = SplitPoint(first_ts, state_as_of(ds, first_ts, ds.memberships_derived, hot_h), model, bundle.scorer)
+    first = SplitPoint(
+        first_ts, state_as_of(ds, first_ts, ds.memberships_derived, hot_h, als.engine), model, bundle.scorer
+    )
     points = replay_points(ds, first, later, als, hot_h)
     saved = json.loads((bundle_dir / contract.REPORT_JSON_FILE).read_text())
     result = evaluate(

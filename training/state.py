@@ -190,15 +190,54 @@ def _heaviest(W: sp.csr_matrix, n: int) -> sp.csr_matrix:
     return W
 
 
-def state_as_of(ds: schema.Dataset, as_of: int, memberships_derived: bool, hot_half_life_h: float = 24.0) -> WorldState:
-    before = ds.e_ts < as_of
+class LogAggregates:
+    """The arrays state_as_of takes from the events before as_of, each one row a post, a
+    user or a (user, community) pair, computed here in numpy over the event columns. The
+    Spark engine's twin (training/spark/state.py) computes the same arrays with Spark
+    aggregations; state_as_of assembles the state from either."""
+
+    def __init__(self, ds: schema.Dataset, as_of: int):
+        self.ds, self.as_of, self.before = ds, as_of, ds.e_ts < as_of
+
+    def memberships(self) -> tuple[np.ndarray, np.ndarray]:
+        return derive_memberships(self.ds, self.before)
+
+    def counters(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return post_counters(self.ds, self.before)
+
+    def hot(self, half_life_h: float) -> np.ndarray:
+        return hotness(self.ds, self.before, self.as_of, half_life_h)
+
+    def community_weight(self, m_user: np.ndarray, m_comm: np.ndarray) -> sp.csr_matrix:
+        return community_weights(self.ds, self.before, m_user, m_comm)
+
+    def history(self) -> np.ndarray:
+        return user_history(self.ds, self.before)
+
+    def member_engagers(self, state: WorldState) -> np.ndarray:
+        return member_engagers(self.ds, self.before, state)
+
+
+def log_aggregates(ds: schema.Dataset, as_of: int, engine: str = "implicit"):
+    """LogAggregates, or its Spark twin for the Spark engine."""
+    if engine == "spark":
+        from training.spark.state import SparkLogAggregates
+
+        return SparkLogAggregates(ds, as_of)
+    return LogAggregates(ds, as_of)
+
+
+def state_as_of(
+    ds: schema.Dataset, as_of: int, memberships_derived: bool, hot_half_life_h: float = 24.0, engine: str = "implicit"
+) -> WorldState:
+    log = log_aggregates(ds, as_of, engine)
     if memberships_derived:
-        m_user, m_comm = derive_memberships(ds, before)
+        m_user, m_comm = log.memberships()
         m_role = np.full(len(m_user), 1, dtype=np.uint8)
     else:
         known = ds.m_joined_at < as_of
         m_user, m_comm, m_role = ds.m_user[known], ds.m_community[known], ds.m_role[known]
-    positives, negatives, views = post_counters(ds, before)
+    positives, negatives, views = log.counters()
     state = WorldState(
         as_of=int(as_of),
         m_user=m_user,
@@ -209,10 +248,11 @@ def state_as_of(ds: schema.Dataset, as_of: int, memberships_derived: bool, hot_h
         views=views,
         author_trust=np.zeros(ds.n_posts, np.float32),
         community_size=np.bincount(m_comm, minlength=ds.n_communities).astype(np.int32),
-        hot=hotness(ds, before, as_of, hot_half_life_h),
+        hot=log.hot(hot_half_life_h),
         hot_half_life_h=float(hot_half_life_h),
-        community_weight=community_weights(ds, before, m_user, m_comm),
-        history=user_history(ds, before),
+        community_weight=log.community_weight(m_user, m_comm),
+        history=log.history(),
     )
+    # Per post, from the per-post arrays above and the memberships: the same code for both engines.
     state.author_trust = author_standing(ds, state.role_lookup(ds.n_communities), positives, negatives, views)
     return state

@@ -49,7 +49,7 @@ from training.split import (
     split_events,
     split_points,
 )
-from training.state import member_engagers, state_as_of
+from training.state import log_aggregates, state_as_of
 from training.tables import table_files
 
 INDEX_QUERIES = 200  # user vectors that measure the index candidates
@@ -101,10 +101,10 @@ def load_on_engine(data_dir: Path, engine: str) -> schema.Dataset:
 
 def fit_model(ds: schema.Dataset, split_ts: int, als_params: AlsParams, hot_half_life_h: float, progress: bool):
     """The world as of split_ts and the vectors fitted on the events before it."""
-    state = state_as_of(ds, split_ts, ds.memberships_derived, hot_half_life_h)
+    state = state_as_of(ds, split_ts, ds.memberships_derived, hot_half_life_h, als_params.engine)
     als = fit_community_als(ds, state, als_params, progress)
     posts, authors = post_embeddings(ds, als)
-    neighbours, sims = item_neighbours(ds, ds.e_ts < split_ts)
+    neighbours, sims = item_neighbours(state.history, ds.n_posts)
     return state, Model(als.user_factors, als.community_factors, posts, authors, neighbours, sims)
 
 
@@ -127,7 +127,7 @@ def tune_on_inner(
 ) -> tuple[BaselineParams, AlsParams]:
     """Every baseline's grid, and the pipeline's own ALS settings, on the inner split
     (training data only, the same users for all)."""
-    state = state_as_of(ds, inner.split_ts, ds.memberships_derived)
+    state = state_as_of(ds, inner.split_ts, ds.memberships_derived, engine=params.als.engine)
     catalogue = catalogue_rows(ds, inner.split_ts, window)
     world = RankingWorld(ds, state, inner.train, catalogue)
     seen = seen_matrix(ds, inner.train)
@@ -250,7 +250,7 @@ def train(data_dir: Path, models_dir: Path, params: TrainParams, progress: bool 
         f"{len(points)} split point(s), gate {result.report['gate']['metric']} = {result.report['gate']['value']:.4f}",
     )
 
-    serving = state_as_of(ds, split.end_ts, ds.memberships_derived, hot_h)
+    serving = state_as_of(ds, split.end_ts, ds.memberships_derived, hot_h, params.als.engine)
     affinity = serving.affinities()  # community weights hold each user's heaviest communities only
     rows = servable_rows(ds.post_created_at, ds.post_deleted, split.end_ts, window)
     fingerprint = data_fingerprint(data_dir)
@@ -330,7 +330,7 @@ def train(data_dir: Path, models_dir: Path, params: TrainParams, progress: bool 
         (staging / contract.SCORER_FILE).write_text(scorer.to_json())
         np.save(
             staging / contract.POST_MEMBER_ENGAGERS_FILE,
-            member_engagers(ds, np.ones(len(ds.e_ts), bool), serving),
+            log_aggregates(ds, split.end_ts, params.als.engine).member_engagers(serving),  # every event
             allow_pickle=False,
         )
         np.save(staging / contract.EVAL_USERS_FILE, result.users.astype(np.int32), allow_pickle=False)

@@ -29,44 +29,25 @@ import pyarrow as pa
 from training.als import MEMBERSHIP_PRIOR, AlsModel
 from training.params import AlsParams
 from training.schema import Dataset
+from training.spark.frames import event_weight, events_frame, pairs_frame, post_community_frame
 from training.spark.session import partitions, spark_session
 from training.state import WorldState
 
 MIN_RATING = 1e-6  # MLlib reads a rating <= 0 as "not preferred"; this keeps c at 1
 
 
-def events_frame(spark, ds: Dataset):
-    """The Dataset's events on Spark (a Dataset the default loader read, e.g. make evaluate's)."""
-    # Spark has no unsigned bytes: kind codes (0-6) travel as int8, as the Spark loader's tinyint.
-    kind = ds.e_kind.astype(np.int8)
-    table = pa.table({"user": ds.e_user, "post": ds.e_post, "kind": kind, "ts": ds.e_ts, "count": ds.e_count})
-    return spark.createDataFrame(table)
-
-
 def _matrix(spark, ds: Dataset, state: WorldState, share: float):
     """(user, column, value) of the users x [communities | posts] matrix, before alpha."""
     from pyspark.sql import functions as F
 
-    events = ds.events_frame if ds.events_frame is not None else events_frame(spark, ds)
-    kind_weight = F.array(*(F.lit(float(w)) for w in ds.kind_weight))
-    before = events.where(F.col("ts") < state.as_of).select(
-        "user", "post", (F.element_at(kind_weight, F.col("kind").cast("int") + 1) * F.col("count")).alias("w")
+    before = (
+        events_frame(spark, ds).where(F.col("ts") < state.as_of).select("user", "post", event_weight(ds).alias("w"))
     )
-    post_community = spark.createDataFrame(
-        pa.table({"post": np.arange(ds.n_posts, dtype=np.int32), "community": ds.post_community.astype(np.int32)})
-    )
+    post_community = post_community_frame(spark, ds)
     prior_w = np.zeros(len(state.m_role), np.float64)
     for code, value in MEMBERSHIP_PRIOR.items():
         prior_w[state.m_role == code] = value
-    prior = spark.createDataFrame(
-        pa.table(
-            {
-                "user": state.m_user.astype(np.int32),
-                "community": state.m_community.astype(np.int32),
-                "w": prior_w,
-            }
-        )
-    )
+    prior = pairs_frame(spark, state.m_user, state.m_community, w=prior_w)
     n_c = ds.n_communities
 
     def positive_nets(frame, column):

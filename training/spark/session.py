@@ -23,8 +23,12 @@ LOG_CONFIG = Path(__file__).with_name("log4j2.properties")
 
 def spark_session():
     """The active session, or a new one (see the module docstring)."""
-    from pyspark import SparkConf
-    from pyspark.sql import SparkSession
+    try:
+        from pyspark import SparkConf
+        from pyspark.sql import SparkSession
+    except ImportError:
+        # make serve installs no pyspark (Makefile "Installs"); say how to get it.
+        raise SystemExit("error: the Spark engine needs pyspark and Java: run make install-spark") from None
 
     active = SparkSession.getActiveSession()
     if active is not None:
