@@ -75,30 +75,41 @@ def test_no_module_level_import_cycles():
 def test_serving_needs_neither_java_nor_pyspark():
     """The Spark engine is training's optional extra: not among the service's dependencies,
     and nothing the service imports loads it (or Arrow, or the JVM bridge)."""
-    import subprocess
-    import sys
     import tomllib
 
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     base = " ".join(project["dependencies"])
     assert "pyspark" not in base and "pyarrow" not in base
     assert any(d.startswith("pyspark") for d in project["optional-dependencies"]["spark"])
-    probe = (
-        "import sys, service.__main__, service.app, service.server; "
-        "print(sorted({m.split('.')[0] for m in sys.modules} & {'pyspark', 'py4j', 'pyarrow', 'training'}))"
+    assert (
+        packages_loaded_by(
+            "service.__main__", "service.app", "service.server", among=("pyspark", "py4j", "pyarrow", "training")
+        )
+        == []
     )
-    run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, cwd=ROOT)
-    assert run.returncode == 0, run.stderr
-    assert run.stdout.strip() == "[]"
     # make serve also runs `python -m training ensure` (generate, train with the default
     # engine, publish): that may load training and Arrow, never Spark or its JVM bridge.
+    assert (
+        packages_loaded_by(
+            "training.__main__", "training.train", "training.publish", "training.synthetic", among=("pyspark", "py4j")
+        )
+        == []
+    )
+
+
+def packages_loaded_by(*modules: str, among: tuple[str, ...]) -> list[str]:
+    """Which of `among` (top-level packages) importing `modules` loads, in a fresh interpreter."""
+    import json
+    import subprocess
+    import sys
+
     probe = (
-        "import sys, training.__main__, training.train, training.publish, training.synthetic; "
-        "print(sorted({m.split('.')[0] for m in sys.modules} & {'pyspark', 'py4j'}))"
+        f"import json, sys, {', '.join(modules)}; "
+        f"print(json.dumps(sorted({{m.split('.')[0] for m in sys.modules}} & {set(among)!r})))"
     )
     run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert run.returncode == 0, run.stderr
-    assert run.stdout.strip() == "[]"
+    return json.loads(run.stdout)
 
 
 def _requirements(extras: str, optional: dict[str, list[str]]) -> set[str]:
