@@ -17,6 +17,9 @@ def requests_world(seed: int = 3, n_requests: int = 300, per_request: int = 20):
     another."""
     rng = np.random.default_rng(seed)
     X = rng.normal(size=(n_requests * per_request, D)).astype(np.float32)
+    # Policy bounds this weight at -0.5 or below (scorer.MAX_WEIGHT); as a noise column it
+    # would cost ranking what the test means to measure, so it is constant (weight 0).
+    X[:, FEATURES.index("negative_rate")] = 0.0
     y = np.zeros(len(X))
     requests = np.repeat(np.arange(n_requests), per_request)
     for r in range(n_requests):
@@ -72,6 +75,7 @@ def test_requests_without_a_choice_teach_nothing():
     w0, *_ = fit_softmax(X, y, requests, l2=1.0)
     rng = np.random.default_rng(1)
     extra = rng.normal(size=(40, D)).astype(np.float32)  # two requests: all negative, all positive
+    extra[:, FEATURES.index("negative_rate")] = 0.0
     X2 = np.vstack([X, extra])
     y2 = np.concatenate([y, np.zeros(20), np.ones(20)])
     r2 = np.concatenate([requests, np.full(20, 1000), np.full(20, 1001)])

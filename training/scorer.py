@@ -67,8 +67,11 @@ def fit_softmax(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
     """L2-regularised softmax over each request's rows on standardised features; the
     loss of a request is the cross-entropy between the softmax of its scores and the
-    uniform distribution over its positives, every request with a positive and a
-    negative weighing the same. (w, mean, scale, 0.0): a shift cannot change an order."""
+    uniform distribution over its positives, weighed by its number of positives (each
+    positive weighs the same, as in the logistic fit: with every request weighing the
+    same, MovieLens fell from 0.184 to 0.149 NDCG@10, its heavy raters' choices
+    discounted). Requests without a positive or without a negative are left out.
+    (w, mean, scale, 0.0): a shift cannot change an order."""
     mean = X.mean(axis=0)
     scale = X.std(axis=0)
     scale[scale < 1e-6] = 1.0
@@ -79,17 +82,18 @@ def fit_softmax(
     rows = judged[group]
     Z = ((X[rows] - mean) / scale).astype(np.float64)
     _, g = np.unique(group[rows], return_inverse=True)
-    target = y[rows] / np.bincount(g, weights=y[rows])[g]
+    pos = y[rows]
+    n_pos = np.bincount(g, weights=pos)
 
     def loss(w):
         s = Z @ w
-        top = np.full(g.max() + 1, -np.inf)
+        top = np.full(len(n_pos), -np.inf)
         np.maximum.at(top, g, s)
         e = np.exp(s - top[g])
         total = np.bincount(g, weights=e)
-        lse = top + np.log(total)
-        value = (lse[g] * target).sum() - (s * target).sum() + 0.5 * l2 * w @ w
-        grad_s = e / total[g] - target  # softmax minus target, per row
+        lse = top + np.log(total)  # log-sum-exp of each request's scores
+        value = (n_pos * lse).sum() - (s * pos).sum() + 0.5 * l2 * w @ w
+        grad_s = n_pos[g] * e / total[g] - pos  # softmax x positives minus the positives
         return value, Z.T @ grad_s + l2 * w
 
     bounds = [(None, MAX_WEIGHT.get(f)) for f in FEATURES]
