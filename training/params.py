@@ -76,7 +76,7 @@ class TrainParams:
     index_window_days: float = param(14.0, "on feed-like data, posts older than this are not indexed")
     scorer: str = param(
         "learned",
-        "learned: logistic over the service's features; affinity: inner product only",
+        "learned: a linear model over the service's features, fitted on earlier windows; affinity: inner product only",
         choices=("learned", "affinity"),
     )
     tune_als: bool = param(True, "choose the ALS factors and alpha on the inner split (else --factors, --alpha)")
