@@ -40,7 +40,14 @@ class ScorerParams:
         32, "inner windows pooled at most while fewer than scorer-users users are drawn", flag="scorer-windows"
     )
     negatives_per_user: int = param(100, "sampled non-engaged candidates per user")
-    l2: float = param(1.0, "L2 penalty of the logistic regression")
+    l2: float = param(1.0, "L2 penalty of the scorer's weights")
+    objective: str = param(
+        "softmax",
+        "softmax: which of a request's candidates the user engages with (a softmax over each request's "
+        "positives and sampled negatives); logistic: engaged or not, each candidate alone",
+        choices=("softmax", "logistic"),
+        flag="scorer-objective",
+    )
     seed: int = param(7, "seed of the scorer's user and negative sampling", flag="scorer-seed")
 
 
@@ -69,7 +76,7 @@ class TrainParams:
     index_window_days: float = param(14.0, "on feed-like data, posts older than this are not indexed")
     scorer: str = param(
         "learned",
-        "learned: logistic over the service's features; affinity: inner product only",
+        "learned: a linear model over the service's features, fitted on earlier windows; affinity: inner product only",
         choices=("learned", "affinity"),
     )
     tune_als: bool = param(True, "choose the ALS factors and alpha on the inner split (else --factors, --alpha)")

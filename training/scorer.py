@@ -11,6 +11,14 @@ before it and the world as of it) until max_users users are drawn or `windows` a
 used. The scorer thus learns the task it is judged on (which of today's candidates
 will this user engage with next) from features built by the very function the service
 uses, and never sees an event of the evaluation window.
+
+Two objectives (ScorerParams.objective). *logistic*: each candidate alone, engaged or
+not. *softmax* (the default): each request is one choice among its candidates, the
+positives against the sampled negatives of the same request (a conditional logit, the
+listwise loss of ListNet with the positives as the target). Only the order within a
+request is served and judged, and what is constant within a request (how active this
+user is, how busy this week is) cannot move a softmax: the scorer spends its weights on
+what tells one candidate from another.
 """
 
 from __future__ import annotations
@@ -54,6 +62,48 @@ def fit_logistic(X: np.ndarray, y: np.ndarray, l2: float) -> tuple[np.ndarray, n
     return w, mean.astype(np.float32), scale.astype(np.float32), float(res.x[d])
 
 
+def fit_softmax(
+    X: np.ndarray, y: np.ndarray, requests: np.ndarray, l2: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """L2-regularised softmax over each request's rows on standardised features; the
+    loss of a request is the cross-entropy between the softmax of its scores and the
+    uniform distribution over its positives, weighed by its number of positives (each
+    positive weighs the same, as in the logistic fit: with every request weighing the
+    same, MovieLens fell from 0.184 to 0.149 NDCG@10, its heavy raters' choices
+    discounted). Requests without a positive or without a negative are left out.
+    (w, mean, scale, 0.0): a shift cannot change an order."""
+    mean = X.mean(axis=0)
+    scale = X.std(axis=0)
+    scale[scale < 1e-6] = 1.0
+    _, group = np.unique(requests, return_inverse=True)
+    pos = np.bincount(group, weights=y)
+    size = np.bincount(group)
+    judged = (pos > 0) & (pos < size)  # a request without a choice to make teaches nothing
+    rows = judged[group]
+    Z = ((X[rows] - mean) / scale).astype(np.float64)
+    _, g = np.unique(group[rows], return_inverse=True)
+    pos = y[rows]
+    n_pos = np.bincount(g, weights=pos)
+
+    def loss(w):
+        s = Z @ w
+        top = np.full(len(n_pos), -np.inf)
+        np.maximum.at(top, g, s)
+        e = np.exp(s - top[g])
+        total = np.bincount(g, weights=e)
+        lse = top + np.log(total)  # log-sum-exp of each request's scores
+        value = (n_pos * lse).sum() - (s * pos).sum() + 0.5 * l2 * w @ w
+        grad_s = n_pos[g] * e / total[g] - pos  # softmax x positives minus the positives
+        return value, Z.T @ grad_s + l2 * w
+
+    bounds = [(None, MAX_WEIGHT.get(f)) for f in FEATURES]
+    start = np.array([min(0.0, MAX_WEIGHT.get(f, 0.0)) for f in FEATURES])
+    res = minimize(loss, start, jac=True, method="L-BFGS-B", bounds=bounds, options={"maxiter": 500})
+    w = res.x.astype(np.float32)
+    w[X.std(axis=0) < 1e-6] = 0.0
+    return w, mean.astype(np.float32), scale.astype(np.float32), 0.0
+
+
 def training_examples(
     ds: Dataset,
     state: WorldState,
@@ -71,7 +121,7 @@ def training_examples(
     users_flat = np.concatenate([np.full(len(rows), u, np.int32) for u, rows in zip(users, cands)])
     posts_flat = np.concatenate(cands) if cands else np.empty(0, np.int64)
     X = features(ds, state, model, users_flat, posts_flat, now)
-    keep, ys, start = [], [], 0
+    keep, ys, reqs, start = [], [], [], 0
     for u, rows in zip(users, cands):
         t = targets.indices[targets.indptr[u] : targets.indptr[u + 1]]
         label = np.isin(rows, t)
@@ -81,15 +131,17 @@ def training_examples(
         chosen = np.concatenate([np.flatnonzero(label), neg])
         keep.append(start + chosen)
         ys.append(label[chosen])
+        reqs.append(np.full(len(chosen), u, np.int64))
         start += len(rows)
     keep = np.concatenate(keep) if keep else np.empty(0, np.int64)
     y = np.concatenate(ys).astype(np.float64) if ys else np.empty(0)
-    return X[keep], y
+    requests = np.concatenate(reqs) if reqs else np.empty(0, np.int64)
+    return X[keep], y, requests
 
 
-def fit_scorer(X: np.ndarray, y: np.ndarray, params: ScorerParams, info: dict) -> LinearScorer:
-    """The logistic scorer on examples from one or more inner windows (`info` describes
-    them, for the report)."""
+def fit_scorer(X: np.ndarray, y: np.ndarray, requests: np.ndarray, params: ScorerParams, info: dict) -> LinearScorer:
+    """The scorer on examples from one or more inner windows (`requests`: which request
+    each example belongs to; `info` describes the windows, for the report)."""
     if y.sum() == 0 or y.sum() == len(y):
         scorer = LinearScorer.affinity_only()
         scorer.info = {
@@ -97,11 +149,15 @@ def fit_scorer(X: np.ndarray, y: np.ndarray, params: ScorerParams, info: dict) -
             "examples": int(len(y)),
         }
         return scorer
-    w, mean, scale, bias = fit_logistic(X, y, params.l2)
+    if params.objective == "softmax":
+        w, mean, scale, bias = fit_softmax(X, y, requests, params.l2)
+    else:
+        w, mean, scale, bias = fit_logistic(X, y, params.l2)
     info = {
+        "objective": params.objective,
         "examples": int(len(y)),
         "positives": int(y.sum()),
         **info,
         "weights_by_feature": {f: round(float(v), 4) for f, v in zip(FEATURES, w)},
     }
-    return LinearScorer(w, mean, scale, bias, "logistic", info)
+    return LinearScorer(w, mean, scale, bias, params.objective, info)

@@ -166,7 +166,7 @@ def learn_scorer(
     windows before that while fewer than max_users users have been drawn (scorer_windows);
     on a log too short for one such window, on the inner split."""
     fit = params.scorer_fit
-    Xs, ys, used = [], [], []
+    Xs, ys, requests, used = [], [], [], []
     for i, w in enumerate(scorer_windows(ds, split, longest_s, fit.windows) or [inner]):
         drawn = sum(n for _, n in used)
         if drawn >= fit.max_users:
@@ -179,9 +179,10 @@ def learn_scorer(
         if len(users) == 0:
             continue
         source = CandidateSource(ds, state, model, catalogue, seen)
-        X, y = training_examples(ds, state, model, source, targets, users, w.split_ts, fit)
+        X, y, r = training_examples(ds, state, model, source, targets, users, w.split_ts, fit)
         Xs.append(X)
         ys.append(y)
+        requests.append(r + i * ds.n_users)  # one request per (window, user)
         used.append((w.split_ts, len(users)))
     clock.log(f"scorer: {len(used)} inner window(s), (start, users) {used}")
     if not used:
@@ -189,7 +190,7 @@ def learn_scorer(
         scorer.info = {"fallback": "no users with engagement in the inner window: affinity only"}
         return scorer
     info = {"users": sum(n for _, n in used), "windows": [[int(t), int(n)] for t, n in used]}
-    return fit_scorer(np.concatenate(Xs), np.concatenate(ys), fit, info)
+    return fit_scorer(np.concatenate(Xs), np.concatenate(ys), np.concatenate(requests), fit, info)
 
 
 def train(data_dir: Path, models_dir: Path, params: TrainParams, progress: bool = True, quiet: bool = False) -> Path:
