@@ -15,7 +15,7 @@ import time
 import numpy as np
 import redis
 
-from core import contract
+from core import contract, post_index
 
 HASH_PREFIX = "nfbench:h:"
 FIELDS = [name for name in contract.POST_DTYPE.names if not name.startswith("_")]
@@ -99,9 +99,9 @@ def faiss_vs_numpy(bundle_dir, k: int = 500, n_queries: int = 100, seed: int = 3
     from threadpoolctl import threadpool_limits
 
     faiss.omp_set_num_threads(1)
-    index = faiss.read_index(str(bundle_dir / contract.INDEX_FILE))  # what the service serves
-    rows = faiss.vector_to_array(index.id_map).astype(np.int64) if hasattr(index, "id_map") else np.arange(index.ntotal)
     vectors = np.load(bundle_dir / contract.POST_VECTORS_FILE, mmap_mode="r")
+    index = post_index.read(bundle_dir / contract.INDEX_FILE, vectors.shape[1])  # what the service serves
+    rows = index.rows()
     xb = np.ascontiguousarray(vectors[rows], dtype=np.float32)
     users = np.load(bundle_dir / contract.USER_FACTORS_FILE)
     rng = np.random.default_rng(seed)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core import contract, post_vectors
+from core import contract, post_index, post_vectors
 from core.ids import IdList, RowLookup, id_index
 from core.neighbours import CoEngaged, co_engaged
 from core.retrieval import POPULAR_COMMUNITIES, hot_lists
@@ -30,7 +30,7 @@ class Bundle:
     path: Path
     manifest: contract.Manifest
     arrays: dict[str, np.ndarray]
-    index: object  # faiss.Index, ids = post rows
+    index: post_index.PostIndex  # nearest posts by inner product, ids = post rows
     scorer: LinearScorer
     post_ids: IdList  # row -> id, over the memory-mapped ids (core/ids.py)
     post_row: RowLookup  # id -> row, by binary search over shared arrays
@@ -146,16 +146,6 @@ class Bundle:
         return int(self.manifest.params.get("data_end_ts", 0))
 
 
-def _read_index(path: Path):
-    import faiss
-
-    flag = getattr(faiss, "IO_FLAG_MMAP_IFC", 0) or getattr(faiss, "IO_FLAG_MMAP", 0)
-    try:
-        return faiss.read_index(str(path), flag)
-    except RuntimeError:
-        return faiss.read_index(str(path))
-
-
 def load_bundle(path: Path, verify: bool = True) -> Bundle:
     path = Path(path)
     manifest_path = path / contract.MANIFEST_FILE
@@ -187,15 +177,18 @@ def load_bundle(path: Path, verify: bool = True) -> Bundle:
             arr = np.load(path / name, mmap_mode="r", allow_pickle=False)
             if arr.dtype.kind != kind:
                 raise BundleError(f"{path}: {name} has dtype {arr.dtype}, expected kind {kind!r}")
-            arrays[name] = arr
+            # A plain ndarray view of the memory map (the same shared pages): indexing an
+            # np.memmap runs Python-level __getitem__ / __array_finalize__ on every call,
+            # ~19 us of a request's co-engagement lookup (3 gathers) at 1M posts.
+            arrays[name] = np.asarray(arr)
         optional = path / contract.POST_MEMBER_ENGAGERS_FILE
         if optional.is_file():
             arr = np.load(optional, mmap_mode="r", allow_pickle=False)
             if arr.dtype.kind not in "iu" or arr.shape != (len(arrays[contract.POST_IDS_FILE]),):
                 raise BundleError(f"{path}: {optional.name} has dtype {arr.dtype} and shape {arr.shape}")
-            arrays[optional.name] = arr
+            arrays[optional.name] = np.asarray(arr)
         scorer = LinearScorer.from_json((path / contract.SCORER_FILE).read_text())
-        index = _read_index(path / contract.INDEX_FILE)
+        raw_index = post_index.read_faiss(path / contract.INDEX_FILE)
     except (ValueError, OSError, RuntimeError) as exc:
         raise BundleError(f"{path}: {exc}") from None
     n_users, n_posts, n_comm = (
@@ -234,8 +227,10 @@ def load_bundle(path: Path, verify: bool = True) -> Bundle:
     for name, shape in checks.items():
         if arrays[name].shape != shape:
             raise BundleError(f"{path}: {name} has shape {arrays[name].shape}, expected {shape}")
-    if index.d != d:
-        raise BundleError(f"{path}: index dimension {index.d} != factors {d}")
+    try:
+        index = post_index.PostIndex(raw_index, d)
+    except ValueError as exc:
+        raise BundleError(f"{path}: {exc}") from None
     id_indexes = _id_indexes(path, arrays)
     community_ids = arrays[contract.COMMUNITY_IDS_FILE].tolist()
     a_user = np.asarray(arrays[contract.AFFINITY_USER_FILE])
@@ -283,11 +278,9 @@ def _id_indexes(path: Path, arrays: dict[str, np.ndarray]) -> dict[str, tuple[np
     return out
 
 
-def _recent_by_community(index, arrays: dict[str, np.ndarray]) -> dict[int, np.ndarray]:
+def _recent_by_community(index: post_index.PostIndex, arrays: dict[str, np.ndarray]) -> dict[int, np.ndarray]:
     """In-network candidates: the indexed (servable) posts of each community, newest first."""
-    import faiss
-
-    rows = faiss.vector_to_array(index.id_map).astype(np.int64) if hasattr(index, "id_map") else np.arange(index.ntotal)
+    rows = index.rows()
     comm = np.asarray(arrays[contract.POST_COMMUNITY_FILE])[rows]
     created = np.asarray(arrays[contract.POST_CREATED_AT_FILE])[rows]
     order = np.lexsort((-created, comm))

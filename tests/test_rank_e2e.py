@@ -36,9 +36,7 @@ def visible_affinities(bundle, user_id: str, now: float, max_age_days: float = 1
     member = set(
         np.asarray(b[contract.MEMBERSHIP_COMMUNITY_FILE])[np.asarray(b[contract.MEMBERSHIP_USER_FILE]) == u].tolist()
     )
-    import faiss
-
-    rows = faiss.vector_to_array(b.index.id_map)
+    rows = b.index.rows()
     comm = np.asarray(b[contract.POST_COMMUNITY_FILE])[rows]
     private = np.asarray(b[contract.COMMUNITY_PRIVATE_FILE])[comm]
     fresh = np.asarray(b[contract.POST_CREATED_AT_FILE])[rows] >= now - max_age_days * 86400

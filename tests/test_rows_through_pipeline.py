@@ -10,7 +10,7 @@ from core import contract
 from core.ids import IdList, RowLookup, id_index
 from service.pipeline import RankContext, RankQuery
 from service.stages.hydrate import lookup_rows, resolve_rows
-from service.stages.retrieve import UNRESOLVED, add_rows
+from service.stages.retrieve import ANN_MARGIN, UNRESOLVED, add_nearest, add_rows
 
 
 class _Ids:
@@ -51,6 +51,50 @@ def test_add_rows_stops_at_k_even_when_already_full():
     assert list(found) == ["p0", "p1"]
     add_rows(found, b, np.array([0, 1, 2, 3]), k=3)  # the repeats cost a second, shorter pass
     assert list(found.items()) == [("p0", 0), ("p1", 1), ("p2", 2)]
+
+
+def _ivf(n: int = 4000, d: int = 8):
+    """A real IVF index over random vectors, ids = rows (as the bundle's)."""
+    import faiss
+
+    rng = np.random.default_rng(4)
+    vectors = rng.normal(size=(n, d)).astype(np.float32)
+    ivf = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, 16, faiss.METRIC_INNER_PRODUCT)
+    ivf.train(vectors)
+    ivf.nprobe = 4
+    index = faiss.IndexIDMap(ivf)
+    index.add_with_ids(vectors, np.arange(n, dtype=np.int64))
+    return index, rng.normal(size=d).astype(np.float32)
+
+
+def _one_search(found: dict, b, index, vec, k: int) -> dict:
+    found = dict(found)
+    _, labels = index.search(vec[None, :], k)
+    add_rows(found, b, labels[0][labels[0] >= 0], k)
+    return found
+
+
+def test_add_nearest_equals_one_search_for_k_with_little_overlap():
+    index, vec = _ivf()
+    b = _Ids([f"p{i}" for i in range(index.ntotal)])
+    found = {f"x{i}": UNRESOLVED for i in range(300)}  # in-network candidates, not in FAISS
+    got = dict(found)
+    add_nearest(got, index, b, vec, 500)
+    assert list(got.items()) == list(_one_search(found, b, index, vec, 500).items())
+
+
+def test_add_nearest_searches_again_for_k_when_the_margin_is_short():
+    """More of FAISS's nearest already found than the margin allows: the answer is still
+    exactly one search for k (order included)."""
+    index, vec = _ivf()
+    b = _Ids([f"p{i}" for i in range(index.ntotal)])
+    _, labels = index.search(vec[None, :], 500)
+    overlap = labels[0][: 100 + ANN_MARGIN]  # FAISS's nearest, already candidates
+    found = {f"p{r}": int(r) for r in overlap} | {f"x{i}": UNRESOLVED for i in range(200)}
+    got = dict(found)
+    add_nearest(got, index, b, vec, 500)
+    assert len(got) == 500
+    assert list(got.items()) == list(_one_search(found, b, index, vec, 500).items())
 
 
 def test_resolve_rows_takes_the_records_row_and_minus_one_without_a_record():
