@@ -87,13 +87,10 @@ class EventColumns:
     ts: np.ndarray  # int64
     count: np.ndarray | None  # float32; None: the table has no weight column
     frame: object = None  # the same events as a Spark DataFrame, when Spark read them
-    # Set by a reader that returns only the positive events (the Spark engine's): whether
-    # the whole table has a positive kind, which the arrays alone can no longer tell.
+    # A reader that returns only the positive events (the Spark engine's) says so, and
+    # whether the whole table has a positive kind, which those arrays can no longer tell.
+    positive_only: bool = False
     has_positive_kind: bool | None = None
-
-    @property
-    def positive_only(self) -> bool:
-        return self.has_positive_kind is not None
 
 
 def kind_weights(has_positive_kind: bool) -> np.ndarray:

@@ -195,6 +195,7 @@ def read_events_on_spark(data_dir: Path, post_index: dict[str, int], users: dict
         ts=cols.column("ts").to_numpy().astype(np.int64),
         count=cols.column("count").to_numpy().astype(np.float32) if "weight" in present else None,
         frame=indexed.drop(FILE, POS),
+        positive_only=True,
         has_positive_kind=has_positive_kind,
     )
 
