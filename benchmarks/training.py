@@ -96,6 +96,7 @@ def stages(data: Path, engine: str) -> dict:
     """The stages an engine replaces, timed in this process (run in a fresh one per engine)."""
     from training.als import fit_community_als
     from training.embeddings import post_embeddings
+    from training.event_times import event_times
     from training.params import AlsParams, TrainParams
     from training.split import split_events
     from training.state import state_as_of
@@ -113,8 +114,10 @@ def stages(data: Path, engine: str) -> dict:
     als = fit_community_als(ds, state, AlsParams(engine=engine))
     post_embeddings(ds, als)
     out["als_and_post_vectors_s"] = round(time.perf_counter() - t, 1)
-    out["events"] = int(len(ds.e_ts))
-    out["train_events"] = int(split.train.sum())
+    times = event_times(ds)  # every event (the Spark engine's driver holds the positive ones)
+    out["events"] = times.count
+    out["train_events"] = times.count_before(split.split_ts)
+    out["events_on_driver"] = int(len(ds.e_ts))
     out["peak_rss_mb_python"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     return out
 

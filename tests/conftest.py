@@ -187,9 +187,17 @@ def assert_same_dataset(a, b) -> None:
 
     for field in dataclasses.fields(a):
         x, y = getattr(a, field.name), getattr(b, field.name)
-        if field.name == "events_frame":
+        if field.name in ("events_frame", "event_times"):
             continue
         if isinstance(x, np.ndarray):
             assert x.dtype == y.dtype and np.array_equal(x, y), field.name
         else:
             assert x == y, field.name
+
+
+def positive_events(ds):
+    """ds with only its positive events in the e_* arrays: what the Spark engine's driver
+    holds (training/spark/load.py), in the same order."""
+    keep = ds.event_weights() > 0
+    cut = {name: getattr(ds, name)[keep] for name in ("e_user", "e_post", "e_kind", "e_ts", "e_count")}
+    return dataclasses.replace(ds, **cut, events_positive_only=True)

@@ -1,9 +1,9 @@
 """The Spark engine (local[2], one shared session): it loads exactly the Dataset the default
-engine loads, from CSV and from a lake's Parquet files, rejects a bad cell in the same
-words, aggregates the ALS matrix and the state's per-post and per-user arrays as the
-default engine does, and trains a bundle of the
-same format whose pipeline ranks as well as the default engine's (paired, on the same
-users)."""
+engine loads, from CSV and from a lake's Parquet files (its driver holding only the
+positive events), rejects a bad cell in the same words, splits at the same times,
+aggregates the ALS matrix and the state's per-post and per-user arrays as the default
+engine does, and trains a bundle of the same format whose pipeline ranks as well as the
+default engine's (paired, on the same users)."""
 
 from __future__ import annotations
 
@@ -14,14 +14,17 @@ import pytest
 
 from core import contract
 from core.bundle import load_bundle
-from tests.conftest import assert_same_dataset
+from tests.conftest import assert_same_dataset, positive_events
 from training.als import fit_community_als
 from training.csvio import DataError
+from training.evaluate import DAY
+from training.event_times import EventTimes
 from training.gate import compare_on_candidate
 from training.load import load_dataset
 from training.params import AlsParams, EvalParams, ScorerParams, TrainParams
 from training.reevaluate import reevaluate
 from training.spark.load import load_dataset_on_spark
+from training.split import adaptive_inner_split, auto_split_points, scorer_windows, split_events
 from training.state import log_aggregates, state_as_of
 from training.train import train
 
@@ -31,11 +34,47 @@ def spark_loaded(spark, tiny_data):
     return load_dataset_on_spark(tiny_data)
 
 
-def test_spark_loads_the_same_dataset_from_csv_and_from_parquet(spark, spark_loaded, tiny_data, tiny_parquet):
-    default = load_dataset(tiny_data)
-    assert_same_dataset(default, spark_loaded)
-    assert_same_dataset(default, load_dataset_on_spark(tiny_parquet))
-    assert spark_loaded.events_frame.count() == len(default.e_ts)  # the events stay on Spark for the fits
+@pytest.fixture(scope="module")
+def default_loaded(tiny_data):
+    return load_dataset(tiny_data)
+
+
+def test_spark_loads_the_same_dataset_from_csv_and_from_parquet(spark, spark_loaded, default_loaded, tiny_parquet):
+    """The same Dataset, but for the events on the driver: only the positive ones (every
+    event stays on Spark, where the state, the ALS matrix and the split count them)."""
+    default = default_loaded
+    assert spark_loaded.events_positive_only and 0 < len(spark_loaded.e_ts) < len(default.e_ts) / 2
+    assert_same_dataset(positive_events(default), spark_loaded)
+    assert_same_dataset(positive_events(default), load_dataset_on_spark(tiny_parquet))
+    assert spark_loaded.events_frame.count() == len(default.e_ts)
+    with pytest.raises(ValueError, match="needs every event"):
+        state_as_of(spark_loaded, int(default.e_ts[-1]), True)  # numpy over the positive events alone: refused
+
+
+def test_spark_splits_at_the_same_times_from_every_event(spark_loaded, default_loaded):
+    """The split's decisions count every event (views too): Spark's answers are the
+    event columns' answers, so both engines split, pick split points, size the inner
+    split and the scorer windows, and choose the index window alike."""
+    here, there = EventTimes(default_loaded), spark_loaded.event_times
+    n = here.count
+    assert (there.count, there.first_ts, there.end_ts) == (n, here.first_ts, here.end_ts)
+    for k in (0, 1, n // 3, int(n * 0.8), n - 2, n - 1):
+        assert there.kth(k) == here.kth(k), k
+    for ts in (here.first_ts, here.kth(n // 2), here.kth(n // 2) + 1, here.end_ts):
+        assert there.count_before(ts) == here.count_before(ts), ts
+    np.testing.assert_array_equal(there.first_seen(), here.first_seen())
+    assert there.fresh_share(here.kth(int(n * 0.8)), 7.0) == here.fresh_share(here.kth(int(n * 0.8)), 7.0)
+    longest = int(7 * DAY)
+    splits = [split_events(ds, 0.2) for ds in (default_loaded, spark_loaded)]
+    assert (splits[0].split_ts, splits[0].end_ts) == (splits[1].split_ts, splits[1].end_ts)
+    assert [auto_split_points(ds, s, longest, 2000) for ds, s in zip((default_loaded, spark_loaded), splits)] == [
+        auto_split_points(default_loaded, splits[0], longest, 2000)
+    ] * 2
+    inner = [adaptive_inner_split(ds, s, longest, 300) for ds, s in zip((default_loaded, spark_loaded), splits)]
+    assert (inner[0].split_ts, inner[0].end_ts) == (inner[1].split_ts, inner[1].end_ts)
+    windows = [scorer_windows(ds, s, DAY, 8) for ds, s in zip((default_loaded, spark_loaded), splits)]
+    assert [(w.split_ts, w.end_ts) for w in windows[0]] == [(w.split_ts, w.end_ts) for w in windows[1]]
+    assert len(windows[0]) > 1
 
 
 def test_spark_rejects_a_bad_cell_in_the_default_readers_words(spark, tiny_parquet, tmp_path):
@@ -87,15 +126,15 @@ def test_spark_names_a_bad_csv_row_as_the_default_reader_does(spark, tiny_data, 
     assert errors[1].startswith(f"{data}/events.csv: {message}")
 
 
-def test_the_als_matrix_is_aggregated_on_spark_as_the_default_engine_does(spark_loaded, tiny_data):
-    ds = spark_loaded
+def test_the_als_matrix_is_aggregated_on_spark_as_the_default_engine_does(spark_loaded, default_loaded):
+    ds = default_loaded
     state = state_as_of(ds, int(ds.e_ts[int(len(ds.e_ts) * 0.8)]), ds.memberships_derived)
     params = AlsParams(factors=8, iterations=3)
     here = fit_community_als(ds, state, params)
-    there = fit_community_als(ds, state, AlsParams(factors=8, iterations=3, engine="spark"))
+    there = fit_community_als(spark_loaded, state, AlsParams(factors=8, iterations=3, engine="spark"))
     # The same fit from the events sent over from numpy (a Dataset the default loader
     # read): bit for bit, as make evaluate's refit of a later split point must be.
-    again = fit_community_als(load_dataset(tiny_data), state, AlsParams(factors=8, iterations=3, engine="spark"))
+    again = fit_community_als(ds, state, AlsParams(factors=8, iterations=3, engine="spark"))
     np.testing.assert_array_equal(again.user_factors, there.user_factors)
     np.testing.assert_array_equal(again.post_factors, there.post_factors)
     # each post's summed engager confidence comes from the aggregated matrix alone
@@ -108,17 +147,17 @@ def test_the_als_matrix_is_aggregated_on_spark_as_the_default_engine_does(spark_
 
 
 @pytest.mark.parametrize("variant", ["as loaded", "fractional counts, derived memberships"])
-def test_the_state_is_aggregated_on_spark_as_numpy_computes_it(spark_loaded, variant):
+def test_the_state_is_aggregated_on_spark_as_numpy_computes_it(spark_loaded, default_loaded, variant):
     """Every per-post and per-user array of the state, and the bundle's member engager
     counts, from Spark aggregations against the numpy ones (training/spark/state.py says
     which may differ in the last float32 bits, and why)."""
-    ds = spark_loaded
+    ds, on_spark = default_loaded, spark_loaded
     if variant != "as loaded":  # weights that are not whole numbers; the events sent over from numpy
         counts = np.random.default_rng(7).uniform(0.1, 3.0, len(ds.e_ts)).astype(np.float32)
-        ds = dataclasses.replace(ds, e_count=counts, memberships_derived=True, events_frame=None)
+        ds = on_spark = dataclasses.replace(ds, e_count=counts, memberships_derived=True, events_frame=None)
     as_of = int(ds.e_ts[int(len(ds.e_ts) * 0.8)])
     here = state_as_of(ds, as_of, ds.memberships_derived, 6.0)
-    there = state_as_of(ds, as_of, ds.memberships_derived, 6.0, engine="spark")
+    there = state_as_of(on_spark, as_of, ds.memberships_derived, 6.0, engine="spark")
     assert len(here.m_user) > 0 and (here.history >= 0).any() and here.hot.any()
     for name in ("m_user", "m_community", "m_role", "community_size", "history"):
         a, b = getattr(here, name), getattr(there, name)
@@ -132,7 +171,7 @@ def test_the_state_is_aggregated_on_spark_as_numpy_computes_it(spark_loaded, var
         np.testing.assert_array_equal(V.data, W.data)
     else:  # numpy sums these in float32
         np.testing.assert_allclose(V.data, W.data, rtol=1e-6)
-    engagers = log_aggregates(ds, as_of, "spark").member_engagers(there)
+    engagers = log_aggregates(on_spark, as_of, "spark").member_engagers(there)
     assert engagers.dtype == np.int32 and engagers.any()
     np.testing.assert_array_equal(engagers, log_aggregates(ds, as_of).member_engagers(here))
 

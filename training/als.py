@@ -52,6 +52,7 @@ def interaction_matrix(
     ds: Dataset, train_mask: np.ndarray, state: WorldState, community_share: float = 0.5
 ) -> sp.csr_matrix:
     """users x [communities | posts] confidence (before alpha), from events under train_mask."""
+    ds.require_every_event("the ALS matrix (hides and reports lower a net)")
     w = ds.event_weights()[train_mask]
     users = ds.e_user[train_mask]
     posts = ds.e_post[train_mask]

@@ -33,19 +33,12 @@ MIN_RECALL = 0.95
 SEARCH_K = 500  # the service's default candidates per request
 
 
-def fresh_engagement_share(created_at: np.ndarray, e_post: np.ndarray, e_ts: np.ndarray, window_days: float) -> float:
-    """Share of engagements that land on posts younger than the window at event time."""
-    if len(e_post) == 0:
-        return 0.0
-    age = e_ts - created_at[e_post]
-    return float(np.mean(age <= window_days * DAY))
-
-
 def age_window(
-    created_at: np.ndarray, deleted: np.ndarray, e_post: np.ndarray, e_ts: np.ndarray, window_days: float, end_ts: int
+    created_at: np.ndarray, deleted: np.ndarray, share: float, window_days: float, end_ts: int
 ) -> tuple[float | None, str]:
-    """The age window to index by (None: all non-deleted posts), and why."""
-    share = fresh_engagement_share(created_at, e_post, e_ts, window_days)
+    """The age window to index by (None: all non-deleted posts), and why. share: of the
+    training events, those on posts younger than the window at event time
+    (training/event_times.py fresh_share)."""
     if share < FEED_SHARE:
         return None, (
             f"catalogue-like data: {share:.0%} of training engagement is on posts younger than "

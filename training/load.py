@@ -87,6 +87,19 @@ class EventColumns:
     ts: np.ndarray  # int64
     count: np.ndarray | None  # float32; None: the table has no weight column
     frame: object = None  # the same events as a Spark DataFrame, when Spark read them
+    # A reader that returns only the positive events (the Spark engine's) says so, and
+    # whether the whole table has a positive kind, which those arrays can no longer tell.
+    positive_only: bool = False
+    has_positive_kind: bool | None = None
+
+
+def kind_weights(has_positive_kind: bool) -> np.ndarray:
+    """The confidence weight of each kind for this log: schema.KIND_WEIGHT, with views
+    counted as positive when the log has no positive kind at all (play counts)."""
+    weights = schema.KIND_WEIGHT.copy()
+    if not has_positive_kind:
+        weights[schema.KIND_CODE["view"]] = 1.0
+    return weights
 
 
 def read_events(data_dir: Path, post_index: dict[str, int], users: dict[str, int]) -> EventColumns:
@@ -159,9 +172,9 @@ def load_dataset(data_dir: Path, events_reader=read_events) -> schema.Dataset:
     else:
         notes.append("events carry counts in 'weight': confidence grows with log(1 + count)")
     e_user, e_post, e_kind, e_ts, e_count = ev.user, ev.post, ev.kind, ev.ts, ev.count
-    kind_weight = schema.KIND_WEIGHT.copy()
-    if not np.isin(e_kind, schema.POSITIVE_KINDS).any():
-        kind_weight[schema.KIND_CODE["view"]] = 1.0
+    has_positive_kind = ev.has_positive_kind if ev.positive_only else bool(np.isin(e_kind, schema.POSITIVE_KINDS).any())
+    kind_weight = kind_weights(has_positive_kind)
+    if not has_positive_kind:
         notes.append("no like/comment/share/save events: views count as positive engagement (implicit feedback log)")
 
     derived = not table_exists(data_dir, schema.MEMBERSHIPS_CSV)
@@ -212,4 +225,5 @@ def load_dataset(data_dir: Path, events_reader=read_events) -> schema.Dataset:
         kind_weight=kind_weight,
         post_members_only=members_only,
         events_frame=ev.frame,
+        events_positive_only=ev.positive_only,
     )

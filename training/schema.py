@@ -78,6 +78,12 @@ class Dataset:
     # The events as a Spark DataFrame (user, post, kind, ts, count; indices and codes as
     # above) when the Spark engine read them: its ALS fits aggregate there, not from the arrays.
     events_frame: object = None
+    # True when the e_* arrays hold only the positive events (event_weights() > 0): the
+    # Spark engine's driver, whose numpy stages read no others; the state and the ALS
+    # matrix, which need every event, are then computed from events_frame, and the
+    # split's counts from event_times (training/event_times.py).
+    events_positive_only: bool = False
+    event_times: object = None  # training/event_times.py; None: from the e_* arrays
 
     @property
     def n_users(self) -> int:
@@ -93,6 +99,15 @@ class Dataset:
 
     def event_weights(self) -> np.ndarray:
         return self.kind_weight[self.e_kind] * self.e_count
+
+    def require_every_event(self, what: str) -> None:
+        """For numpy code that reads views and negative events too: a Dataset holding only
+        the positive events (events_positive_only) would give it wrong numbers, silently."""
+        if self.events_positive_only:
+            raise ValueError(
+                f"{what} needs every event; this Dataset's driver holds only the positive ones "
+                "(the Spark engine's): compute it with engine='spark'"
+            )
 
     def community_size(self) -> np.ndarray:
         return np.bincount(self.m_community, minlength=self.n_communities).astype(np.int32)

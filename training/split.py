@@ -8,6 +8,11 @@ explicit `split_at`. Further split points follow one longest window apart while 
 remains. The inner split, where baselines are tuned and the scorer is fitted, is the
 same protocol one longest window before the first split point; the scorer may pool
 earlier windows of the same length too (scorer_windows).
+
+Every decision here counts all the events (views and negatives too), through
+training/event_times.py, so it is the same whether the driver holds every event (the
+default engine) or only the positive ones (the Spark engine). The masks are over the
+events the driver holds, and every stage that reads them reads their positive events.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from training.csvio import DataError
+from training.event_times import event_times
 from training.schema import Dataset
 
 # An inner window is used while the fit before it still sees this share of the training
@@ -34,9 +40,10 @@ class TimeSplit:
 
 def split_events(ds: Dataset, test_fraction: float = 0.2, split_at: int | None = None) -> TimeSplit:
     """Train on events before the split, evaluate on those from it."""
-    if len(ds.e_ts) == 0:
+    times = event_times(ds)
+    if times.count == 0:
         raise DataError("events.csv: no events, nothing to train on")
-    lo, hi = int(ds.e_ts.min()), int(ds.e_ts.max()) + 1
+    lo, hi = times.first_ts, times.end_ts
     if hi - lo < 2:
         raise DataError(
             f"events.csv: column 'ts': every event has the same time ({lo}); a time split needs event times"
@@ -48,8 +55,8 @@ def split_events(ds: Dataset, test_fraction: float = 0.2, split_at: int | None =
     elif test_fraction <= 0:
         split_ts = hi
     else:
-        # ds.e_ts is sorted: the first event of the newest test_fraction starts the evaluation.
-        split_ts = int(ds.e_ts[min(len(ds.e_ts) - 1, int(len(ds.e_ts) * (1 - test_fraction)))])
+        # The first event of the newest test_fraction (by event count) starts the evaluation.
+        split_ts = times.kth(min(times.count - 1, int(times.count * (1 - test_fraction))))
         split_ts = max(split_ts, lo + 1)
     train = ds.e_ts < split_ts
     return TimeSplit(split_ts=split_ts, end_ts=hi, train=train, test=~train)
@@ -80,8 +87,7 @@ def auto_split_points(ds: Dataset, split: TimeSplit, step_s: int, max_users: int
     engagement in the window on a post older than the point, and any event before it,
     capped at max_users); evaluation then counts exactly."""
     candidates = split_points(split, AUTO_MAX_POINTS, step_s)
-    first_seen = np.full(ds.n_users, np.iinfo(np.int64).max, dtype=np.int64)
-    np.minimum.at(first_seen, ds.e_user, ds.e_ts)  # e_ts is sorted, but users interleave
+    first_seen = event_times(ds).first_seen()  # any event counts, not only positive ones
     positive = ds.event_weights() > 0
     chosen, judged = [], 0
     for t in candidates:
@@ -97,8 +103,7 @@ def auto_split_points(ds: Dataset, split: TimeSplit, step_s: int, max_users: int
 def inner_split(ds: Dataset, split: TimeSplit, length_s: int) -> TimeSplit:
     """The protocol replayed inside the training data: train before split_ts - length_s,
     judge on [split_ts - length_s, split_ts)."""
-    lo = int(ds.e_ts.min())
-    inner = max(lo + 1, split.split_ts - length_s)
+    inner = max(event_times(ds).first_ts + 1, split.split_ts - length_s)
     train = ds.e_ts < inner
     return TimeSplit(split_ts=inner, end_ts=split.split_ts, train=train, test=split.train & ~train)
 
@@ -111,6 +116,7 @@ def adaptive_inner_split(
     having engaged before it: on sparse logs a week holds too few users to tune or fit
     anything."""
     positive = ds.event_weights() > 0
+    times = event_times(ds)
     inner = inner_split(ds, split, length_s)
     for _ in range(max_doublings):
         active = np.unique(ds.e_user[inner.test & positive])
@@ -118,7 +124,7 @@ def adaptive_inner_split(
         if len(np.intersect1d(active, known)) >= min_users:
             break
         wider = inner_split(ds, split, length_s * 2)
-        if wider.train.sum() < 0.5 * split.train.sum():
+        if times.count_before(wider.split_ts) < 0.5 * times.count_before(split.split_ts):
             break  # the fit before it would lose more than half the training events
         length_s *= 2
         inner = wider
@@ -130,12 +136,15 @@ def scorer_windows(ds: Dataset, split: TimeSplit, length_s: int, count: int) -> 
     [split - length, split), then the one before it, and so on, while the fit before a
     window keeps SCORER_MIN_FIT_SHARE of the training events."""
     windows: list[TimeSplit] = []
+    times = event_times(ds)
     end = split.split_ts
     while len(windows) < count:
         start = end - length_s
-        train = ds.e_ts < start
-        if start <= int(ds.e_ts.min()) or train.sum() < SCORER_MIN_FIT_SHARE * split.train.sum():
+        if start <= times.first_ts or times.count_before(start) < SCORER_MIN_FIT_SHARE * times.count_before(
+            split.split_ts
+        ):
             break
+        train = ds.e_ts < start
         windows.append(TimeSplit(split_ts=start, end_ts=end, train=train, test=~train & (ds.e_ts < end)))
         end = start
     return windows

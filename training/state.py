@@ -197,6 +197,7 @@ class LogAggregates:
     aggregations; state_as_of assembles the state from either."""
 
     def __init__(self, ds: schema.Dataset, as_of: int):
+        ds.require_every_event("the state (views and negatives are counted)")
         self.ds, self.as_of, self.before = ds, as_of, ds.e_ts < as_of
 
     def memberships(self) -> tuple[np.ndarray, np.ndarray]:

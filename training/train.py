@@ -34,6 +34,7 @@ from training.evaluate import (
     pick_users,
     target_matrix,
 )
+from training.event_times import event_times
 from training.features import CandidateSource, Model, seen_matrix
 from training.index import age_window, build_index, servable_rows
 from training.load import load_dataset
@@ -198,7 +199,11 @@ def train(data_dir: Path, models_dir: Path, params: TrainParams, progress: bool 
     data_dir, models_dir = Path(data_dir), Path(models_dir)
     clock.log(f"loading {data_dir}" + (" (events on Spark)" if params.als.engine == "spark" else ""))
     ds = load_on_engine(data_dir, params.als.engine)
-    clock.done("load", f"{ds.n_users} users, {ds.n_communities} communities, {ds.n_posts} posts, {len(ds.e_ts)} events")
+    clock.done(
+        "load",
+        f"{ds.n_users} users, {ds.n_communities} communities, {ds.n_posts} posts, {event_times(ds).count} events"
+        + (f" ({len(ds.e_ts)} positive ones on the driver)" if ds.events_positive_only else ""),
+    )
     for note in ds.notes:
         clock.log(f"note: {note}")
 
@@ -209,18 +214,14 @@ def train(data_dir: Path, models_dir: Path, params: TrainParams, progress: bool 
     else:
         points_ts = auto_split_points(ds, split, longest_s, params.eval.max_users)
     inner = adaptive_inner_split(ds, split, longest_s, MIN_INNER_USERS)
-    window, why = age_window(
-        ds.post_created_at,
-        ds.post_deleted,
-        ds.e_post[split.train],
-        ds.e_ts[split.train],
-        params.index_window_days,
-        split.end_ts,
-    )
+    times = event_times(ds)  # every event, wherever they are held (training/event_times.py)
+    share = times.fresh_share(split.split_ts, params.index_window_days)
+    window, why = age_window(ds.post_created_at, ds.post_deleted, share, params.index_window_days, split.end_ts)
     notes = ds.notes + [why]
     clock.done(
         "split",
-        f"at {split.split_ts}: {int(split.train.sum())} train / {int(split.test.sum())} test events; "
+        f"at {split.split_ts}: {times.count_before(split.split_ts)} train / "
+        f"{times.count - times.count_before(split.split_ts)} test events; "
         f"split points {points_ts}; inner split at {inner.split_ts}; {why}",
     )
 

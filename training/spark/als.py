@@ -4,7 +4,9 @@ Same matrix as training/als.py: users x [communities | posts], a post column hol
 user's net engagement (kept when positive), a community column the engagement summed over
 its posts plus the membership prior, at community_share; value log(1 + net). The
 aggregation (group by user and column, sum, keep the positive nets) runs on Spark over
-the events before the state's time, and so does each post's summed engager confidence.
+the events before the state's time, and so does each post's summed engager confidence;
+both sums add each group's values in a fixed order (spark/sums.py), so a recomputation
+gives the same bits.
 
 Two rules differ between the libraries and are matched here:
 - Confidence. implicit weighs a pair by c = alpha * value; MLlib by c = 1 + alpha * r.
@@ -31,6 +33,7 @@ from training.params import AlsParams
 from training.schema import Dataset
 from training.spark.frames import event_weight, events_frame, pairs_frame, post_community_frame
 from training.spark.session import partitions, spark_session
+from training.spark.sums import ordered_sum
 from training.state import WorldState
 
 MIN_RATING = 1e-6  # MLlib reads a rating <= 0 as "not preferred"; this keeps c at 1
@@ -51,7 +54,8 @@ def _matrix(spark, ds: Dataset, state: WorldState, share: float):
     n_c = ds.n_communities
 
     def positive_nets(frame, column):
-        net = frame.groupBy("user", column).agg(F.sum("w").alias("net")).where(F.col("net") > 0)
+        # In a fixed order: fractional counts make the nets non-integer (spark/sums.py).
+        net = frame.groupBy("user", column).agg(ordered_sum(F.col("w")).alias("net")).where(F.col("net") > 0)
         return net.select("user", F.col(column).alias("column"), F.log1p("net").alias("value"))
 
     posts = positive_nets(before, "post").select("user", (F.col("column") + n_c).alias("column"), "value")
@@ -106,7 +110,7 @@ def fit_community_als_on_spark(ds: Dataset, state: WorldState, params: AlsParams
     weights = (
         matrix.where(F.col("column") >= n_c)
         .groupBy("column")
-        .agg(F.sum(params.alpha * F.col("value") - 1.0).alias("w"))
+        .agg(ordered_sum(params.alpha * F.col("value") - 1.0).alias("w"))  # logs: never whole (spark/sums.py)
         .toArrow()
     )
     matrix.unpersist()

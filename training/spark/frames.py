@@ -25,9 +25,14 @@ def event_weight(ds: Dataset):
     """ds.event_weights() as a column: the kind's weight times the count, a float32
     product as numpy computes it (the double product of two float32 values is exact, so
     rounding it to float gives numpy's float32 product bit for bit)."""
+    return kind_weighted(ds.kind_weight)
+
+
+def kind_weighted(weights: np.ndarray):
+    """event_weight with these kind weights (the loader's, before the Dataset exists)."""
     from pyspark.sql import functions as F
 
-    kind_weight = F.array(*(F.lit(float(w)) for w in ds.kind_weight))
+    kind_weight = F.array(*(F.lit(float(w)) for w in weights))
     return (F.element_at(kind_weight, F.col("kind").cast("int") + 1) * F.col("count")).cast("float")
 
 

@@ -3,11 +3,15 @@
 The small tables (posts, communities, memberships: one row per thing, not per event) are
 read by training/load.py as for the default engine; the events, the table that grows to
 billions of rows, are read here from the CSV file or the Parquet directory, every cell
-checked by the same rules, joined to the post and user rows, and handed back as the
-same index arrays (EventColumns), in the same order: new users are numbered in order of
-first appearance (files in name order, rows in file order) exactly as the default
-loader numbers them, so a Dataset is identical whichever engine loaded it. The events
-also stay on Spark (EventColumns.frame) for the ALS fits.
+checked by the same rules, joined to the post and user rows, and indexed: new users are
+numbered in order of first appearance (files in name order, rows in file order) exactly
+as the default loader numbers them. All the events stay on Spark (EventColumns.frame),
+where the state, the ALS matrix and the split's counts are computed; only the positive
+events (event weight > 0) come back to the driver, as the same index arrays in the same
+order (the default loader's arrays with the others left out), because they are all the
+driver's numpy stages read (seen posts, targets, histories, the baselines' fits):
+docs/training.md "What is collected to the driver". On a log of views and impressions
+that is a fraction of the events.
 
 A bad cell is found by one Spark pass; the error is then worded by re-reading that one
 file with the default engine's reader (training/load.py events_from_table), so it names
@@ -25,9 +29,11 @@ import pyarrow as pa
 from training import schema
 from training.cells import DataError
 from training.csvio import CsvTable, csv_header
-from training.load import EventColumns, events_from_table
+from training.load import EventColumns, events_from_table, kind_weights
 from training.parquetio import ParquetTable, parquet_columns, parquet_files
+from training.spark.frames import kind_weighted
 from training.spark.session import spark_session
+from training.spark.times import SparkEventTimes
 from training.tables import open_table, parquet_dir, table_kind
 
 FILE, POS = "_file", "_pos"  # where a row came from: its file, and its place in that file
@@ -170,11 +176,18 @@ def read_events_on_spark(data_dir: Path, post_index: dict[str, int], users: dict
         .select(F.col("user_id_row").alias("user"), "post", "kind", "ts", "count", FILE, POS)
         .persist(StorageLevel.MEMORY_AND_DISK)
     )
-    cols = indexed.orderBy(FILE, POS).drop(FILE, POS).toArrow()  # fills the cache the fits read
+    total = indexed.count()  # fills the cache the state, the fits and the split read
     df.unpersist()
-    if cols.num_rows == 0:
+    if total == 0:
         where = Path(data_dir) / schema.EVENTS_CSV if table_kind(data_dir, schema.EVENTS_CSV) == "csv" else None
         raise DataError(f"{where or parquet_dir(data_dir, schema.EVENTS_CSV)}: no events (nothing to train on)")
+    # Which events are positive depends on the whole table (training/load.py kind_weights).
+    positive_kinds = [int(k) for k in schema.POSITIVE_KINDS]
+    has_positive_kind = "kind" not in present or bool(
+        indexed.where(F.col("kind").isin(*positive_kinds)).limit(1).count()
+    )
+    positive = kind_weighted(kind_weights(has_positive_kind)) > 0
+    cols = indexed.where(positive).orderBy(FILE, POS).drop(FILE, POS).toArrow()
     return EventColumns(
         user=cols.column("user").to_numpy().astype(np.int32),
         post=cols.column("post").to_numpy().astype(np.int32),
@@ -182,6 +195,8 @@ def read_events_on_spark(data_dir: Path, post_index: dict[str, int], users: dict
         ts=cols.column("ts").to_numpy().astype(np.int64),
         count=cols.column("count").to_numpy().astype(np.float32) if "weight" in present else None,
         frame=indexed.drop(FILE, POS),
+        positive_only=True,
+        has_positive_kind=has_positive_kind,
     )
 
 
@@ -189,4 +204,6 @@ def load_dataset_on_spark(data_dir: Path) -> schema.Dataset:
     """training.load.load_dataset with the events read on Spark."""
     from training.load import load_dataset
 
-    return load_dataset(data_dir, events_reader=read_events_on_spark)
+    ds = load_dataset(data_dir, events_reader=read_events_on_spark)
+    ds.event_times = SparkEventTimes(ds)  # the split counts every event, which stay on Spark
+    return ds

@@ -7,15 +7,17 @@ Each method is the numpy function of the same name in training/state.py (or
 training/neighbours.py) over the events with ts < as_of, with the same rules and the
 same tie-breaks:
 - counts, memberships, histories and engager counts are integers and come out equal;
-- the sums of weights are float32 values summed in double, in Spark's order instead of
-  the log's. For the per-post counters and hotness numpy sums in double too, so their
-  float32 results are equal unless the two double sums straddle a float32 rounding
-  boundary; hotness decays each event with Java's pow where numpy uses exp2, the same
-  or one double ulp apart, which the float32 rounding absorbs. The community weights
-  numpy sums in float32 (scipy's duplicate sum), so with fractional counts they differ
-  in the last float32 bits (whole-number weights, as in the default world: equal).
-  tests/test_spark_engine.py checks all of it on a small world with whole and with
-  fractional counts.
+- the sums of weights are float32 values summed in double, each group's values in
+  ascending order (spark/sums.py: Spark's own sum adds them in arrival order, which a
+  recomputation can change) instead of the log's. For the per-post counters and hotness
+  numpy sums in double too, so their float32 results are equal unless the two double
+  sums straddle a float32 rounding boundary; hotness decays each event with Java's pow
+  where numpy uses exp2, the same or one double ulp apart, which the float32 rounding
+  absorbs. The community weights numpy sums in float32 (scipy's duplicate sum), so with
+  fractional counts they differ in the last float32 bits (whole-number weights, as in
+  the default world: equal). tests/test_spark_engine.py checks all of it on a small
+  world with whole and with fractional counts; tests/test_spark_sums.py that the arrays
+  do not depend on how the events are partitioned or ordered.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from core.scoring import MEMBER_WEIGHT
 from training import schema
 from training.spark.frames import event_weight, events_frame, pairs_frame, post_community_frame
 from training.spark.session import spark_session
+from training.spark.sums import ordered_sum
 from training.state import WorldState
 
 
@@ -73,7 +76,7 @@ class SparkLogAggregates:
         table = (
             engaged.unionByName(authored)
             .groupBy("user", "community")
-            .agg(F.sum("n").alias("n"))
+            .agg(F.sum("n").alias("n"))  # integers: exact in any order
             .where(F.col("n") >= 2)
             .orderBy("user", "community")
             .select("user", "community")
@@ -92,9 +95,10 @@ class SparkLogAggregates:
         table = (
             self.before.groupBy("post")
             .agg(
-                F.sum(F.greatest(F.col("w"), F.lit(0.0)).cast("double")).alias("positives"),
-                F.sum(F.when(negative, F.col("count")).otherwise(F.lit(0.0)).cast("double")).alias("negatives"),
-                F.sum(F.col("count").cast("double")).alias("views"),
+                # In a fixed order: counts and weights may be fractional (spark/sums.py).
+                ordered_sum(F.greatest(F.col("w"), F.lit(0.0))).alias("positives"),
+                ordered_sum(F.when(negative, F.col("count")).otherwise(F.lit(0.0))).alias("negatives"),
+                ordered_sum(F.col("count")).alias("views"),
             )
             .toArrow()
         )
@@ -108,7 +112,8 @@ class SparkLogAggregates:
         age = F.greatest(F.lit(float(self.as_of)) - F.col("ts").cast("double"), F.lit(0.0))
         # core.hotness.decayed: float64 arithmetic, each event's value rounded to float32.
         decayed = F.greatest(F.col("w"), F.lit(0.0)).cast("double") * F.pow(F.lit(2.0), -age / (half_life_h * 3600.0))
-        table = self.before.groupBy("post").agg(F.sum(decayed.cast("float").cast("double")).alias("hot")).toArrow()
+        # Never whole numbers: summed in a fixed order (spark/sums.py).
+        table = self.before.groupBy("post").agg(ordered_sum(decayed.cast("float")).alias("hot")).toArrow()
         return _per_row(table, "post", "hot", self.ds.n_posts, np.float32)
 
     def community_weight(self, m_user: np.ndarray, m_comm: np.ndarray) -> sp.csr_matrix:
@@ -122,7 +127,12 @@ class SparkLogAggregates:
         engaged = self._positive_in_communities().select("user", "community", F.col("w").cast("double").alias("w"))
         members = pairs_frame(self.spark, m_user, m_comm, w=np.full(len(m_user), MEMBER_WEIGHT, np.float64))
         # Ranked by the float32 weight the state holds, so ties are the ties numpy sees.
-        weights = engaged.unionByName(members).groupBy("user", "community").agg(F.sum("w").cast("float").alias("w"))
+        # In a fixed order: with fractional counts the weights are not whole (spark/sums.py).
+        weights = (
+            engaged.unionByName(members)
+            .groupBy("user", "community")
+            .agg(ordered_sum(F.col("w")).cast("float").alias("w"))
+        )
         heaviest = Window.partitionBy("user").orderBy(F.col("w").desc(), F.col("community"))
         table = weights.withColumn("rank", F.row_number().over(heaviest)).where(F.col("rank") <= n).toArrow()
         users = table.column("user").to_numpy().astype(np.int32)
