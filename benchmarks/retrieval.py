@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from core import contract
+from core import contract, post_index
 
 
 def _load(bundle_dir, n_queries: int, seed: int = 3):
@@ -66,7 +66,38 @@ def _candidates(n: int, full: bool, hnsw: bool) -> list[tuple[str, str, dict]]:
     out += [(f"IVF{nlist},SQ8 nprobe={p}", f"IVF{nlist},SQ8", {"nprobe": p}) for p in (16, 64)]
     if hnsw and n <= 200_000:  # building HNSW over 1M vectors costs ~25 s of the bench budget
         out += [(f"HNSW32 efSearch={ef}", "HNSW32", {"efSearch": ef}) for ef in (512, 1024)]
+    # Training's "mips-" layout (core/post_index.py): the inner product as a nearest-neighbour
+    # search on a sphere, 6 sqrt(n) half-float lists (at most n/39, as training builds it).
+    fine = min(6 * int(np.sqrt(n)), n // 39)
+    if fine >= 16:
+        probes = (24, 40, 64) if full else (40,)
+        out += [(f"mips-IVF{fine},SQfp16 nprobe={p}", f"{MIPS}IVF{fine},SQfp16", {"nprobe": p}) for p in probes]
     return out
+
+
+MIPS = "mips-"  # factory prefix: build on core.post_index.stored(vectors), search as_query
+
+
+def _build(factory: str, xb: np.ndarray):
+    """An untrained-then-trained, filled index for one candidate (ids = positions in xb)."""
+    import faiss
+
+    mips = factory.startswith(MIPS)
+    points = post_index.stored(xb) if mips else xb
+    n, d = points.shape
+    metric = faiss.METRIC_L2 if mips else faiss.METRIC_INNER_PRODUCT
+    index = faiss.index_factory(d, factory.removeprefix(MIPS), metric)
+    if not index.is_trained:
+        rng = np.random.default_rng(5)
+        nlist = faiss.extract_index_ivf(index).nlist if "IVF" in factory else 1024
+        sample = points[rng.choice(n, size=min(n, 40 * nlist), replace=False)]
+        faiss.omp_set_num_threads(2)  # building is offline: use both cores
+        index.train(sample)
+    faiss.omp_set_num_threads(2)
+    index.add(points)
+    faiss.omp_set_num_threads(1)
+    # The service searches through PostIndex, which appends the query's zero for "mips-".
+    return post_index.PostIndex(index, xb.shape[1]) if mips else index
 
 
 def run(bundle_dir, ks=(100, 500), n_queries: int = 200, full: bool = True, hnsw: bool = True, log=print) -> dict:
@@ -84,26 +115,14 @@ def run(bundle_dir, ks=(100, 500), n_queries: int = 200, full: bool = True, hnsw
     for label, factory, params in _candidates(n, full, hnsw):
         if factory not in built:
             t0 = time.perf_counter()
-            if factory == "Flat":
-                index = exact
-            else:
-                index = faiss.index_factory(d, factory, faiss.METRIC_INNER_PRODUCT)
-                if not index.is_trained:
-                    rng = np.random.default_rng(5)
-                    nlist = faiss.extract_index_ivf(index).nlist if factory.startswith("IVF") else 1024
-                    sample = xb[rng.choice(n, size=min(n, 40 * nlist), replace=False)]
-                    faiss.omp_set_num_threads(2)  # building is offline: use both cores
-                    index.train(sample)
-                faiss.omp_set_num_threads(2)
-                index.add(xb)
-                faiss.omp_set_num_threads(1)
+            index = exact if factory == "Flat" else _build(factory, xb)
             build_s = time.perf_counter() - t0
-            size_mb = len(faiss.serialize_index(index)) / 2**20
+            size_mb = len(faiss.serialize_index(getattr(index, "faiss", index))) / 2**20
             built[factory] = (index, build_s, size_mb)
             log(f"retrieval: built {factory} over {n} vectors in {build_s:.1f}s")
         index, build_s, size_mb = built[factory]
         if "nprobe" in params:
-            faiss.extract_index_ivf(index).nprobe = params["nprobe"]
+            faiss.extract_index_ivf(getattr(index, "faiss", index)).nprobe = params["nprobe"]
         if "efSearch" in params:
             faiss.downcast_index(index).hnsw.efSearch = params["efSearch"]
         row = {
