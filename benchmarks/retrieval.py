@@ -56,6 +56,9 @@ def _recall(xb: np.ndarray, xq: np.ndarray, ids: np.ndarray, kth: np.ndarray, k:
     return hits / (k * len(xq))
 
 
+MIPS = "mips-"  # factory prefix: build on core.post_index.stored(vectors), search as_query
+
+
 def _candidates(n: int, full: bool, hnsw: bool) -> list[tuple[str, str, dict]]:
     """(label, factory string, search params) to try; nlist ~ sqrt(n)."""
     nlist = int(2 ** round(np.log2(max(16, np.sqrt(n)))))
@@ -75,11 +78,8 @@ def _candidates(n: int, full: bool, hnsw: bool) -> list[tuple[str, str, dict]]:
     return out
 
 
-MIPS = "mips-"  # factory prefix: build on core.post_index.stored(vectors), search as_query
-
-
 def _build(factory: str, xb: np.ndarray):
-    """An untrained-then-trained, filled index for one candidate (ids = positions in xb)."""
+    """One candidate index, trained where it needs it and filled with xb (ids = positions in xb)."""
     import faiss
 
     mips = factory.startswith(MIPS)

@@ -38,11 +38,27 @@ from training.state import WorldState
 MAX_WEIGHT = {"negative_rate": -0.5}
 
 
-def fit_logistic(X: np.ndarray, y: np.ndarray, l2: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
-    """L2-regularised logistic regression on standardised features; (w, mean, scale, bias)."""
+def standardised(X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(mean, scale, constant) of the feature columns; a constant column (e.g. freshness
+    on an old log) keeps scale 1 and gets weight 0 after the fit."""
     mean = X.mean(axis=0)
     scale = X.std(axis=0)
-    scale[scale < 1e-6] = 1.0  # a constant feature (e.g. freshness on old logs) gets weight 0
+    constant = scale < 1e-6
+    scale[constant] = 1.0
+    return mean, scale, constant
+
+
+def minimize_bounded(loss, free_extra: int = 0) -> np.ndarray:
+    """L-BFGS-B from the policy start (MAX_WEIGHT bounds the features it names), with
+    `free_extra` unbounded parameters after the feature weights (the logistic bias)."""
+    bounds = [(None, MAX_WEIGHT.get(f)) for f in FEATURES] + [(None, None)] * free_extra
+    start = np.array([min(0.0, MAX_WEIGHT.get(f, 0.0)) for f in FEATURES] + [0.0] * free_extra)
+    return minimize(loss, start, jac=True, method="L-BFGS-B", bounds=bounds, options={"maxiter": 500}).x
+
+
+def fit_logistic(X: np.ndarray, y: np.ndarray, l2: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """L2-regularised logistic regression on standardised features; (w, mean, scale, bias)."""
+    mean, scale, constant = standardised(X)
     Z = ((X - mean) / scale).astype(np.float64)
     n, d = Z.shape
     sign = 2.0 * y - 1.0
@@ -54,12 +70,10 @@ def fit_logistic(X: np.ndarray, y: np.ndarray, l2: float) -> tuple[np.ndarray, n
         g = -sign * (1 - 1 / (1 + np.exp(-m)))  # d loss / d logit
         return value, np.concatenate([Z.T @ g + l2 * w, [g.sum()]])
 
-    bounds = [(None, MAX_WEIGHT.get(f)) for f in FEATURES] + [(None, None)]
-    start = np.array([min(0.0, MAX_WEIGHT.get(f, 0.0)) for f in FEATURES] + [0.0])
-    res = minimize(loss, start, jac=True, method="L-BFGS-B", bounds=bounds, options={"maxiter": 500})
-    w = res.x[:d].astype(np.float32)
-    w[X.std(axis=0) < 1e-6] = 0.0
-    return w, mean.astype(np.float32), scale.astype(np.float32), float(res.x[d])
+    theta = minimize_bounded(loss, free_extra=1)
+    w = theta[:d].astype(np.float32)
+    w[constant] = 0.0
+    return w, mean.astype(np.float32), scale.astype(np.float32), float(theta[d])
 
 
 def fit_softmax(
@@ -72,13 +86,10 @@ def fit_softmax(
     same, MovieLens fell from 0.184 to 0.149 NDCG@10, its heavy raters' choices
     discounted). Requests without a positive or without a negative are left out.
     (w, mean, scale, 0.0): a shift cannot change an order."""
-    mean = X.mean(axis=0)
-    scale = X.std(axis=0)
-    scale[scale < 1e-6] = 1.0
+    mean, scale, constant = standardised(X)
     _, group = np.unique(requests, return_inverse=True)
-    pos = np.bincount(group, weights=y)
-    size = np.bincount(group)
-    judged = (pos > 0) & (pos < size)  # a request without a choice to make teaches nothing
+    judged = np.bincount(group, weights=y) > 0
+    judged &= np.bincount(group, weights=1 - y) > 0  # a request without a choice teaches nothing
     rows = judged[group]
     Z = ((X[rows] - mean) / scale).astype(np.float64)
     _, g = np.unique(group[rows], return_inverse=True)
@@ -96,11 +107,8 @@ def fit_softmax(
         grad_s = n_pos[g] * e / total[g] - pos  # softmax x positives minus the positives
         return value, Z.T @ grad_s + l2 * w
 
-    bounds = [(None, MAX_WEIGHT.get(f)) for f in FEATURES]
-    start = np.array([min(0.0, MAX_WEIGHT.get(f, 0.0)) for f in FEATURES])
-    res = minimize(loss, start, jac=True, method="L-BFGS-B", bounds=bounds, options={"maxiter": 500})
-    w = res.x.astype(np.float32)
-    w[X.std(axis=0) < 1e-6] = 0.0
+    w = minimize_bounded(loss).astype(np.float32)
+    w[constant] = 0.0
     return w, mean.astype(np.float32), scale.astype(np.float32), 0.0
 
 
