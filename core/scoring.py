@@ -36,6 +36,14 @@ FEATURES = (
     # hottest post in front of this user carries over from week to week.
     "hot_in_my_communities_vs_best",  # hot_in_my_communities minus its request maximum
     "hot_vs_best",  # hot minus its request maximum
+    # Ranks within the request, log(1 + how many candidates come before): the orders of
+    # the two feeds every community platform ships, "newest in my groups" and "hot in my
+    # groups". A linear score over absolute levels cannot reproduce a pure recency order
+    # when other features vary (a 2-day-old post in the user's main group beats a 2-hour-
+    # old one elsewhere); with the ranks as features the scorer can follow either feed
+    # where the log says it is best, and mix them where not.
+    "newest_rank_in_my_communities",  # in-network candidates newer than this one (out: all of them)
+    "hot_rank_in_my_communities",  # candidates hotter in my communities than this one
 )
 FRESHNESS_HOURS = 24.0
 RATE_PRIOR_VIEWS = 5.0  # smoothing: a post with 1 view and 1 like is not a 100% post
@@ -97,6 +105,10 @@ def feature_matrix(f: FeatureInputs, requests: np.ndarray | None = None) -> np.n
     X[:, 14] = np.log1p(np.maximum(f.co_engagement, 0))
     X[:, 15] = X[:, 13] - request_max(X[:, 13], requests)
     X[:, 16] = X[:, 11] - request_max(X[:, 11], requests)
+    # Out-of-network rows rank after every in-network one (their recency is not the feed's).
+    recency = np.where(weight > 0, -age, -np.inf)
+    X[:, 17] = np.log1p(request_rank(recency, requests))
+    X[:, 18] = np.log1p(request_rank(X[:, 13], requests))
     return X
 
 
@@ -110,6 +122,26 @@ def request_max(values: np.ndarray, requests: np.ndarray | None) -> np.ndarray:
     best = np.full(len(keys), -np.inf, dtype=values.dtype)
     np.maximum.at(best, inverse, values)
     return best[inverse]
+
+
+def request_rank(values: np.ndarray, requests: np.ndarray | None) -> np.ndarray:
+    """Each row's number of rows of its request with a strictly greater value (ties share
+    a rank, so the order of rows cannot change it), as float32."""
+    n = len(values)
+    if n == 0:
+        return np.zeros(0, dtype=np.float32)
+    if requests is None:  # the service's one request: a sort and a binary search (~15 us at 500)
+        below = -np.asarray(values, dtype=np.float64)
+        return np.searchsorted(np.sort(below), below, side="left").astype(np.float32)
+    group = np.unique(requests, return_inverse=True)[1]
+    order = np.lexsort((-np.asarray(values, dtype=np.float64), group))
+    g, v = group[order], np.asarray(values, dtype=np.float64)[order]
+    at = np.arange(n)
+    group_start = np.maximum.accumulate(np.where(np.r_[True, g[1:] != g[:-1]], at, 0))
+    tie_start = np.maximum.accumulate(np.where(np.r_[True, (g[1:] != g[:-1]) | (v[1:] != v[:-1])], at, 0))
+    rank = np.empty(n, dtype=np.float32)
+    rank[order] = tie_start - group_start
+    return rank
 
 
 @dataclass

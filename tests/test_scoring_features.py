@@ -13,9 +13,11 @@ HOT = FEATURES.index("hot")
 HOT_MINE = FEATURES.index("hot_in_my_communities")
 HOT_VS_BEST = FEATURES.index("hot_vs_best")
 MINE_VS_BEST = FEATURES.index("hot_in_my_communities_vs_best")
+NEWEST_RANK = FEATURES.index("newest_rank_in_my_communities")
+HOT_RANK = FEATURES.index("hot_rank_in_my_communities")
 
 
-def inputs(hot, weight) -> FeatureInputs:
+def inputs(hot, weight, age_hours=None) -> FeatureInputs:
     n = len(hot)
     zeros = np.zeros(n, np.float32)
     return FeatureInputs(
@@ -23,7 +25,7 @@ def inputs(hot, weight) -> FeatureInputs:
         community_affinity=zeros,
         user_role=np.zeros(n, np.uint8),
         author_trust=zeros,
-        age_seconds=np.full(n, 3600.0),
+        age_seconds=np.full(n, 3600.0) if age_hours is None else 3600.0 * np.asarray(age_hours, np.float64),
         positives=zeros,
         negatives=zeros,
         views=zeros,
@@ -50,6 +52,30 @@ def test_each_request_is_relative_to_its_own_candidates_only():
     assert np.array_equal(together[0::2], first)
     assert np.array_equal(together[1::2], second)
     assert together[2, HOT_VS_BEST] == 0.0 and together[1, HOT_VS_BEST] == 0.0
+
+
+def test_rank_features_are_the_newest_and_hot_feeds_orders():
+    # Posts 0-2 are in the user's communities (ages 5, 1, 1 h); 3 and 4 are not (0.5 h).
+    hot, weight, age = [4.0, 1.0, 2.0, 9.0, 0.0], [1.0, 2.0, 1.0, 0.0, 0.0], [5.0, 1.0, 1.0, 0.5, 0.5]
+    X = feature_matrix(inputs(hot, weight, age))
+    # Newest in my groups: 1 and 2 tie first, 0 after both; outsiders after all three,
+    # however fresh.
+    assert np.allclose(X[:, NEWEST_RANK], np.log1p([2, 0, 0, 3, 3]))
+    # Hot in my groups (hot x weight: 4, 2, 2, 0, 0): 0 first, 1 and 2 tie, outsiders last.
+    assert np.allclose(X[:, HOT_RANK], np.log1p([0, 1, 1, 3, 3]))
+
+
+def test_ranks_are_taken_within_each_request_whatever_the_row_order():
+    hot, weight, age = [4.0, 1.0, 2.0, 9.0, 0.0, 3.0], [1.0, 2.0, 1.0, 0.0, 0.0, 1.0], [5.0, 1.0, 1.0, 0.5, 0.5, 2.0]
+    requests = np.array([7, 3, 7, 3, 7, 3])
+    together = feature_matrix(inputs(hot, weight, age), requests=requests)
+    order = np.random.default_rng(3).permutation(6)
+    shuffled = feature_matrix(
+        inputs(np.take(hot, order), np.take(weight, order), np.take(age, order)), requests=requests[order]
+    )
+    assert np.array_equal(shuffled, together[order])
+    alone = feature_matrix(inputs(hot[0::2], weight[0::2], age[0::2]))
+    assert np.array_equal(together[0::2], alone)
 
 
 def test_empty_request():
