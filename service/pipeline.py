@@ -20,7 +20,7 @@ from core.bundle import Bundle
 from core.neighbours import CoEngaged
 from service.errors import Cancelled, DeadlineExceeded
 from service.live_index import LiveIndex
-from service.metrics import METRICS
+from service.metrics import METRICS, Children
 
 
 @dataclass
@@ -103,6 +103,7 @@ class RankPipeline:
         # Bind metric children once: per-request label lookups cost more than the stage.
         self._timers = [METRICS.stage_latency.labels(stage=s.name) for s in stages]
         self._counts = [METRICS.stage_candidates.labels(stage=s.name) for s in stages]
+        self._filtered = Children(METRICS.filtered)  # by reason
 
     def run(self, ctx: RankContext) -> RankContext:
         for stage, timer, count in zip(self.stages, self._timers, self._counts):
@@ -117,5 +118,5 @@ class RankPipeline:
         if ctx.deadline is not None and time.monotonic() >= ctx.deadline:
             raise DeadlineExceeded("deadline passed while ranking")  # nobody is waiting for it
         for reason, n in ctx.removed.items():
-            METRICS.filtered.labels(reason=reason).inc(n)
+            self._filtered[reason].inc(n)
         return ctx
