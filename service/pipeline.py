@@ -76,6 +76,11 @@ class RankContext:
     scores: np.ndarray | None = None
     removed: Counter = field(default_factory=Counter)
     items: list[RankedItem] = field(default_factory=list)
+    # The candidates' MGET sent early (retrieve, before the FAISS search, for the
+    # candidates it had by then: `prefetched`), read by hydrate_candidates: a
+    # service.store.Pending, or the StoreUnavailable that sending it raised.
+    prefetch: object | None = None
+    prefetched: list[str] = field(default_factory=list)
 
     def take(self, idx: np.ndarray) -> None:
         """Keep the candidates at positions idx, in that order."""
@@ -89,6 +94,13 @@ class RankContext:
     @property
     def size(self) -> int:
         return len(self.rows)
+
+    def abandon_reads(self) -> None:
+        """Give back the connection of a prefetch nobody will read (the request ended
+        between retrieve and hydrate_candidates)."""
+        pending, self.prefetch = self.prefetch, None
+        if pending is not None and hasattr(pending, "abandon"):
+            pending.abandon()
 
 
 class Stage(Protocol):
@@ -106,15 +118,19 @@ class RankPipeline:
         self._filtered = Children(METRICS.filtered)  # by reason
 
     def run(self, ctx: RankContext) -> RankContext:
-        for stage, timer, count in zip(self.stages, self._timers, self._counts):
-            if ctx.deadline is not None and time.monotonic() >= ctx.deadline:
-                raise DeadlineExceeded(f"deadline passed before stage {stage.name}")
-            if ctx.is_cancelled is not None and ctx.is_cancelled():
-                raise Cancelled(f"client cancelled before stage {stage.name}")
-            t0 = time.perf_counter()
-            stage.run(ctx)
-            timer.observe(time.perf_counter() - t0)
-            count.inc(ctx.size)
+        try:
+            for stage, timer, count in zip(self.stages, self._timers, self._counts):
+                if ctx.deadline is not None and time.monotonic() >= ctx.deadline:
+                    raise DeadlineExceeded(f"deadline passed before stage {stage.name}")
+                if ctx.is_cancelled is not None and ctx.is_cancelled():
+                    raise Cancelled(f"client cancelled before stage {stage.name}")
+                t0 = time.perf_counter()
+                stage.run(ctx)
+                timer.observe(time.perf_counter() - t0)
+                count.inc(ctx.size)
+        finally:
+            if ctx.prefetch is not None:
+                ctx.abandon_reads()
         if ctx.deadline is not None and time.monotonic() >= ctx.deadline:
             raise DeadlineExceeded("deadline passed while ranking")  # nobody is waiting for it
         for reason, n in ctx.removed.items():
