@@ -51,8 +51,10 @@ class RetrieveCandidates:
         else:
             # Moderators' pins in the user's groups first; then ctx.recent lists the
             # user's communities heaviest first (hydrate_user).
-            queues = [retrieval.community_queue(ctx.hot.get(c, []), ids, rp.per_list) for c, ids in ctx.recent.items()]
-            found = dict.fromkeys(list(ctx.pinned) + retrieval.round_robin(queues, rp.in_network_cap), UNRESOLVED)
+            lists = [(ctx.hot.get(c, []), ids) for c, ids in ctx.recent.items()]
+            found = dict.fromkeys(
+                list(ctx.pinned) + retrieval.in_network(lists, rp.per_list, rp.in_network_cap), UNRESOLVED
+            )
             co = ctx.co_engaged = b.co_engaged(q.user_id)
             if co is not None:
                 add_rows(found, b, co.nearest(rp.neighbour_cap))
