@@ -348,9 +348,15 @@ def candidate_vectors(ctx: RankContext) -> np.ndarray:
     else as trained in the bundle, else (a live post the live index has not caught up
     with yet) its prior from community and author, which is exactly where it started."""
     b, rows = ctx.bundle, ctx.rows
-    vectors = np.empty((len(rows), b.index.d), dtype=np.float32)
     pending = rows < 0
-    vectors[~pending] = np.asarray(b[contract.POST_VECTORS_FILE])[rows[~pending]]
+    # One take of whole rows (row 0 standing in for the live posts, overwritten below):
+    # numpy's fancy indexing of a 2-D array by a row list, and a masked assignment of it,
+    # cost ~45 us for 500 candidates at 1M posts against ~12 us for take.
+    trained = np.asarray(b[contract.POST_VECTORS_FILE])
+    if len(trained):
+        vectors = trained.take(np.maximum(rows, 0), axis=0).astype(np.float32, copy=False)
+    else:  # no trained post (every candidate is live)
+        vectors = np.zeros((len(rows), b.index.d), dtype=np.float32)
     if ctx.live is not None and len(ctx.post_ids):
         known, live_vectors = ctx.live.vectors_for(ctx.post_ids, rows)
         vectors[known] = live_vectors
