@@ -115,3 +115,30 @@ def test_a_request_ending_after_the_prefetch_gives_its_connection_back(bundle, s
     # and the next request reads records that belong to it, not a stale reply
     ctx = rank(bundle, stages(store, prefetch=True), user)
     same(ctx, rank(bundle, stages(store, prefetch=False), user))
+
+
+def test_a_failed_send_degrades_the_request_once(bundle, store, monkeypatch):
+    """Redis refusing the early MGET (here: the circuit breaker opens between the user's
+    round trip and retrieve) degrades the request in hydrate_candidates with that reason,
+    without a second attempt, and the answer comes from the bundle's records."""
+    params = RetrievalParams(candidates=500)
+    user = bundle.user_ids[0]
+    ctx = RankContext(query=RankQuery(user_id=user, limit=10), bundle=bundle, now=bundle.data_end_ts)
+    HydrateUser(store, params).run(ctx)
+    assert not ctx.degraded
+    breaker = store.breaker
+    breaker._failures, breaker._open_until = breaker.threshold, float("inf")
+    try:
+        RetrieveCandidates(params, store=store).run(ctx)
+        assert ctx.prefetched and ctx.prefetch is not None
+
+        def again(*args, **kwargs):
+            raise AssertionError("a second read of the records")
+
+        monkeypatch.setattr(store, "read_post_records", again)
+        monkeypatch.setattr(store, "finish_post_records", again)
+        HydrateCandidates(store).run(ctx)
+    finally:
+        breaker._failures, breaker._open_until = 0, 0.0
+    assert ctx.degraded == ["redis_circuit_open"] and ctx.prefetch is None
+    assert len(ctx.posts) == ctx.size and ctx.vectors.shape[0] == ctx.size
