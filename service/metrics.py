@@ -37,6 +37,21 @@ LATENCY_BUCKETS = (
 STAGE_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5)
 
 
+class Children(dict):
+    """A labelled metric's children by label values (a value, or a tuple of them in the
+    metric's label order), each looked up once: for label values that are not fixed where
+    the metric is used, but few (variants, codes, filter reasons). Two threads creating
+    the same child get the same one (labels() is idempotent)."""
+
+    def __init__(self, metric):
+        super().__init__()
+        self.metric = metric
+
+    def __missing__(self, key):
+        child = self[key] = self.metric.labels(*key) if isinstance(key, tuple) else self.metric.labels(key)
+        return child
+
+
 class Metrics:
     def __init__(self) -> None:
         self.requests = Counter(f"{NS}_requests_total", "RPCs handled, by method and status code", ["method", "code"])

@@ -20,7 +20,7 @@ from core.bundle import Bundle
 from core.neighbours import CoEngaged
 from service.errors import Cancelled, DeadlineExceeded
 from service.live_index import LiveIndex
-from service.metrics import METRICS
+from service.metrics import METRICS, Children
 
 
 @dataclass
@@ -76,19 +76,38 @@ class RankContext:
     scores: np.ndarray | None = None
     removed: Counter = field(default_factory=Counter)
     items: list[RankedItem] = field(default_factory=list)
+    # The candidates' MGET sent early (retrieve, before the FAISS search, for the
+    # candidates it had by then: `prefetched`), read by hydrate_candidates: a
+    # service.store.Pending, or the StoreUnavailable that sending it raised.
+    prefetch: object | None = None
+    prefetched: list[str] = field(default_factory=list)
 
     def take(self, idx: np.ndarray) -> None:
-        """Keep the candidates at positions idx, in that order."""
-        self.rows = self.rows[idx]
-        self.post_ids = [self.post_ids[i] for i in idx]
+        """Keep the candidates at positions idx (ints), in that order.
+
+        take(idx, axis=0) rather than value[idx]: fancy indexing of the records and of the
+        2-D vectors costs ~5x as much (filter's take of 450 of 500: ~55 us against ~10 us
+        for the five arrays), and the ids through a list of Python ints (~12 us against
+        ~26 us iterating numpy ints)."""
+        idx = np.asarray(idx, dtype=np.intp)
+        self.rows = self.rows.take(idx)
+        post_ids = self.post_ids
+        self.post_ids = [post_ids[i] for i in idx.tolist()]
         for name in ("posts", "vectors", "features", "scores"):
             value = getattr(self, name)
             if value is not None:
-                setattr(self, name, value[idx])
+                setattr(self, name, value.take(idx, axis=0))
 
     @property
     def size(self) -> int:
         return len(self.rows)
+
+    def abandon_reads(self) -> None:
+        """Give back the connection of a prefetch nobody will read (the request ended
+        between retrieve and hydrate_candidates)."""
+        pending, self.prefetch = self.prefetch, None
+        if pending is not None and hasattr(pending, "abandon"):
+            pending.abandon()
 
 
 class Stage(Protocol):
@@ -103,19 +122,24 @@ class RankPipeline:
         # Bind metric children once: per-request label lookups cost more than the stage.
         self._timers = [METRICS.stage_latency.labels(stage=s.name) for s in stages]
         self._counts = [METRICS.stage_candidates.labels(stage=s.name) for s in stages]
+        self._filtered = Children(METRICS.filtered)  # by reason
 
     def run(self, ctx: RankContext) -> RankContext:
-        for stage, timer, count in zip(self.stages, self._timers, self._counts):
-            if ctx.deadline is not None and time.monotonic() >= ctx.deadline:
-                raise DeadlineExceeded(f"deadline passed before stage {stage.name}")
-            if ctx.is_cancelled is not None and ctx.is_cancelled():
-                raise Cancelled(f"client cancelled before stage {stage.name}")
-            t0 = time.perf_counter()
-            stage.run(ctx)
-            timer.observe(time.perf_counter() - t0)
-            count.inc(ctx.size)
+        try:
+            for stage, timer, count in zip(self.stages, self._timers, self._counts):
+                if ctx.deadline is not None and time.monotonic() >= ctx.deadline:
+                    raise DeadlineExceeded(f"deadline passed before stage {stage.name}")
+                if ctx.is_cancelled is not None and ctx.is_cancelled():
+                    raise Cancelled(f"client cancelled before stage {stage.name}")
+                t0 = time.perf_counter()
+                stage.run(ctx)
+                timer.observe(time.perf_counter() - t0)
+                count.inc(ctx.size)
+        finally:
+            if ctx.prefetch is not None:
+                ctx.abandon_reads()
         if ctx.deadline is not None and time.monotonic() >= ctx.deadline:
             raise DeadlineExceeded("deadline passed while ranking")  # nobody is waiting for it
         for reason, n in ctx.removed.items():
-            METRICS.filtered.labels(reason=reason).inc(n)
+            self._filtered[reason].inc(n)
         return ctx

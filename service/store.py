@@ -142,11 +142,43 @@ def _lists(replies: list, n: int) -> list[list[bytes]]:
     return [[] if isinstance(r, Exception) else r for r in replies]
 
 
+def _post_values(reply) -> list[bytes | None]:
+    if isinstance(reply, Exception):
+        raise StoreUnavailable("error", f"posts MGET: {reply}")
+    return reply
+
+
 def _as_dict(reply) -> dict:
     """HGETALL's reply as a dict (RESP3 answers a map; RESP2 a flat list)."""
     if isinstance(reply, dict):
         return reply
     return dict(zip(reply[::2], reply[1::2]))
+
+
+class Pending:
+    """Commands sent on a pooled connection whose replies are not read yet: the store's
+    `finish` reads them (and gives the connection back), `abandon` drops them."""
+
+    __slots__ = ("store", "op", "conn", "n", "sent_s", "end")
+
+    def __init__(self, store: FeatureStore, op: str, conn, n: int, sent_s: float, end: float):
+        self.store, self.op, self.conn, self.n = store, op, conn, n
+        self.sent_s = sent_s  # seconds the send took
+        self.end = end  # time.monotonic() by which the replies must have come
+
+    def take(self):
+        conn, self.conn = self.conn, None
+        if conn is None:
+            raise RuntimeError("replies already read or abandoned")
+        return conn
+
+    def abandon(self) -> None:
+        """Give the connection back without reading: closed first, so that the replies
+        still on their way never reach another request. Harmless once read."""
+        if self.conn is not None:
+            conn = self.take()
+            conn.disconnect()
+            self.store.client.connection_pool.release(conn)
 
 
 class FeatureStore:
@@ -186,17 +218,50 @@ class FeatureStore:
         timeout = self.budget(deadline)
         if self.cluster is not None:
             return self._cluster_round_trip(op, commands, timeout)
+        return self.finish(self._send(op, commands, timeout))
+
+    def send(self, op: str, commands: list[tuple], deadline: float | None = None) -> Pending | None:
+        """Send `commands` now and read their replies later with `finish` (or give the
+        connection up with `Pending.abandon`): Redis works on them while the caller does
+        something else. None against a Redis Cluster (its transport reads each node's
+        replies as it sends): the caller makes an ordinary round trip instead."""
+        timeout = self.budget(deadline)
+        if self.cluster is not None:
+            return None
+        return self._send(op, commands, timeout)
+
+    def _send(self, op: str, commands: list[tuple], timeout: float) -> Pending:
         if not self.breaker.allow():
             raise StoreUnavailable("circuit_open")
         pool = self.client.connection_pool
         t0 = time.perf_counter()
-        end = time.monotonic() + timeout
         conn = None
         try:
             conn = pool.get_connection()
             conn.send_packed_command([pack(commands)], check_health=False)
+        except BaseException as exc:
+            if conn is not None:
+                conn.disconnect()
+                pool.release(conn)
+            if isinstance(exc, _TRANSPORT_ERRORS):
+                raise self._failed(op, exc) from exc
+            raise
+        return Pending(self, op, conn, len(commands), time.perf_counter() - t0, time.monotonic() + timeout)
+
+    def finish(self, pending: Pending, more: list[tuple] = (), deadline: float | None = None) -> list:
+        """The replies of a sent Pending, then of `more` commands sent now on the same
+        connection (in one list). The wait for them is bounded by the pending's budget,
+        or with `more`, by a fresh one from `deadline`."""
+        t0 = time.perf_counter()
+        conn, pool, op = pending.take(), self.client.connection_pool, pending.op
+        n, end = pending.n, pending.end
+        try:
+            if more:
+                end = time.monotonic() + self.budget(deadline)
+                conn.send_packed_command([pack(more)], check_health=False)
+                n += len(more)
             replies = []
-            for _ in commands:
+            for _ in range(n):
                 left = end - time.monotonic()
                 if left <= 0:
                     raise redis.exceptions.TimeoutError("round trip budget spent")
@@ -205,22 +270,24 @@ class FeatureStore:
                 except redis.exceptions.ResponseError as exc:
                     replies.append(exc)
         except _TRANSPORT_ERRORS as exc:
-            if conn is not None:
-                conn.disconnect()  # unread replies must never reach the next request
-            self.breaker.failure()
-            self._errors[op].inc()
-            reason = "timeout" if isinstance(exc, (redis.exceptions.TimeoutError, TimeoutError)) else "error"
-            raise StoreUnavailable(reason, f"{op}: {exc.__class__.__name__}: {exc}") from exc
+            conn.disconnect()  # unread replies must never reach the next request
+            raise self._failed(op, exc) from exc
         except BaseException:
-            if conn is not None:
-                conn.disconnect()
+            conn.disconnect()
             raise
         finally:
-            if conn is not None:
-                pool.release(conn)
+            pool.release(conn)
         self.breaker.success()
-        self._latency[op].observe(time.perf_counter() - t0)
+        # The time the request spent on Redis: sending, then waiting for the replies once it
+        # came for them (not what it did in between, while Redis worked).
+        self._latency[op].observe(pending.sent_s + time.perf_counter() - t0)
         return replies
+
+    def _failed(self, op: str, exc: BaseException) -> StoreUnavailable:
+        self.breaker.failure()
+        self._errors[op].inc()
+        reason = "timeout" if isinstance(exc, (redis.exceptions.TimeoutError, TimeoutError)) else "error"
+        return StoreUnavailable(reason, f"{op}: {exc.__class__.__name__}: {exc}")
 
     def _cluster_round_trip(self, op: str, commands: list[tuple], timeout: float) -> list:
         t0 = time.perf_counter()
@@ -312,11 +379,29 @@ class FeatureStore:
         """All candidates in one MGET of packed records (measured 10x faster than HMGETs)."""
         if not post_ids:
             return []
-        prefix, suffix = contract.post_key_prefix(version), contract.POST_KEY_SUFFIX
-        (values,) = self.round_trip("posts", [("MGET", *[prefix + p + suffix for p in post_ids])], deadline)
-        if isinstance(values, Exception):
-            raise StoreUnavailable("error", f"posts MGET: {values}")
+        (values,) = self.round_trip("posts", [self._posts_mget(version, post_ids)], deadline)
+        return _post_values(values)
+
+    def send_post_records(self, version: str, post_ids: list[str], deadline: float | None = None) -> Pending | None:
+        """The MGET of read_post_records sent now, its reply read by finish_post_records
+        (None against a cluster: read_post_records then)."""
+        return self.send("posts", [self._posts_mget(version, post_ids)], deadline) if post_ids else None
+
+    def finish_post_records(
+        self, pending: Pending, version: str, more_ids: list[str], deadline: float | None = None
+    ) -> list[bytes | None]:
+        """The records a send_post_records asked for, then those of more_ids (one more
+        MGET on the same connection, in the same wait), as one list."""
+        more = [self._posts_mget(version, more_ids)] if more_ids else []
+        values = []
+        for reply in self.finish(pending, more, deadline):
+            values += _post_values(reply)
         return values
+
+    @staticmethod
+    def _posts_mget(version: str, post_ids: list[str]) -> tuple:
+        prefix, suffix = contract.post_key_prefix(version), contract.POST_KEY_SUFFIX
+        return ("MGET", *[prefix + p + suffix for p in post_ids])
 
     def current_version(self) -> str | None:
         (raw,) = self.round_trip("pointer", [("GET", contract.CURRENT_KEY)])

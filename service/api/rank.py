@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
-import uuid
 
 import grpc
 
@@ -14,7 +14,7 @@ from nichefeed.v1 import ranking_pb2, ranking_pb2_grpc
 from service.api.status import UNDECODABLE, abort, safe_parser
 from service.errors import ServiceError
 from service.experiments import ExperimentHolder, Routing
-from service.metrics import METRICS
+from service.metrics import METRICS, Children
 from service.pipeline import RankContext, RankPipeline, RankQuery
 from service.reload import BundleHolder
 
@@ -42,6 +42,12 @@ class FeedRankerServicer(ranking_pb2_grpc.FeedRankerServicer):
         self.shadow = shadow  # service/shadow.py: the candidate ranks a sample of control answers
         self._latency = METRICS.latency.labels(method="Rank")
         self._in_flight = METRICS.in_flight
+        # Label children looked up once per label value: labels() costs ~4 us a call, and
+        # a Rank call counted five of them.
+        self._variant_requests = Children(METRICS.variant_requests)  # (variant, code)
+        self._variant_latency = Children(METRICS.variant_latency)  # variant
+        self._variant_items = Children(METRICS.variant_items)
+        self._variant_filtered = Children(METRICS.variant_filtered)
 
     def Rank(self, request, context):
         """Route to a variant (service/experiments.py), rank, and count the call per variant."""
@@ -59,15 +65,15 @@ class FeedRankerServicer(ranking_pb2_grpc.FeedRankerServicer):
             routing: Routing | None = outcome["routing"]
             if routing is not None:
                 label = routing.label
-                METRICS.variant_requests.labels(variant=label, code=outcome["code"]).inc()
-                METRICS.variant_latency.labels(variant=label).observe(time.perf_counter() - t0)
+                self._variant_requests[label, outcome["code"]].inc()
+                self._variant_latency[label].observe(time.perf_counter() - t0)
                 self.experiments.count(routing, outcome["code"], outcome["degraded"])
 
     def _rank(self, request, context, outcome: dict):
         t0 = time.perf_counter()
         request_id = dict(context.invocation_metadata()).get("x-request-id", "")[:64]
         if not request_id.isprintable() or not request_id:
-            request_id = uuid.uuid4().hex[:16]
+            request_id = os.urandom(8).hex()  # 16 random hex digits, a tenth of uuid4()'s cost
         self._in_flight.inc()
         try:
             if request is UNDECODABLE:
@@ -111,22 +117,7 @@ class FeedRankerServicer(ranking_pb2_grpc.FeedRankerServicer):
                 outcome["degraded"] = True
                 log.debug("degraded request_id=%s reasons=%s", request_id, ctx.degraded)
             self._after_answer(routing, query, ctx)
-            return ranking_pb2.RankResponse(
-                items=[
-                    ranking_pb2.RankedPost(
-                        post_id=i.post_id,
-                        score=i.score,
-                        community_id=i.community_id,
-                        author_id=i.author_id,
-                        reasons=i.reasons,
-                    )
-                    for i in ctx.items
-                ],
-                model_version=bundle.version,
-                degraded=bool(ctx.degraded),
-                request_id=request_id,
-                experiment=routing.variant,
-            )
+            return response(ctx.items, bundle.version, bool(ctx.degraded), request_id, routing.variant)
         finally:
             self._in_flight.dec()
             self._latency.observe(time.perf_counter() - t0)  # calls by status: api/accounting.py
@@ -135,10 +126,10 @@ class FeedRankerServicer(ranking_pb2_grpc.FeedRankerServicer):
         """Per-variant counts; under an experiment, hand the answer to the recorder and
         (control answers) to the shadow sampler: both queue it, neither waits for Redis."""
         label = routing.label
-        METRICS.variant_items.labels(variant=label).inc(len(ctx.items))
+        self._variant_items[label].inc(len(ctx.items))
         removed = sum(ctx.removed.values())
         if removed:
-            METRICS.variant_filtered.labels(variant=label).inc(removed)
+            self._variant_filtered[label].inc(removed)
         if not routing.variant:
             return
         post_ids = [item.post_id for item in ctx.items]
@@ -146,6 +137,22 @@ class FeedRankerServicer(ranking_pb2_grpc.FeedRankerServicer):
             self.served.record(query.user_id, routing.experiment_id, routing.variant, post_ids)
         if self.shadow is not None and routing.variant == contract.VARIANT_CONTROL:
             self.shadow.maybe_submit(query, post_ids)
+
+
+def response(items, model_version: str, degraded: bool, request_id: str, experiment: str):
+    """The RankResponse of these items. Each item is added in place (items.add) and
+    `reasons` only when there are any: a list of RankedPost messages handed to the
+    constructor, each with an empty reasons list, cost 32 us for 20 items against 13."""
+    out = ranking_pb2.RankResponse(
+        model_version=model_version, degraded=degraded, request_id=request_id, experiment=experiment
+    )
+    add = out.items.add
+    for i in items:
+        if i.reasons:
+            add(post_id=i.post_id, score=i.score, community_id=i.community_id, author_id=i.author_id, reasons=i.reasons)
+        else:
+            add(post_id=i.post_id, score=i.score, community_id=i.community_id, author_id=i.author_id)
+    return out
 
 
 def rank_handlers(servicer: FeedRankerServicer) -> grpc.GenericRpcHandler:

@@ -20,7 +20,7 @@ def default_stages(cfg: Config, store: FeatureStore) -> list:
     return [
         ValidateRequest(cfg.max_limit),
         HydrateUser(store, retrieval),
-        RetrieveCandidates(retrieval),
+        RetrieveCandidates(retrieval, store=store),
         HydrateCandidates(store),
         FilterCandidates(default_filters(cfg.max_post_age_days)),
         ScoreCandidates(),

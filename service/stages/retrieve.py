@@ -21,6 +21,7 @@ import numpy as np
 from core import retrieval
 from core.retrieval import RetrievalParams
 from service.pipeline import RankContext
+from service.store import FeatureStore, StoreUnavailable
 
 # The row of a post that came as an id (Redis lists, pins, the live index, the caller):
 # its record says it (contract.POST_DTYPE "row"), read by hydrate_candidates in the same
@@ -35,10 +36,11 @@ ANN_MARGIN = 32
 class RetrieveCandidates:
     name = "retrieve"
 
-    def __init__(self, params: RetrievalParams, live_share: float = 0.25):
+    def __init__(self, params: RetrievalParams, live_share: float = 0.25, store: FeatureStore | None = None):
         self.params = params
         self.k = params.candidates
         self.live_k = max(1, int(self.k * live_share))  # fresh posts searched beside FAISS
+        self.store = store  # None: no prefetch, hydrate_candidates reads every record
 
     def run(self, ctx: RankContext) -> None:
         q, b, rp = ctx.query, ctx.bundle, self.params
@@ -49,8 +51,10 @@ class RetrieveCandidates:
         else:
             # Moderators' pins in the user's groups first; then ctx.recent lists the
             # user's communities heaviest first (hydrate_user).
-            queues = [retrieval.community_queue(ctx.hot.get(c, []), ids, rp.per_list) for c, ids in ctx.recent.items()]
-            found = dict.fromkeys(list(ctx.pinned) + retrieval.round_robin(queues, rp.in_network_cap), UNRESOLVED)
+            lists = [(ctx.hot.get(c, []), ids) for c, ids in ctx.recent.items()]
+            found = dict.fromkeys(
+                list(ctx.pinned) + retrieval.in_network(lists, rp.per_list, rp.in_network_cap), UNRESOLVED
+            )
             co = ctx.co_engaged = b.co_engaged(q.user_id)
             if co is not None:
                 add_rows(found, b, co.nearest(rp.neighbour_cap))
@@ -59,7 +63,12 @@ class RetrieveCandidates:
                 for p in ctx.live.search(vec, self.live_k):
                     found.setdefault(p, UNRESOLVED)
             if len(found) < self.k:  # else FAISS could add nothing
-                add_nearest(found, b.index, b, vec, self.k)
+                self.prefetch(ctx, found)
+                try:
+                    add_nearest(found, b.index, b, vec, self.k)
+                except BaseException:
+                    ctx.abandon_reads()
+                    raise
         if q.exclude_post_ids:
             before = len(found)
             for p in q.exclude_post_ids:
@@ -67,6 +76,23 @@ class RetrieveCandidates:
             ctx.removed["excluded"] += before - len(found)
         ctx.post_ids = list(found)
         ctx.rows = np.fromiter(found.values(), dtype=np.int64, count=len(found))
+
+    def prefetch(self, ctx: RankContext, found: dict[str, int]) -> None:
+        """Send the MGET of the records of the candidates found so far (in-network,
+        co-engaged, live: 300-350 of a home feed's 500) before the FAISS search, so that
+        Redis reads them while FAISS searches (it releases the GIL): hydrate_candidates
+        then asks only for FAISS's ones, on the same connection, and reads both replies.
+        The same records are read as by one MGET after retrieve; only the waiting
+        overlaps. Not when the request is already degraded (no Redis read follows)."""
+        if self.store is None or ctx.degraded or not found:
+            return
+        ids = list(found)
+        try:
+            ctx.prefetch = self.store.send_post_records(ctx.bundle.version, ids, ctx.deadline)
+        except StoreUnavailable as exc:
+            ctx.prefetch = exc  # hydrate_candidates degrades with it, without a second try
+        if ctx.prefetch is not None:
+            ctx.prefetched = ids
 
 
 def add_nearest(found: dict[str, int], index, b, vec: np.ndarray, k: int) -> None:

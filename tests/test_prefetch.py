@@ -1,0 +1,144 @@
+"""The candidates' MGET sent before the FAISS search (RetrieveCandidates.prefetch): the
+same candidates, records and answers as one MGET after retrieve, with or without
+exclusions, and a request that ends in between gives its Redis connection back."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from core.bundle import load_bundle
+from core.retrieval import RetrievalParams
+from service.pipeline import RankContext, RankPipeline, RankQuery
+from service.stages.diversify import DiversifyCandidates
+from service.stages.filters import FilterCandidates, default_filters
+from service.stages.hydrate import HydrateCandidates, HydrateUser
+from service.stages.respond import BuildResponse
+from service.stages.retrieve import RetrieveCandidates
+from service.stages.score import ScoreCandidates
+from service.store import FeatureStore
+
+
+@pytest.fixture(scope="module")
+def bundle(published):
+    return load_bundle(published)
+
+
+@pytest.fixture
+def store(service):
+    s = FeatureStore(service.store.url, timeout_ms=5000, max_connections=2)
+    yield s
+    s.close()
+
+
+def stages(store: FeatureStore, prefetch: bool) -> list:
+    params = RetrievalParams(candidates=500)
+    return [
+        HydrateUser(store, params),
+        RetrieveCandidates(params, store=store if prefetch else None),
+        HydrateCandidates(store),
+        FilterCandidates(default_filters(0)),
+        ScoreCandidates(),
+        DiversifyCandidates(),
+        BuildResponse(),
+    ]
+
+
+def rank(bundle, pipeline: list, user: str, exclude: list[str] = ()) -> RankContext:
+    ctx = RankContext(
+        query=RankQuery(user_id=user, limit=50, exclude_post_ids=list(exclude)), bundle=bundle, now=bundle.data_end_ts
+    )
+    for stage in pipeline:
+        stage.run(ctx)
+    return ctx
+
+
+def same(a: RankContext, b: RankContext) -> None:
+    assert a.post_ids == b.post_ids
+    assert np.array_equal(a.rows, b.rows)
+    assert a.posts.tobytes() == b.posts.tobytes()
+    assert [(i.post_id, i.score) for i in a.items] == [(i.post_id, i.score) for i in b.items]
+    assert not a.degraded and not b.degraded
+
+
+def test_prefetched_records_are_those_of_one_mget_after_retrieve(bundle, store):
+    early, late = stages(store, prefetch=True), stages(store, prefetch=False)
+    prefetched = 0
+    for user in bundle.user_ids.take(np.arange(0, len(bundle.user_ids), max(1, len(bundle.user_ids) // 40))):
+        ctx = rank(bundle, early, user)
+        prefetched += bool(ctx.prefetched)
+        same(ctx, rank(bundle, late, user))
+        assert ctx.prefetch is None  # read, and its connection given back
+    assert prefetched >= 20  # most home feeds search FAISS, so most were prefetched
+
+
+def test_exclusions_after_the_prefetch_match_records_by_id(bundle, store):
+    early, late = stages(store, prefetch=True), stages(store, prefetch=False)
+    checked = 0
+    for user in bundle.user_ids.take(np.arange(0, len(bundle.user_ids), max(1, len(bundle.user_ids) // 20))):
+        first = rank(bundle, early, user)
+        if len(first.prefetched) < 4:
+            continue
+        n = len(first.prefetched)
+        # some of what was sent early, some of what FAISS added after it
+        exclude = first.prefetched[1:3] + [p for p in first.post_ids if p not in set(first.prefetched)][:2]
+        ctx = rank(bundle, early, user, exclude)
+        assert ctx.prefetched[:n] == first.prefetched[:n] and ctx.removed["excluded"] == len(exclude)
+        same(ctx, rank(bundle, late, user, exclude))
+        checked += 1
+    assert checked >= 5
+
+
+class Boom(RuntimeError):
+    pass
+
+
+class Fail:
+    name = "fail"
+
+    def run(self, ctx: RankContext) -> None:
+        raise Boom("the request ended between retrieve and hydrate_candidates")
+
+
+def test_a_request_ending_after_the_prefetch_gives_its_connection_back(bundle, store):
+    """A pool of two connections: had the sent MGET kept its connection, the third
+    failed request would find none (redis-py: too many connections)."""
+    params = RetrievalParams(candidates=500)
+    pipeline = RankPipeline([HydrateUser(store, params), RetrieveCandidates(params, store=store), Fail()])
+    user = bundle.user_ids[0]
+    for _ in range(5):
+        ctx = RankContext(query=RankQuery(user_id=user, limit=10), bundle=bundle, now=bundle.data_end_ts)
+        with pytest.raises(Boom):
+            pipeline.run(ctx)
+        assert ctx.prefetched and ctx.prefetch is None
+    assert len(store.read_post_records(bundle.version, [bundle.post_ids[0]])) == 1
+    # and the next request reads records that belong to it, not a stale reply
+    ctx = rank(bundle, stages(store, prefetch=True), user)
+    same(ctx, rank(bundle, stages(store, prefetch=False), user))
+
+
+def test_a_failed_send_degrades_the_request_once(bundle, store, monkeypatch):
+    """Redis refusing the early MGET (here: the circuit breaker opens between the user's
+    round trip and retrieve) degrades the request in hydrate_candidates with that reason,
+    without a second attempt, and the answer comes from the bundle's records."""
+    params = RetrievalParams(candidates=500)
+    user = bundle.user_ids[0]
+    ctx = RankContext(query=RankQuery(user_id=user, limit=10), bundle=bundle, now=bundle.data_end_ts)
+    HydrateUser(store, params).run(ctx)
+    assert not ctx.degraded
+    breaker = store.breaker
+    breaker._failures, breaker._open_until = breaker.threshold, float("inf")
+    try:
+        RetrieveCandidates(params, store=store).run(ctx)
+        assert ctx.prefetched and ctx.prefetch is not None
+
+        def again(*args, **kwargs):
+            raise AssertionError("a second read of the records")
+
+        monkeypatch.setattr(store, "read_post_records", again)
+        monkeypatch.setattr(store, "finish_post_records", again)
+        HydrateCandidates(store).run(ctx)
+    finally:
+        breaker._failures, breaker._open_until = 0, 0.0
+    assert ctx.degraded == ["redis_circuit_open"] and ctx.prefetch is None
+    assert len(ctx.posts) == ctx.size and ctx.vectors.shape[0] == ctx.size
