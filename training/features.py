@@ -96,13 +96,13 @@ class CandidateSource:
         them: hot lists hold any post with engagement (old ones are filtered later),
         recent lists only servable posts."""
         p = self.params
-        queues = []
+        lists = []
         empty = np.empty(0, np.int64)
         for c in self.state.top_communities(user, p.communities).tolist():
             hot = self.hot.get(c, empty)[: p.per_list]
             recent = self.recent_rows[self.recent_bounds[c] : self.recent_bounds[c] + p.per_list]
-            queues.append(retrieval.community_queue(hot.tolist(), recent.tolist(), p.per_list))
-        return retrieval.round_robin(queues, p.in_network_cap)
+            lists.append((hot.tolist(), recent.tolist()))
+        return retrieval.in_network(lists, p.per_list, p.in_network_cap)
 
     def co_engaged(self, user: int) -> list[int]:
         """The posts most co-engaged with the user's history (core/neighbours.py)."""
