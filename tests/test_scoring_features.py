@@ -33,6 +33,7 @@ def inputs(hot, weight, age_hours=None) -> FeatureInputs:
         hot=np.asarray(hot, np.float32),
         community_weight=np.asarray(weight, np.float32),
         co_engagement=zeros,
+        author_tie=zeros,
     )
 
 

@@ -137,6 +137,7 @@ def test_the_service_scores_exactly_what_training_evaluates(learned_bundle, tiny
     assert (X[:, 2] > 0).sum() > 0 and (X[:, 2] == 0).sum() > 0  # members' and others' posts both scored
     hot, weight, co = FEATURES.index("hot"), FEATURES.index("community_weight"), FEATURES.index("co_engagement")
     assert (X[:, hot] > 0).sum() > 0 and (X[:, weight] > 0).sum() > 0 and (X[:, co] > 0).sum() > 0
+    assert (X[:, FEATURES.index("author_tie")] > 0).sum() > 0  # the user's history authors, read alike
 
 
 def test_learned_pipeline_beats_the_baselines_beyond_noise(learned_bundle):

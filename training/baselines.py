@@ -9,6 +9,9 @@ for every method. What each one is:
   the user's weight there to a power ("hot in your groups", what community platforms
   ship by default); posts elsewhere follow, by hotness;
 - newest_in_communities: chronological, newest first, in the user's communities;
+- newest_from_followed: a "following" feed: posts by the authors the user engaged with
+  (among their newest engaged posts), most engaged-with author first, newest first among
+  equals; then newest in the user's communities;
 - item_knn: item-based collaborative filtering, cosine similarity on co-engagement summed
   over the user's recent engagements;
 - ease: EASE (Steck 2019), a closed-form item-item model, on the most engaged items when
@@ -125,6 +128,41 @@ def newest_in_communities(w: RankingWorld) -> ScoreFn:
     return fn
 
 
+FOLLOW_LEVELS = 7  # tie counts above this rank alike (keeps the float32 score's recency exact)
+
+
+def newest_from_followed(w: RankingWorld) -> ScoreFn:
+    """The "following" feed social platforms ship, as a tie to an author is read here: how
+    many of the user's newest engaged posts (the state's history, what the pipeline's
+    author_tie feature reads) that author wrote. Followed authors' posts first, by tie and
+    then newest; then newest in the user's communities; then the rest, newest first."""
+    n = len(w.catalogue)
+    created = w.ds.post_created_at[w.catalogue]
+    recency = np.empty(n, np.float64)
+    recency[np.argsort(created, kind="stable")] = (np.arange(n) + 1.0) / (n + 1.0)  # (0, 1), newest highest
+    comm = w.ds.post_community[w.catalogue]
+    author = w.ds.post_author[w.catalogue]
+    known = author >= 0
+    weights = w.state.community_weight
+    history = w.state.history
+    n_users = w.ds.n_users
+
+    def fn(b: np.ndarray) -> np.ndarray:
+        h = history[b]  # [batch, HISTORY] post rows, -1 pads
+        rows, cols = np.nonzero(h >= 0)
+        written = w.ds.post_author[h[rows, cols]]
+        ok = written >= 0
+        # duplicate (user, author) entries sum: how many of the history posts each wrote
+        ties = sp.csr_matrix((np.ones(int(ok.sum()), np.float32), (rows[ok], written[ok])), shape=(len(b), n_users))
+        tie = np.zeros((len(b), n), np.float64)
+        tie[:, known] = np.minimum(np.asarray(ties[:, author[known]].todense()), FOLLOW_LEVELS)
+        inside = np.asarray(weights[b].todense())[:, comm] > 0
+        level = np.where(tie > 0, 1.0 + tie, inside)  # followed (by tie), then my groups, then the rest
+        return level + recency[None, :] * 0.99  # each level's posts above the next's
+
+    return fn
+
+
 def item_knn(w: RankingWorld) -> ScoreFn:
     """Item-based collaborative filtering: a post scores the summed cosine similarity
     (on co-engagement) to the user's recent engagements. Computed through the users
@@ -211,6 +249,7 @@ def build(w: RankingWorld, p: BaselineParams, als: AlsParams) -> dict[str, Score
         "hot_global": hot_global(w, p.hot_global_half_life_h),
         "hot_in_communities": hot_in_communities(w, p.hot_half_life_h, p.community_power),
         "newest_in_communities": newest_in_communities(w),
+        "newest_from_followed": newest_from_followed(w),
         "item_knn": item_knn(w),
         "ease": ease(w, p.ease_lambda),
         "plain_als": plain_als(w, replace(als, factors=p.als_factors, alpha=p.als_alpha)),

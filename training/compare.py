@@ -22,10 +22,10 @@ from training.csvio import DataError
 from training.evaluate import (
     DAY,
     GATE_METRIC,
-    METHODS,
     bootstrap_ci,
     catalogue_rows,
     per_user_metrics,
+    saved_method,
     seen_matrix,
     target_matrix,
     verdict,
@@ -77,8 +77,7 @@ def compare(
     data_dir = Path(data_dir or pa["data_dir"])
     if data_fingerprint(data_dir) != ma["data_fingerprint"]:
         raise DataError(f"{data_dir}: not the data these bundles were trained on (fingerprint differs)")
-    m = METHODS.index(method)
-    ra, rb = (np.load(x / contract.EVAL_RANKINGS_FILE)[:, m] for x in (a, b))
+    ra, rb = (np.load(x / contract.EVAL_RANKINGS_FILE)[:, saved_method(x, method)] for x in (a, b))
     ds = load_on_engine(data_dir, "implicit")
     ks = tuple(pa["eval"]["ks"])
     end = int(pa["data_end_ts"])

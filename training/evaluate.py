@@ -30,19 +30,22 @@ Protocol (also written into every report, so anyone can recompute the numbers):
   first split point, inside the training data); the pipeline's scorer is fitted there too.
 - Ties are broken by the lower post row. Scores are float32.
 Methods: random, most_popular, hot_global, hot_in_communities, newest_in_communities,
-item_knn, ease, plain_als (training/baselines.py); als_stage (the pipeline's embeddings
+newest_from_followed, item_knn, ease, plain_als (training/baselines.py); als_stage (the pipeline's embeddings
 alone: user . post vector); pipeline (the service's retrieval, core/retrieval.py, then
 core.scoring.feature_matrix and the bundle's scorer; no diversity re-rank).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
 
+from core import contract
 from core.scoring import LinearScorer
 from training.baselines import BaselineParams, RankingWorld, build
 from training.features import CandidateSource, Model, features, seen_matrix, top_k
@@ -57,12 +60,25 @@ BASELINES = (
     "hot_global",
     "hot_in_communities",
     "newest_in_communities",
+    "newest_from_followed",
     "item_knn",
     "ease",
     "plain_als",
 )
 METHODS = (*BASELINES, "als_stage", "pipeline")
 DAY = 86_400
+
+
+def saved_method(bundle_dir: Path, name: str) -> int:
+    """Where method `name` sits in a bundle's eval_rankings.npy. From its report, not from
+    METHODS: a bundle trained before a baseline was added orders its methods as that
+    release did (its report's "methods", written in that order, when it has no
+    "ranking_methods")."""
+    report = json.loads((Path(bundle_dir) / contract.REPORT_JSON_FILE).read_text())
+    order = report.get("ranking_methods") or list(report["methods"])
+    if name not in order:
+        raise ValueError(f"{bundle_dir}: its report has no method {name!r} (it has {order})")
+    return order.index(name)
 
 
 @dataclass
@@ -277,6 +293,7 @@ def evaluate(
             pooled.append(report)
     headline = [w for w in windows if w["window"]["split_ts"] == points[0].split_ts][-1]  # the longest window
     report = {
+        "ranking_methods": list(METHODS),  # the order of eval_rankings.npy's method axis
         "methods": headline["methods"],
         "pipeline_vs": headline["pipeline_vs"],
         "gate": {"metric": GATE_METRIC, "value": headline["methods"]["pipeline"][GATE_METRIC]["mean"]},

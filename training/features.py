@@ -16,7 +16,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from core import hotness, retrieval
-from core.neighbours import co_engaged
+from core.neighbours import author_ties, co_engaged
 from core.retrieval import RetrievalParams
 from core.scoring import FeatureInputs, feature_matrix
 from training.schema import Dataset
@@ -169,9 +169,23 @@ def features(
             hot=hot,
             community_weight=state.weight_lookup(users, comm),
             co_engagement=co_engagement_pairs(state, model, users, posts),
+            author_tie=author_tie_pairs(state, ds.post_author, users, posts),
         ),
         requests=users,
     )
+
+
+def author_tie_pairs(state: WorldState, post_author: np.ndarray, users: np.ndarray, posts: np.ndarray) -> np.ndarray:
+    """core.neighbours.author_ties for (users[i], posts[i]) pairs, per user as the service
+    computes it from the same history."""
+    out = np.zeros(len(users), dtype=np.float32)
+    if len(users) == 0:
+        return out
+    order = np.argsort(users, kind="stable")
+    bounds = np.flatnonzero(np.diff(users[order])) + 1
+    for idx in np.split(order, bounds):
+        out[idx] = author_ties(state.history[int(users[idx[0]])], post_author, post_author[posts[idx]])
+    return out
 
 
 def co_engagement_pairs(state: WorldState, model: Model, users: np.ndarray, posts: np.ndarray) -> np.ndarray:

@@ -23,12 +23,12 @@ from core.bundle import Bundle, load_bundle
 from training.evaluate import (
     DAY,
     GATE_METRIC,
-    METHODS,
     SplitPoint,
     bootstrap_ci,
     catalogue_rows,
     per_user_metrics,
     rank_pipeline,
+    saved_method,
     target_matrix,
     verdict,
 )
@@ -109,7 +109,7 @@ def compare_on_candidate(candidate_dir: Path, serving_dir: Path, data_dir: Path 
     longest = max(p["eval"]["windows_days"])
     users = np.load(candidate_dir / contract.EVAL_USERS_FILE)[0]
     users = users[users >= 0]
-    own = np.load(candidate_dir / contract.EVAL_RANKINGS_FILE)[0, METHODS.index("pipeline"), : len(users)]
+    own = np.load(candidate_dir / contract.EVAL_RANKINGS_FILE)[0, saved_method(candidate_dir, "pipeline"), : len(users)]
     before = ds.e_ts < split_ts
     catalogue = catalogue_rows(ds, split_ts, p["index_window_applied_days"])
     seen = seen_matrix(ds, before)

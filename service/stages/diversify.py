@@ -105,28 +105,34 @@ class DiversifyCandidates:
             if eligible[pos] and pos not in chosen:
                 queues.setdefault(comm[pos], []).append(pos)
         victims = [pos for pos in reversed(taken) if not eligible[pos] and pos not in pinned]  # lowest score first
-        added: list[int] = []
-        while have + len(added) < want and queues:
+        room = limit - len(taken)
+        out = list(taken)
+        added = 0
+        while have + added < want and queues and (room > 0 or victims):
             for c in list(queues):
-                if have + len(added) >= want:
+                if have + added >= want or (room <= 0 and not victims):
                     break
                 pos = queues[c].pop(0)
                 if not queues[c]:
                     del queues[c]
+                # The post replaces the lowest-scored other post when the feed is full:
+                # that post's place under the caps is given back first, so a small group
+                # whose own non-eligible post is the one replaced is not held at its cap
+                # by a post no longer in the feed.
+                victim = victims[0] if room <= 0 else None
+                if victim is not None:
+                    caps.remove(comm[victim], author[victim])
                 if not caps.allows(comm[pos], author[pos]):
+                    if victim is not None:
+                        caps.add(comm[victim], author[victim])
                     continue
-                added.append(pos)
+                if victim is not None:
+                    out.remove(victims.pop(0))
+                else:
+                    room -= 1
+                out.append(pos)
                 caps.add(comm[pos], author[pos])
-        room = limit - len(taken)
-        out = list(taken)
-        for pos in added:
-            if room > 0:
-                room -= 1
-            elif victims:
-                out.remove(victims.pop(0))
-            else:
-                break
-            out.append(pos)
+                added += 1
         return out
 
 
@@ -154,6 +160,10 @@ class _Caps:
     def add(self, community: int, author: int) -> None:
         self.communities[community] = self.communities.get(community, 0) + 1
         self.authors[author] = self.authors.get(author, 0) + 1
+
+    def remove(self, community: int, author: int) -> None:
+        self.communities[community] -= 1
+        self.authors[author] -= 1
 
     def greedy(
         self, order: list[int], comm: list[int], author: list[int], taken: list[int], skip: set[int], limit: int

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from core import contract, hotness
+from core.neighbours import CoEngaged, author_ties
 from core.scoring import FeatureInputs, feature_matrix
 from service.pipeline import RankContext
 
@@ -35,13 +36,25 @@ def community_weights_of(ctx: RankContext, communities: np.ndarray) -> np.ndarra
     return lookup(ctx.community_weights, communities, np.float32, len(ctx.bundle.community_ids))
 
 
-def co_engagement_of(ctx: RankContext) -> np.ndarray:
-    """Each candidate's co-engagement for the user (0 for live posts and new users), from
-    what retrieve built (re-rank and community modes build it here)."""
-    co = ctx.co_engaged if ctx.co_engaged is not None else ctx.bundle.co_engaged(ctx.query.user_id)
+def user_co_engaged(ctx: RankContext) -> CoEngaged | None:
+    """What retrieve built from the user's history (re-rank and community modes build it
+    here); None for a user the bundle does not know."""
+    return ctx.co_engaged if ctx.co_engaged is not None else ctx.bundle.co_engaged(ctx.query.user_id)
+
+
+def co_engagement_of(co: CoEngaged | None, ctx: RankContext) -> np.ndarray:
+    """Each candidate's co-engagement for the user (0 for live posts and new users)."""
     if co is None:
         return np.zeros(ctx.size, dtype=np.float32)
     return co.of(ctx.rows)
+
+
+def author_tie_of(co: CoEngaged | None, ctx: RankContext) -> np.ndarray:
+    """How many of the user's history posts each candidate's author wrote (0 for new users
+    and unknown authors)."""
+    if co is None:
+        return np.zeros(ctx.size, dtype=np.float32)
+    return author_ties(co.history, ctx.bundle[contract.POST_AUTHOR_FILE], ctx.posts["author"])
 
 
 class ScoreCandidates:
@@ -51,6 +64,7 @@ class ScoreCandidates:
         b, p = ctx.bundle, ctx.posts
         user_vec = np.asarray(ctx.user.vector, dtype=np.float32)
         communities = p["community"]
+        co = user_co_engaged(ctx)
         ctx.features = feature_matrix(
             FeatureInputs(
                 affinity=ctx.vectors @ user_vec,  # current vectors: bundle, or live (hydrate.candidate_vectors)
@@ -64,7 +78,8 @@ class ScoreCandidates:
                 community_size=np.asarray(b[contract.COMMUNITY_SIZE_FILE])[communities].astype(np.float32),
                 hot=hotness.decayed(p["hot"], p["hot_at"], ctx.now, b.hot_half_life_s),
                 community_weight=community_weights_of(ctx, communities),
-                co_engagement=co_engagement_of(ctx),
+                co_engagement=co_engagement_of(co, ctx),
+                author_tie=author_tie_of(co, ctx),
             )
         )
         ctx.scores = b.scorer.score(ctx.features)
