@@ -8,9 +8,11 @@ import json
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
 import scipy.sparse as sp
 
 from training.baselines import newest_from_followed
+from training.csvio import DataError
 from training.evaluate import METHODS, saved_method
 
 # posts:                p0  p1  p2  p3  p4  p5  p6
@@ -58,5 +60,7 @@ def test_a_bundle_from_before_the_baseline_still_pairs(tmp_path):
     old = [m for m in METHODS if m != "newest_from_followed"]
     (tmp_path / "report.json").write_text(json.dumps({"methods": {m: {} for m in old}}))
     assert saved_method(tmp_path, "pipeline") == len(METHODS) - 2
+    with pytest.raises(DataError, match="has no method 'newest_from_followed'"):
+        saved_method(tmp_path, "newest_from_followed")  # a clean CLI error, not a traceback
     (tmp_path / "report.json").write_text(json.dumps({"ranking_methods": list(METHODS), "methods": {}}))
     assert saved_method(tmp_path, "pipeline") == METHODS.index("pipeline")

@@ -48,6 +48,7 @@ import scipy.sparse as sp
 from core import contract
 from core.scoring import LinearScorer
 from training.baselines import BaselineParams, RankingWorld, build
+from training.csvio import DataError
 from training.features import CandidateSource, Model, features, seen_matrix, top_k
 from training.params import AlsParams, EvalParams
 from training.schema import Dataset
@@ -77,7 +78,7 @@ def saved_method(bundle_dir: Path, name: str) -> int:
     report = json.loads((Path(bundle_dir) / contract.REPORT_JSON_FILE).read_text())
     order = report.get("ranking_methods") or list(report["methods"])
     if name not in order:
-        raise ValueError(f"{bundle_dir}: its report has no method {name!r} (it has {order})")
+        raise DataError(f"{bundle_dir}: its report has no method {name!r} (it has {', '.join(order)})")
     return order.index(name)
 
 
