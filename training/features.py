@@ -10,6 +10,7 @@ service calls on the hot path, so the scorer is fitted and evaluated on what wil
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -175,16 +176,22 @@ def features(
     )
 
 
+def by_user(users: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
+    """(user, the positions of that user's pairs), one per distinct user: per-user
+    computations over pair arrays, done once per user as the service does per request."""
+    if len(users) == 0:
+        return
+    order = np.argsort(users, kind="stable")
+    for idx in np.split(order, np.flatnonzero(np.diff(users[order])) + 1):
+        yield int(users[idx[0]]), idx
+
+
 def author_tie_pairs(state: WorldState, post_author: np.ndarray, users: np.ndarray, posts: np.ndarray) -> np.ndarray:
     """core.neighbours.author_ties for (users[i], posts[i]) pairs, per user as the service
     computes it from the same history."""
     out = np.zeros(len(users), dtype=np.float32)
-    if len(users) == 0:
-        return out
-    order = np.argsort(users, kind="stable")
-    bounds = np.flatnonzero(np.diff(users[order])) + 1
-    for idx in np.split(order, bounds):
-        out[idx] = author_ties(state.history[int(users[idx[0]])], post_author, post_author[posts[idx]])
+    for u, idx in by_user(users):
+        out[idx] = author_ties(state.history[u], post_author, post_author[posts[idx]])
     return out
 
 
@@ -192,8 +199,11 @@ def co_engagement_pairs(state: WorldState, model: Model, users: np.ndarray, post
     """core.neighbours co-engagement for (users[i], posts[i]) pairs, one CoEngaged per user
     as the service builds it."""
     out = np.zeros(len(users), dtype=np.float32)
-    if model.neighbours is None or len(users) == 0:
+    if model.neighbours is None:
         return out
+    for u, idx in by_user(users):
+        out[idx] = co_engaged(state.history[u], model.neighbours, model.neighbour_sims).of(posts[idx])
+    return out
     order = np.argsort(users, kind="stable")
     bounds = np.flatnonzero(np.diff(users[order])) + 1
     for idx in np.split(order, bounds):
