@@ -97,6 +97,7 @@ class Service:
             experiments=self.experiments,
             served=self.served,
             shadow=self.shadow,
+            rank_slots=cfg.rank_slots,
         )
         self.writer = FeedWriterServicer(
             WriteApplier(self.holder, self.write_client, self.experiments, cfg.redis_wait_replicas, cfg.redis_wait_ms)

@@ -26,6 +26,14 @@ class Config:
     var_dir: Path = Path("var")
     workers: int = 1
     threads: int = 8  # gRPC handler threads per worker process
+    # Rank calls that run their pipeline at once in a worker; the others wait their turn.
+    # A worker's Python holds one lock (the GIL): 8 calls ranking at once take turns on it
+    # anyway and pay for the switches (1 process, 8 callers, 1M posts: 4.3-4.6 ms of
+    # server CPU a call with no limit, 3.8-3.9 with 2 slots, 3.2-3.4 with 1, which costs
+    # 2 processes 5-8% of their calls/s; benchmarks/README.md "Ranking slots"). Two let
+    # one call's Redis round trip or FAISS search (they release the lock) overlap another's
+    # Python. 0: as many as threads. Streams and other RPCs take no slot: never queued.
+    rank_slots: int = 2
     candidates: int = 500  # candidates retrieved per request
     max_limit: int = MAX_LIMIT
     max_post_age_days: float = 14.0
@@ -78,4 +86,6 @@ def load_config(argv: list[str] | None = None, environ: dict[str, str] | None = 
         parser.error("--workers must be 1..64")
     if not 1 <= cfg.candidates <= 5000:
         parser.error("--candidates must be 1..5000")
+    if not 0 <= cfg.rank_slots <= cfg.threads:
+        parser.error("--rank-slots must be 0..--threads")
     return cfg

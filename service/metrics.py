@@ -86,6 +86,11 @@ class Metrics:
         self.redis_up = Gauge(
             f"{NS}_redis_up", "1 while Redis answers, 0 while the circuit breaker is open", multiprocess_mode="livemin"
         )
+        self.rank_slot_wait = Histogram(
+            f"{NS}_rank_slot_wait_seconds",
+            "Time a Rank call waited for one of its worker's ranking slots (--rank-slots) before ranking",
+            buckets=STAGE_BUCKETS,
+        )
         self.in_flight = Gauge(
             f"{NS}_requests_in_flight", "Rank requests being handled now", multiprocess_mode="livesum"
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 
 import grpc
@@ -32,8 +33,13 @@ class FeedRankerServicer(ranking_pb2_grpc.FeedRankerServicer):
         experiments: ExperimentHolder | None = None,
         served=None,
         shadow=None,
+        rank_slots: int = 0,
     ):
         self.pipeline = pipeline
+        # At most rank_slots calls in the pipeline at once (service/config.py says why);
+        # None: no limit.
+        self._slots = threading.BoundedSemaphore(rank_slots) if rank_slots > 0 else None
+        self._slot_wait = METRICS.rank_slot_wait
         self.holder = holder
         self.clock = clock
         self.live_for = live_for  # version -> that version's LiveIndex, or None
@@ -95,6 +101,7 @@ class FeedRankerServicer(ranking_pb2_grpc.FeedRankerServicer):
                 exclude_post_ids=list(request.exclude_post_ids),
                 explain=request.explain,
             )
+            self._take_slot(context, deadline)
             try:
                 ctx = self.pipeline.run(
                     RankContext(
@@ -111,6 +118,9 @@ class FeedRankerServicer(ranking_pb2_grpc.FeedRankerServicer):
             except Exception:
                 log.exception("Rank failed request_id=%s", request_id)
                 context.abort(grpc.StatusCode.INTERNAL, f"internal error (request id {request_id})")
+            finally:
+                if self._slots is not None:
+                    self._slots.release()
             if ctx.degraded:
                 METRICS.degraded.inc()
                 METRICS.variant_degraded.labels(variant=routing.label).inc()
@@ -121,6 +131,18 @@ class FeedRankerServicer(ranking_pb2_grpc.FeedRankerServicer):
         finally:
             self._in_flight.dec()
             self._latency.observe(time.perf_counter() - t0)  # calls by status: api/accounting.py
+
+    def _take_slot(self, context, deadline: float | None) -> None:
+        """Wait for a ranking slot, no longer than the call's deadline."""
+        if self._slots is None:
+            return
+        t0 = time.perf_counter()
+        if deadline is None:
+            self._slots.acquire()
+        elif not self._slots.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            self._slot_wait.observe(time.perf_counter() - t0)
+            context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline passed while waiting for a ranking slot")
+        self._slot_wait.observe(time.perf_counter() - t0)
 
     def _after_answer(self, routing: Routing, query: RankQuery, ctx: RankContext) -> None:
         """Per-variant counts; under an experiment, hand the answer to the recorder and
