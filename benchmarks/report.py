@@ -436,8 +436,10 @@ def _stage_tables(out: dict) -> list[str]:
         "## Where the time goes: per-stage mean ms (share of the client-observed mean)",
         "",
         "From the server's own `nichefeed_stage_latency_seconds` (Δsum / ΔRank requests between scrapes "
-        'before and after each run). `handler other` = `nichefeed_request_latency_seconds{method="Rank"}` '
-        "minus the sum of stages (request conversion, building the RankResponse in the servicer); "
+        "before and after each run). `slot wait` = `nichefeed_rank_slot_wait_seconds`: queueing for one of "
+        "the process's ranking slots (`--rank-slots`) before the pipeline. `handler other` = "
+        '`nichefeed_request_latency_seconds{method="Rank"}` minus the stages and the slot wait (request '
+        "conversion, building the RankResponse in the servicer); "
         "`grpc + transport` = client-observed mean minus the server's request latency (protobuf "
         "(de)serialisation, the gRPC stack, queueing, loopback, the client). Serialisation in the issue's "
         "sense is `respond` + `handler other` + the protobuf share of `grpc + transport`.",

@@ -7,9 +7,11 @@ renamed by the service shows up here as it is.
 
 Shares are of the mean Rank latency the client observed:
   stage              mean time of that stage (its own timer)
-  handler other      nichefeed_request_latency_seconds{method="Rank"} minus the sum of the
-                     stages: request conversion and building the RankResponse message in
-                     the servicer
+  slot wait          nichefeed_rank_slot_wait_seconds: waiting for one of the process's
+                     ranking slots (--rank-slots) before the pipeline, i.e. queueing
+  handler other      nichefeed_request_latency_seconds{method="Rank"} minus the stages and
+                     the slot wait: request conversion and building the RankResponse
+                     message in the servicer
   grpc + transport   client-observed mean minus the server's request latency: protobuf
                      (de)serialisation, the gRPC stack on both sides, queueing for a
                      handler thread, loopback, the client
@@ -24,11 +26,12 @@ from prometheus_client.parser import text_string_to_metric_families
 STAGE_METRIC = "nichefeed_stage_latency_seconds"
 REQUEST_METRIC = "nichefeed_request_latency_seconds"
 CANDIDATES_METRIC = "nichefeed_stage_candidates_total"
+SLOT_WAIT_METRIC = "nichefeed_rank_slot_wait_seconds"
 
 
 def parse(text: str | None) -> dict:
     """{'stages': {name: (sum, count)}, 'request': (sum, count), 'candidates': {name: n}, 'order': [...]}"""
-    out = {"stages": {}, "request": (0.0, 0.0), "candidates": {}, "order": []}
+    out = {"stages": {}, "request": (0.0, 0.0), "candidates": {}, "order": [], "slot_wait": 0.0}
     if not text:
         return out
     req_sum = req_count = 0.0
@@ -53,6 +56,8 @@ def parse(text: str | None) -> dict:
                     req_sum += s.value
                 elif s.name.endswith("_count"):
                     req_count += s.value
+        elif fam.name == SLOT_WAIT_METRIC:
+            out["slot_wait"] += sum(s.value for s in fam.samples if s.name.endswith("_sum"))
         elif fam.name in (CANDIDATES_METRIC, CANDIDATES_METRIC[: -len("_total")]):
             for s in fam.samples:
                 if s.name.endswith("_total") and "stage" in s.labels:
@@ -79,7 +84,9 @@ def breakdown(before: str | None, after: str | None, client_mean_ms: float | Non
         cand = (b["candidates"].get(name, 0.0) - a["candidates"].get(name, 0.0)) / req_n
         stages.append({"stage": name, "mean_ms": round(ms, 3), "calls": int(n1 - n0), "candidates_out": round(cand, 1)})
     server_ms = 1000.0 * req_sum / req_n
-    rows = stages + [{"stage": "handler other", "mean_ms": round(server_ms - total_stage_ms, 3)}]
+    wait_ms = 1000.0 * (b["slot_wait"] - a["slot_wait"]) / req_n
+    rows = [{"stage": "slot wait", "mean_ms": round(wait_ms, 3)}] + stages
+    rows.append({"stage": "handler other", "mean_ms": round(server_ms - total_stage_ms - wait_ms, 3)})
     total = client_mean_ms if client_mean_ms and client_mean_ms >= server_ms else server_ms
     if client_mean_ms:
         rows.append({"stage": "grpc + transport", "mean_ms": round(max(client_mean_ms - server_ms, 0.0), 3)})
