@@ -97,7 +97,7 @@ class Service:
             experiments=self.experiments,
             served=self.served,
             shadow=self.shadow,
-            rank_slots=cfg.rank_slots,
+            rank_slots=min(cfg.rank_slots, cfg.threads),  # more slots than threads would never fill
         )
         self.writer = FeedWriterServicer(
             WriteApplier(self.holder, self.write_client, self.experiments, cfg.redis_wait_replicas, cfg.redis_wait_ms)

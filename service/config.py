@@ -32,7 +32,8 @@ class Config:
     # server CPU a call with no limit, 3.8-3.9 with 2 slots, 3.2-3.4 with 1, which costs
     # 2 processes 5-8% of their calls/s; benchmarks/README.md "Ranking slots"). Two let
     # one call's Redis round trip or FAISS search (they release the lock) overlap another's
-    # Python. 0: as many as threads. Streams and other RPCs take no slot: never queued.
+    # Python. 0: as many as threads (and never more than threads). Streams and other RPCs
+    # take no slot: they are never queued behind Rank.
     rank_slots: int = 2
     candidates: int = 500  # candidates retrieved per request
     max_limit: int = MAX_LIMIT
@@ -86,6 +87,6 @@ def load_config(argv: list[str] | None = None, environ: dict[str, str] | None = 
         parser.error("--workers must be 1..64")
     if not 1 <= cfg.candidates <= 5000:
         parser.error("--candidates must be 1..5000")
-    if not 0 <= cfg.rank_slots <= cfg.threads:
-        parser.error("--rank-slots must be 0..--threads")
+    if cfg.rank_slots < 0:
+        parser.error("--rank-slots must be 0 (no limit) or more")
     return cfg

@@ -107,8 +107,18 @@ def test_a_failed_call_gives_its_slot_back(one_slot):
     assert len(ranker.Rank(ranking_pb2.RankRequest(user_id="u9", limit=5), timeout=5).items) > 0
 
 
-def test_rank_slots_beyond_the_handler_threads_are_refused(capsys):
+def test_a_negative_rank_slots_is_refused_and_more_slots_than_threads_mean_threads(capsys, published, redis_server):
     with pytest.raises(SystemExit):
-        load_config(["--threads", "4", "--rank-slots", "5"], environ={})
-    assert "--rank-slots must be 0..--threads" in capsys.readouterr().err
+        load_config(["--rank-slots", "-1"], environ={})
+    assert "--rank-slots must be 0 (no limit) or more" in capsys.readouterr().err
     assert load_config(["--rank-slots", "0"], environ={}).rank_slots == 0  # 0: no limit
+    # --threads 1 alone (the default 2 slots) starts: one thread can hold one slot
+    cfg = load_config(["--threads", "1"], environ={})
+    svc = Service(service_config(published, threads=cfg.threads, rank_slots=cfg.rank_slots), redis_server.url)
+    try:
+        slots = svc.servicer._slots
+        assert slots.acquire(blocking=False) and not slots.acquire(blocking=False)  # exactly one slot
+        slots.release()
+    finally:
+        svc.store.close()
+        svc.write_client.close()

@@ -137,12 +137,11 @@ class FeedRankerServicer(ranking_pb2_grpc.FeedRankerServicer):
         if self._slots is None:
             return
         t0 = time.perf_counter()
-        if deadline is None:
-            self._slots.acquire()
-        elif not self._slots.acquire(timeout=max(0.0, deadline - time.monotonic())):
-            self._slot_wait.observe(time.perf_counter() - t0)
-            context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline passed while waiting for a ranking slot")
+        timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+        got = self._slots.acquire(timeout=timeout)
         self._slot_wait.observe(time.perf_counter() - t0)
+        if not got:
+            context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline passed while waiting for a ranking slot")
 
     def _after_answer(self, routing: Routing, query: RankQuery, ctx: RankContext) -> None:
         """Per-variant counts; under an experiment, hand the answer to the recorder and
