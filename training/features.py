@@ -204,9 +204,3 @@ def co_engagement_pairs(state: WorldState, model: Model, users: np.ndarray, post
     for u, idx in by_user(users):
         out[idx] = co_engaged(state.history[u], model.neighbours, model.neighbour_sims).of(posts[idx])
     return out
-    order = np.argsort(users, kind="stable")
-    bounds = np.flatnonzero(np.diff(users[order])) + 1
-    for idx in np.split(order, bounds):
-        u = int(users[idx[0]])
-        out[idx] = co_engaged(state.history[u], model.neighbours, model.neighbour_sims).of(posts[idx])
-    return out
