@@ -23,6 +23,7 @@ from pathlib import Path
 from core.embedded_redis import EmbeddedRedis, EmbeddedRedisError, free_port
 from core.settings import redact_url
 from service.config import Config, load_config
+from service.stuck import STOP_SLACK_S, enable_stack_dumps, exit_if_stop_outlasts
 from service.workers import Supervisor, serve_one, setup_logging, wait_for_signal
 
 log = logging.getLogger("nichefeed")
@@ -31,6 +32,7 @@ log = logging.getLogger("nichefeed")
 def main(argv: list[str] | None = None) -> int:
     cfg = load_config(argv)
     setup_logging(cfg)
+    enable_stack_dumps()
     prom_dir = None
     if cfg.workers > 1:
         # Before anything imports prometheus_client, here and in the spawned workers.
@@ -104,6 +106,8 @@ def _serve_workers(cfg: Config, url: str, prom_dir: Path) -> int:
         flush=True,
     )
     wait_for_signal()
+    # The workers drain in parallel; the supervisor waits up to 10 s more for each (Supervisor.stop).
+    exit_if_stop_outlasts(cfg.drain_notice_s + cfg.drain_s + 10.0 + STOP_SLACK_S)
     print("draining in-flight requests", flush=True)
     sup.stop()
     return 0

@@ -141,7 +141,8 @@ class Service:
         if notice_s > 0:
             time.sleep(notice_s)
         self.reloader.stop()
-        self.server.stop(grace).wait()
+        if not self.server.stop(grace).wait(grace + 5.0):
+            log.error("the gRPC server had not stopped %.0fs after its grace; closing the rest anyway", 5.0)
         self.served.stop()  # answers already given are still remembered
         self.shadow.stop()
         self.live.stop()

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 from service.config import Config
+from service.stuck import STOP_SLACK_S, enable_stack_dumps, exit_if_stop_outlasts
 
 log = logging.getLogger("nichefeed")
 STARTUP_TIMEOUT_S = 300.0  # a worker loads and verifies the bundle before it is ready
@@ -72,6 +73,7 @@ def serve_one(cfg: Config, url: str, reuse_port: bool, metrics: bool, on_ready) 
         return 2
     on_ready(service.holder.current.version, None)
     wait_for_signal()
+    exit_if_stop_outlasts(cfg.drain_notice_s + cfg.drain_s + STOP_SLACK_S)
     log.info("NOT_SERVING for %.1fs, then draining in-flight requests (up to %.0fs)", cfg.drain_notice_s, cfg.drain_s)
     service.stop(grace=cfg.drain_s, notice_s=cfg.drain_notice_s)
     return 0
@@ -79,6 +81,7 @@ def serve_one(cfg: Config, url: str, reuse_port: bool, metrics: bool, on_ready) 
 
 def _worker_main(cfg: Config, url: str, ready) -> None:  # runs in a spawned process
     setup_logging(cfg)
+    enable_stack_dumps()
 
     def on_ready(version, error):
         ready.put(("error", os.getpid(), error) if error else ("ready", os.getpid(), version))

@@ -37,6 +37,8 @@ def stop_service(proc: subprocess.Popen, timeout: float = 60.0) -> tuple[int, st
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGUSR1)  # its threads' stacks into stderr (service/stuck.py)
+        time.sleep(1.0)
         proc.kill()
         out, err = proc.communicate()
     return proc.returncode, out, err
