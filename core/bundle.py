@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core import contract, post_index, post_vectors
+from core import contract, hotness, post_index, post_vectors
 from core.ids import IdList, RowLookup, id_index
 from core.neighbours import CoEngaged, co_engaged
 from core.retrieval import POPULAR_COMMUNITIES, hot_lists
@@ -136,6 +136,11 @@ class Bundle:
         rec["views"] = b[contract.POST_VIEWS_FILE][rows]
         rec["hot"] = b[contract.POST_HOT_FILE][rows]
         rec["hot_at"] = b.data_end_ts
+        last_active = b.arrays.get(contract.POST_LAST_ACTIVE_FILE)
+        if last_active is not None:
+            rec["hot"], rec["hot_at"] = hotness.as_of_last_activity(
+                rec["hot"], b.data_end_ts, np.asarray(last_active)[rows], b.hot_half_life_s
+            )
         engagers = b.arrays.get(contract.POST_MEMBER_ENGAGERS_FILE)
         if engagers is not None:
             rec["member_engagers"] = np.clip(np.asarray(engagers)[rows], 0, np.iinfo(np.uint16).max)
@@ -181,12 +186,13 @@ def load_bundle(path: Path, verify: bool = True) -> Bundle:
             # np.memmap runs Python-level __getitem__ / __array_finalize__ on every call,
             # ~19 us of a request's co-engagement lookup (3 gathers) at 1M posts.
             arrays[name] = np.asarray(arr)
-        optional = path / contract.POST_MEMBER_ENGAGERS_FILE
-        if optional.is_file():
-            arr = np.load(optional, mmap_mode="r", allow_pickle=False)
-            if arr.dtype.kind not in "iu" or arr.shape != (len(arrays[contract.POST_IDS_FILE]),):
-                raise BundleError(f"{path}: {optional.name} has dtype {arr.dtype} and shape {arr.shape}")
-            arrays[optional.name] = np.asarray(arr)
+        for name in contract.OPTIONAL_POST_ARRAYS:
+            optional = path / name
+            if optional.is_file():
+                arr = np.load(optional, mmap_mode="r", allow_pickle=False)
+                if arr.dtype.kind not in "iu" or arr.shape != (len(arrays[contract.POST_IDS_FILE]),):
+                    raise BundleError(f"{path}: {optional.name} has dtype {arr.dtype} and shape {arr.shape}")
+                arrays[optional.name] = np.asarray(arr)
         scorer = LinearScorer.from_json((path / contract.SCORER_FILE).read_text())
         raw_index = post_index.read_faiss(path / contract.INDEX_FILE)
     except (ValueError, OSError, RuntimeError) as exc:

@@ -131,6 +131,13 @@ USER_HISTORY_FILE = "user_history.npy"  # i4 [n_users, HISTORY], newest first
 # who engaged positively. When a bundle has it, post records carry it and Rank can say
 # "3 members of X engaged"; without it the field is 0 and that reason is not given.
 POST_MEMBER_ENGAGERS_FILE = "post_member_engagers.npy"
+# Optional (not in ARRAY_FILES): i8 [n_posts], when the post was last active at the data
+# end: its newest positive engagement, or its creation if nobody engaged with it. With
+# it, publish writes a record's hot_at as that time (and hot as of it), so hot_at is
+# the post's last activity from publish on, as the write path keeps it; without it
+# hot_at is the data end for every post and the last-activity features read "just now".
+POST_LAST_ACTIVE_FILE = "post_last_active.npy"
+OPTIONAL_POST_ARRAYS = (POST_MEMBER_ENGAGERS_FILE, POST_LAST_ACTIVE_FILE)
 # Optional (not in ARRAY_FILES): the ids sorted (U [n]) and the row of each (i4 [n]). With
 # them every worker maps ids to rows by binary search over shared memory-mapped arrays
 # (core/ids.py); a bundle without them gets them computed at load, in each process.
@@ -377,7 +384,12 @@ POST_DTYPE = np.dtype(
         ("negatives", "<f4"),  # hides and reports
         ("views", "<f4"),
         ("hot", "<f4"),  # positive engagement decayed by the model's half-life, as of hot_at (core.hotness)
-        ("hot_at", "<f8"),  # unix seconds (a double: the write path updates it in Lua, whose numbers are doubles)
+        # unix seconds (a double: the write path updates it in Lua, whose numbers are
+        # doubles). The time `hot` is as of, which is also the post's last activity: the
+        # write path moves it to each newer positive engagement, publish sets it to the
+        # newest one before the data end (POST_LAST_ACTIVE_FILE). 0 on a live post until
+        # its first engagement: last activity is max(hot_at, created_at).
+        ("hot_at", "<f8"),
     ]
 )
 POST_RECORD_SIZE = POST_DTYPE.itemsize

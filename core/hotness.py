@@ -25,6 +25,20 @@ def decayed(value: np.ndarray, at: np.ndarray, now: float, half_life_s: float) -
     return (np.asarray(value, dtype=np.float64) * np.exp2(-age / half_life_s)).astype(np.float32)
 
 
+def as_of_last_activity(
+    value: np.ndarray, at: float, last_active: np.ndarray, half_life_s: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """(value, at) re-based from `at` back to each post's last activity (at most `at`):
+    the same hotness, since no engagement came between, and `decayed` of either gives
+    the same value later. A post record keeps its hotness this way (its hot_at is its
+    last activity: contract POST_DTYPE), so publish writes it so, and training computes
+    its hot feature through this very function (no train/serve difference in rounding)."""
+    last = np.minimum(np.asarray(last_active, dtype=np.float64), at)
+    grow = np.exp2(np.minimum((at - last) / half_life_s, 126.0))  # float32's range: a tinier value stays tiny
+    value = np.asarray(value, dtype=np.float64)
+    return np.where(value > 0, value * grow, 0.0).astype(np.float32), last
+
+
 def add(value: float, at: float, weight: float, ts: float, half_life_s: float) -> tuple[float, float]:
     """(value, at) after an engagement of `weight` at `ts` (an event older than `at`
     is added already decayed, and `at` stays)."""

@@ -159,7 +159,9 @@ def test_the_state_is_aggregated_on_spark_as_numpy_computes_it(spark_loaded, def
     here = state_as_of(ds, as_of, ds.memberships_derived, 6.0)
     there = state_as_of(on_spark, as_of, ds.memberships_derived, 6.0, engine="spark")
     assert len(here.m_user) > 0 and (here.history >= 0).any() and here.hot.any()
-    for name in ("m_user", "m_community", "m_role", "community_size", "history"):
+    # Last activity: some posts engaged with since their creation, and some not at all.
+    assert (here.last_active > ds.post_created_at).any() and (here.last_active == ds.post_created_at).any()
+    for name in ("m_user", "m_community", "m_role", "community_size", "history", "last_active"):
         a, b = getattr(here, name), getattr(there, name)
         assert a.dtype == b.dtype and np.array_equal(a, b), name
     for name in ("positives", "negatives", "views", "hot", "author_trust"):

@@ -10,7 +10,7 @@ import json
 import numpy as np
 import pytest
 
-from core import contract
+from core import contract, hotness
 from core.bundle import load_bundle
 from core.scoring import FEATURES
 from service.pipeline import RankContext, RankQuery
@@ -204,3 +204,27 @@ def test_later_split_points_rank_with_what_a_retrain_before_them_fits(tiny_data)
     # the newcomers' first engagement moved them (the first point knew their groups only)
     moved = np.linalg.norm(points[1].model.user_factors[newcomers] - model0.user_factors[newcomers], axis=1)
     assert (moved > 1e-3).all(), moved
+
+
+def test_a_published_post_record_holds_the_posts_last_activity(learned_bundle, tiny_data):
+    """Publish writes hot_at as the post's newest positive engagement before the data end
+    (its creation if none), and hot as of then: decayed to any later time, the same
+    hotness as the bundle's at the data end. A bundle without the array keeps the data end."""
+    b = load_bundle(learned_bundle)
+    ds = load_dataset(tiny_data)
+    end, half_life = b.data_end_ts, b.hot_half_life_s
+    positive = (ds.e_ts < end) & (ds.event_weights() > 0)
+    newest = np.zeros(ds.n_posts, np.int64)
+    np.maximum.at(newest, ds.e_post[positive], ds.e_ts[positive].astype(np.int64))
+    assert (newest > 0).any() and (newest == 0).any()  # engaged posts, and posts nobody engaged with
+    rec = b.records_at(np.arange(ds.n_posts))
+    np.testing.assert_array_equal(rec["hot_at"], np.maximum(newest, ds.post_created_at))
+    later = end + 7200
+    np.testing.assert_allclose(
+        hotness.decayed(rec["hot"], rec["hot_at"], later, half_life),
+        hotness.decayed(b[contract.POST_HOT_FILE], end, later, half_life),
+        rtol=1e-5,
+        atol=1e-37,  # below float32's normal range the two roundings part (training uses this one)
+    )
+    del b.arrays[contract.POST_LAST_ACTIVE_FILE]
+    assert (b.records_at(np.arange(ds.n_posts))["hot_at"] == end).all()

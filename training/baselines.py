@@ -9,6 +9,9 @@ for every method. What each one is:
   the user's weight there to a power ("hot in your groups", what community platforms
   ship by default); posts elsewhere follow, by hotness;
 - newest_in_communities: chronological, newest first, in the user's communities;
+- active_in_communities: latest activity first in the user's communities (a thread
+  bumped by a new reply or like comes back to the top), the default order of forum
+  software and of Q&A sites' "active" tab;
 - newest_from_followed: a "following" feed: posts by the authors the user engaged with
   (among their newest engaged posts), most engaged-with author first, newest first among
   equals; then newest in the user's communities;
@@ -124,6 +127,21 @@ def newest_in_communities(w: RankingWorld) -> ScoreFn:
     def fn(b: np.ndarray) -> np.ndarray:
         inside = np.asarray(weights[b].todense())[:, comm] > 0
         return np.where(inside, created[None, :] - floor + 1.0, 0.0)
+
+    return fn
+
+
+def active_in_communities(w: RankingWorld) -> ScoreFn:
+    """Latest activity first (the state's last_active: newest positive engagement, else
+    creation), in the user's communities; the rest after."""
+    active = w.state.last_active[w.catalogue].astype(np.float64)
+    comm = w.ds.post_community[w.catalogue]
+    weights = w.state.community_weight
+    floor = active.min() if len(active) else 0.0
+
+    def fn(b: np.ndarray) -> np.ndarray:
+        inside = np.asarray(weights[b].todense())[:, comm] > 0
+        return np.where(inside, active[None, :] - floor + 1.0, 0.0)
 
     return fn
 
@@ -257,6 +275,7 @@ def build(w: RankingWorld, p: BaselineParams, als: AlsParams) -> dict[str, Score
         "hot_global": hot_global(w, p.hot_global_half_life_h),
         "hot_in_communities": hot_in_communities(w, p.hot_half_life_h, p.community_power),
         "newest_in_communities": newest_in_communities(w),
+        "active_in_communities": active_in_communities(w),
         "newest_from_followed": newest_from_followed(w),
         "item_knn": item_knn(w),
         "ease": ease(w, p.ease_lambda),

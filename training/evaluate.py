@@ -30,7 +30,7 @@ Protocol (also written into every report, so anyone can recompute the numbers):
   first split point, inside the training data); the pipeline's scorer is fitted there too.
 - Ties are broken by the lower post row. Scores are float32.
 Methods: random, most_popular, hot_global, hot_in_communities, newest_in_communities,
-newest_from_followed, item_knn, ease, plain_als (training/baselines.py); als_stage (the pipeline's embeddings
+active_in_communities, newest_from_followed, item_knn, ease, plain_als (training/baselines.py); als_stage (the pipeline's embeddings
 alone: user . post vector); pipeline (the service's retrieval, core/retrieval.py, then
 core.scoring.feature_matrix and the bundle's scorer; no diversity re-rank).
 """
@@ -61,6 +61,7 @@ BASELINES = (
     "hot_global",
     "hot_in_communities",
     "newest_in_communities",
+    "active_in_communities",
     "newest_from_followed",
     "item_knn",
     "ease",

@@ -155,7 +155,13 @@ def features(
     over them): pass every candidate of a user, not a sample."""
     comm = ds.post_community[posts]
     uf = model.user_factors[users]
-    hot = hotness.decayed(state.hot[posts], state.as_of, now, state.hot_half_life_h * 3600.0)  # as of `now`
+    # As of `now`, from the value a post record holds (as of the post's last activity).
+    half_life_s = state.hot_half_life_h * 3600.0
+    hot = hotness.decayed(
+        *hotness.as_of_last_activity(state.hot[posts], state.as_of, state.last_active[posts], half_life_s),
+        now,
+        half_life_s,
+    )
     return feature_matrix(
         FeatureInputs(
             affinity=np.einsum("ij,ij->i", uf, model.post_vectors[posts]),

@@ -42,6 +42,9 @@ class WorldState:
     hot_half_life_h: float
     community_weight: sp.csr_matrix  # float32 [n_users, n_comm]: engagement there + MEMBER_WEIGHT if a member
     history: np.ndarray  # int32 [n_users, HISTORY]: newest engaged post rows (-1 pads), core.neighbours
+    # int64 [n_posts]: the post's newest positive engagement before as_of, else its creation
+    # (what a post record's hot_at holds: core/contract.py POST_DTYPE)
+    last_active: np.ndarray
 
     def weight_lookup(self, users: np.ndarray, communities: np.ndarray) -> np.ndarray:
         """The users' weights in these communities (0 where none), pairwise."""
@@ -160,6 +163,14 @@ def hotness(ds: schema.Dataset, mask: np.ndarray, as_of: int, half_life_h: float
     return np.bincount(ds.e_post[mask], weights=decayed, minlength=ds.n_posts).astype(np.float32)
 
 
+def last_positive(ds: schema.Dataset, mask: np.ndarray) -> np.ndarray:
+    """Each post's newest positive engagement time under mask (0 where none)."""
+    pos = mask & (ds.event_weights() > 0)
+    out = np.zeros(ds.n_posts, dtype=np.int64)
+    np.maximum.at(out, ds.e_post[pos], ds.e_ts[pos].astype(np.int64))
+    return out
+
+
 def community_weights(ds: schema.Dataset, mask: np.ndarray, m_user: np.ndarray, m_comm: np.ndarray) -> sp.csr_matrix:
     """users x communities: positive engagement weight there (under mask), plus
     MEMBER_WEIGHT where the user is a member: where the user's attention is."""
@@ -215,6 +226,9 @@ class LogAggregates:
     def history(self) -> np.ndarray:
         return user_history(self.ds, self.before)
 
+    def last_positive(self) -> np.ndarray:
+        return last_positive(self.ds, self.before)
+
     def member_engagers(self, state: WorldState) -> np.ndarray:
         return member_engagers(self.ds, self.before, state)
 
@@ -253,6 +267,7 @@ def state_as_of(
         hot_half_life_h=float(hot_half_life_h),
         community_weight=log.community_weight(m_user, m_comm),
         history=log.history(),
+        last_active=np.maximum(log.last_positive(), ds.post_created_at.astype(np.int64)),
     )
     # Per post, from the per-post arrays above and the memberships: the same code for both engines.
     state.author_trust = author_standing(ds, state.role_lookup(ds.n_communities), positives, negatives, views)

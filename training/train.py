@@ -335,6 +335,7 @@ def train(data_dir: Path, models_dir: Path, params: TrainParams, progress: bool 
             log_aggregates(ds, split.end_ts, params.als.engine).member_engagers(serving),  # every event
             allow_pickle=False,
         )
+        np.save(staging / contract.POST_LAST_ACTIVE_FILE, serving.last_active.astype(np.int64), allow_pickle=False)
         np.save(staging / contract.EVAL_USERS_FILE, result.users.astype(np.int32), allow_pickle=False)
         np.save(staging / contract.EVAL_RANKINGS_FILE, result.rankings.astype(np.int32), allow_pickle=False)
         report = dict(result.report)

@@ -161,6 +161,13 @@ class SparkLogAggregates:
         out[table.column("user").to_numpy(), table.column("rank").to_numpy()] = table.column("post").to_numpy()
         return out
 
+    def last_positive(self) -> np.ndarray:
+        """last_positive: each post's newest positive engagement time (0 where none)."""
+        from pyspark.sql import functions as F
+
+        table = self.positive.groupBy("post").agg(F.max("ts").alias("ts")).toArrow()
+        return _per_row(table, "post", "ts", self.ds.n_posts, np.int64)
+
     def member_engagers(self, state: WorldState) -> np.ndarray:
         """member_engagers: distinct members of each post's community who engaged with it positively."""
         from pyspark.sql import functions as F
