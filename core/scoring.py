@@ -48,6 +48,11 @@ FEATURES = (
     # where the log says it is best, and mix them where not.
     "newest_rank_in_my_communities",  # in-network candidates newer than this one (out: all of them)
     "hot_rank_in_my_communities",  # candidates hotter in my communities than this one
+    # When the post was last active (its newest positive engagement, else its creation):
+    # the order forums show by default ("latest activity", a bumped thread first). A
+    # thread gets replies while its conversation goes on; its age says how long ago it
+    # began, its hotness how much it got (decayed), neither whether anyone is still in it.
+    "log_hours_since_active",  # log(1 + hours since the post's last activity)
 )
 FRESHNESS_HOURS = 24.0
 RATE_PRIOR_VIEWS = 5.0  # smoothing: a post with 1 view and 1 like is not a 100% post
@@ -79,6 +84,7 @@ class FeatureInputs:
     community_weight: np.ndarray  # the user's weight in the post's community (0: none)
     co_engagement: np.ndarray  # core.neighbours.co_engagement of the post for the user
     author_tie: np.ndarray  # core.neighbours.author_ties: the user's history posts by the post's author
+    active_age_seconds: np.ndarray  # since the post's last activity (contract POST_DTYPE hot_at)
 
 
 def feature_matrix(f: FeatureInputs, requests: np.ndarray | None = None) -> np.ndarray:
@@ -115,6 +121,8 @@ def feature_matrix(f: FeatureInputs, requests: np.ndarray | None = None) -> np.n
     recency = np.where(weight > 0, -age, -np.inf)
     X[:, 18] = np.log1p(request_rank(recency, requests))
     X[:, 19] = np.log1p(request_rank(X[:, 13], requests))
+    active_age = np.maximum(f.active_age_seconds, 0)
+    X[:, 20] = np.log1p(active_age / 3600.0)
     return X
 
 

@@ -15,9 +15,10 @@ HOT_VS_BEST = FEATURES.index("hot_vs_best")
 MINE_VS_BEST = FEATURES.index("hot_in_my_communities_vs_best")
 NEWEST_RANK = FEATURES.index("newest_rank_in_my_communities")
 HOT_RANK = FEATURES.index("hot_rank_in_my_communities")
+SINCE_ACTIVE = FEATURES.index("log_hours_since_active")
 
 
-def inputs(hot, weight, age_hours=None) -> FeatureInputs:
+def inputs(hot, weight, age_hours=None, active_hours=None) -> FeatureInputs:
     n = len(hot)
     zeros = np.zeros(n, np.float32)
     return FeatureInputs(
@@ -34,6 +35,9 @@ def inputs(hot, weight, age_hours=None) -> FeatureInputs:
         community_weight=np.asarray(weight, np.float32),
         co_engagement=zeros,
         author_tie=zeros,
+        active_age_seconds=np.full(n, 3600.0)
+        if active_hours is None
+        else 3600.0 * np.asarray(active_hours, np.float64),
     )
 
 
@@ -64,6 +68,15 @@ def test_rank_features_are_the_newest_and_hot_feeds_orders():
     assert np.allclose(X[:, NEWEST_RANK], np.log1p([2, 0, 0, 3, 3]))
     # Hot in my groups (hot x weight: 4, 2, 2, 0, 0): 0 first, 1 and 2 tie, outsiders last.
     assert np.allclose(X[:, HOT_RANK], np.log1p([0, 1, 1, 3, 3]))
+
+
+def test_time_since_last_activity_is_not_the_posts_age():
+    # Post 0 is the oldest (500 h) but was answered an hour ago; post 1 has had no
+    # activity since its creation 10 h ago, and reads as its age would.
+    X = feature_matrix(inputs([1.0, 0.0], [1.0, 1.0], age_hours=[500.0, 10.0], active_hours=[1.0, 10.0]))
+    assert np.allclose(X[:, SINCE_ACTIVE], np.log1p([1.0, 10.0]))
+    assert X[0, SINCE_ACTIVE] < X[1, SINCE_ACTIVE] < X[0, FEATURES.index("log_age_hours")]
+    assert X[1, SINCE_ACTIVE] == X[1, FEATURES.index("log_age_hours")]
 
 
 def test_ranks_are_taken_within_each_request_whatever_the_row_order():

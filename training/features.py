@@ -177,6 +177,7 @@ def features(
             community_weight=state.weight_lookup(users, comm),
             co_engagement=co_engagement_pairs(state, model, users, posts),
             author_tie=author_tie_pairs(state, ds.post_author, users, posts),
+            active_age_seconds=now - state.last_active[posts],
         ),
         requests=users,
     )

@@ -80,6 +80,7 @@ class ScoreCandidates:
                 community_weight=community_weights_of(ctx, communities),
                 co_engagement=co_engagement_of(co, ctx),
                 author_tie=author_tie_of(co, ctx),
+                active_age_seconds=ctx.now - np.maximum(p["hot_at"], p["created_at"]),
             )
         )
         ctx.scores = b.scorer.score(ctx.features)
