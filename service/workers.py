@@ -58,7 +58,12 @@ def wait_for_signal() -> None:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    stop.wait()
+    # A timed wait, not stop.wait(): Python runs signal handlers in the main thread only,
+    # and a signal the kernel hands to another thread (gRPC's, the reloader's) does not
+    # wake a main thread blocked in an untimed lock wait; the handler would run only when
+    # something else woke it.
+    while not stop.wait(0.5):
+        pass
 
 
 def serve_one(cfg: Config, url: str, reuse_port: bool, metrics: bool, on_ready) -> int:

@@ -64,3 +64,26 @@ def test_a_stop_that_outlasts_its_deadline_exits_with_the_stacks():
     assert f"the stop did not finish within 0.5s; the threads' stacks follow, then exit {STUCK_EXIT_CODE}" in run.stderr
     assert "in never_returns" in run.stderr, run.stderr
     assert time.monotonic() - started < 30
+
+
+def test_a_stop_signal_the_kernel_hands_to_another_thread_still_stops():
+    """Python runs signal handlers in the main thread; a SIGTERM delivered to another
+    thread must still end wait_for_signal (an untimed wait slept through it until
+    something else woke the main thread)."""
+    program = textwrap.dedent(
+        """
+        import signal, threading, time
+        from service.workers import wait_for_signal
+
+        def send():
+            time.sleep(0.3)
+            signal.pthread_kill(threading.get_ident(), signal.SIGTERM)  # this thread, not main
+            time.sleep(60)
+
+        threading.Thread(target=send, daemon=True).start()
+        wait_for_signal()
+        print("stopped")
+        """
+    )
+    run = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=20)
+    assert run.returncode == 0 and run.stdout.strip() == "stopped", run.stderr
