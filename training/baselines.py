@@ -118,32 +118,29 @@ def hot_in_communities(w: RankingWorld, half_life_h: float, power: float) -> Sco
     return fn
 
 
-def newest_in_communities(w: RankingWorld) -> ScoreFn:
-    created = w.ds.post_created_at[w.catalogue].astype(np.float64)
+def latest_in_communities(w: RankingWorld, times: np.ndarray) -> ScoreFn:
+    """The user's communities' posts, the latest `times` (one per catalogue post) first;
+    the rest after, all tied."""
+    times = times.astype(np.float64)
     comm = w.ds.post_community[w.catalogue]
     weights = w.state.community_weight
-    floor = created.min() if len(created) else 0.0
+    floor = times.min() if len(times) else 0.0
 
     def fn(b: np.ndarray) -> np.ndarray:
         inside = np.asarray(weights[b].todense())[:, comm] > 0
-        return np.where(inside, created[None, :] - floor + 1.0, 0.0)
+        return np.where(inside, times[None, :] - floor + 1.0, 0.0)
 
     return fn
+
+
+def newest_in_communities(w: RankingWorld) -> ScoreFn:
+    return latest_in_communities(w, w.ds.post_created_at[w.catalogue])
 
 
 def active_in_communities(w: RankingWorld) -> ScoreFn:
     """Latest activity first (the state's last_active: newest positive engagement, else
     creation), in the user's communities; the rest after."""
-    active = w.state.last_active[w.catalogue].astype(np.float64)
-    comm = w.ds.post_community[w.catalogue]
-    weights = w.state.community_weight
-    floor = active.min() if len(active) else 0.0
-
-    def fn(b: np.ndarray) -> np.ndarray:
-        inside = np.asarray(weights[b].todense())[:, comm] > 0
-        return np.where(inside, active[None, :] - floor + 1.0, 0.0)
-
-    return fn
+    return latest_in_communities(w, w.state.last_active[w.catalogue])
 
 
 FOLLOW_LEVELS = 7  # tie counts above this rank alike (keeps the float32 score's recency exact)
