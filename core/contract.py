@@ -135,7 +135,7 @@ POST_MEMBER_ENGAGERS_FILE = "post_member_engagers.npy"
 # end: its newest positive engagement, or its creation if nobody engaged with it. With
 # it, publish writes a record's hot_at as that time (and hot as of it), so hot_at is
 # the post's last activity from publish on, as the write path keeps it; without it
-# hot_at is the data end for every post and the last-activity features read "just now".
+# hot_at is the data end for every post, and so is every post's last activity.
 POST_LAST_ACTIVE_FILE = "post_last_active.npy"
 OPTIONAL_POST_ARRAYS = (POST_MEMBER_ENGAGERS_FILE, POST_LAST_ACTIVE_FILE)
 # Optional (not in ARRAY_FILES): the ids sorted (U [n]) and the row of each (i4 [n]). With
