@@ -10,7 +10,10 @@ service calls on the hot path, so the scorer is fitted and evaluated on what wil
 
 from __future__ import annotations
 
+import functools
+import os
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,10 +39,24 @@ class Model:
     neighbour_sims: np.ndarray | None = None
 
 
+# top_k works on blocks of this many rows, spread over the machine's cores: argpartition
+# treats each row alone, so the blocks give the very same answer, and a block's negated
+# copy and full index array stay in cache (a 256 x 200k block: 0.41 s in one piece, 0.22 s
+# in blocks of 16, 0.10 s over 2 cores; the default world's tuning makes 126 such calls).
+TOP_K_ROWS = 16
+
+
+@functools.cache
+def _top_k_pool() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="top-k")
+
+
 def top_k(scores: np.ndarray, k: int) -> np.ndarray:
     """Indices of the k highest scores per row, best first (ties by lower index)."""
     k = min(k, scores.shape[1])
-    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    blocks = [scores[lo : lo + TOP_K_ROWS] for lo in range(0, len(scores), TOP_K_ROWS)]
+    parts = list(_top_k_pool().map(lambda block: np.argpartition(-block, k - 1, axis=1)[:, :k], blocks))
+    part = np.concatenate(parts) if parts else np.empty((0, k), np.intp)
     vals = np.take_along_axis(scores, part, axis=1)
     order = np.lexsort((part, -vals), axis=1)
     return np.take_along_axis(part, order, axis=1)
