@@ -8,8 +8,8 @@ Protocol (also written into every report, so anyone can recompute the numbers):
   memberships, author standing, each user's history and community weights as of it.
   Every method that fits something is refitted on all data before each point, as a
   weekly retrain would: the pipeline's vectors and co-engagement neighbours, and the
-  ALS, EASE and item-kNN baselines; the pipeline's scorer is the shipped one, fitted
-  before the first point.
+  ALS, EASE and item-kNN baselines, and the pipeline's scorer (at the first point the
+  shipped one; at each later one fitted the same way on the 7-day windows before it).
 - Catalogue: what the service would serve at that moment: the non-deleted posts created
   before the split point (and, on feed-like data, no older than the index window). Every
   method ranks this same catalogue, minus what the user may not or need not see (private

@@ -18,9 +18,10 @@ from core import contract
 from core.bundle import load_bundle
 from training.baselines import BaselineParams
 from training.csvio import DataError
-from training.evaluate import SplitPoint, evaluate
+from training.evaluate import DAY, SplitPoint, evaluate
 from training.features import Model
-from training.params import AlsParams, EvalParams
+from training.params import AlsParams, EvalParams, ScorerParams, TrainParams
+from training.split import adaptive_inner_split, split_events
 from training.state import state_as_of
 
 
@@ -42,7 +43,14 @@ def reevaluate(bundle_dir: Path, data_dir: Path | None = None) -> tuple[dict, li
     bundle = load_bundle(bundle_dir, verify=True)
     p = bundle.manifest.params
     data_dir = Path(data_dir or p["data_dir"])
-    from training.train import data_fingerprint, load_on_engine, replay_points
+    from training.train import (
+        MIN_INNER_USERS,
+        StageClock,
+        data_fingerprint,
+        load_on_engine,
+        replay_points,
+        scorer_refits,
+    )
 
     if data_fingerprint(data_dir) != bundle.manifest.data_fingerprint:
         raise DataError(f"{data_dir}: not the data this bundle was trained on (fingerprint differs)")
@@ -73,7 +81,14 @@ def reevaluate(bundle_dir: Path, data_dir: Path | None = None) -> tuple[dict, li
     first = SplitPoint(
         first_ts, state_as_of(ds, first_ts, ds.memberships_derived, hot_h, als.engine), model, bundle.scorer
     )
-    points = replay_points(ds, first, later, als, hot_h)
+    # The later points' scorers are refitted as training refitted them: the same split,
+    # inner split, scorer parameters and pipeline ALS, all from the data and the manifest.
+    split = split_events(ds, p["test_fraction"], p["split_at"])
+    longest_s = int(max(eval_params.windows_days) * DAY)
+    inner = adaptive_inner_split(ds, split, longest_s, MIN_INNER_USERS)
+    trained = TrainParams(scorer=p["scorer"], scorer_fit=ScorerParams(**p["scorer_fit"]), als=als)
+    refit = scorer_refits(ds, split, inner, longest_s, p["index_window_applied_days"], trained, hot_h, StageClock(True))
+    points = replay_points(ds, first, later, als, hot_h, refit)
     saved = json.loads((bundle_dir / contract.REPORT_JSON_FILE).read_text())
     result = evaluate(
         ds,
