@@ -12,7 +12,7 @@ import scipy.sparse as sp
 from core import contract
 from tests.catalogue_logs import write_catalogue_logs
 from training.evaluate import METHODS, bootstrap_ci, per_user_metrics
-from training.params import TrainParams
+from training.params import EvalParams, TrainParams
 from training.reevaluate import reevaluate
 from training.train import train
 
@@ -63,6 +63,23 @@ def test_report_is_recomputed_exactly_from_the_bundle(learned_bundle):
         saved["gate"]["value"]
         == saved["windows"][len(proto["windows_days"]) - 1]["methods"]["pipeline"]["ndcg@10"]["mean"]
     )
+
+
+def test_the_later_points_scorer_is_refitted_and_an_older_bundle_is_recomputed_without(tiny_data, tmp_path):
+    """Two split points: make evaluate refits the later point's scorer as training did
+    (every number matches); read as a bundle from before the refit (its manifest without
+    the field), the first point's windows still match and the later point's differ, so
+    the refit is real and an older bundle re-evaluates as it was trained."""
+    params = TrainParams(test_fraction=0.5, eval=EvalParams(split_points=2))
+    bundle = train(tiny_data, tmp_path / "models", params, progress=False, quiet=True)
+    manifest = json.loads((bundle / contract.MANIFEST_FILE).read_text())
+    assert len(manifest["params"]["split_points"]) == 2 and manifest["params"]["eval"]["refit_scorer"] is True
+    assert reevaluate(bundle)[1] == []
+    del manifest["params"]["eval"]["refit_scorer"]
+    (bundle / contract.MANIFEST_FILE).write_text(json.dumps(manifest))
+    _, mismatches = reevaluate(bundle)
+    first = tuple(f"windows/{i}/" for i in range(len(params.eval.windows_days)))
+    assert mismatches and not [m for m in mismatches if m.startswith(first)], mismatches
 
 
 def test_catalogue_like_logs_train_and_the_pipeline_is_level_with_tuned_plain_als(tmp_path):

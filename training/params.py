@@ -66,6 +66,9 @@ class EvalParams:
         "more up to 8 until about 4000 user-requests are judged)",
     )
     tune_users: int = param(500, "users the baselines are tuned on (inner split)")
+    # In the manifest, so that `make evaluate` of a bundle trained before the refit (its
+    # manifest without the field) recomputes it as it was trained.
+    refit_scorer: bool = param(True, "refit the scorer at each later split point, as the vectors are", cli=False)
 
 
 @dataclass

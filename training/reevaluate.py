@@ -67,6 +67,7 @@ def reevaluate(bundle_dir: Path, data_dir: Path | None = None) -> tuple[dict, li
         windows_days=tuple(e["windows_days"]),
         split_points=e["split_points"],
         tune_users=e["tune_users"],
+        refit_scorer=e.get("refit_scorer", False),  # absent: trained before the refit
     )
     hot_h = float(p["hot_half_life_h"])
     baselines = BaselineParams(**p["baselines"])
@@ -81,13 +82,16 @@ def reevaluate(bundle_dir: Path, data_dir: Path | None = None) -> tuple[dict, li
     first = SplitPoint(
         first_ts, state_as_of(ds, first_ts, ds.memberships_derived, hot_h, als.engine), model, bundle.scorer
     )
-    # The later points' scorers are refitted as training refitted them: the same split,
-    # inner split, scorer parameters and pipeline ALS, all from the data and the manifest.
-    split = split_events(ds, p["test_fraction"], p["split_at"])
-    longest_s = int(max(eval_params.windows_days) * DAY)
-    inner = adaptive_inner_split(ds, split, longest_s, MIN_INNER_USERS)
-    trained = TrainParams(scorer=p["scorer"], scorer_fit=ScorerParams(**p["scorer_fit"]), als=als)
-    refit = scorer_refits(ds, split, inner, longest_s, p["index_window_applied_days"], trained, hot_h, StageClock(True))
+    refit = None
+    if eval_params.refit_scorer:
+        # The later points' scorers, refitted as training refitted them: the same split,
+        # inner split, scorer parameters and pipeline ALS, from the data and the manifest.
+        split = split_events(ds, p["test_fraction"], p["split_at"])
+        longest_s = int(max(eval_params.windows_days) * DAY)
+        inner = adaptive_inner_split(ds, split, longest_s, MIN_INNER_USERS)
+        trained = TrainParams(scorer=p["scorer"], scorer_fit=ScorerParams(**p["scorer_fit"]), als=als)
+        window = p["index_window_applied_days"]
+        refit = scorer_refits(ds, split, inner, longest_s, window, trained, hot_h, StageClock(quiet=True))
     points = replay_points(ds, first, later, als, hot_h, refit)
     saved = json.loads((bundle_dir / contract.REPORT_JSON_FILE).read_text())
     result = evaluate(

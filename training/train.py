@@ -277,7 +277,9 @@ def train(data_dir: Path, models_dir: Path, params: TrainParams, progress: bool 
         raise ValueError(f"scorer must be 'learned' or 'affinity', got {params.scorer!r}")
     clock.done("scorer", f"{scorer.kind}: " + json.dumps(scorer.info.get("weights_by_feature", {})))
 
-    refit = scorer_refits(ds, split, inner, longest_s, window, params, hot_h, clock)
+    refit = (
+        scorer_refits(ds, split, inner, longest_s, window, params, hot_h, clock) if params.eval.refit_scorer else None
+    )
     points = replay_points(
         ds, SplitPoint(split.split_ts, state, model, scorer), points_ts[1:], params.als, hot_h, refit
     )
