@@ -82,16 +82,14 @@ def reevaluate(bundle_dir: Path, data_dir: Path | None = None) -> tuple[dict, li
     first = SplitPoint(
         first_ts, state_as_of(ds, first_ts, ds.memberships_derived, hot_h, als.engine), model, bundle.scorer
     )
-    refit = None
-    if eval_params.refit_scorer:
-        # The later points' scorers, refitted as training refitted them: the same split,
-        # inner split, scorer parameters and pipeline ALS, from the data and the manifest.
-        split = split_events(ds, p["test_fraction"], p["split_at"])
-        longest_s = int(max(eval_params.windows_days) * DAY)
-        inner = adaptive_inner_split(ds, split, longest_s, MIN_INNER_USERS)
-        trained = TrainParams(scorer=p["scorer"], scorer_fit=ScorerParams(**p["scorer_fit"]), als=als)
-        window = p["index_window_applied_days"]
-        refit = scorer_refits(ds, split, inner, longest_s, window, trained, hot_h, StageClock(quiet=True))
+    # The later points' scorers, refitted as training refitted them (if it did): the same
+    # split, inner split, scorer parameters and pipeline ALS, from the data and the manifest.
+    split = split_events(ds, p["test_fraction"], p["split_at"])
+    longest_s = int(max(eval_params.windows_days) * DAY)
+    inner = adaptive_inner_split(ds, split, longest_s, MIN_INNER_USERS)
+    trained = TrainParams(scorer=p["scorer"], scorer_fit=ScorerParams(**p["scorer_fit"]), als=als, eval=eval_params)
+    window = p["index_window_applied_days"]
+    refit = scorer_refits(ds, split, inner, longest_s, window, trained, hot_h, StageClock(quiet=True))
     points = replay_points(ds, first, later, als, hot_h, refit)
     saved = json.loads((bundle_dir / contract.REPORT_JSON_FILE).read_text())
     result = evaluate(

@@ -144,8 +144,9 @@ def scorer_refits(
     its 7-day windows ending at that point, because a weekly retrain refits it with the
     vectors. A scorer fitted only before the first point ranked weeks it had drifted from
     (the 16 Stack Exchange sites: +0.030 [+0.012, +0.051] with the refit, docs/training.md).
-    None when the scorer is not learned."""
-    if params.scorer != "learned":
+    None when the scorer is not learned or params.eval.refit_scorer is off (a bundle
+    trained before the refit): every point keeps the first point's scorer."""
+    if params.scorer != "learned" or not params.eval.refit_scorer:
         return None
 
     def at(ts: int) -> LinearScorer:
@@ -277,9 +278,7 @@ def train(data_dir: Path, models_dir: Path, params: TrainParams, progress: bool 
         raise ValueError(f"scorer must be 'learned' or 'affinity', got {params.scorer!r}")
     clock.done("scorer", f"{scorer.kind}: " + json.dumps(scorer.info.get("weights_by_feature", {})))
 
-    refit = (
-        scorer_refits(ds, split, inner, longest_s, window, params, hot_h, clock) if params.eval.refit_scorer else None
-    )
+    refit = scorer_refits(ds, split, inner, longest_s, window, params, hot_h, clock)
     points = replay_points(
         ds, SplitPoint(split.split_ts, state, model, scorer), points_ts[1:], params.als, hot_h, refit
     )
