@@ -164,9 +164,12 @@ def rank_pipeline(ds: Dataset, point: SplitPoint, source: CandidateSource, users
 def per_user_metrics(rankings: np.ndarray, targets: sp.csr_matrix, users: np.ndarray, ds, ks) -> dict:
     T = targets[users]
     n_t = np.diff(T.indptr)
-    hits = np.zeros(rankings.shape, bool)
-    for i in range(len(users)):
-        hits[i] = np.isin(rankings[i], T.indices[T.indptr[i] : T.indptr[i + 1]]) & (rankings[i] >= 0)
+    # (request, post) pairs as one int64 key each: one membership test for every request
+    # instead of one per request.
+    n_posts = np.int64(max(T.shape[1], 1))
+    ranked_keys = np.arange(len(users), dtype=np.int64)[:, None] * n_posts + rankings
+    target_keys = np.repeat(np.arange(len(users), dtype=np.int64), n_t) * n_posts + T.indices
+    hits = np.isin(ranked_keys, target_keys) & (rankings >= 0)
     discount = 1.0 / np.log2(np.arange(rankings.shape[1]) + 2.0)
     out = {}
     for k in ks:

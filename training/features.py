@@ -154,13 +154,21 @@ class CandidateSource:
         """-inf, in catalogue columns, where a user may not or need not see a post: private
         posts of groups they are not in, posts they already engaged with. Every evaluated
         method ranks under this same rule."""
-        for i, u in enumerate(batch):
+        hidden = []
+        for u in batch.tolist():
             hide = self._private_hidden.get(u)
             if hide is None:
                 hide = self._private_hidden[u] = self.priv_cols[~np.isin(self.priv_comm, self.memberships(u))]
-            scores[i, hide] = -np.inf
-            seen = self.col_of[self.seen.indices[self.seen.indptr[u] : self.seen.indptr[u + 1]]]
-            scores[i, seen[seen >= 0]] = -np.inf
+            hidden.append(hide)
+        rows = np.repeat(np.arange(len(batch)), [len(h) for h in hidden])
+        if len(rows):
+            scores[rows, np.concatenate(hidden)] = -np.inf
+        # The batch's seen posts in one take of the seen matrix's rows.
+        seen = self.seen[batch]
+        cols = self.col_of[seen.indices]
+        rows = np.repeat(np.arange(len(batch)), np.diff(seen.indptr))
+        inside = cols >= 0
+        scores[rows[inside], cols[inside]] = -np.inf
 
 
 def features(
