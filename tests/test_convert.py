@@ -498,3 +498,27 @@ def test_reddit_threads_malformed_json_names_the_file(tmp_path):
     (src / "Emory" / "Emory-4-b1.json").write_text('{"sid": "b1",\n "created": }')
     with pytest.raises(DataError, match=r"^Emory/Emory-4-b1\.json: row 2, column \(json\): not valid JSON"):
         FORMATS["reddit-threads"](src, tmp_path / "out")
+
+
+def test_reddit_threads_window_keeps_threads_created_in_it_and_comments_before_its_end(tmp_path):
+    src, out = reddit_threads_src(tmp_path / "src"), tmp_path / "out"
+    t0 = utc(2021, 10, 1)
+    # a1 (created t0) is before the window, a2 (t0 + 1 h) and b1 (t0 + 1 day) inside it;
+    # b1's comment falls exactly on the window's end.
+    done = run_cli("reddit-threads", src, out, "--since", "2021-10-01T00:30", "--until", "2021-10-02T01:00")
+    assert done.returncode == 0, done.stderr
+    c = json.loads(done.stdout.split("\n", 1)[1])
+    assert (c["posts"], c["events"], c["since"], c["until"]) == (2, 1, "2021-10-01T00:30:00Z", "2021-10-02T01:00:00Z")
+    assert c["dropped"] == {
+        "comment_after_crawl_end": 1,
+        "comment_by_bot": 1,
+        "comment_by_thread_author": 1,
+        "comment_without_user": 1,
+        "duplicate_thread": 1,
+        "thread_outside_window": 1,
+        "comment_on_thread_outside_window": 2,  # bob's and cat's on a1
+        "comment_after_until": 1,  # ann's on b1
+    }
+    assert c["subreddits"] == {"Emory": {"threads": 1, "events": 0}, "GradSchool": {"threads": 3, "events": 1}}
+    assert events(out) == [("u-ann", "a2", t0 + 7200, "comment", 1)]
+    assert [r["post_id"] for r in rows(out, "posts.csv")] == ["a2", "b1"]

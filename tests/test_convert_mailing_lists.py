@@ -297,4 +297,7 @@ def test_cli_window_options(tmp_path):
     bad = run_cli("mailing-lists", src, out, "--since", "last week")
     assert bad.returncode == 2 and "not an ISO date: 'last week'" in bad.stderr
     other = run_cli("movielens", src, out, "--since", "2024-01-01")
-    assert (other.returncode, other.stderr) == (2, "error: --since/--until: only for mailing-lists, not movielens\n")
+    assert (other.returncode, other.stderr) == (
+        2,
+        "error: --since/--until: only for mailing-lists, reddit-threads, not movielens\n",
+    )

@@ -429,10 +429,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("src", type=Path, help="directory with the source files (plain, .gz or in a .zip)")
     p.add_argument("out", type=Path, help="output directory for events.csv, posts.csv, communities.csv")
     p.add_argument(
-        "--since", type=iso_time, default=None, help="keep messages dated from this ISO date (UTC); mailing-lists"
+        "--since",
+        type=iso_time,
+        default=None,
+        help="keep messages (mailing-lists) or threads (reddit-threads) dated from this ISO date (UTC)",
     )
     p.add_argument(
-        "--until", type=iso_time, default=None, help="keep messages dated before this ISO date (UTC); mailing-lists"
+        "--until",
+        type=iso_time,
+        default=None,
+        help="keep messages, threads and comments dated before this ISO date (UTC); mailing-lists, reddit-threads",
     )
     p.set_defaults(fn=cmd_convert)
 

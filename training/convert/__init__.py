@@ -31,4 +31,4 @@ FORMATS: dict[str, Callable[[Path, Path], dict]] = {
 }
 # Formats whose converter takes a time window (since=, until=: unix seconds; the CLI's
 # --since/--until): logs that span years, where a study wants a stretch of them.
-WINDOWED = {"mailing-lists"}
+WINDOWED = {"mailing-lists", "reddit-threads"}

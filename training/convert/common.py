@@ -19,6 +19,7 @@ import zipfile
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 from training.csvio import DataError
@@ -169,6 +170,11 @@ class Log:
     communities: dict[str, str] = field(default_factory=dict)  # id -> topic
     events: list[tuple[str, str, int, str, int]] = field(default_factory=list)  # user, post, ts, kind, weight
     dropped: Counter = field(default_factory=Counter)  # reason -> count (reported in the counts)
+
+
+def day(ts: int | None) -> str | None:
+    """Unix seconds -> ISO date-time in UTC (a window's ends in the printed counts)."""
+    return None if ts is None else datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
 
 
 def check_id(value: str, what: str) -> str:

@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from training.convert.common import DAY, Log, write_log
+from training.convert.common import DAY, Log, day, write_log
 from training.convert.mail_archive import ListSource, detect
 from training.convert.mail_headers import Mail, Malformed, parse
 from training.csvio import DataError
@@ -207,10 +207,6 @@ def per_list(log: Log, archive: Archive, sources: list[ListSource]) -> dict:
         }
         for s in sources
     }
-
-
-def day(ts: int | None) -> str | None:
-    return None if ts is None else datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
 
 
 def parse_day(value: str) -> int:

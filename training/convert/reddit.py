@@ -24,6 +24,11 @@ Mapping:
                kept). Counted per reason in "dropped".
   duplicates = a thread id seen twice (a crawler that saved one thread under two names)
                keeps the first file in name order and counts the rest.
+  window     = --since/--until (optional): only threads created in [since, until), and
+               their comments before until (a stretch of a years-long crawl, such as its
+               dense last months; "thread_outside_window" and "comment_after_until" in
+               "dropped"). The crawl-end cut is the subreddit's newest thread of the
+               whole crawl, window or not.
 """
 
 from __future__ import annotations
@@ -32,14 +37,14 @@ import json
 import re
 from pathlib import Path
 
-from training.convert.common import DAY, Log, write_log
+from training.convert.common import DAY, Log, day, write_log
 from training.csvio import DataError
 
 SUBREDDIT = re.compile(r"[A-Za-z0-9_]{2,21}")  # Reddit's own rule for subreddit names
 DELETED = {"", "[deleted]", "[removed]"}
 
 
-def convert_reddit_threads(src: Path, out: Path) -> dict:
+def convert_reddit_threads(src: Path, out: Path, since: int | None = None, until: int | None = None) -> dict:
     src = Path(src)
     subs = sorted(p for p in src.iterdir() if p.is_dir()) if src.is_dir() else []
     if not subs:
@@ -57,9 +62,31 @@ def convert_reddit_threads(src: Path, out: Path) -> dict:
             add_thread(log, cid, path, f"{sub.name}/{path.name}")
         cut_after_crawl_end(log, before, cid)
         per_sub[sub.name] = {"threads": len(files), "events": len(log.events) - before}
+    if since is not None or until is not None:
+        keep_window(log, since, until)
+        for name in per_sub:
+            per_sub[name]["events"] = sum(log.posts[e[1]][0] == f"r-{name}" for e in log.events)
     result = write_log(log, out)
+    result["since"] = day(since)
+    result["until"] = day(until)
     result["subreddits"] = per_sub
     return result
+
+
+def keep_window(log: Log, since: int | None, until: int | None) -> None:
+    """Threads created in [since, until) and their comments before until; the rest dropped."""
+    lo = since if since is not None else -(2**63)
+    hi = until if until is not None else 2**63
+    outside = {pid for pid, (_, _, created) in log.posts.items() if not lo <= created < hi}
+    dropped = {
+        "thread_outside_window": len(outside),
+        "comment_on_thread_outside_window": sum(e[1] in outside for e in log.events),
+        "comment_after_until": sum(e[1] not in outside and e[2] >= hi for e in log.events),
+    }
+    log.dropped.update({reason: n for reason, n in dropped.items() if n})
+    for pid in outside:
+        del log.posts[pid]
+    log.events[:] = [e for e in log.events if e[1] not in outside and e[2] < hi]
 
 
 def cut_after_crawl_end(log: Log, first_event: int, cid: str) -> None:
