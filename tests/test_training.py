@@ -182,7 +182,8 @@ def test_later_split_points_rank_with_what_a_retrain_before_them_fits(tiny_data)
     """Replay: each later point gets vectors, neighbours and the world as of it (as the
     baselines are refitted there), so what a user did since the first point counts."""
     from training.evaluate import SplitPoint
-    from training.train import fit_model, replay_points
+    from training.train import replay_points
+    from training.world_fits import WorldFits, fit_model
 
     ds = load_dataset(tiny_data)
     als = AlsParams(factors=8, iterations=5)
@@ -193,7 +194,7 @@ def test_later_split_points_rank_with_what_a_retrain_before_them_fits(tiny_data)
     newcomers = np.flatnonzero((first_seen >= t0) & (first_seen < t1))
     assert len(newcomers) > 0
     state0, model0 = fit_model(ds, t0, als, 24.0, progress=False)
-    points = replay_points(ds, SplitPoint(t0, state0, model0, None), [t1], als, 24.0)
+    points = replay_points(SplitPoint(t0, state0, model0, None), [t1], WorldFits(ds, als, 24.0))
     assert [p.split_ts for p in points] == [t0, t1]
     assert points[0].model is model0 and points[1].scorer is None  # the shipped scorer, whatever it is
     state1, model1 = fit_model(ds, t1, als, 24.0, progress=False)
@@ -228,3 +229,28 @@ def test_a_published_post_record_holds_the_posts_last_activity(learned_bundle, t
     )
     del b.arrays[contract.POST_LAST_ACTIVE_FILE]
     assert (b.records_at(np.arange(ds.n_posts))["hot_at"] == end).all()
+
+
+def test_a_fit_asked_for_again_is_the_remembered_one_within_the_byte_budget(tiny_data):
+    """A later point's scorer windows are the earlier point's plus one: WorldFits fits each
+    time once, and a remembered fit is what a fresh fit gives."""
+    from training.world_fits import WorldFits, fit_model, nbytes
+
+    ds = load_dataset(tiny_data)
+    als = AlsParams(factors=8, iterations=5)
+    t0, t1 = int(ds.e_ts[len(ds.e_ts) // 2]), int(ds.e_ts[len(ds.e_ts) // 2]) + DAY
+    fits = WorldFits(ds, als, 24.0)
+    first = fits(t0)
+    assert fits(t0)[1] is first[1] and fits.fitted == 1
+    fits(t1)
+    assert fits(t0)[1] is first[1] and fits.fitted == 2
+    fresh_state, fresh = fit_model(ds, t0, als, 24.0, progress=False)
+    np.testing.assert_array_equal(first[1].post_vectors, fresh.post_vectors)
+    np.testing.assert_array_equal(first[0].hot, fresh_state.hot)
+    # A budget of one fit keeps the newest only: asking for the older one fits it again.
+    size = nbytes(first[0]) + nbytes(first[1])
+    small = WorldFits(ds, als, 24.0, keep_bytes=size + size // 2)
+    small(t0), small(t1), small(t1)
+    assert small.fitted == 2
+    small(t0)
+    assert small.fitted == 3

@@ -23,6 +23,7 @@ from training.features import Model
 from training.params import AlsParams, EvalParams, ScorerParams, TrainParams
 from training.split import adaptive_inner_split, split_events
 from training.state import state_as_of
+from training.world_fits import WorldFits
 
 
 def _flatten(obj, prefix: str = "") -> dict[str, float]:
@@ -89,8 +90,9 @@ def reevaluate(bundle_dir: Path, data_dir: Path | None = None) -> tuple[dict, li
     inner = adaptive_inner_split(ds, split, longest_s, MIN_INNER_USERS)
     trained = TrainParams(scorer=p["scorer"], scorer_fit=ScorerParams(**p["scorer_fit"]), als=als, eval=eval_params)
     window = p["index_window_applied_days"]
-    refit = scorer_refits(ds, split, inner, longest_s, window, trained, hot_h, StageClock(quiet=True))
-    points = replay_points(ds, first, later, als, hot_h, refit)
+    fits = WorldFits(ds, als, hot_h)
+    refit = scorer_refits(ds, split, inner, longest_s, window, trained, fits, StageClock(quiet=True))
+    points = replay_points(first, later, fits, refit)
     saved = json.loads((bundle_dir / contract.REPORT_JSON_FILE).read_text())
     result = evaluate(
         ds,

@@ -36,10 +36,9 @@ from training.evaluate import (
     target_matrix,
 )
 from training.event_times import event_times
-from training.features import CandidateSource, Model, seen_matrix
+from training.features import CandidateSource, seen_matrix
 from training.index import age_window, build_index, servable_rows
 from training.load import load_dataset
-from training.neighbours import item_neighbours
 from training.params import AlsParams, TrainParams
 from training.plot import plot_report
 from training.scorer import fit_scorer, training_examples
@@ -53,6 +52,7 @@ from training.split import (
 )
 from training.state import log_aggregates, state_as_of
 from training.tables import table_files
+from training.world_fits import WorldFits
 
 INDEX_QUERIES = 200  # user vectors that measure the index candidates
 # The pipeline's ALS settings tried on the inner split (factors, alpha): the default first.
@@ -101,21 +101,10 @@ def load_on_engine(data_dir: Path, engine: str) -> schema.Dataset:
     return load_dataset(data_dir)
 
 
-def fit_model(ds: schema.Dataset, split_ts: int, als_params: AlsParams, hot_half_life_h: float, progress: bool):
-    """The world as of split_ts and the vectors fitted on the events before it."""
-    state = state_as_of(ds, split_ts, ds.memberships_derived, hot_half_life_h, als_params.engine)
-    als = fit_community_als(ds, state, als_params, progress)
-    posts, authors = post_embeddings(ds, als)
-    neighbours, sims = item_neighbours(state.history, ds.n_posts)
-    return state, Model(als.user_factors, als.community_factors, posts, authors, neighbours, sims)
-
-
 def replay_points(
-    ds: schema.Dataset,
     first: SplitPoint,
     later: list[int],
-    als_params: AlsParams,
-    hot_half_life_h: float,
+    fits: WorldFits,
     scorer_at: Callable[[int], LinearScorer] | None = None,
 ) -> list[SplitPoint]:
     """The first split point, then each later one as a service retrained just before it
@@ -125,7 +114,7 @@ def replay_points(
     keeps the first point's, as an affinity-only scorer is)."""
     points = [first]
     for ts in later:
-        state, model = fit_model(ds, ts, als_params, hot_half_life_h, progress=False)
+        state, model = fits(ts)
         points.append(SplitPoint(ts, state, model, scorer_at(ts) if scorer_at else first.scorer))
     return points
 
@@ -137,7 +126,7 @@ def scorer_refits(
     longest_s: int,
     window: float | None,
     params: TrainParams,
-    hot_half_life_h: float,
+    fits: WorldFits,
     clock: StageClock,
 ) -> Callable[[int], LinearScorer] | None:
     """The scorer a later split point gets: fitted as the shipped one is (learn_scorer),
@@ -151,7 +140,7 @@ def scorer_refits(
 
     def at(ts: int) -> LinearScorer:
         point = TimeSplit(split_ts=ts, end_ts=split.end_ts, train=ds.e_ts < ts, test=ds.e_ts >= ts)
-        return learn_scorer(ds, point, inner, longest_s, window, params, hot_half_life_h, clock)
+        return learn_scorer(ds, point, inner, longest_s, window, params, fits, clock)
 
     return at
 
@@ -193,7 +182,7 @@ def learn_scorer(
     longest_s: int,
     window: float | None,
     params: TrainParams,
-    hot_half_life_h: float,
+    fits: WorldFits,
     clock: StageClock,
 ) -> LinearScorer:
     """The scorer fitted on the evaluation's window just before the split, and on the
@@ -205,7 +194,7 @@ def learn_scorer(
         drawn = sum(n for _, n in used)
         if drawn >= fit.max_users:
             break
-        state, model = fit_model(ds, w.split_ts, params.als, hot_half_life_h, progress=False)
+        state, model = fits(w.split_ts)
         catalogue = catalogue_rows(ds, w.split_ts, window)
         seen = seen_matrix(ds, w.train)
         targets = target_matrix(ds, w.test, seen, catalogue)
@@ -263,7 +252,8 @@ def train(data_dir: Path, models_dir: Path, params: TrainParams, progress: bool 
     hot_h = baselines.hot_half_life_h
     clock.done("tune", f"baselines tuned on the inner split: hot half-life {hot_h:g} h; {baselines.tuning}")
 
-    state, model = fit_model(ds, split.split_ts, params.als, hot_h, progress)
+    fits = WorldFits(ds, params.als, hot_h)
+    state, model = fits(split.split_ts, progress)
     clock.done(
         "als",
         f"{ds.n_users} users x ({ds.n_communities} communities + {ds.n_posts} posts), "
@@ -271,17 +261,15 @@ def train(data_dir: Path, models_dir: Path, params: TrainParams, progress: bool 
     )
 
     if params.scorer == "learned":
-        scorer = learn_scorer(ds, split, inner, longest_s, window, params, hot_h, clock)
+        scorer = learn_scorer(ds, split, inner, longest_s, window, params, fits, clock)
     elif params.scorer == "affinity":
         scorer = LinearScorer.affinity_only()
     else:
         raise ValueError(f"scorer must be 'learned' or 'affinity', got {params.scorer!r}")
     clock.done("scorer", f"{scorer.kind}: " + json.dumps(scorer.info.get("weights_by_feature", {})))
 
-    refit = scorer_refits(ds, split, inner, longest_s, window, params, hot_h, clock)
-    points = replay_points(
-        ds, SplitPoint(split.split_ts, state, model, scorer), points_ts[1:], params.als, hot_h, refit
-    )
+    refit = scorer_refits(ds, split, inner, longest_s, window, params, fits, clock)
+    points = replay_points(SplitPoint(split.split_ts, state, model, scorer), points_ts[1:], fits, refit)
     result = evaluate(ds, points, split.end_ts, window, baselines, params.als, params.eval, notes, progress)
     clock.done(
         "evaluate",
