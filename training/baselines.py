@@ -106,14 +106,18 @@ def hot_in_communities(w: RankingWorld, half_life_h: float, power: float) -> Sco
     # weight. Posts nobody engaged with score COLD, all tied, as 0 ties in the product.
     hot = w.hot(half_life_h)
     cold = hot <= 0
-    log_hot = np.log(np.where(cold, 1.0, hot)).astype(np.float32)
+    # COLD absorbs any lift added to it (float32's step at 1e30 is ~1e23), so cold posts
+    # come out COLD from the one addition below, with no separate masking pass.
+    log_hot = np.where(cold, COLD, np.log(np.where(cold, 1.0, hot))).astype(np.float32)
     comm = w.ds.post_community[w.catalogue]
     weights = w.state.community_weight
 
     def fn(b: np.ndarray) -> np.ndarray:
         uw = np.asarray(weights[b].todense(), dtype=np.float64)  # [users, communities]
         log_lift = np.where(uw > 0, power * np.log(np.maximum(uw, 1e-9)), np.log(OUTSIDE)).astype(np.float32)
-        return np.where(cold[None, :], COLD, log_lift[:, comm] + log_hot[None, :])
+        out = log_lift[:, comm]
+        out += log_hot[None, :]
+        return out
 
     return fn
 
@@ -125,10 +129,12 @@ def latest_in_communities(w: RankingWorld, times: np.ndarray) -> ScoreFn:
     comm = w.ds.post_community[w.catalogue]
     weights = w.state.community_weight
     floor = times.min() if len(times) else 0.0
+    # The float32 score the evaluation ranks, computed once per post (not per user).
+    score = (times - floor + 1.0).astype(np.float32)
 
     def fn(b: np.ndarray) -> np.ndarray:
         inside = np.asarray(weights[b].todense())[:, comm] > 0
-        return np.where(inside, times[None, :] - floor + 1.0, 0.0)
+        return np.where(inside, score[None, :], np.float32(0.0))
 
     return fn
 
@@ -266,8 +272,13 @@ def build(w: RankingWorld, p: BaselineParams, als: AlsParams) -> dict[str, Score
     """Every baseline's score function at this world, with the tuned settings."""
     rng = np.random.default_rng(als.seed)
     n = len(w.catalogue)
+
+    def random(b: np.ndarray) -> np.ndarray:
+        return rng.random((len(b), n))
+
+    random.draws_in_order = True  # one generator across batches: rank them in order
     return {
-        "random": lambda b: rng.random((len(b), n)),
+        "random": random,
         "most_popular": popularity(w),
         "hot_global": hot_global(w, p.hot_global_half_life_h),
         "hot_in_communities": hot_in_communities(w, p.hot_half_life_h, p.community_power),

@@ -37,8 +37,11 @@ core.scoring.feature_matrix and the bundle's scorer; no diversity re-rank).
 
 from __future__ import annotations
 
+import functools
 import json
+import os
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -131,16 +134,38 @@ def pick_users(targets: sp.csr_matrix, seen: sp.csr_matrix, max_users: int, seed
     return users.astype(np.int32)
 
 
+# Batches ranked side by side when two batches' dense scores fit in this many bytes: the
+# score functions, the hiding and the top k's sort are numpy work on one core each, and
+# every batch is ranked alone (the same answer in any order).
+PARALLEL_BATCH_BYTES = 512 << 20
+
+
+@functools.cache
+def _batch_pool() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="rank-batch")
+
+
 def rank_dense(source: CandidateSource, users: np.ndarray, score_fn, k: int, chunk: int = 256) -> np.ndarray:
-    """Top k catalogue rows per user for a method that scores the whole catalogue."""
+    """Top k catalogue rows per user for a method that scores the whole catalogue. A score
+    function that draws random numbers in call order says so (draws_in_order) and gets its
+    batches one after another, in order."""
     out = np.full((len(users), k), -1, np.int32)
-    for lo in range(0, len(users), chunk):
+
+    def rank(lo: int) -> None:
         batch = users[lo : lo + chunk]
         scores = np.asarray(score_fn(batch), dtype=np.float32)
         source.hide(scores, batch)
         top = top_k(scores, k)
         valid = np.isfinite(np.take_along_axis(scores, top, axis=1))
         out[lo : lo + chunk, : top.shape[1]] = np.where(valid, source.catalogue[top], -1)
+
+    starts = range(0, len(users), chunk)
+    in_order = getattr(score_fn, "draws_in_order", False)
+    if in_order or len(starts) < 2 or 2 * chunk * len(source.catalogue) * 8 > PARALLEL_BATCH_BYTES:
+        for lo in starts:
+            rank(lo)
+    else:
+        list(_batch_pool().map(rank, starts))  # list(): a batch's exception is raised here
     return out
 
 
