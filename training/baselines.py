@@ -40,7 +40,7 @@ from training.als import fit_als
 from training.neighbours import history_matrix
 from training.params import AlsParams
 from training.schema import Dataset
-from training.state import WorldState, hotness
+from training.state import WorldState, log_aggregates
 
 ScoreFn = Callable[[np.ndarray], np.ndarray]  # user rows -> [len(users), len(catalogue)] scores
 
@@ -50,7 +50,6 @@ HOT_HALF_LIVES_H = (0.25, 0.5, 1.0, 4.0, 16.0, 64.0, 256.0)
 # Powers reach far enough that "my heaviest group first, then hotness" is on the grid: on
 # the default world and on mailing lists the inner split picks the largest power offered.
 COMMUNITY_POWERS = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 64.0)
-KNN_HISTORY = 50  # newest engaged posts of a user that vote for neighbours
 # EASE's lambda and plain ALS's (factors, alpha) are searched until the optimum is
 # bracketed: start from these, then step along the ladder beyond whichever tried value is
 # best while it has an untried neighbour (the best at a ladder's end is the end's).
@@ -86,16 +85,21 @@ class RankingWorld:
     state: WorldState
     train: np.ndarray  # bool mask over events: before as_of
     catalogue: np.ndarray
+    engine: str = "implicit"  # whose aggregations give the hotness (training/state.py log_aggregates)
     _hot: dict = field(default_factory=dict)
+    _log: object = None  # the engine's aggregations as of as_of, made on first use
 
     @property
     def as_of(self) -> int:
         return self.state.as_of
 
     def hot(self, half_life_h: float) -> np.ndarray:
-        """The catalogue's hotness at as_of with this half-life (computed once)."""
+        """The catalogue's hotness at as_of with this half-life (computed once), by the
+        engine that computed the state: on Spark the events stay there."""
         if half_life_h not in self._hot:
-            self._hot[half_life_h] = hotness(self.ds, self.train, self.as_of, half_life_h)[self.catalogue]
+            if self._log is None:
+                self._log = log_aggregates(self.ds, self.as_of, self.engine)
+            self._hot[half_life_h] = self._log.hot(half_life_h)[self.catalogue]
         return self._hot[half_life_h]
 
 
@@ -203,9 +207,11 @@ def newest_from_followed(w: RankingWorld) -> ScoreFn:
 
 def item_knn(w: RankingWorld) -> ScoreFn:
     """Item-based collaborative filtering: a post scores the summed cosine similarity
-    (on co-engagement) to the user's recent engagements. Computed through the users
-    (H[b] Hn' Hn, Hn = H with unit item columns) so the post x post matrix is never built."""
-    H = history_matrix(w.ds, w.train, KNN_HISTORY)
+    (on co-engagement) to the user's recent engagements (the state's history: each user's
+    50 newest engaged posts, which either engine's state holds, so no event is read here).
+    Computed through the users (H[b] Hn' Hn, Hn = H with unit item columns) so the post x
+    post matrix is never built."""
+    H = history_matrix(w.state.history, w.ds.n_posts)
     norms = np.sqrt(np.asarray(H.sum(axis=0)).ravel()) + 1e-9
     Hn = H.multiply(1.0 / norms[None, :]).tocsr()
     HnT = Hn.T.tocsr()

@@ -277,7 +277,7 @@ def evaluate(
         long_mask = ~before & (ds.e_ts < min(end_ts, split_ts + int(longest * DAY)))
         users = pick_users(target_matrix(ds, long_mask, seen, catalogue), seen, params.max_users, params.seed + j)
         all_users[j, : len(users)] = users
-        world = RankingWorld(ds, point.state, before, catalogue)
+        world = RankingWorld(ds, point.state, before, catalogue, als.engine)
         source = CandidateSource(ds, point.state, point.model, catalogue, seen)
         scorers = build(world, baselines, als)
         scorers["als_stage"] = lambda b, m=point.model, c=catalogue: m.user_factors[b] @ m.post_vectors[c].T

@@ -29,10 +29,12 @@ def newest_engaged(ds: Dataset, mask: np.ndarray, keep: int = HISTORY) -> tuple[
     return users[kept], posts[kept], rank[kept]
 
 
-def history_matrix(ds: Dataset, mask: np.ndarray, keep: int = HISTORY) -> sp.csr_matrix:
-    """users x posts: 1 on each user's `keep` newest distinct positive engagements under mask."""
-    users, posts, _ = newest_engaged(ds, mask, keep)
-    return sp.csr_matrix((np.ones(len(users), np.float32), (users, posts)), shape=(ds.n_users, ds.n_posts))
+def history_matrix(history: np.ndarray, n_posts: int) -> sp.csr_matrix:
+    """users x posts: 1 on each post of each user's history (user_history's array, -1 pads)."""
+    users, slots = np.nonzero(history >= 0)
+    return sp.csr_matrix(
+        (np.ones(len(users), np.float32), (users, history[users, slots])), shape=(history.shape[0], n_posts)
+    )
 
 
 def user_history(ds: Dataset, mask: np.ndarray, keep: int = HISTORY) -> np.ndarray:
@@ -47,10 +49,7 @@ def item_neighbours(history: np.ndarray, n_posts: int, k: int = NEIGHBOURS) -> t
     """(int32 [n_posts, k] neighbour rows, -1 padded; float32 [n_posts, k] cosine), most
     similar first, from the users' histories (user_history's array, which the state holds:
     per user, not per event, so either engine's state gives them)."""
-    users, slots = np.nonzero(history >= 0)
-    H = sp.csr_matrix(
-        (np.ones(len(users), np.float32), (users, history[users, slots])), shape=(history.shape[0], n_posts)
-    ).tocsc()
+    H = history_matrix(history, n_posts).tocsc()
     counts = np.asarray(H.sum(axis=0)).ravel()
     norms = np.sqrt(counts) + 1e-9
     Hn = H.multiply(1.0 / norms[None, :]).tocsc()

@@ -152,7 +152,7 @@ def tune_on_inner(
     (training data only, the same users for all)."""
     state = state_as_of(ds, inner.split_ts, ds.memberships_derived, engine=params.als.engine)
     catalogue = catalogue_rows(ds, inner.split_ts, window)
-    world = RankingWorld(ds, state, inner.train, catalogue)
+    world = RankingWorld(ds, state, inner.train, catalogue, params.als.engine)
     seen = seen_matrix(ds, inner.train)
     measure = measure_ndcg(ds, world, seen, inner.end_ts, params.eval.tune_users, params.eval.seed)
     clock.log(f"tuning on the inner split at {inner.split_ts} ({len(measure.users)} users)")
