@@ -317,7 +317,7 @@ def tune(w: RankingWorld, measure: Callable[[ScoreFn], float], als: AlsParams) -
             fn = make()
             values[key] = measure(fn) if fn is not None else float("-inf")
         grid[name] = {k: round(v, 5) for k, v in values.items()}
-        return max(values, key=lambda k: (values[k], -list(values).index(k)))
+        return first_best(values)
 
     h = best("hot_global", {f"{hl:g}h": (lambda hl=hl: hot_global(w, hl)) for hl in HOT_HALF_LIVES_H})
     p.hot_global_half_life_h = float(h[:-1])
@@ -350,8 +350,8 @@ def tune(w: RankingWorld, measure: Callable[[ScoreFn], float], als: AlsParams) -
     return p
 
 
-def first_best(values: dict[tuple, float]) -> tuple:
-    """The best setting; among equals the one tried first."""
+def first_best(values: dict) -> object:
+    """The best setting (a key of values); among equals the one tried first."""
     return max(values, key=lambda k: (values[k], -list(values).index(k)))
 
 

@@ -22,7 +22,7 @@ from core import contract
 from core.scoring import LinearScorer
 from training import schema
 from training.als import fit_community_als
-from training.baselines import TUNE_ITERATIONS, BaselineParams, RankingWorld, tune
+from training.baselines import TUNE_ITERATIONS, BaselineParams, RankingWorld, first_best, tune
 from training.bundle_writer import new_version, write_bundle
 from training.embeddings import post_embeddings
 from training.evaluate import (
@@ -168,7 +168,7 @@ def tune_on_inner(
             posts, _ = post_embeddings(ds, fit)
             U, V = fit.user_factors, posts[catalogue]
             grid[f"{factors}x{alpha:g}"] = round(measure(lambda b, U=U, V=V: U[b] @ V.T), 5)
-        best = max(grid, key=lambda k: (grid[k], -list(grid).index(k)))
+        best = first_best(grid)
         factors, alpha = best.split("x")
         als = replace(params.als, factors=int(factors), alpha=float(alpha))
         baselines.tuning["pipeline_als"] = grid
