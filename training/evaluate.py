@@ -134,9 +134,10 @@ def pick_users(targets: sp.csr_matrix, seen: sp.csr_matrix, max_users: int, seed
     return users.astype(np.int32)
 
 
-# Batches ranked side by side when two batches' dense scores fit in this many bytes: the
-# score functions, the hiding and the top k's sort are numpy work on one core each, and
-# every batch is ranked alone (the same answer in any order).
+# Batches ranked side by side when two batches' working arrays fit in this many bytes
+# (counted as 8 bytes a score: the float32 scores and top_k's negated copy): the score
+# functions, the hiding and the top k's sort are numpy work on one core each, and every
+# batch is ranked alone (the same answer in any order).
 PARALLEL_BATCH_BYTES = 512 << 20
 
 

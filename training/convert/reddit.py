@@ -26,7 +26,8 @@ Mapping:
                keeps the first file in name order and counts the rest.
   window     = --since/--until (optional): only threads created in [since, until), and
                their comments before until (a stretch of a years-long crawl, such as its
-               dense last months; "thread_outside_window" and "comment_after_until" in
+               dense last months; "thread_outside_window",
+               "comment_on_thread_outside_window" and "comment_after_until" in
                "dropped"). The crawl-end cut is the subreddit's newest thread of the
                whole crawl, window or not.
 """
@@ -35,6 +36,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from pathlib import Path
 
 from training.convert.common import DAY, Log, day, write_log
@@ -64,8 +66,9 @@ def convert_reddit_threads(src: Path, out: Path, since: int | None = None, until
         per_sub[sub.name] = {"threads": len(files), "events": len(log.events) - before}
     if since is not None or until is not None:
         keep_window(log, since, until)
+        kept = Counter(log.posts[e[1]][0] for e in log.events)  # events per community, in one pass
         for name in per_sub:
-            per_sub[name]["events"] = sum(log.posts[e[1]][0] == f"r-{name}" for e in log.events)
+            per_sub[name]["events"] = kept[f"r-{name}"]
     result = write_log(log, out)
     result["since"] = day(since)
     result["until"] = day(until)
