@@ -1,5 +1,6 @@
 """The automatic replay protocol: at least two split points, more (up to eight, while data
-remains) until about AUTO_MIN_REQUESTS user-requests would be judged."""
+remains) until about AUTO_MIN_REQUESTS user-requests would be judged; a point with
+nobody to judge is passed over and not counted."""
 
 from __future__ import annotations
 
@@ -13,12 +14,13 @@ DAY = 86_400
 WEEK = 7 * DAY
 
 
-def weekly_log(active_per_week: int, weeks: int = 12):
-    """`active_per_week` users each engage once a week with a post made a day before;
-    every user also engaged once before the first week (so each has history)."""
+def weekly_log(active_per_week: int, weeks: int = 12, every: int = 1):
+    """`active_per_week` users each engage once a week (once in `every` weeks) with a post
+    made a day before; every user also engaged once before the first week (so each has
+    history)."""
     users = np.arange(active_per_week)
     e_user, e_ts, e_post, created = [], [], [], []
-    for week in range(weeks + 1):
+    for week in range(0, weeks + 1, every):
         for u in users:
             post = len(created)
             created.append(week * WEEK - DAY)
@@ -56,3 +58,11 @@ def test_a_small_log_uses_every_point_up_to_the_cap_or_the_data_end():
     assert auto_split_points(ds, split, WEEK, max_users=2000) == [WEEK * (i + 1) for i in range(AUTO_MAX_POINTS)]
     ds, split = weekly_log(50, weeks=4)  # data ends after week 4: points at weeks 1..4
     assert auto_split_points(ds, split, WEEK, max_users=2000) == [WEEK, 2 * WEEK, 3 * WEEK, 4 * WEEK]
+
+
+def test_weeks_with_nobody_to_judge_are_passed_over_and_not_counted():
+    # engagement in one week of four (a log dated by the month): eight points with someone
+    # to judge, four weeks apart, not eight weekly points of which six judge nobody
+    ds, split = weekly_log(50, weeks=40, every=4)
+    split = TimeSplit(4 * WEEK, split.end_ts, ds.e_ts < 4 * WEEK, ds.e_ts >= 4 * WEEK)
+    assert auto_split_points(ds, split, WEEK, max_users=2000) == [4 * WEEK * (i + 1) for i in range(AUTO_MAX_POINTS)]

@@ -37,7 +37,9 @@ class ScorerParams:
 
     max_users: int = param(2000, "users sampled to fit the scorer", flag="scorer-users")
     windows: int = param(
-        32, "inner windows pooled at most while fewer than scorer-users users are drawn", flag="scorer-windows"
+        32,
+        "inner windows with engagement pooled at most while fewer than scorer-users users are drawn",
+        flag="scorer-windows",
     )
     negatives_per_user: int = param(100, "sampled non-engaged candidates per user")
     l2: float = param(1.0, "L2 penalty of the scorer's weights")
@@ -63,7 +65,7 @@ class EvalParams:
     split_points: int = param(
         0,
         "split points replayed, one longest window apart while data remains (0: auto, at least 2, "
-        "more up to 8 until about 4000 user-requests are judged)",
+        "more up to 8 until about 4000 user-requests are judged; a point with nobody to judge is passed over)",
     )
     tune_users: int = param(500, "users the baselines are tuned on (inner split)")
     # In the manifest, so that `make evaluate` of a bundle trained before the refit (its

@@ -83,19 +83,28 @@ def auto_split_points(ds: Dataset, split: TimeSplit, step_s: int, max_users: int
     AUTO_MIN_REQUESTS user-requests would be judged: a log with a few hundred active users
     a week needs several weeks pooled to judge anything, a big one is judged in two.
 
+    Points are one step apart; a point whose window would judge nobody is passed over and
+    not counted. A log dated by the month (Last.fm's tag assignments) has engagement in one
+    week of four: eight weekly points would judge two months and spend six points on
+    nothing, while eight points with someone to judge cover eight months.
+
     The count per point is an estimate made before evaluation (users with a positive
     engagement in the window on a post older than the point, and any event before it,
     capped at max_users); evaluation then counts exactly."""
-    candidates = split_points(split, AUTO_MAX_POINTS, step_s)
     first_seen = event_times(ds).first_seen()  # any event counts, not only positive ones
-    positive = ds.event_weights() > 0
+    positive = np.flatnonzero(ds.event_weights() > 0)  # in time order, as ds.e_ts is sorted
+    positive_ts = ds.e_ts[positive]
     chosen, judged = [], 0
-    for t in candidates:
-        window = positive & (ds.e_ts >= t) & (ds.e_ts < t + step_s) & (ds.post_created_at[ds.e_post] < t)
-        users = np.unique(ds.e_user[window])
-        judged += min(int((first_seen[users] < t).sum()), max_users)
+    for t in range(split.split_ts, split.end_ts, step_s):
+        lo, hi = np.searchsorted(positive_ts, [t, t + step_s], side="left")
+        window = positive[lo:hi]
+        users = np.unique(ds.e_user[window[ds.post_created_at[ds.e_post[window]] < t]])
+        here = min(int((first_seen[users] < t).sum()), max_users)
+        if here == 0 and t != split.split_ts:
+            continue
         chosen.append(t)
-        if len(chosen) >= AUTO_MIN_POINTS and judged >= AUTO_MIN_REQUESTS:
+        judged += here
+        if len(chosen) >= AUTO_MAX_POINTS or (len(chosen) >= AUTO_MIN_POINTS and judged >= AUTO_MIN_REQUESTS):
             break
     return chosen
 
@@ -134,9 +143,12 @@ def adaptive_inner_split(
 def scorer_windows(ds: Dataset, split: TimeSplit, length_s: int, count: int) -> list[TimeSplit]:
     """Up to `count` inner splits of the evaluation's own window length, newest first:
     [split - length, split), then the one before it, and so on, while the fit before a
-    window keeps SCORER_MIN_FIT_SHARE of the training events."""
+    window keeps SCORER_MIN_FIT_SHARE of the training events. A window with no positive
+    engagement is passed over and not counted (a log dated by the month has one in four
+    weeks engaged with), so `count` caps the windows a fit is spent on."""
     windows: list[TimeSplit] = []
     times = event_times(ds)
+    positive_ts = ds.e_ts[ds.event_weights() > 0]  # sorted, as ds.e_ts is
     end = split.split_ts
     while len(windows) < count:
         start = end - length_s
@@ -144,6 +156,9 @@ def scorer_windows(ds: Dataset, split: TimeSplit, length_s: int, count: int) -> 
             split.split_ts
         ):
             break
+        if np.searchsorted(positive_ts, start) == np.searchsorted(positive_ts, end):
+            end = start  # nothing engaged with in it: no example to learn from, not counted
+            continue
         train = ds.e_ts < start
         windows.append(TimeSplit(split_ts=start, end_ts=end, train=train, test=~train & (ds.e_ts < end)))
         end = start
