@@ -57,8 +57,8 @@ EASE_LAMBDAS = (100.0, 500.0)
 EASE_LADDER = (4.0, 20.0, 100.0, 500.0, 2500.0, 12500.0, 62500.0)
 EASE_MAX_ITEMS = 3000  # a dense item x item inverse grows with the cube: beyond this, minutes
 ALS_GRID = ((32, 1.0), (64, 1.0), (32, 10.0))  # (factors, alpha) tried first
-ALS_FACTORS = (16, 32, 64, 128)
-ALS_ALPHAS = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
+ALS_FACTORS = (4, 8, 16, 32, 64, 128, 256)
+ALS_ALPHAS = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
 TUNE_ITERATIONS = 8  # ALS sweeps while comparing grid points (the chosen one is fitted in full)
 OUTSIDE = 1e-6  # posts outside the user's communities still rank, after every inside one
 COLD = np.float32(-1e30)  # a log-score below every real one, still finite (ranked, not hidden)
@@ -337,8 +337,11 @@ def tune(w: RankingWorld, measure: Callable[[ScoreFn], float], als: AlsParams) -
     )
     grid["ease"] = {f"{EASE_LADDER[i]:g}": round(v, 5) for (i,), v in values.items()}
     p.ease_lambda = EASE_LADDER[first_best(values)[0]]
+    # Settings are compared at the pipeline's own tuning sweeps; the chosen one is fitted
+    # in full at each split point, as the pipeline's is.
+    sweeps = min(als.iterations, TUNE_ITERATIONS)
     values = bracketed(
-        lambda i, j: plain_als(w, replace(als, factors=ALS_FACTORS[i], alpha=ALS_ALPHAS[j])),
+        lambda i, j: plain_als(w, replace(als, factors=ALS_FACTORS[i], alpha=ALS_ALPHAS[j], iterations=sweeps)),
         [(ALS_FACTORS.index(f), ALS_ALPHAS.index(a)) for f, a in ALS_GRID],
         (len(ALS_FACTORS), len(ALS_ALPHAS)),
         measure,

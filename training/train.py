@@ -56,7 +56,7 @@ from training.world_fits import WorldFits
 
 INDEX_QUERIES = 200  # user vectors that measure the index candidates
 # The pipeline's ALS settings tried on the inner split (factors, alpha): the default first.
-PIPELINE_ALS_GRID = ((32, 10.0), (64, 3.0))
+PIPELINE_ALS_GRID = ((32, 10.0), (64, 3.0), (8, 10.0))
 MIN_INNER_USERS = 300  # the inner window grows until this many users engage in it (tuning, scorer)
 
 
