@@ -2,12 +2,14 @@
 engine loads, from CSV and from a lake's Parquet files (its driver holding only the
 positive events), rejects a bad cell in the same words, splits at the same times,
 aggregates the ALS matrix and the state's per-post and per-user arrays as the default
-engine does, and trains a bundle of the same format whose pipeline ranks as well as the
+engine does, fits two baselines' own models there (EASE's Gram matrix: equal; plain ALS
+with MLlib), and trains a bundle of the same format whose pipeline ranks as well as the
 default engine's (paired, on the same users)."""
 
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -15,7 +17,9 @@ import pytest
 from core import contract
 from core.bundle import load_bundle
 from tests.conftest import assert_same_dataset, positive_events
+from training import baselines
 from training.als import fit_community_als
+from training.baselines import RankingWorld
 from training.csvio import DataError
 from training.evaluate import DAY
 from training.event_times import EventTimes
@@ -23,6 +27,7 @@ from training.gate import compare_on_candidate
 from training.load import load_dataset
 from training.params import AlsParams, EvalParams, ScorerParams, TrainParams
 from training.reevaluate import reevaluate
+from training.spark.baselines import plain_als_factors_on_spark
 from training.spark.load import load_dataset_on_spark
 from training.split import adaptive_inner_split, auto_split_points, scorer_windows, split_events
 from training.state import log_aggregates, state_as_of
@@ -197,3 +202,53 @@ def test_spark_trains_the_same_bundle_format_and_ranks_within_noise(spark, tiny_
     assert parity.users > 100
     assert parity.verdict == "within noise", parity
     assert abs(parity.candidate - parity.serving) < 0.02, parity
+    # Plain ALS is MLlib's on Spark (its own fits: another tuning grid), within noise of implicit's.
+    ra, rb = (json.loads((bundle / "report.json").read_text()) for bundle in (here, there))
+    assert ra["baselines"]["tuning"]["plain_als"] != rb["baselines"]["tuning"]["plain_als"]
+    for wa, wb in zip(ra["windows"], rb["windows"], strict=True):
+        a, b = wa["methods"]["plain_als"]["ndcg@10"], wb["methods"]["plain_als"]["ndcg@10"]
+        assert a["ci95"][0] <= b["mean"] <= a["ci95"][1] and b["ci95"][0] <= a["mean"] <= b["ci95"][1], (a, b)
+
+
+@pytest.fixture(scope="module")
+def worlds(spark_loaded, default_loaded):
+    """The same world as of the 80% event time, for each engine (the inner split's shape)."""
+    ds = default_loaded
+    as_of = int(ds.e_ts[int(len(ds.e_ts) * 0.8)])
+    state = state_as_of(ds, as_of, ds.memberships_derived)
+    catalogue = np.flatnonzero(ds.post_created_at < as_of)
+    return (
+        RankingWorld(ds, state, ds.e_ts < as_of, catalogue),
+        RankingWorld(spark_loaded, state, spark_loaded.e_ts < as_of, catalogue, "spark"),
+    )
+
+
+@pytest.mark.parametrize("max_items", [baselines.EASE_MAX_ITEMS, 7])
+def test_eases_gram_is_counted_on_spark_as_numpy_counts_it(worlds, monkeypatch, max_items):
+    monkeypatch.setattr(baselines, "EASE_MAX_ITEMS", max_items)  # 7: ties at the cut decided alike
+    here, there = (baselines.ease_gram(w) for w in worlds)
+    w = worlds[0]
+    positive = (w.ds.event_weights() > 0) & w.train
+    engaged = np.intersect1d(np.unique(w.ds.e_post[positive]), w.catalogue)
+    assert len(here.cols) == min(max_items, len(engaged)) == (7 if max_items == 7 else len(engaged))
+    np.testing.assert_array_equal(there.cols, here.cols)
+    np.testing.assert_array_equal(there.G, here.G)  # counts: exact in any order
+    assert there.G.dtype == np.float64
+    assert (there.X != here.X).nnz == 0
+
+
+def test_plain_als_is_fitted_by_mllib_on_spark(worlds, default_loaded):
+    here, there = worlds
+    params = AlsParams(factors=8, iterations=3, alpha=1.0)
+    users, posts = plain_als_factors_on_spark(there.ds, there.as_of, params)
+    # From the events sent over from numpy (a Dataset the default loader read): bit for
+    # bit, as make evaluate's refit of a later split point must be.
+    again = plain_als_factors_on_spark(default_loaded, there.as_of, params)
+    np.testing.assert_array_equal(again[0], users)
+    np.testing.assert_array_equal(again[1], posts)
+    assert users.shape == (here.ds.n_users, 8) and posts.shape == (here.ds.n_posts, 8) and users.dtype == np.float32
+    # The rows with no positive engagement before the time are the empty ones, as in numpy.
+    positive = (here.ds.event_weights() > 0) & here.train
+    engaged_users, engaged_posts = np.unique(here.ds.e_user[positive]), np.unique(here.ds.e_post[positive])
+    assert np.array_equal(np.flatnonzero(np.abs(users).sum(axis=1)), engaged_users)
+    assert np.array_equal(np.flatnonzero(np.abs(posts).sum(axis=1)), engaged_posts)

@@ -240,6 +240,11 @@ def ease_gram(w: RankingWorld) -> EaseGram | None:
         (np.ones(int(pos.sum()), np.float32), (w.ds.e_user[pos], w.ds.e_post[pos])), shape=(w.ds.n_users, w.ds.n_posts)
     )
     X.data[:] = 1.0
+    if w.engine == "spark":  # the counts and the Gram matrix where the events are
+        from training.spark.baselines import ease_gram_on_spark
+
+        cols, G = ease_gram_on_spark(w.ds, w.as_of, w.catalogue, EASE_MAX_ITEMS)
+        return EaseGram(cols, X[:, w.catalogue[cols]].tocsr(), G) if len(cols) else None
     counts = np.asarray(X[:, w.catalogue].sum(axis=0)).ravel()
     engaged = np.flatnonzero(counts > 0)
     if len(engaged) == 0:
@@ -271,14 +276,20 @@ def ease(w: RankingWorld, lam: float, gram: EaseGram | None = None) -> ScoreFn |
 
 
 def plain_als(w: RankingWorld, als: AlsParams) -> ScoreFn:
-    """implicit ALS on the user x post matrix of positive engagement (summed weights)."""
-    pos = w.train & (w.ds.event_weights() > 0)
-    m = sp.csr_matrix(
-        (w.ds.event_weights()[pos].astype(np.float32), (w.ds.e_user[pos], w.ds.e_post[pos])),
-        shape=(w.ds.n_users, w.ds.n_posts),
-    )
-    m.sum_duplicates()
-    U, V = fit_als(m, als)
+    """implicit ALS on the user x post matrix of positive engagement (summed weights);
+    MLlib's on the Spark engine (training/spark/baselines.py)."""
+    if w.engine == "spark":
+        from training.spark.baselines import plain_als_factors_on_spark
+
+        U, V = plain_als_factors_on_spark(w.ds, w.as_of, als)
+    else:
+        pos = w.train & (w.ds.event_weights() > 0)
+        m = sp.csr_matrix(
+            (w.ds.event_weights()[pos].astype(np.float32), (w.ds.e_user[pos], w.ds.e_post[pos])),
+            shape=(w.ds.n_users, w.ds.n_posts),
+        )
+        m.sum_duplicates()
+        U, V = fit_als(m, als)
     Vc = V[w.catalogue]
     return lambda b: U[b] @ Vc.T
 

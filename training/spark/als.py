@@ -66,7 +66,7 @@ def _matrix(spark, ds: Dataset, state: WorldState, share: float):
     return posts.unionByName(communities)
 
 
-def _dense(frame, rows: int, d: int) -> np.ndarray:
+def dense_factors(frame, rows: int, d: int) -> np.ndarray:
     """MLlib factors (id, features) as a float32 [rows, d] array; zeros for ids it never saw."""
     table = frame.toArrow()
     out = np.zeros((rows, d), dtype=np.float32)
@@ -76,14 +76,14 @@ def _dense(frame, rows: int, d: int) -> np.ndarray:
     return out
 
 
-def fit_community_als_on_spark(ds: Dataset, state: WorldState, params: AlsParams) -> AlsModel:
-    """training.als.fit_community_als with the aggregation and the fit on Spark."""
-    from pyspark import StorageLevel
+def mllib_implicit_als(matrix, row: str, column: str, params: AlsParams):
+    """MLlib's implicit ALS over `matrix`'s (row, column, value) with implicit's confidence
+    rule (c = alpha * value, module docstring), the `column` side solved last in each
+    sweep, as implicit solves its items; returns the fitted model."""
     from pyspark.ml.recommendation import ALS
     from pyspark.sql import functions as F
 
     spark = spark_session()
-    matrix = _matrix(spark, ds, state, params.community_share).persist(StorageLevel.MEMORY_AND_DISK)
     rating = F.greatest(F.col("value") - 1.0 / params.alpha, F.lit(MIN_RATING))
     blocks = partitions(spark)
     als = ALS(
@@ -93,8 +93,8 @@ def fit_community_als_on_spark(ds: Dataset, state: WorldState, params: AlsParams
         implicitPrefs=True,
         alpha=params.alpha,
         seed=params.seed,
-        userCol="column",  # solved last in each sweep, as implicit solves its items (module docstring)
-        itemCol="user",
+        userCol=column,  # MLlib solves its users last in each sweep
+        itemCol=row,
         ratingCol="rating",
         numUserBlocks=blocks,
         numItemBlocks=blocks,
@@ -102,10 +102,20 @@ def fit_community_als_on_spark(ds: Dataset, state: WorldState, params: AlsParams
     # Sorted, so each block receives its ratings in one order whatever plan produced the
     # matrix: MLlib sums them in arrival order, and float sums in another order differ in
     # the last bits, enough to swap tied posts; make evaluate's refit must match exactly.
-    model = als.fit(matrix.select("user", "column", rating.alias("rating")).orderBy("column", "user"))
+    return als.fit(matrix.select(row, column, rating.alias("rating")).orderBy(column, row))
+
+
+def fit_community_als_on_spark(ds: Dataset, state: WorldState, params: AlsParams) -> AlsModel:
+    """training.als.fit_community_als with the aggregation and the fit on Spark."""
+    from pyspark import StorageLevel
+    from pyspark.sql import functions as F
+
+    spark = spark_session()
+    matrix = _matrix(spark, ds, state, params.community_share).persist(StorageLevel.MEMORY_AND_DISK)
+    model = mllib_implicit_als(matrix, "user", "column", params)
     n_c, d = ds.n_communities, params.factors
-    users = _dense(model.itemFactors, ds.n_users, d)
-    columns = _dense(model.userFactors, n_c + ds.n_posts, d)
+    users = dense_factors(model.itemFactors, ds.n_users, d)
+    columns = dense_factors(model.userFactors, n_c + ds.n_posts, d)
     # implicit's item step weighs each engager by c - 1 (training/als.py): per post, on Spark.
     weights = (
         matrix.where(F.col("column") >= n_c)
