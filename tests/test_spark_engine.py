@@ -2,8 +2,8 @@
 engine loads, from CSV and from a lake's Parquet files (its driver holding only the
 positive events), rejects a bad cell in the same words, splits at the same times,
 aggregates the ALS matrix and the state's per-post and per-user arrays as the default
-engine does, fits two baselines' own models there (EASE's Gram matrix: equal; plain ALS
-with MLlib), and trains a bundle of the same format whose pipeline ranks as well as the
+engine does, fits two baselines' own models there when its driver holds a sample of the
+users (EASE's Gram matrix: equal; plain ALS with MLlib), and trains a bundle of the same format whose pipeline ranks as well as the
 default engine's (paired, on the same users)."""
 
 from __future__ import annotations
@@ -27,8 +27,9 @@ from training.gate import compare_on_candidate
 from training.load import load_dataset
 from training.params import AlsParams, EvalParams, ScorerParams, TrainParams
 from training.reevaluate import reevaluate
+from training.spark import baselines as spark_baselines
 from training.spark.baselines import plain_als_factors_on_spark
-from training.spark.load import load_dataset_on_spark
+from training.spark.load import load_dataset_on_spark, sampled_users
 from training.split import adaptive_inner_split, auto_split_points, scorer_windows, split_events
 from training.state import log_aggregates, state_as_of
 from training.train import train
@@ -202,12 +203,10 @@ def test_spark_trains_the_same_bundle_format_and_ranks_within_noise(spark, tiny_
     assert parity.users > 100
     assert parity.verdict == "within noise", parity
     assert abs(parity.candidate - parity.serving) < 0.02, parity
-    # Plain ALS is MLlib's on Spark (its own fits: another tuning grid), within noise of implicit's.
+    # Below --driver-users the driver holds every engaged user's positive events, and the
+    # baselines' own fits (plain ALS, EASE) are the driver's: the same numbers.
     ra, rb = (json.loads((bundle / "report.json").read_text()) for bundle in (here, there))
-    assert ra["baselines"]["tuning"]["plain_als"] != rb["baselines"]["tuning"]["plain_als"]
-    for wa, wb in zip(ra["windows"], rb["windows"], strict=True):
-        a, b = wa["methods"]["plain_als"]["ndcg@10"], wb["methods"]["plain_als"]["ndcg@10"]
-        assert a["ci95"][0] <= b["mean"] <= a["ci95"][1] and b["ci95"][0] <= a["mean"] <= b["ci95"][1], (a, b)
+    assert ra["baselines"] == rb["baselines"]
 
 
 @pytest.fixture(scope="module")
@@ -217,9 +216,12 @@ def worlds(spark_loaded, default_loaded):
     as_of = int(ds.e_ts[int(len(ds.e_ts) * 0.8)])
     state = state_as_of(ds, as_of, ds.memberships_derived)
     catalogue = np.flatnonzero(ds.post_created_at < as_of)
+    # As a driver holding a sample of the users' events sees it: the fits over every user
+    # on Spark (here the sample is every user, so the answers must be numpy's).
+    sampled = dataclasses.replace(spark_loaded, events_user_sample=True)
     return (
         RankingWorld(ds, state, ds.e_ts < as_of, catalogue),
-        RankingWorld(spark_loaded, state, spark_loaded.e_ts < as_of, catalogue, "spark"),
+        RankingWorld(sampled, state, sampled.e_ts < as_of, catalogue, "spark"),
     )
 
 
@@ -252,3 +254,45 @@ def test_plain_als_is_fitted_by_mllib_on_spark(worlds, default_loaded):
     engaged_users, engaged_posts = np.unique(here.ds.e_user[positive]), np.unique(here.ds.e_post[positive])
     assert np.array_equal(np.flatnonzero(np.abs(users).sum(axis=1)), engaged_users)
     assert np.array_equal(np.flatnonzero(np.abs(posts).sum(axis=1)), engaged_posts)
+
+
+def test_the_driver_holds_the_events_of_a_sample_of_users_and_draws_from_them(
+    spark, tiny_data, default_loaded, tmp_path, monkeypatch
+):
+    """--driver-users: beyond it, the driver collects a seeded sample of the engaged users'
+    positive events; training then tunes, fits the scorer and evaluates on those users, and
+    fits plain ALS and counts EASE's Gram matrix over every user on Spark."""
+    held = load_dataset_on_spark(tiny_data, driver_users=50)
+    full = positive_events(default_loaded)
+    engaged = np.unique(full.e_user)
+    users = np.unique(held.e_user)
+    assert len(engaged) > 100 and len(users) == 50 and np.isin(users, engaged).all()
+    np.testing.assert_array_equal(users, sampled_users(engaged, 50))  # the same sample on every load
+    keep = np.isin(full.e_user, users)
+    cut = {name: getattr(full, name)[keep] for name in ("e_user", "e_post", "e_kind", "e_ts", "e_count")}
+    note = f"the driver holds the positive events of 50 of the {len(engaged)} users with any"
+    assert [n for n in held.notes if n.startswith(note)] and held.events_frame.count() == len(default_loaded.e_ts)
+    assert held.events_user_sample
+    assert_same_dataset(dataclasses.replace(full, **cut, notes=held.notes, events_user_sample=True), held)
+    assert_same_dataset(positive_events(default_loaded), load_dataset_on_spark(tiny_data, driver_users=len(engaged)))
+    als = AlsParams(engine="spark", driver_users=50, factors=8, iterations=3)
+    fits = []  # the fits over every user go to Spark: counted on their way there
+
+    def counted(name):
+        real = getattr(spark_baselines, name)
+        monkeypatch.setattr(spark_baselines, name, lambda *a, **k: fits.append(name) or real(*a, **k))
+
+    counted("plain_als_factors_on_spark")
+    counted("ease_gram_on_spark")
+    bundle = train(
+        tiny_data,
+        tmp_path,
+        TrainParams(als=als, tune_als=False, scorer_fit=ScorerParams(windows=1), eval=EvalParams(split_points=1)),
+        quiet=True,
+    )
+    evaluated = np.load(bundle / contract.EVAL_USERS_FILE)  # [split point, user], -1 past each point's users
+    evaluated = evaluated[evaluated >= 0]
+    assert len(evaluated) > 10 and np.isin(evaluated, users).all()
+    assert json.loads((bundle / "manifest.json").read_text())["params"]["als"]["driver_users"] == 50
+    # tuning (EASE's ladder, plain ALS's search) and the split point: each fit on Spark
+    assert fits.count("ease_gram_on_spark") == 2 and fits.count("plain_als_factors_on_spark") > 3, fits

@@ -240,7 +240,7 @@ def ease_gram(w: RankingWorld) -> EaseGram | None:
         (np.ones(int(pos.sum()), np.float32), (w.ds.e_user[pos], w.ds.e_post[pos])), shape=(w.ds.n_users, w.ds.n_posts)
     )
     X.data[:] = 1.0
-    if w.engine == "spark":  # the counts and the Gram matrix where the events are
+    if w.ds.events_user_sample:  # the driver holds a sample: the counts and the Gram matrix on Spark
         from training.spark.baselines import ease_gram_on_spark
 
         cols, G = ease_gram_on_spark(w.ds, w.as_of, w.catalogue, EASE_MAX_ITEMS)
@@ -277,8 +277,8 @@ def ease(w: RankingWorld, lam: float, gram: EaseGram | None = None) -> ScoreFn |
 
 def plain_als(w: RankingWorld, als: AlsParams) -> ScoreFn:
     """implicit ALS on the user x post matrix of positive engagement (summed weights);
-    MLlib's on the Spark engine (training/spark/baselines.py)."""
-    if w.engine == "spark":
+    MLlib's when the driver holds a sample of the users' events (training/spark/baselines.py)."""
+    if w.ds.events_user_sample:
         from training.spark.baselines import plain_als_factors_on_spark
 
         U, V = plain_als_factors_on_spark(w.ds, w.as_of, als)

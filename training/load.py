@@ -91,6 +91,9 @@ class EventColumns:
     # whether the whole table has a positive kind, which those arrays can no longer tell.
     positive_only: bool = False
     has_positive_kind: bool | None = None
+    # Users with any positive event, when the reader holds only a sample of them (the
+    # Spark engine's driver: training/spark/load.py sampled_users); None: all are held.
+    engaged_users: int | None = None
 
 
 def kind_weights(has_positive_kind: bool) -> np.ndarray:
@@ -172,6 +175,12 @@ def load_dataset(data_dir: Path, events_reader=read_events) -> schema.Dataset:
     else:
         notes.append("events carry counts in 'weight': confidence grows with log(1 + count)")
     e_user, e_post, e_kind, e_ts, e_count = ev.user, ev.post, ev.kind, ev.ts, ev.count
+    if ev.engaged_users is not None:
+        notes.append(
+            f"the driver holds the positive events of {len(np.unique(e_user))} of the {ev.engaged_users} users "
+            "with any (a seeded sample, --driver-users): the tuning, the scorer and the evaluation draw their "
+            "users from them"
+        )
     has_positive_kind = ev.has_positive_kind if ev.positive_only else bool(np.isin(e_kind, schema.POSITIVE_KINDS).any())
     kind_weight = kind_weights(has_positive_kind)
     if not has_positive_kind:
@@ -226,4 +235,5 @@ def load_dataset(data_dir: Path, events_reader=read_events) -> schema.Dataset:
         post_members_only=members_only,
         events_frame=ev.frame,
         events_positive_only=ev.positive_only,
+        events_user_sample=ev.engaged_users is not None,
     )

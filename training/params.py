@@ -29,6 +29,11 @@ class AlsParams:
         "implicit: this machine; spark: the events and every ALS fit on Apache Spark (MLlib), the same bundle out",
         choices=("implicit", "spark"),
     )
+    driver_users: int = param(
+        100_000,
+        "spark engine: the driver collects the positive events of at most this many users (a seeded "
+        "sample of those with any), from whom the tuning, the scorer and the evaluation draw theirs",
+    )
 
 
 @dataclass

@@ -58,7 +58,7 @@ def reevaluate(bundle_dir: Path, data_dir: Path | None = None) -> tuple[dict, li
     als = AlsParams(**p["als"])  # plain ALS's iterations, regularisation and seed, as trained
     # The later split points are refitted by the engine that trained the bundle, on the
     # events as that engine holds them, so the refit is the same computation.
-    ds = load_on_engine(data_dir, als.engine)
+    ds = load_on_engine(data_dir, als.engine, als.driver_users)
     e = p["eval"]
     eval_params = EvalParams(
         max_users=e["max_users"],

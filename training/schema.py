@@ -83,6 +83,10 @@ class Dataset:
     # matrix, which need every event, are then computed from events_frame, and the
     # split's counts from event_times (training/event_times.py).
     events_positive_only: bool = False
+    # True when they hold those of a sample of the users only (the Spark engine's driver
+    # beyond --driver-users, training/spark/load.py): a fit over every user's events (plain
+    # ALS, EASE's Gram matrix) then runs on Spark (training/spark/baselines.py).
+    events_user_sample: bool = False
     event_times: object = None  # training/event_times.py; None: from the e_* arrays
 
     @property

@@ -92,12 +92,13 @@ def data_fingerprint(data_dir: Path) -> str:
     return h.hexdigest()
 
 
-def load_on_engine(data_dir: Path, engine: str) -> schema.Dataset:
-    """The same Dataset from either engine (training/spark/load.py says how)."""
+def load_on_engine(data_dir: Path, engine: str, driver_users: int = AlsParams.driver_users) -> schema.Dataset:
+    """The same Dataset from either engine (training/spark/load.py says how; on Spark the
+    driver holds the positive events of at most driver_users users)."""
     if engine == "spark":
         from training.spark.load import load_dataset_on_spark
 
-        return load_dataset_on_spark(data_dir)
+        return load_dataset_on_spark(data_dir, driver_users)
     return load_dataset(data_dir)
 
 
@@ -220,7 +221,7 @@ def train(data_dir: Path, models_dir: Path, params: TrainParams, progress: bool 
     clock = StageClock(quiet)
     data_dir, models_dir = Path(data_dir), Path(models_dir)
     clock.log(f"loading {data_dir}" + (" (events on Spark)" if params.als.engine == "spark" else ""))
-    ds = load_on_engine(data_dir, params.als.engine)
+    ds = load_on_engine(data_dir, params.als.engine, params.als.driver_users)
     clock.done(
         "load",
         f"{ds.n_users} users, {ds.n_communities} communities, {ds.n_posts} posts, {event_times(ds).count} events"

@@ -1,8 +1,10 @@
 """Two baselines' own fits on Spark: plain ALS and EASE's Gram matrix.
 
 The report's baselines fit models of their own over the training events
-(training/baselines.py). With --engine spark these two fits read the events where they
-stay, on Spark, instead of the driver's copy:
+(training/baselines.py). When the Spark engine's driver holds the events of a sample of
+the users only (beyond --driver-users, training/spark/load.py), these two fits, which need
+every user's events, read them where they stay, on Spark (below the cap the driver holds
+every engaged user's positive events and fits both itself, as the default engine does):
 - plain ALS: the user x post matrix of summed positive weights, aggregated on Spark and
   factored by MLlib's implicit ALS with implicit's confidence rule and sweep order
   (spark/als.py `mllib_implicit_als`: what differs between the libraries is said there);

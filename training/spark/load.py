@@ -6,12 +6,13 @@ billions of rows, are read here from the CSV file or the Parquet directory, ever
 checked by the same rules, joined to the post and user rows, and indexed: new users are
 numbered in order of first appearance (files in name order, rows in file order) exactly
 as the default loader numbers them. All the events stay on Spark (EventColumns.frame),
-where the state, the ALS matrix and the split's counts are computed; only the positive
-events (event weight > 0) come back to the driver, as the same index arrays in the same
-order (the default loader's arrays with the others left out), because they are all the
-driver's numpy stages read (seen posts, targets, histories, the baselines' fits):
-docs/training.md "What is collected to the driver". On a log of views and impressions
-that is a fraction of the events.
+where the state, the ALS matrix, the baselines' fits and the split's counts are computed;
+only the positive events (event weight > 0) of at most `driver_users` users come back to
+the driver (all the users with any when they are fewer, else a seeded sample of them:
+sampled_users), as the same index arrays in the same order (the default loader's arrays
+with the others left out), because the driver's numpy stages read only those (the seen
+posts and targets of the users the tuning, the scorer and the evaluation draw, from the
+sample): docs/training.md "What is collected to the driver".
 
 A bad cell is found by one Spark pass; the error is then worded by re-reading that one
 file with the default engine's reader (training/load.py events_from_table), so it names
@@ -20,6 +21,7 @@ the file, row (or row group and row) and column in exactly the same words.
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -30,11 +32,16 @@ from training import schema
 from training.cells import DataError
 from training.csvio import CsvTable, csv_header
 from training.load import EventColumns, events_from_table, kind_weights
+from training.params import AlsParams
 from training.parquetio import ParquetTable, parquet_columns, parquet_files
 from training.spark.frames import kind_weighted
 from training.spark.session import spark_session
 from training.spark.times import SparkEventTimes
 from training.tables import open_table, parquet_dir, table_kind
+
+# The driver's share of the events (docs/training.md "What is collected to the driver").
+DRIVER_USERS = AlsParams.driver_users
+SAMPLE_SEED = 7
 
 FILE, POS = "_file", "_pos"  # where a row came from: its file, and its place in that file
 WIDTH_BAD, EXTRA = "_width_bad", "_extra"  # a CSV row with more or fewer fields than its header
@@ -113,8 +120,11 @@ def _bad_cell_error(path: Path, post_index: dict[str, int], users: dict[str, int
     return DataError(f"{path}: column {column!r}: a cell Spark could not read (the file reader accepts it)")
 
 
-def read_events_on_spark(data_dir: Path, post_index: dict[str, int], users: dict[str, int]) -> EventColumns:
-    """training.load.read_events on Spark (module docstring); new users are added to users."""
+def read_events_on_spark(
+    data_dir: Path, post_index: dict[str, int], users: dict[str, int], driver_users: int = DRIVER_USERS
+) -> EventColumns:
+    """training.load.read_events on Spark (module docstring); new users are added to users.
+    The driver gets the positive events of at most driver_users users (sampled_users)."""
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
@@ -187,7 +197,14 @@ def read_events_on_spark(data_dir: Path, post_index: dict[str, int], users: dict
         indexed.where(F.col("kind").isin(*positive_kinds)).limit(1).count()
     )
     positive = kind_weighted(kind_weights(has_positive_kind)) > 0
-    cols = indexed.where(positive).orderBy(FILE, POS).drop(FILE, POS).toArrow()
+    held = indexed.where(positive)
+    engaged = held.select("user").distinct().toArrow().column(0).to_numpy()  # one row a user
+    sample = sampled_users(engaged, driver_users)
+    if len(sample) < len(engaged):
+        rows = spark.createDataFrame(pa.table({"user": sample.astype(np.int32)}))
+        held = held.join(F.broadcast(rows), on="user")  # at most driver_users rows: it fits
+    cols = held.orderBy(FILE, POS).drop(FILE, POS).toArrow()
+    sampled = len(sample) < len(engaged)
     return EventColumns(
         user=cols.column("user").to_numpy().astype(np.int32),
         post=cols.column("post").to_numpy().astype(np.int32),
@@ -197,13 +214,24 @@ def read_events_on_spark(data_dir: Path, post_index: dict[str, int], users: dict
         frame=indexed.drop(FILE, POS),
         positive_only=True,
         has_positive_kind=has_positive_kind,
+        engaged_users=len(engaged) if sampled else None,
     )
 
 
-def load_dataset_on_spark(data_dir: Path) -> schema.Dataset:
+def sampled_users(engaged: np.ndarray, driver_users: int) -> np.ndarray:
+    """The users whose positive events the driver collects, sorted: all of those with any
+    when they are at most driver_users, else a sample of driver_users of them drawn with a
+    fixed seed (the same users on every load of the same data: make evaluate's refit)."""
+    engaged = np.sort(np.asarray(engaged, dtype=np.int64))
+    if len(engaged) <= driver_users:
+        return engaged
+    return np.sort(np.random.default_rng(SAMPLE_SEED).choice(engaged, driver_users, replace=False))
+
+
+def load_dataset_on_spark(data_dir: Path, driver_users: int = DRIVER_USERS) -> schema.Dataset:
     """training.load.load_dataset with the events read on Spark."""
     from training.load import load_dataset
 
-    ds = load_dataset(data_dir, events_reader=read_events_on_spark)
+    ds = load_dataset(data_dir, events_reader=partial(read_events_on_spark, driver_users=driver_users))
     ds.event_times = SparkEventTimes(ds)  # the split counts every event, which stay on Spark
     return ds
