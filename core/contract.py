@@ -585,8 +585,8 @@ LOG_RULE_FIELDS = ("event_id", "op", "moderator_id", "community_id", "post_id", 
 # ---------------------------------------------------------------------------------------
 # Evaluation files in a bundle (training/evaluate.py; not needed to serve)
 # ---------------------------------------------------------------------------------------
-EVAL_USERS_FILE = "eval_users.npy"  # i4 [n_eval] user rows evaluated, ascending
-EVAL_RANKINGS_FILE = "eval_rankings.npy"  # i4 [n_methods, n_eval, max K] post rows, -1 padded
+EVAL_USERS_FILE = "eval_users.npy"  # i4 [n_points, max_users] user rows per split point, ascending, -1 padded
+EVAL_RANKINGS_FILE = "eval_rankings.npy"  # i4 [n_points, n_methods, max_users, max K] post rows, -1 padded
 
 
 # Ids (users, posts, communities, events) as every API accepts them. Keys embed ids, and
