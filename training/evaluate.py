@@ -4,9 +4,9 @@ ranking on the engagement of the next day and the next week, against tuned basel
 Protocol (also written into every report, so anyone can recompute the numbers):
 - Split points: the first is where the held-out share of events begins (an event-count
   quantile, or --split-at); further points follow one longest-window apart while data
-  remains (--split-points; the automatic count passes over a point with nobody to judge).
-  Everything is "as of" its split point: counters, hotness,
-  memberships, author standing, each user's history and community weights as of it.
+  remains (--split-points; the automatic count passes over a point with nobody to
+  judge). Everything is "as of" its split point: counters, hotness, memberships, author
+  standing, each user's history and community weights as of it.
   Every method that fits something is refitted on all data before each point, as a
   weekly retrain would: the pipeline's vectors and co-engagement neighbours, and the
   ALS, EASE and item-kNN baselines, and the pipeline's scorer (at the first point the

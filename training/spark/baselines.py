@@ -63,6 +63,7 @@ def ease_gram_on_spark(ds: Dataset, as_of: int, catalogue: np.ndarray, max_items
     """(cols, G): the catalogue columns EASE covers (the most engaged, at most max_items,
     ties to the lower column) and their Gram matrix (float64), from the distinct (user,
     post) pairs of positive engagement before as_of."""
+    from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
     spark = spark_session()
@@ -70,6 +71,7 @@ def ease_gram_on_spark(ds: Dataset, as_of: int, catalogue: np.ndarray, max_items
         pa.table({"post": np.asarray(catalogue, np.int32), "col": np.arange(len(catalogue), dtype=np.int32)})
     )
     pairs = _positive_before(spark, ds, as_of).select("user", "post").distinct().join(positions, on="post")
+    pairs = pairs.persist(StorageLevel.MEMORY_AND_DISK)  # read twice: the counts, then the Gram matrix
     engaged = pairs.groupBy("col").count().toArrow()
     counts = np.zeros(len(catalogue), np.int64)
     counts[engaged.column("col").to_numpy()] = engaged.column("count").to_numpy()
@@ -84,6 +86,7 @@ def ease_gram_on_spark(ds: Dataset, as_of: int, catalogue: np.ndarray, max_items
         .count()
         .toArrow()
     )
+    pairs.unpersist()
     G = np.zeros((len(cols), len(cols)), np.float64)
     G[both.column("i").to_numpy(), both.column("j").to_numpy()] = both.column("count").to_numpy()
     return cols, G
