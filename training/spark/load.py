@@ -198,13 +198,14 @@ def read_events_on_spark(
     )
     positive = kind_weighted(kind_weights(has_positive_kind)) > 0
     held = indexed.where(positive)
-    engaged = held.select("user").distinct().toArrow().column(0).to_numpy()  # one row a user
-    sample = sampled_users(engaged, driver_users)
-    if len(sample) < len(engaged):
-        rows = spark.createDataFrame(pa.table({"user": sample.astype(np.int32)}))
-        held = held.join(F.broadcast(rows), on="user")  # at most driver_users rows: it fits
+    engaged_users = None  # all of them are held
+    if len(users) > driver_users:  # else no sample can be needed: no pass to count them
+        engaged = held.select("user").distinct().toArrow().column(0).to_numpy()  # one row a user
+        if len(engaged) > driver_users:
+            rows = spark.createDataFrame(pa.table({"user": sampled_users(engaged, driver_users).astype(np.int32)}))
+            held = held.join(F.broadcast(rows), on="user")  # at most driver_users rows: it fits
+            engaged_users = len(engaged)
     cols = held.orderBy(FILE, POS).drop(FILE, POS).toArrow()
-    sampled = len(sample) < len(engaged)
     return EventColumns(
         user=cols.column("user").to_numpy().astype(np.int32),
         post=cols.column("post").to_numpy().astype(np.int32),
@@ -214,7 +215,7 @@ def read_events_on_spark(
         frame=indexed.drop(FILE, POS),
         positive_only=True,
         has_positive_kind=has_positive_kind,
-        engaged_users=len(engaged) if sampled else None,
+        engaged_users=engaged_users,
     )
 
 
