@@ -467,18 +467,22 @@ def test_cli_bad_input_is_one_line_and_exit_status_2(tmp_path, fmt):
 # ------------------------------------------------------------------------ Reddit threads
 
 
+# What reddit_threads_src's rows make the converter drop, whatever the window.
+REDDIT_SRC_DROPS = {
+    "comment_after_crawl_end": 1,
+    "comment_by_bot": 1,
+    "comment_by_thread_author": 1,
+    "comment_without_user": 1,
+    "duplicate_thread": 1,
+}
+
+
 def test_reddit_threads_counts_and_rows(tmp_path):
     out = tmp_path / "out"
     c = FORMATS["reddit-threads"](reddit_threads_src(tmp_path / "src"), out)
     t0 = utc(2021, 10, 1)
     assert (c["posts"], c["communities"], c["events"]) == (3, 2, 4)
-    assert c["dropped"] == {
-        "comment_after_crawl_end": 1,
-        "comment_by_bot": 1,
-        "comment_by_thread_author": 1,
-        "comment_without_user": 1,
-        "duplicate_thread": 1,
-    }
+    assert c["dropped"] == REDDIT_SRC_DROPS
     assert events(out) == [
         ("u-bob", "a1", t0 + 60, "comment", 1),
         ("u-cat", "a1", t0 + 240, "comment", 1),
@@ -510,11 +514,7 @@ def test_reddit_threads_window_keeps_threads_created_in_it_and_comments_before_i
     c = json.loads(done.stdout.split("\n", 1)[1])
     assert (c["posts"], c["events"], c["since"], c["until"]) == (2, 1, "2021-10-01T00:30:00Z", "2021-10-02T01:00:00Z")
     assert c["dropped"] == {
-        "comment_after_crawl_end": 1,
-        "comment_by_bot": 1,
-        "comment_by_thread_author": 1,
-        "comment_without_user": 1,
-        "duplicate_thread": 1,
+        **REDDIT_SRC_DROPS,
         "thread_outside_window": 1,
         "comment_on_thread_outside_window": 2,  # bob's and cat's on a1
         "comment_after_until": 1,  # ann's on b1
