@@ -53,11 +53,13 @@ help:
 # installs nothing, and `make test` after `make serve` adds only what serving lacked.
 SERVE_EXTRAS := train,proto
 SPARK_EXTRAS := train,proto,spark
+# --no-cache-dir: pip's wheel cache would keep a second copy of pyspark and the rest (about
+# 440 MB) that a fresh clone never reuses, on CI machines that can be short of disk.
 define pip-install
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@mkdir -p gen/nichefeed/v1 && touch gen/nichefeed/__init__.py gen/nichefeed/v1/__init__.py
 	@rm -f $$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/nichefeed.pth
-	$(PY) -m pip install --disable-pip-version-check -q -e '.[$(1)]'
+	$(PY) -m pip install --disable-pip-version-check --no-cache-dir -q -e '.[$(1)]'
 endef
 
 $(STAMP_SERVE): pyproject.toml
@@ -100,12 +102,14 @@ install-java:
 	@command -v java >/dev/null
 
 # promtool (Prometheus' checker for rules and scrapes) for the ops tests: taken out of
-# Debian's prometheus package without installing it (no server, no service started).
+# Debian's prometheus package without installing it (no server, no service started); only
+# that one file is unpacked, since CI machines can be short of disk.
 $(PROMTOOL):
 	@mkdir -p var/tools/deb
 	@cd var/tools/deb && { apt-get download prometheus >/dev/null 2>&1 || { \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); $$SUDO apt-get update -qq && apt-get download prometheus >/dev/null; }; }
-	@dpkg-deb -x var/tools/deb/prometheus_*.deb var/tools/deb/x && cp var/tools/deb/x/usr/bin/promtool $@
+	@dpkg-deb --fsys-tarfile var/tools/deb/prometheus_*.deb | tar -xO ./usr/bin/promtool > $@.part
+	@chmod +x $@.part && mv $@.part $@
 	@rm -rf var/tools/deb
 	@$@ --version | head -1
 
