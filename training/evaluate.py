@@ -51,6 +51,7 @@ import scipy.sparse as sp
 
 from core import contract
 from core.scoring import LinearScorer
+from training import candidate_capture
 from training.baselines import BaselineParams, RankingWorld, build
 from training.csvio import DataError
 from training.features import CandidateSource, Model, features, seen_matrix, top_k
@@ -259,8 +260,10 @@ def evaluate(
     params: EvalParams,
     notes: list[str] | None = None,
     progress: bool = False,
+    capture: Path | None = None,
 ) -> EvalResult:
-    """Rank at every split point with every method and judge each window."""
+    """Rank at every split point with every method and judge each window; with `capture`,
+    also write the pipeline's candidates of each point there (training/candidate_capture.py)."""
     k = max(params.ks)
     longest = max(params.windows_days)
     n_points = len(points)
@@ -286,6 +289,11 @@ def evaluate(
         for m, name in enumerate(METHODS):
             if name == "pipeline":
                 all_rankings[j, m, : len(users)] = rank_pipeline(ds, point, source, users, k)
+                if capture is not None:
+                    targets = target_matrix(ds, long_mask, seen, catalogue)
+                    candidate_capture.write(
+                        capture / f"point{j}.npz", ds, point, source, users, targets, scorers["ease"]
+                    )
             elif scorers[name] is None:
                 skipped.add(name)
             else:

@@ -41,6 +41,26 @@ def _flatten(obj, prefix: str = "") -> dict[str, float]:
 
 def reevaluate(bundle_dir: Path, data_dir: Path | None = None) -> tuple[dict, list[str]]:
     """(recomputed report, mismatches against the saved report.json)."""
+    result = replay(bundle_dir, data_dir)
+    saved = json.loads((bundle_dir / contract.REPORT_JSON_FILE).read_text())
+    mismatches = []
+    if not np.array_equal(result.users, np.load(bundle_dir / contract.EVAL_USERS_FILE)):
+        mismatches.append("evaluated users differ")
+    if not np.array_equal(result.rankings, np.load(bundle_dir / contract.EVAL_RANKINGS_FILE)):
+        mismatches.append("rankings differ")
+    want, got = (
+        _flatten({k: saved[k] for k in ("windows", "pooled", "gate")}),
+        _flatten({k: result.report[k] for k in ("windows", "pooled", "gate")}),
+    )
+    for key in sorted(set(want) | set(got)):
+        if key not in got or key not in want or abs(want[key] - got[key]) > 1e-9:
+            mismatches.append(f"{key}: saved {want.get(key)} recomputed {got.get(key)}")
+    return result.report, mismatches
+
+
+def replay(bundle_dir: Path, data_dir: Path | None = None, capture: Path | None = None):
+    """The bundle's evaluation run again (an EvalResult); with `capture`, the pipeline's
+    candidates of every point written there too (training/candidate_capture.py)."""
     bundle = load_bundle(bundle_dir, verify=True)
     p = bundle.manifest.params
     data_dir = Path(data_dir or p["data_dir"])
@@ -94,7 +114,7 @@ def reevaluate(bundle_dir: Path, data_dir: Path | None = None) -> tuple[dict, li
     refit = scorer_refits(ds, split, inner, longest_s, window, trained, fits, StageClock(quiet=True))
     points = replay_points(first, later, fits, refit)
     saved = json.loads((bundle_dir / contract.REPORT_JSON_FILE).read_text())
-    result = evaluate(
+    return evaluate(
         ds,
         points,
         int(p["data_end_ts"]),
@@ -103,17 +123,5 @@ def reevaluate(bundle_dir: Path, data_dir: Path | None = None) -> tuple[dict, li
         als,
         eval_params,
         saved.get("notes"),
+        capture=capture,
     )
-    mismatches = []
-    if not np.array_equal(result.users, np.load(bundle_dir / contract.EVAL_USERS_FILE)):
-        mismatches.append("evaluated users differ")
-    if not np.array_equal(result.rankings, np.load(bundle_dir / contract.EVAL_RANKINGS_FILE)):
-        mismatches.append("rankings differ")
-    want, got = (
-        _flatten({k: saved[k] for k in ("windows", "pooled", "gate")}),
-        _flatten({k: result.report[k] for k in ("windows", "pooled", "gate")}),
-    )
-    for key in sorted(set(want) | set(got)):
-        if key not in got or key not in want or abs(want[key] - got[key]) > 1e-9:
-            mismatches.append(f"{key}: saved {want.get(key)} recomputed {got.get(key)}")
-    return result.report, mismatches
