@@ -16,7 +16,7 @@ ARGS ?=
 ENGINE ?= implicit
 export NICHEFEED_MODELS_DIR ?= $(MODELS)
 
-.PHONY: help install install-dev install-spark install-redis install-java bench-training proto data train model evaluate compare publish rollback fold-log convert serve test format bench bench-quick clean experiment experiment-stop experiment-promote experiment-report
+.PHONY: help install install-dev install-spark install-redis install-java bench-training proto data train model evaluate ranker-check compare publish rollback fold-log convert serve test format bench bench-quick clean experiment experiment-stop experiment-promote experiment-report
 
 help:
 	@echo "make serve      install, build, create the default world and model, start Redis, serve gRPC on 127.0.0.1:50051"
@@ -25,6 +25,7 @@ help:
 	@echo "make train      train a model bundle from DATA=$(DATA) into $(MODELS)/ (ENGINE=spark: on Apache Spark)"
 	@echo "make evaluate   recompute the newest bundle's evaluation report and check it matches"
 	@echo "make compare A=<bundle> B=<bundle>   paired NDCG@10 of two bundles of the same data (B minus A)"
+	@echo "make ranker-check would a lambdarank ranker or EASE's score rank the newest bundle's candidates better?"
 	@echo "make publish    gate, load the newest bundle's features into Redis, make it current (ARGS=--force)"
 	@echo "make rollback   make the previously published version current again"
 	@echo "make experiment START=<version> SHARE=10   serve a second published version to SHARE% of users"
@@ -132,6 +133,12 @@ train: install $(if $(filter spark,$(ENGINE)),install-spark)
 # A Spark bundle is refitted on Spark: make evaluate ENGINE=spark installs pyspark and Java.
 evaluate: install $(if $(filter spark,$(ENGINE)),install-spark)
 	$(PY) -m training evaluate --models $(MODELS) $(ARGS)
+
+# Would a gradient-boosted ranker (LightGBM lambdarank) or EASE's score rank the pipeline's
+# candidates better? Leave-one-point-out on the bundle's own evaluation (docs/training.md).
+ranker-check: install $(if $(filter spark,$(ENGINE)),install-spark)
+	@$(PY) -c 'import lightgbm' 2>/dev/null || $(PY) -m pip install --disable-pip-version-check --no-cache-dir -q -e '.[ranker-check]'
+	$(PY) -m training ranker-check --models $(MODELS) $(ARGS)
 
 # Did a change help? Two bundles of the same data, paired: make compare A=models/<old> B=models/<new>
 compare: install

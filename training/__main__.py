@@ -144,6 +144,24 @@ def cmd_compare(args) -> None:
         )
 
 
+def cmd_ranker_check(args) -> None:
+    import json
+    import tempfile
+
+    from training import ranker_check
+
+    bundle = args.models / args.version if args.version else latest_bundle(args.models)
+    print(f"bundle {bundle}: replaying its evaluation, capturing the pipeline's candidates", flush=True)
+    with tempfile.TemporaryDirectory(prefix="ranker-check-") as scratch:
+        try:
+            report = ranker_check.run(bundle, args.data, args.capture or Path(scratch))
+        except ValueError as exc:
+            raise SystemExit(f"error: {bundle}: {exc}") from None
+    print(ranker_check.markdown(report), end="")
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2))
+
+
 def latest_bundle(models_dir: Path) -> Path:
     versions = contract.list_versions(models_dir)
     if not versions:
@@ -407,6 +425,17 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--version", default=None, help="bundle version (default: the newest)")
     p.add_argument("--data", type=Path, default=None, help="data directory (default: the one it was trained on)")
     p.set_defaults(fn=cmd_evaluate)
+
+    p = sub.add_parser(
+        "ranker-check",
+        help="would another ranker (linear refit, lambdarank, EASE features) rank the candidates better?",
+    )
+    p.add_argument("--models", type=Path, default=DEFAULT_MODELS)
+    p.add_argument("--version", default=None, help="bundle version (default: the newest)")
+    p.add_argument("--data", type=Path, default=None, help="data directory (default: the one it was trained on)")
+    p.add_argument("--capture", type=Path, default=None, help="keep the captured candidates here (default: discarded)")
+    p.add_argument("--json", type=Path, default=None, help="also write the result as JSON")
+    p.set_defaults(fn=cmd_ranker_check)
 
     p = sub.add_parser("compare", help="two bundles trained on the same data: paired NDCG@10 difference, B minus A")
     p.add_argument("a", type=Path, help="bundle directory A (the reference)")

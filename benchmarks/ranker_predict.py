@@ -1,0 +1,66 @@
+"""What a tree-ensemble scorer would cost per Rank call: LightGBM's predict of one
+request's candidates, beside the linear scorer the service runs.
+
+`python -m benchmarks.ranker_predict [--rows 500] [--trees 50,200] [--calls 300]`
+
+docs/training.md ("Would another ranker do better?") weighs a lambdarank scorer's
+ranking gain against its hot-path cost; this measures the cost. A lambdarank model of
+15 leaves per tree (make ranker-check's settings) is fitted on generated rows with the
+service's number of features, then one request of `--rows` candidates is scored
+`--calls` times on one thread, timed with the process CPU clock (time.process_time), so
+other work on the machine moves it little. The linear scorer's row is
+core.scoring.LinearScorer.score on the same matrix. Needs lightgbm (the ranker-check extra).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # before lightgbm loads its OpenMP runtime
+
+import numpy as np
+
+from core.scoring import FEATURES, LinearScorer
+from training.ranker_check import LAMBDARANK
+
+
+def cpu_ms_per_call(fn, calls: int) -> float:
+    fn()  # warm: first-call setup is not a per-request cost
+    start = time.process_time()
+    for _ in range(calls):
+        fn()
+    return (time.process_time() - start) / calls * 1e3
+
+
+def main(argv: list[str] | None = None) -> None:
+    import lightgbm
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rows", type=int, default=500, help="candidates of one request")
+    ap.add_argument("--trees", default="50,200", help="ensemble sizes to time")
+    ap.add_argument("--calls", type=int, default=300)
+    args = ap.parse_args(argv)
+    rng = np.random.default_rng(0)
+    d, requests, per = len(FEATURES), 400, 100
+    X = rng.normal(size=(requests * per, d)).astype(np.float32)
+    # Labels with interactions, so the trees grow to their 15 leaves as on real logs.
+    logit = X[:, 0] + X[:, 1] * X[:, 2] - np.abs(X[:, 3]) + rng.normal(size=len(X))
+    y = (logit > 2.0).astype(np.float64)
+    request = np.ascontiguousarray(X[: args.rows], dtype=np.float64)
+    linear = LinearScorer(rng.normal(size=d).astype(np.float32), np.zeros(d, np.float32), np.ones(d, np.float32))
+    print(f"one request of {args.rows} candidates x {d} features, CPU ms per call on one thread:")
+    print(
+        f"  linear scorer (the service's)            {cpu_ms_per_call(lambda: linear.score(X[: args.rows]), args.calls):.3f}"
+    )
+    for trees in (int(t) for t in args.trees.split(",")):
+        params = {**LAMBDARANK, "seed": 0, "num_threads": 1}
+        data = lightgbm.Dataset(X, y, group=np.full(requests, per))
+        booster = lightgbm.train(params, data, trees)
+        ms = cpu_ms_per_call(lambda b=booster: b.predict(request, num_threads=1), args.calls)
+        print(f"  lambdarank, {trees:>4} trees of 15 leaves      {ms:.3f}")
+
+
+if __name__ == "__main__":
+    main()
