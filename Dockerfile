@@ -16,6 +16,9 @@ RUN pip install --no-cache-dir "grpcio-tools>=1.85" \
 
 FROM python:3.11-slim
 RUN useradd --uid 10001 --no-create-home --shell /usr/sbin/nologin nichefeed
+# LightGBM (a bundle's lambdarank scorer, core.scoring.TreeScorer) links the system's
+# OpenMP runtime, which the slim image lacks.
+RUN apt-get update && apt-get install -y --no-install-recommends libgomp1 && rm -rf /var/lib/apt/lists/*
 COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
 USER 10001

@@ -137,7 +137,6 @@ evaluate: install $(if $(filter spark,$(ENGINE)),install-spark)
 # Would a gradient-boosted ranker (LightGBM lambdarank) or EASE's score rank the pipeline's
 # candidates better? Leave-one-point-out on the bundle's own evaluation (docs/training.md).
 ranker-check: install $(if $(filter spark,$(ENGINE)),install-spark)
-	@$(PY) -c 'import lightgbm' 2>/dev/null || $(PY) -m pip install --disable-pip-version-check --no-cache-dir -q -e '.[ranker-check]'
 	$(PY) -m training ranker-check --models $(MODELS) $(ARGS)
 
 # Did a change help? Two bundles of the same data, paired: make compare A=models/<old> B=models/<new>

@@ -9,7 +9,7 @@ ranking gain against its hot-path cost; this measures the cost. A lambdarank mod
 service's number of features, then one request of `--rows` candidates is scored
 `--calls` times on one thread, timed with the process CPU clock (time.process_time), so
 other work on the machine moves it little. The linear scorer's row is
-core.scoring.LinearScorer.score on the same matrix. Needs lightgbm (the ranker-check extra).
+core.scoring.LinearScorer.score on the same matrix.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")  # before lightgbm loads its OpenM
 import numpy as np
 
 from core.scoring import FEATURES, LinearScorer
-from training.ranker_check import LAMBDARANK
+from training.scorer import LAMBDARANK
 
 
 def cpu_ms_per_call(fn, calls: int) -> float:

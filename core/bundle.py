@@ -18,7 +18,7 @@ from core import contract, hotness, post_index, post_vectors
 from core.ids import IdList, RowLookup, id_index
 from core.neighbours import CoEngaged, co_engaged
 from core.retrieval import POPULAR_COMMUNITIES, hot_lists
-from core.scoring import LinearScorer
+from core.scoring import Scorer, load_scorer
 
 
 class BundleError(RuntimeError):
@@ -31,7 +31,7 @@ class Bundle:
     manifest: contract.Manifest
     arrays: dict[str, np.ndarray]
     index: post_index.PostIndex  # nearest posts by inner product, ids = post rows
-    scorer: LinearScorer
+    scorer: Scorer
     post_ids: IdList  # row -> id, over the memory-mapped ids (core/ids.py)
     post_row: RowLookup  # id -> row, by binary search over shared arrays
     community_ids: list[str]  # communities are few: plain Python
@@ -193,7 +193,7 @@ def load_bundle(path: Path, verify: bool = True) -> Bundle:
                 if arr.dtype.kind not in "iu" or arr.shape != (len(arrays[contract.POST_IDS_FILE]),):
                     raise BundleError(f"{path}: {optional.name} has dtype {arr.dtype} and shape {arr.shape}")
                 arrays[optional.name] = np.asarray(arr)
-        scorer = LinearScorer.from_json((path / contract.SCORER_FILE).read_text())
+        scorer = load_scorer((path / contract.SCORER_FILE).read_text())
         raw_index = post_index.read_faiss(path / contract.INDEX_FILE)
     except (ValueError, OSError, RuntimeError) as exc:
         raise BundleError(f"{path}: {exc}") from None

@@ -12,7 +12,7 @@ features the pipeline ranked. One file per split point, `point<j>.npz`:
   req_users      int64 [m]: the evaluated users, as evaluation drew them
   n_targets      int64 [m]: each one's targets in the longest window (NDCG's ideal)
   split_ts       the point's split time
-  scorer         the point's scorer (LinearScorer JSON): the pipeline as evaluated
+  scorer         the point's scorer JSON (core.scoring.load_scorer): the pipeline as evaluated
 """
 
 from __future__ import annotations

@@ -50,7 +50,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from core import contract
-from core.scoring import LinearScorer
+from core.scoring import Scorer
 from training import candidate_capture
 from training.baselines import BaselineParams, RankingWorld, build
 from training.csvio import DataError
@@ -95,7 +95,7 @@ class SplitPoint:
     split_ts: int
     state: WorldState
     model: Model
-    scorer: LinearScorer
+    scorer: Scorer
 
 
 @dataclass

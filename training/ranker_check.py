@@ -26,36 +26,18 @@ learn from weeks after the one they rank.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 
 from core import contract
-from core.scoring import FEATURES, LinearScorer, request_rank
+from core.scoring import FEATURES, load_scorer, request_rank
 from training import candidate_capture
 from training.evaluate import bootstrap_ci, verdict
-from training.scorer import fit_softmax
+from training.scorer import LAMBDARANK, fit_softmax, lambdarank_booster
 
 EASE_FEATURES = ("ease", "ease_rank")
 NEGATIVES_PER_REQUEST = 100  # as the scorer's fit samples them (ScorerParams.negatives_per_user)
-# LightGBM's lambdarank with settings that suit a few thousand requests of a few hundred
-# candidates: shallow trees, a slow rate, rows and columns subsampled. Deterministic, so
-# a check gives the same numbers twice.
-LAMBDARANK = {
-    "objective": "lambdarank",
-    "learning_rate": 0.05,
-    "num_leaves": 15,
-    "min_data_in_leaf": 50,
-    "feature_fraction": 0.8,
-    "bagging_fraction": 0.8,
-    "bagging_freq": 1,
-    "lambdarank_truncation_level": 20,
-    "deterministic": True,
-    "force_row_wise": True,
-    "verbose": -1,
-}
-LAMBDARANK_ROUNDS = 200
 METHODS = ("scorer", "linear", "linear + ease", "lambdarank", "lambdarank + ease")
 REFERENCE = "linear"
 
@@ -121,22 +103,10 @@ def fit_linear(parts, names: tuple[str, ...], l2: float):
     return lambda Z: ((Z - mean) / scale) @ w
 
 
-def fit_lambdarank(parts, seed: int):
-    import lightgbm
-
-    X, y, keys = pooled(parts)
-    _, sizes = np.unique(keys, return_counts=True)
-    params = {**LAMBDARANK, "seed": seed, "num_threads": os.cpu_count() or 1}
-    booster = lightgbm.train(params, lightgbm.Dataset(X, y, group=sizes), LAMBDARANK_ROUNDS)
-    return lambda Z: booster.predict(Z, num_threads=params["num_threads"])
-
-
-def lightgbm_missing() -> bool:
-    try:
-        import lightgbm  # noqa: F401
-    except ImportError:
-        return True
-    return False
+def fit_lambdarank(parts, names: tuple[str, ...], seed: int):
+    """The scorer's own lambdarank fit (training/scorer.py) on these rows."""
+    booster = lambdarank_booster(*pooled(parts), seed, names)
+    return lambda Z: booster.predict(np.asarray(Z, dtype=np.float64), num_threads=LAMBDARANK["num_threads"])
 
 
 def require_two_points(points: int) -> None:
@@ -150,7 +120,6 @@ def check(tables: list[dict], l2: float = 1.0, seed: int = 0, bootstrap: int = 1
     """Every method's NDCG@10 per evaluated user, pooled over the points, and the paired
     differences; a report dict (markdown() prints it)."""
     require_two_points(len(tables))
-    methods = [m for m in METHODS if not (m.startswith("lambdarank") and lightgbm_missing())]
     rng = np.random.default_rng(seed)
     plain = [t["X"] for t in tables]
     eased = [with_ease(t) for t in tables]
@@ -158,27 +127,26 @@ def check(tables: list[dict], l2: float = 1.0, seed: int = 0, bootstrap: int = 1
         "plain": [training_rows(t, X, rng) for t, X in zip(tables, plain)],
         "ease": [training_rows(t, X, rng) for t, X in zip(tables, eased)],
     }
-    per_user = {m: [] for m in methods}
-    per_point = {m: [] for m in methods}
+    per_user = {m: [] for m in METHODS}
+    per_point = {m: [] for m in METHODS}
     for j, t in enumerate(tables):
         others = {k: [r for i, r in enumerate(v) if i != j] for k, v in rows.items()}
-        shipped = LinearScorer.from_json(str(t["scorer"]))
+        shipped = load_scorer(str(t["scorer"]))
         fitted = {
             "scorer": shipped.score,
             "linear": fit_linear(others["plain"], FEATURES, l2),
             "linear + ease": fit_linear(others["ease"], FEATURES + EASE_FEATURES, l2),
+            "lambdarank": fit_lambdarank(others["plain"], FEATURES, seed),
+            "lambdarank + ease": fit_lambdarank(others["ease"], FEATURES + EASE_FEATURES, seed),
         }
-        if "lambdarank" in methods:
-            fitted["lambdarank"] = fit_lambdarank(others["plain"], seed)
-            fitted["lambdarank + ease"] = fit_lambdarank(others["ease"], seed)
-        for m in methods:
+        for m in METHODS:
             X = eased[j] if m.endswith("ease") else plain[j]
             values = ndcg10(t, np.asarray(fitted[m](X), dtype=np.float64))
             per_user[m].append(values)
             per_point[m].append(round(float(values.mean()), 4))
     draws = np.random.default_rng(seed + 1)
     summary = {}
-    for m in methods:
+    for m in METHODS:
         v = np.concatenate(per_user[m])
         lo, hi = bootstrap_ci(v, bootstrap, draws)
         row = {"mean": float(v.mean()), "ci95": [lo, hi], "per_point": per_point[m]}
@@ -192,7 +160,6 @@ def check(tables: list[dict], l2: float = 1.0, seed: int = 0, bootstrap: int = 1
         "users": int(sum(len(t["req_users"]) for t in tables)),
         "split_points": [int(t["split_ts"]) for t in tables],
         "methods": summary,
-        "lightgbm": not lightgbm_missing(),
     }
 
 
@@ -220,8 +187,6 @@ def markdown(report: dict) -> str:
             " ".join(f"{v:.4f}" for v in row["per_point"]),
         ]
         lines.append("| " + " | ".join(cells) + " |")
-    if not report["lightgbm"]:
-        lines += ["", "lambdarank rows left out: lightgbm is not installed (pip install 'nichefeed[ranker-check]')."]
     return "\n".join(lines) + "\n"
 
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.optimize import minimize
 
-from core.scoring import FEATURES, LinearScorer
+from core.scoring import FEATURES, LinearScorer, Scorer, TreeScorer
 from training.features import CandidateSource, Model, features
 from training.params import ScorerParams
 from training.schema import Dataset
@@ -149,7 +149,58 @@ def training_examples(
     return X[keep], y, requests
 
 
-def fit_scorer(X: np.ndarray, y: np.ndarray, requests: np.ndarray, params: ScorerParams, info: dict) -> LinearScorer:
+# LightGBM's lambdarank for a few thousand requests of ~100 sampled candidates: shallow
+# trees, a slow rate, rows and columns subsampled (make ranker-check measured these on
+# every log). Deterministic on a fixed thread count, so `make evaluate` refits the very
+# same trees.
+LAMBDARANK = {
+    "objective": "lambdarank",
+    "learning_rate": 0.05,
+    "num_leaves": 15,
+    "min_data_in_leaf": 50,
+    "feature_fraction": 0.8,
+    "bagging_fraction": 0.8,
+    "bagging_freq": 1,
+    "lambdarank_truncation_level": 20,
+    "deterministic": True,
+    "force_row_wise": True,
+    "num_threads": 2,
+    "verbose": -1,
+}
+LAMBDARANK_ROUNDS = 200
+
+
+def lambdarank_booster(
+    X: np.ndarray, y: np.ndarray, requests: np.ndarray, seed: int, names: tuple[str, ...] = FEATURES
+):
+    """LightGBM lambdarank trees on (X, y), a request's rows one query group; `names` are
+    X's columns. The policy of MAX_WEIGHT holds as a monotone constraint: a tree's score
+    never rises with a feature the policy says must push a post down (the negative rate)."""
+    import lightgbm
+
+    order = np.argsort(requests, kind="stable")
+    _, sizes = np.unique(requests[order], return_counts=True)
+    data = lightgbm.Dataset(X[order], y[order], group=sizes)
+    monotone = [-1 if name in MAX_WEIGHT else 0 for name in names]
+    return lightgbm.train({**LAMBDARANK, "seed": seed, "monotone_constraints": monotone}, data, LAMBDARANK_ROUNDS)
+
+
+def fit_lambdarank(X: np.ndarray, y: np.ndarray, requests: np.ndarray, seed: int, info: dict) -> TreeScorer:
+    booster = lambdarank_booster(X, y, requests, seed)
+    gain = booster.feature_importance("gain")
+    share = gain / gain.sum() if gain.sum() > 0 else gain
+    info = {
+        "objective": "lambdarank",
+        "examples": int(len(y)),
+        "positives": int(y.sum()),
+        **info,
+        "trees": booster.num_trees(),
+        "gain_share_by_feature": {f: round(float(v), 4) for f, v in zip(FEATURES, share)},
+    }
+    return TreeScorer(booster.model_to_string(), FEATURES, info=info)
+
+
+def fit_scorer(X: np.ndarray, y: np.ndarray, requests: np.ndarray, params: ScorerParams, info: dict) -> Scorer:
     """The scorer on examples from one or more inner windows (`requests`: which request
     each example belongs to; `info` describes the windows, for the report)."""
     if y.sum() == 0 or y.sum() == len(y):
@@ -159,6 +210,8 @@ def fit_scorer(X: np.ndarray, y: np.ndarray, requests: np.ndarray, params: Score
             "examples": int(len(y)),
         }
         return scorer
+    if params.objective == "lambdarank":
+        return fit_lambdarank(X, y, requests, params.seed, info)
     if params.objective == "softmax":
         w, mean, scale, bias = fit_softmax(X, y, requests, params.l2)
     else:

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from core import contract
-from core.scoring import LinearScorer
+from core.scoring import LinearScorer, Scorer
 from training import schema
 from training.als import fit_community_als
 from training.baselines import TUNE_ITERATIONS, BaselineParams, RankingWorld, first_best, tune
@@ -106,7 +106,7 @@ def replay_points(
     first: SplitPoint,
     later: list[int],
     fits: WorldFits,
-    scorer_at: Callable[[int], LinearScorer] | None = None,
+    scorer_at: Callable[[int], Scorer] | None = None,
 ) -> list[SplitPoint]:
     """The first split point, then each later one as a service retrained just before it
     would rank: vectors, co-engagement neighbours and the world (counters, memberships,
@@ -129,7 +129,7 @@ def scorer_refits(
     params: TrainParams,
     fits: WorldFits,
     clock: StageClock,
-) -> Callable[[int], LinearScorer] | None:
+) -> Callable[[int], Scorer] | None:
     """The scorer a later split point gets: fitted as the shipped one is (learn_scorer),
     its 7-day windows ending at that point, because a weekly retrain refits it with the
     vectors. A scorer fitted only before the first point ranked weeks it had drifted from
@@ -139,7 +139,7 @@ def scorer_refits(
     if params.scorer != "learned" or not params.eval.refit_scorer:
         return None
 
-    def at(ts: int) -> LinearScorer:
+    def at(ts: int) -> Scorer:
         point = TimeSplit(split_ts=ts, end_ts=split.end_ts, train=ds.e_ts < ts, test=ds.e_ts >= ts)
         return learn_scorer(ds, point, inner, longest_s, window, params, fits, clock)
 
@@ -185,7 +185,7 @@ def learn_scorer(
     params: TrainParams,
     fits: WorldFits,
     clock: StageClock,
-) -> LinearScorer:
+) -> Scorer:
     """The scorer fitted on the evaluation's window just before the split, and on the
     windows before that while fewer than max_users users have been drawn (scorer_windows);
     on a log too short for one such window, on the inner split."""
@@ -267,7 +267,8 @@ def train(data_dir: Path, models_dir: Path, params: TrainParams, progress: bool 
         scorer = LinearScorer.affinity_only()
     else:
         raise ValueError(f"scorer must be 'learned' or 'affinity', got {params.scorer!r}")
-    clock.done("scorer", f"{scorer.kind}: " + json.dumps(scorer.info.get("weights_by_feature", {})))
+    weights = scorer.info.get("weights_by_feature") or scorer.info.get("gain_share_by_feature", {})
+    clock.done("scorer", f"{scorer.kind}: " + json.dumps(weights))
 
     refit = scorer_refits(ds, split, inner, longest_s, window, params, fits, clock)
     points = replay_points(SplitPoint(split.split_ts, state, model, scorer), points_ts[1:], fits, refit)
