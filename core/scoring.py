@@ -221,7 +221,7 @@ class LinearScorer:
 class TreeScorer:
     """score = a LightGBM lambdarank ensemble's output over the features (`make train
     ARGS="--scorer-objective lambdarank"`): trees find the interactions a linear score
-    cannot take (on the mailing-list log, +0.027 NDCG@10 over the linear scorer). Stored
+    cannot take (on the mailing-list log, +0.026 NDCG@10 over the linear scorer). Stored
     as the model's own text in the scorer JSON; the columns it was fitted on are named
     there, so a bundle stays servable after FEATURES grows."""
 

@@ -52,7 +52,7 @@ class ScorerParams:
         "softmax",
         "softmax: which of a request's candidates the user engages with (a softmax over each request's "
         "positives and sampled negatives); logistic: engaged or not, each candidate alone; lambdarank: "
-        "LightGBM's lambdarank trees over the same rows (not linear: the mailing lists +0.027 NDCG@10, "
+        "LightGBM's lambdarank trees over the same rows (not linear: the mailing lists +0.026 NDCG@10, "
         "Last.fm +0.005; serving costs ~3.7 ms CPU a call more)",
         choices=("softmax", "logistic", "lambdarank"),
         flag="scorer-objective",
