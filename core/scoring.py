@@ -241,13 +241,16 @@ class TreeScorer:
             raise ValueError(
                 f"lambdarank scorer: a model of {self._booster.num_feature()} features, {len(self.features)} named"
             )
-        self._columns = np.array([FEATURES.index(f) for f in self.features], dtype=np.intp)
+        columns = [FEATURES.index(f) for f in self.features]
+        # Fitted on today's FEATURES in order (every bundle this release trains): no
+        # column gather on the hot path, only the float64 cast the booster reads.
+        self._columns = None if columns == list(range(len(FEATURES))) else np.array(columns, dtype=np.intp)
 
     def score(self, X: np.ndarray) -> np.ndarray:
         # One thread: a Rank call is one request among many, and the server's
-        # concurrency is its workers; float64 is what the booster reads without a copy.
-        Z = np.ascontiguousarray(X[:, self._columns], dtype=np.float64)
-        return self._booster.predict(Z, num_threads=1)
+        # concurrency is its workers.
+        Z = X if self._columns is None else X[:, self._columns]
+        return self._booster.predict(np.ascontiguousarray(Z, dtype=np.float64), num_threads=1)
 
     def to_json(self) -> str:
         return json.dumps(

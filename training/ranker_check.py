@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from core import contract
-from core.scoring import FEATURES, load_scorer, request_rank
+from core.scoring import FEATURES, LinearScorer, load_scorer, request_rank
 from training import candidate_capture
 from training.evaluate import bootstrap_ci, verdict
 from training.scorer import LAMBDARANK, fit_softmax, lambdarank_booster
@@ -99,8 +99,7 @@ def pooled(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]]):
 
 def fit_linear(parts, names: tuple[str, ...], l2: float):
     X, y, keys = pooled(parts)
-    w, mean, scale, _ = fit_softmax(X, y, keys, l2, names)
-    return lambda Z: ((Z - mean) / scale) @ w
+    return LinearScorer(*fit_softmax(X, y, keys, l2, names)).score
 
 
 def fit_lambdarank(parts, names: tuple[str, ...], seed: int):
