@@ -73,8 +73,9 @@ def ensure_default_world(args) -> None:
     `make serve` does; any other missing directory is the caller's mistake (an error)."""
     if args.data == DEFAULT_DATA and not (args.data / EVENTS_CSV).exists():
         print(f"{args.data} has no {EVENTS_CSV}: generating the synthetic default world first")
-        args.out = args.data
-        cmd_generate(args)
+        # `make data`'s world from generate's own defaults: train's flags are not the
+        # world's (its --seed would become the world's seed).
+        cmd_generate(build_parser().parse_args(["generate", "--out", str(args.data)]))
 
 
 def cmd_train(args) -> Path:
@@ -340,7 +341,7 @@ def percent(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m training", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -476,8 +477,11 @@ def main(argv: list[str] | None = None) -> None:
     world_opts(p)
     p.add_argument("--keep", type=int, default=3)
     p.set_defaults(fn=cmd_ensure)
+    return parser
 
-    args = parser.parse_args(argv)
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     try:
         args.fn(args)
     except (DataError, EmbeddedRedisError) as exc:
