@@ -37,8 +37,9 @@ def test_sigusr1_writes_every_threads_stack_and_the_service_goes_on(published, r
     finally:
         status, _, err = stop_service(proc)
     assert status == 0, err
-    # The main thread waits for the stop signal; the reloader polls in its own thread.
-    assert "in wait_for_signal" in err and "(most recent call first)" in err, err
+    # The main thread serves (waiting for the stop signal, or on a loaded machine still
+    # printing its ready line when the signal came); the reloader polls in its own thread.
+    assert "in serve_one" in err and "(most recent call first)" in err, err
     assert err.count("Thread 0x") >= 3, err
 
 
