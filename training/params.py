@@ -49,12 +49,13 @@ class ScorerParams:
     negatives_per_user: int = param(100, "sampled non-engaged candidates per user")
     l2: float = param(1.0, "L2 penalty of the scorer's weights")
     objective: str = param(
-        "softmax",
-        "softmax: which of a request's candidates the user engages with (a softmax over each request's "
-        "positives and sampled negatives); logistic: engaged or not, each candidate alone; lambdarank: "
-        "LightGBM's lambdarank trees over the same rows (not linear: the mailing lists +0.026 NDCG@10, "
-        "Last.fm +0.005; serving costs ~3.7 ms CPU a call more)",
-        choices=("softmax", "logistic", "lambdarank"),
+        "auto",
+        "auto: softmax, or lambdarank where it ranks the inner windows' candidates better beyond noise "
+        "(training/scorer_choice.py); softmax: which of a request's candidates the user engages with (a "
+        "softmax over each request's positives and sampled negatives); logistic: engaged or not, each "
+        "candidate alone; lambdarank: LightGBM's lambdarank trees over the same rows (not linear: the "
+        "mailing lists +0.026 NDCG@10; serving costs ~3.7 ms CPU a call more)",
+        choices=("auto", "softmax", "logistic", "lambdarank"),
         flag="scorer-objective",
     )
     seed: int = param(7, "seed of the scorer's user and negative sampling", flag="scorer-seed")

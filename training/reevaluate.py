@@ -111,7 +111,7 @@ def replay(bundle_dir: Path, data_dir: Path | None = None, capture: Path | None 
     trained = TrainParams(scorer=p["scorer"], scorer_fit=ScorerParams(**p["scorer_fit"]), als=als, eval=eval_params)
     window = p["index_window_applied_days"]
     fits = WorldFits(ds, als, hot_h)
-    refit = scorer_refits(ds, split, inner, longest_s, window, trained, fits, StageClock(quiet=True))
+    refit = scorer_refits(ds, split, inner, longest_s, window, trained, fits, StageClock(quiet=True), bundle.scorer)
     points = replay_points(first, later, fits, refit)
     saved = json.loads((bundle_dir / contract.REPORT_JSON_FILE).read_text())
     return evaluate(

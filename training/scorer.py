@@ -12,16 +12,20 @@ used. The scorer thus learns the task it is judged on (which of today's candidat
 will this user engage with next) from features built by the very function the service
 uses, and never sees an event of the evaluation window.
 
-Two objectives (ScorerParams.objective). *logistic*: each candidate alone, engaged or
-not. *softmax* (the default): each request is one choice among its candidates, the
+The objectives (ScorerParams.objective). *logistic*: each candidate alone, engaged or
+not. *softmax*: each request is one choice among its candidates, the
 positives against the sampled negatives of the same request (a conditional logit, the
 listwise loss of ListNet with the positives as the target). Only the order within a
 request is served and judged, and what is constant within a request (how active this
 user is, how busy this week is) cannot move a softmax: the scorer spends its weights on
-what tells one candidate from another.
+what tells one candidate from another. *lambdarank*: LightGBM's trees over the same
+rows. *auto* (the default): softmax, or lambdarank where it ranks the inner windows'
+later weeks better beyond noise (training/scorer_choice.py).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 from scipy.optimize import minimize
@@ -123,7 +127,7 @@ def training_examples(
     users: np.ndarray,
     now: int,
     params: ScorerParams,
-):
+) -> Examples:
     rng = np.random.default_rng(params.seed)
     cands = source.for_users(users)
     # Features of every candidate (request-relative features are taken over the whole
@@ -131,22 +135,52 @@ def training_examples(
     users_flat = np.concatenate([np.full(len(rows), u, np.int32) for u, rows in zip(users, cands)])
     posts_flat = np.concatenate(cands) if cands else np.empty(0, np.int64)
     X = features(ds, state, model, users_flat, posts_flat, now)
-    keep, ys, reqs, start = [], [], [], 0
+    keep, labels, start = [], [], 0
     for u, rows in zip(users, cands):
         t = targets.indices[targets.indptr[u] : targets.indptr[u + 1]]
         label = np.isin(rows, t)
         neg = np.flatnonzero(~label)
         if len(neg) > params.negatives_per_user:
             neg = rng.choice(neg, params.negatives_per_user, replace=False)
-        chosen = np.concatenate([np.flatnonzero(label), neg])
-        keep.append(start + chosen)
-        ys.append(label[chosen])
-        reqs.append(np.full(len(chosen), u, np.int64))
+        keep.append(start + np.concatenate([np.flatnonzero(label), neg]))
+        labels.append(label)
         start += len(rows)
-    keep = np.concatenate(keep) if keep else np.empty(0, np.int64)
-    y = np.concatenate(ys).astype(np.float64) if ys else np.empty(0)
-    requests = np.concatenate(reqs) if reqs else np.empty(0, np.int64)
-    return X[keep], y, requests
+    return Examples(
+        X,
+        np.concatenate(labels).astype(np.float64) if labels else np.empty(0),
+        users_flat.astype(np.int64),
+        posts_flat.astype(np.int64),
+        np.concatenate(keep) if keep else np.empty(0, np.int64),
+    )
+
+
+@dataclass
+class Examples:
+    """Every candidate of the sampled requests (X, label, request, post row: what a
+    choice between scorers ranks) and `keep`, the rows a fit learns from: each request's
+    positives, then its sampled negatives."""
+
+    X: np.ndarray
+    y: np.ndarray
+    requests: np.ndarray
+    posts: np.ndarray
+    keep: np.ndarray
+
+    def keyed_apart(self, request_offset: int) -> Examples:
+        """The same rows, their requests told apart from another window's."""
+        return Examples(self.X, self.y, self.requests + request_offset, self.posts, self.keep)
+
+    @staticmethod
+    def pooled(parts: list[Examples]) -> Examples:
+        """Several windows' examples as one table (`keep` shifted to the pooled rows)."""
+        rows = np.cumsum([0] + [len(p.y) for p in parts[:-1]])
+        return Examples(
+            np.concatenate([p.X for p in parts]),
+            np.concatenate([p.y for p in parts]),
+            np.concatenate([p.requests for p in parts]),
+            np.concatenate([p.posts for p in parts]),
+            np.concatenate([p.keep + r for p, r in zip(parts, rows)]),
+        )
 
 
 # LightGBM's lambdarank for a few thousand requests of ~100 sampled candidates: shallow

@@ -41,7 +41,8 @@ from training.index import age_window, build_index, servable_rows
 from training.load import load_dataset
 from training.params import AlsParams, TrainParams
 from training.plot import plot_report
-from training.scorer import fit_scorer, training_examples
+from training.scorer import Examples, fit_scorer, training_examples
+from training.scorer_choice import choose_objective, describe, objective_of
 from training.split import (
     TimeSplit,
     adaptive_inner_split,
@@ -129,15 +130,20 @@ def scorer_refits(
     params: TrainParams,
     fits: WorldFits,
     clock: StageClock,
+    shipped: Scorer,
 ) -> Callable[[int], Scorer] | None:
     """The scorer a later split point gets: fitted as the shipped one is (learn_scorer),
     its 7-day windows ending at that point, because a weekly retrain refits it with the
     vectors. A scorer fitted only before the first point ranked weeks it had drifted from
     (the 16 Stack Exchange sites: +0.030 [+0.012, +0.051] with the refit, docs/training.md).
     None when the scorer is not learned or params.eval.refit_scorer is off (a bundle
-    trained before the refit): every point keeps the first point's scorer."""
+    trained before the refit): every point keeps the first point's scorer. An objective
+    chosen per log (auto) is chosen once, for the shipped scorer, and each refit keeps it:
+    the choice sees only what precedes the first point."""
     if params.scorer != "learned" or not params.eval.refit_scorer:
         return None
+    if params.scorer_fit.objective == "auto":
+        params = replace(params, scorer_fit=replace(params.scorer_fit, objective=objective_of(shipped)))
 
     def at(ts: int) -> Scorer:
         point = TimeSplit(split_ts=ts, end_ts=split.end_ts, train=ds.e_ts < ts, test=ds.e_ts >= ts)
@@ -190,7 +196,7 @@ def learn_scorer(
     windows before that while fewer than max_users users have been drawn (scorer_windows);
     on a log too short for one such window, on the inner split."""
     fit = params.scorer_fit
-    Xs, ys, requests, used = [], [], [], []
+    parts, used = [], []
     for i, w in enumerate(scorer_windows(ds, split, longest_s, fit.windows) or [inner]):
         drawn = sum(n for _, n in used)
         if drawn >= fit.max_users:
@@ -203,10 +209,8 @@ def learn_scorer(
         if len(users) == 0:
             continue
         source = CandidateSource(ds, state, model, catalogue, seen)
-        X, y, r = training_examples(ds, state, model, source, targets, users, w.split_ts, fit)
-        Xs.append(X)
-        ys.append(y)
-        requests.append(r + i * ds.n_users)  # one request per (window, user)
+        examples = training_examples(ds, state, model, source, targets, users, w.split_ts, fit)
+        parts.append(examples.keyed_apart(i * ds.n_users))  # one request per (window, user)
         used.append((w.split_ts, len(users)))
     clock.log(f"scorer: {len(used)} inner window(s), (start, users) {used}")
     if not used:
@@ -214,7 +218,13 @@ def learn_scorer(
         scorer.info = {"fallback": "no users with engagement in the inner window: affinity only"}
         return scorer
     info = {"users": sum(n for _, n in used), "windows": [[int(t), int(n)] for t, n in used]}
-    return fit_scorer(np.concatenate(Xs), np.concatenate(ys), np.concatenate(requests), fit, info)
+    ex = Examples.pooled(parts)
+    if fit.objective == "auto":
+        ages = ex.requests // ds.n_users  # each row's window, 0 the newest (keyed_apart above)
+        objective, info["objective_choice"] = choose_objective(ex.X, ex.y, ex.requests, ex.posts, ages, ex.keep, fit)
+        clock.log(f"scorer: {objective} chosen, {json.dumps(info['objective_choice'])}")
+        fit = replace(fit, objective=objective)
+    return fit_scorer(ex.X[ex.keep], ex.y[ex.keep], ex.requests[ex.keep], fit, info)
 
 
 def train(data_dir: Path, models_dir: Path, params: TrainParams, progress: bool = True, quiet: bool = False) -> Path:
@@ -270,7 +280,7 @@ def train(data_dir: Path, models_dir: Path, params: TrainParams, progress: bool 
     weights = scorer.info.get("weights_by_feature") or scorer.info.get("gain_share_by_feature", {})
     clock.done("scorer", f"{scorer.kind}: " + json.dumps(weights))
 
-    refit = scorer_refits(ds, split, inner, longest_s, window, params, fits, clock)
+    refit = scorer_refits(ds, split, inner, longest_s, window, params, fits, clock, scorer)
     points = replay_points(SplitPoint(split.split_ts, state, model, scorer), points_ts[1:], fits, refit)
     result = evaluate(ds, points, split.end_ts, window, baselines, params.als, params.eval, notes, progress)
     clock.done(
@@ -372,6 +382,8 @@ def train(data_dir: Path, models_dir: Path, params: TrainParams, progress: bool 
             "scorer": {"kind": scorer.kind, **scorer.info},
             "als": asdict(params.als),
         }
+        if "objective_choice" in scorer.info:
+            report["training"]["scorer_objective"] = describe(scorer.info["objective_choice"])
         (staging / contract.REPORT_JSON_FILE).write_text(json.dumps(report, indent=2))
         plot_report(report, staging / contract.REPORT_PLOT_FILE)
         (staging / contract.REPORT_MD_FILE).write_text(
