@@ -30,6 +30,7 @@ import numpy as np
 from core.scoring import LinearScorer
 from training.evaluate import bootstrap_ci, verdict
 from training.params import ScorerParams
+from training.scorer import fit_scorer
 
 BLOCKS = 4
 BOOTSTRAP = 1000
@@ -73,8 +74,6 @@ def choose_objective(
     """(objective, the measurement) for the candidates of the scorer's requests: X, y,
     requests, posts, ages (each row's window, 0 the newest) are every candidate's row;
     `keep` the rows a fit samples (its positives and sampled negatives, training_examples)."""
-    from training.scorer import fit_scorer  # fit_scorer is what this module chooses for
-
     blocks = time_blocks(ages)
     if len(blocks) < 2:
         return "softmax", {"chosen": "softmax", "why": "one inner window: no later week to judge the trees on"}
