@@ -54,7 +54,7 @@ class ScorerParams:
         "(training/scorer_choice.py); softmax: which of a request's candidates the user engages with (a "
         "softmax over each request's positives and sampled negatives); logistic: engaged or not, each "
         "candidate alone; lambdarank: LightGBM's lambdarank trees over the same rows (not linear: the "
-        "mailing lists +0.026 NDCG@10; serving costs ~1.5 ms CPU a call more)",
+        "mailing lists +0.030 NDCG@10; serving costs ~1.5 ms CPU a call more)",
         choices=("auto", "softmax", "logistic", "lambdarank"),
         flag="scorer-objective",
     )

@@ -2,15 +2,15 @@
 or LightGBM's lambdarank trees only where they rank this log's later weeks better beyond
 noise.
 
-Trees find interactions a linear score cannot (on the mailing lists +0.026 NDCG@10 in
+Trees find interactions a linear score cannot (on the mailing lists +0.030 NDCG@10 in
 the protocol), but they cost the service ~1.5 ms of CPU a Rank call more (100x the
-linear scorer's) and gain nothing on most logs. So the choice is measured, per log, on the scorer's own examples
-(its inner windows before the split: never an evaluated week), forward in time as the
-protocol judges: the windows, oldest first, are cut into up to BLOCKS consecutive
-blocks; each block after the first is ranked by both objectives fitted on the blocks
-before it (their sampled rows), over *all* its requests' candidates as the service ranks
-them, and scored by NDCG@10 among the candidates (ideal: the request's engaged
-candidates, at most 10). The trees are chosen when the paired difference's bootstrap
+linear scorer's) and gain nothing on most logs. So the choice is measured, per log, on
+the scorer's own examples (its inner windows before the split: never an evaluated week),
+forward in time as the protocol judges: the windows, oldest first, are cut into up to
+BLOCKS consecutive blocks; each block after the first is ranked by both objectives fitted
+on the blocks before it (their sampled rows), over *all* its requests' candidates as the
+service ranks them, and scored by NDCG@10 among the candidates (ideal: the request's
+engaged candidates, at most 10). The trees are chosen when the paired difference's bootstrap
 interval lies above zero; on a tie, or with one window and so nothing later to judge,
 the cheaper linear scorer stays. The figures go into the scorer's info and the report.
 
