@@ -214,6 +214,29 @@ def per_user_metrics(rankings: np.ndarray, targets: sp.csr_matrix, users: np.nda
     return out
 
 
+# DCG@10's ideal for n relevant items (n = 0 .. 10): NDCG's denominator.
+IDEAL_DCG10 = np.array([(1.0 / np.log2(np.arange(n) + 2.0)).sum() for n in range(11)])
+
+
+def dcg10_of_rows(
+    groups: np.ndarray, relevant: np.ndarray, scores: np.ndarray, posts: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Flat candidate rows ranked within each group (a request) by score, ties by post row
+    as the pipeline breaks them: (the groups in ascending order, each one's DCG@10, its
+    number of relevant rows)."""
+    order = np.lexsort((posts, -scores, groups))
+    g = groups[order]
+    starts = np.flatnonzero(np.r_[True, g[1:] != g[:-1]]) if len(g) else np.empty(0, np.int64)
+    sizes = np.diff(np.r_[starts, len(g)])
+    position = np.arange(len(g)) - np.repeat(starts, sizes)
+    discount = np.where(position < 10, 1.0 / np.log2(np.minimum(position, 10) + 2.0), 0.0)
+    group = np.repeat(np.arange(len(starts)), sizes)
+    rel = relevant[order].astype(np.float64)
+    dcg = np.bincount(group, weights=rel * discount, minlength=len(starts))
+    count = np.bincount(group, weights=rel, minlength=len(starts)).astype(np.int64)
+    return g[starts], dcg, count
+
+
 def bootstrap_ci(values: np.ndarray, draws: int, rng: np.random.Generator) -> tuple[float, float]:
     if len(values) == 0:
         return (0.0, 0.0)

@@ -33,7 +33,7 @@ import numpy as np
 from core import contract
 from core.scoring import FEATURES, LinearScorer, load_scorer, request_rank
 from training import candidate_capture
-from training.evaluate import bootstrap_ci, verdict
+from training.evaluate import IDEAL_DCG10, bootstrap_ci, dcg10_of_rows, verdict
 from training.scorer import LAMBDARANK, fit_softmax, lambdarank_booster
 
 EASE_FEATURES = ("ease", "ease_rank")
@@ -53,22 +53,14 @@ def with_ease(t: dict) -> np.ndarray:
 
 def ndcg10(t: dict, scores: np.ndarray) -> np.ndarray:
     """NDCG@10 of each evaluated user (t["req_users"] order), ranking by score, ties by
-    row as rank_pipeline breaks them; a user without candidates scores 0."""
-    users, posts, y = t["users"], t["posts"], t["y"]
-    order = np.lexsort((posts, -scores, users))
-    u = users[order]
-    starts = np.flatnonzero(np.r_[True, u[1:] != u[:-1]])
-    ends = np.r_[starts[1:], len(u)]
-    discount = 1.0 / np.log2(np.arange(10) + 2.0)
-    by_user = {}
-    for a, b in zip(starts, ends):
-        hits = y[order[a : min(b, a + 10)]]
-        by_user[int(u[a])] = float((hits * discount[: len(hits)]).sum())
-    out = np.zeros(len(t["req_users"]))
-    for i, (user, n) in enumerate(zip(t["req_users"].tolist(), t["n_targets"].tolist())):
-        if n > 0:
-            out[i] = by_user.get(user, 0.0) / discount[: min(10, n)].sum()
-    return out
+    row as rank_pipeline breaks them; the ideal from all the user's targets in the window
+    (t["n_targets"]), candidates or not; a user without candidates scores 0."""
+    ranked, dcg, _ = dcg10_of_rows(t["users"], t["y"], scores, t["posts"])
+    by_user = dict(zip(ranked.tolist(), dcg.tolist()))
+    got = np.array([by_user.get(u, 0.0) for u in t["req_users"].tolist()])
+    n = t["n_targets"]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n > 0, got / IDEAL_DCG10[np.minimum(n, 10)], 0.0)
 
 
 def training_rows(t: dict, X: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -28,7 +28,7 @@ from dataclasses import replace
 import numpy as np
 
 from core.scoring import LinearScorer
-from training.evaluate import bootstrap_ci, verdict
+from training.evaluate import IDEAL_DCG10, bootstrap_ci, dcg10_of_rows, verdict
 from training.params import ScorerParams
 from training.scorer import fit_scorer
 
@@ -41,18 +41,9 @@ def request_ndcg10(requests: np.ndarray, y: np.ndarray, scores: np.ndarray, post
     """NDCG@10 of each request (in np.unique(requests) order) ranked by score, ties by
     post row as the service breaks them; the ideal puts the request's engaged rows first.
     A request with no engaged row scores nan (nothing to rank it on)."""
-    order = np.lexsort((posts, -scores, requests))
-    r = requests[order]
-    starts = np.flatnonzero(np.r_[True, r[1:] != r[:-1]])
-    sizes = np.diff(np.r_[starts, len(r)])
-    position = np.arange(len(r)) - np.repeat(starts, sizes)
-    discount = np.where(position < 10, 1.0 / np.log2(np.minimum(position, 10) + 2.0), 0.0)
-    group = np.repeat(np.arange(len(starts)), sizes)
-    dcg = np.bincount(group, weights=y[order] * discount, minlength=len(starts))
-    positives = np.bincount(group, weights=y[order], minlength=len(starts)).astype(np.int64)
-    ideal = np.r_[0.0, np.cumsum(1.0 / np.log2(np.arange(10) + 2.0))][np.minimum(positives, 10)]
+    _, dcg, positives = dcg10_of_rows(requests, y, scores, posts)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(positives > 0, dcg / ideal, np.nan)
+        return np.where(positives > 0, dcg / IDEAL_DCG10[np.minimum(positives, 10)], np.nan)
 
 
 def time_blocks(ages: np.ndarray) -> list[np.ndarray]:
