@@ -68,8 +68,10 @@ def choose_objective(
     blocks = time_blocks(ages)
     if len(blocks) < 2:
         return "softmax", {"chosen": "softmax", "why": "one inner window: no later week to judge the trees on"}
-    block_of_age = {int(a): b for b, ages_in in enumerate(blocks) for a in ages_in}
-    block = np.array([block_of_age[int(a)] for a in ages]) if len(ages) else np.empty(0, int)
+    block_of_age = np.zeros(int(ages.max()) + 1, dtype=np.int64)  # ages are window indices
+    for b, ages_in in enumerate(blocks):
+        block_of_age[ages_in] = b
+    block = block_of_age[ages]  # each row's block, without a Python step per candidate
     judged = {name: [] for name in CANDIDATES}
     for b in range(1, len(blocks)):
         train = keep[block[keep] < b]
