@@ -38,7 +38,8 @@ def _spread_vectors(n: int = 5_000, d: int = 8, seed: int = 5) -> tuple[np.ndarr
 
 
 def test_mips_layout_finds_exactly_the_largest_inner_products(tmp_path):
-    """core/post_index.py's d + 1 layout, written and read back as a bundle's index file:
+    """core/post_index.py's layout (d + 1 dimensions padded to a multiple of 8: 16 for 8
+    factors), written and read back as a bundle's index file:
     an exact L2 search over the stored points answers the exact inner-product top k, with
     the bundle rows as ids (up to float32 rounding of the distances, which are offset by
     the largest norm: near-ties may swap, never a post far from the top k)."""
@@ -49,7 +50,8 @@ def test_mips_layout_finds_exactly_the_largest_inner_products(tmp_path):
     vectors, queries = _spread_vectors()
     n, d = vectors.shape
     rows = np.arange(n, dtype=np.int64) * 3 + 1  # ids are bundle rows, not positions
-    index = faiss.IndexIDMap(faiss.IndexFlatL2(d + 1))
+    assert post_index.width(d) == 16 and post_index.stored(vectors).shape == (n, 16)
+    index = faiss.IndexIDMap(faiss.IndexFlatL2(post_index.width(d)))
     index.add_with_ids(post_index.stored(vectors), rows)
     faiss.write_index(index, str(tmp_path / "posts.faiss"))
     served = post_index.read(tmp_path / "posts.faiss", d)
@@ -62,6 +64,27 @@ def test_mips_layout_finds_exactly_the_largest_inner_products(tmp_path):
         best = np.sort(exact[:, j])[::-1][:50]
         found = exact[(got[j] - 1) // 3, j]  # positions of the returned rows
         assert np.allclose(found, best, rtol=0, atol=1e-5 * max_norm * float(np.linalg.norm(q)))
+
+
+def test_a_bundle_of_the_unpadded_layout_still_serves(tmp_path):
+    """A "mips-" index written before the padding holds d + 1 dimensions: the service
+    searches it with queries of d + 1, and gets the same posts as from the padded one."""
+    import faiss
+
+    from core import post_index
+
+    vectors, queries = _spread_vectors(n=3_000)
+    n, d = vectors.shape
+    answers = []
+    for dim in (d + 1, post_index.width(d)):
+        index = faiss.IndexIDMap(faiss.IndexFlatL2(dim))
+        index.add_with_ids(post_index.stored(vectors)[:, :dim], np.arange(n, dtype=np.int64))
+        served = post_index.PostIndex(index, d)
+        assert served.mips
+        answers.append(served.search(queries, 20)[1])
+    exact = np.argsort(-(vectors @ queries.T), axis=0, kind="stable")[:20].T
+    assert np.array_equal(np.sort(answers[0], axis=1), np.sort(exact, axis=1))
+    assert np.array_equal(np.sort(answers[1], axis=1), np.sort(exact, axis=1))
 
 
 def test_post_index_refuses_an_index_of_another_dimension():
@@ -77,7 +100,8 @@ def test_post_index_refuses_an_index_of_another_dimension():
 
 def test_a_mips_choice_is_written_in_its_layout_and_keeps_its_recall(tmp_path):
     """build_index writes the kind choose_index picked; a "mips-" pick is stored with one
-    dimension more, and the index the service reads back keeps the measured recall."""
+    dimension more, padded to 24, and the index the service reads back keeps the measured
+    recall."""
     from core import post_index
     from training.index import MIN_RECALL, build_index
 
@@ -88,6 +112,7 @@ def test_a_mips_choice_is_written_in_its_layout_and_keeps_its_recall(tmp_path):
     assert any(k.startswith("mips-") for k in kinds)
     served = post_index.read(tmp_path / "posts.faiss", 16)
     assert served.mips == choice.kind.startswith("mips-")
+    assert served.faiss.d == (24 if served.mips else 16)
     _, got = served.search(queries, 100)
     exact = np.argsort(-(vectors @ queries.T), axis=0)[:100].T
     recall = np.mean([len(np.intersect1d(g, e)) / 100 for g, e in zip(got, exact)])

@@ -13,7 +13,7 @@ IVF variants are built on the same vectors and searched with real user vectors a
 service's k; the fastest one whose recall@k against exact stays >= MIN_RECALL wins
 (exact wins ties and small catalogues). FAISS ids are bundle rows (IndexIDMap). The
 "mips-" variants hold the vectors reduced to a nearest-neighbour search, one dimension
-more (core/post_index.py), with finer lists.
+more and padded to a multiple of 8 (core/post_index.py), with finer lists.
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ def servable_rows(created_at: np.ndarray, deleted: np.ndarray, end_ts: int, wind
 @dataclass
 class IndexChoice:
     # "flat", "ivf<nlist>,nprobe=<n>", "ivf<nlist>,fp16,nprobe=<n>", "ivf<nlist>,sq8,nprobe=<n>"
-    # or "mips-ivf<nlist>,fp16,nprobe=<n>" (core/post_index.py's d + 1 layout)
+    # or "mips-ivf<nlist>,fp16,nprobe=<n>" (core/post_index.py's layout of width(d))
     kind: str
     recall: float
     latency_ms: float
@@ -153,8 +153,9 @@ def choose_index(vectors: np.ndarray, queries: np.ndarray, k: int = SEARCH_K, se
         fine = min(6 * nlist, n // 39)
         points = post_index.stored(vectors)
         sample = points[rng.choice(n, min(n, 40 * fine), replace=False)]
+        dim = post_index.width(d)
         mips = faiss.IndexIVFScalarQuantizer(
-            faiss.IndexFlatL2(d + 1), d + 1, fine, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_L2
+            faiss.IndexFlatL2(dim), dim, fine, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_L2
         )
         mips.cp.seed = seed
         mips.train(sample)
