@@ -23,11 +23,13 @@ keys on one node; the post MGET is split by slot and put back in candidate order
 from __future__ import annotations
 
 import logging
+import operator
 import threading
 import time
 from dataclasses import dataclass
 
 import hiredis
+import numpy as np
 import redis
 from redis.cluster import RedisCluster
 
@@ -128,11 +130,50 @@ class RulesReads:
     caps: dict[bytes, bytes]
 
 
-def pack(commands: list[tuple]) -> bytes:
+def pack(commands: list[tuple | bytes]) -> bytes:
     """The commands in Redis' wire format, packed by hiredis' C packer directly: half the
     cost of redis-py's own packing, which re-encodes every argument in Python first (a
-    500-key MGET is ~110 us there, ~55 us here)."""
-    return b"".join(map(hiredis.pack_command, commands))
+    500-key MGET is ~110 us there, ~55 us here). A command given as bytes is already
+    packed (pack_keys)."""
+    return b"".join(c if isinstance(c, bytes) else hiredis.pack_command(c) for c in commands)
+
+
+def pack_keys(command: str, prefix: str, suffix: str, names: list[str]) -> tuple[bytes, list[int] | None]:
+    """`command prefix+name+suffix ...` (one key per name) in Redis' wire format, and the
+    order its keys were written in (None: the names' own order); the replies to the keys
+    come in that order (`in_order` puts them back).
+
+    The keys are written grouped by length, so that each group is one str.join and the
+    whole command one encode (an argument's RESP header is its length in bytes, the same
+    for every key of a group): ~50 us for the ~320 keys a home feed sends before its
+    FAISS search, where building each key string and packing them with hiredis took
+    ~95 us; 53 us less CPU a Rank call at 1M posts, answers identical. Names that are
+    not all ASCII (a length in characters is not one in bytes) are packed key by key."""
+    n = len(names)
+    if n < 2 or not (prefix + suffix).isascii() or not "".join(names).isascii():
+        return pack([(command, *[prefix + name + suffix for name in names])]), None
+    lengths = np.fromiter(map(len, names), dtype=np.int64, count=n)
+    order = np.argsort(lengths, kind="stable")
+    lengths = lengths[order]
+    order_list = order.tolist()
+    ordered = operator.itemgetter(*order_list)(names)
+    bounds = [0, *(np.flatnonzero(lengths[1:] != lengths[:-1]) + 1).tolist(), n]
+    extra, tail = len(prefix) + len(suffix), suffix + "\r\n"
+    parts = [f"*{n + 1}\r\n${len(command)}\r\n{command}\r\n"]
+    for lo, hi in zip(bounds, bounds[1:]):
+        head = f"${int(lengths[lo]) + extra}\r\n{prefix}"
+        parts.append(head + (tail + head).join(ordered[lo:hi]) + tail)
+    return "".join(parts).encode(), order_list
+
+
+def in_order(values: list, order: list[int] | None) -> list:
+    """Replies to keys written in `order` (pack_keys) back in the names' own order."""
+    if order is None:
+        return values
+    out = [None] * len(values)
+    for at, value in zip(order, values):
+        out[at] = value
+    return out
 
 
 def _lists(replies: list, n: int) -> list[list[bytes]]:
@@ -159,12 +200,13 @@ class Pending:
     """Commands sent on a pooled connection whose replies are not read yet: the store's
     `finish` reads them (and gives the connection back), `abandon` drops them."""
 
-    __slots__ = ("store", "op", "conn", "n", "sent_s", "end")
+    __slots__ = ("store", "op", "conn", "n", "sent_s", "end", "orders")
 
     def __init__(self, store: FeatureStore, op: str, conn, n: int, sent_s: float, end: float):
         self.store, self.op, self.conn, self.n = store, op, conn, n
         self.sent_s = sent_s  # seconds the send took
         self.end = end  # time.monotonic() by which the replies must have come
+        self.orders: list = []  # per command, the order pack_keys wrote its keys in
 
     def take(self):
         conn, self.conn = self.conn, None
@@ -379,29 +421,41 @@ class FeatureStore:
         """All candidates in one MGET of packed records (measured 10x faster than HMGETs)."""
         if not post_ids:
             return []
-        (values,) = self.round_trip("posts", [self._posts_mget(version, post_ids)], deadline)
-        return _post_values(values)
+        if self.cluster is not None:  # split by slot there: the keys as a command
+            prefix, suffix = contract.post_key_prefix(version), contract.POST_KEY_SUFFIX
+            (values,) = self.round_trip("posts", [("MGET", *[prefix + p + suffix for p in post_ids])], deadline)
+            return _post_values(values)
+        packed, order = self._posts_mget(version, post_ids)
+        (values,) = self.round_trip("posts", [packed], deadline)
+        return in_order(_post_values(values), order)
 
     def send_post_records(self, version: str, post_ids: list[str], deadline: float | None = None) -> Pending | None:
         """The MGET of read_post_records sent now, its reply read by finish_post_records
         (None against a cluster: read_post_records then)."""
-        return self.send("posts", [self._posts_mget(version, post_ids)], deadline) if post_ids else None
+        if not post_ids or self.cluster is not None:
+            return None
+        packed, order = self._posts_mget(version, post_ids)
+        pending = self.send("posts", [packed], deadline)
+        pending.orders = [order]
+        return pending
 
     def finish_post_records(
         self, pending: Pending, version: str, more_ids: list[str], deadline: float | None = None
     ) -> list[bytes | None]:
         """The records a send_post_records asked for, then those of more_ids (one more
         MGET on the same connection, in the same wait), as one list."""
-        more = [self._posts_mget(version, more_ids)] if more_ids else []
+        orders, more = list(pending.orders), []
+        if more_ids:
+            packed, order = self._posts_mget(version, more_ids)
+            more, orders = [packed], orders + [order]
         values = []
-        for reply in self.finish(pending, more, deadline):
-            values += _post_values(reply)
+        for reply, order in zip(self.finish(pending, more, deadline), orders):
+            values += in_order(_post_values(reply), order)
         return values
 
     @staticmethod
-    def _posts_mget(version: str, post_ids: list[str]) -> tuple:
-        prefix, suffix = contract.post_key_prefix(version), contract.POST_KEY_SUFFIX
-        return ("MGET", *[prefix + p + suffix for p in post_ids])
+    def _posts_mget(version: str, post_ids: list[str]) -> tuple[bytes, list[int] | None]:
+        return pack_keys("MGET", contract.post_key_prefix(version), contract.POST_KEY_SUFFIX, post_ids)
 
     def current_version(self) -> str | None:
         (raw,) = self.round_trip("pointer", [("GET", contract.CURRENT_KEY)])

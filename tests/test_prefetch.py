@@ -142,3 +142,30 @@ def test_a_failed_send_degrades_the_request_once(bundle, store, monkeypatch):
         breaker._failures, breaker._open_until = 0, 0.0
     assert ctx.degraded == ["redis_circuit_open"] and ctx.prefetch is None
     assert len(ctx.posts) == ctx.size and ctx.vectors.shape[0] == ctx.size
+
+
+def test_records_read_with_keys_grouped_by_length_come_back_in_candidate_order(bundle, store):
+    """FeatureStore writes an MGET's keys grouped by length (service/store.py pack_keys)
+    and puts the replies back: every id gets its own record, in the order asked, as a
+    plain MGET of the same keys answers, whether the ids are ASCII or not, known or not."""
+    import redis
+
+    from core import contract
+    from service.store import pack, pack_keys
+
+    rng = np.random.default_rng(4)
+    known = bundle.post_ids.take(rng.choice(len(bundle.post_ids), 120, replace=False))
+    unknown = ["x", "a-much-longer-post-id-nobody-wrote", "p-été", "p" * 40]
+    client = redis.Redis.from_url(store.url)
+    try:
+        for ids in (known, known[:1], unknown + known, [*known[:30], "p-été", *known[30:60]]):
+            ids = list(ids)
+            keys = [contract.post_key(bundle.version, p) for p in ids]
+            assert store.read_post_records(bundle.version, ids) == client.mget(keys)
+            pending = store.send_post_records(bundle.version, ids[:7])
+            assert store.finish_post_records(pending, bundle.version, ids[7:]) == client.mget(keys)
+    finally:
+        client.close()
+    packed, order = pack_keys("MGET", "k:", "}", ["bb", "a", "ccc", "d", "ee"])
+    assert order == [1, 3, 0, 4, 2] and packed == pack([("MGET", "k:a}", "k:d}", "k:bb}", "k:ee}", "k:ccc}")])
+    assert pack_keys("MGET", "k:", "}", ["é", "a"]) == (pack([("MGET", "k:é}", "k:a}")]), None)
