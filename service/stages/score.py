@@ -68,7 +68,7 @@ class ScoreCandidates:
         ctx.features = feature_matrix(
             FeatureInputs(
                 affinity=ctx.vectors @ user_vec,  # current vectors: bundle, or live (hydrate.candidate_vectors)
-                community_affinity=np.asarray(b[contract.COMMUNITY_FACTORS_FILE])[communities] @ user_vec,
+                community_affinity=np.asarray(b[contract.COMMUNITY_FACTORS_FILE]).take(communities, axis=0) @ user_vec,
                 user_role=user_roles_of(ctx, communities),
                 author_trust=p["author_trust"],
                 age_seconds=ctx.now - p["created_at"],
