@@ -57,6 +57,10 @@ def _recall(xb: np.ndarray, xq: np.ndarray, ids: np.ndarray, kth: np.ndarray, k:
 
 
 MIPS = "mips-"  # factory prefix: build on core.post_index.stored(vectors), search as_query
+# The same layout without the padding to a multiple of 8 dimensions (d + 1, as bundles were
+# written before it): beside the served one, it shows what the padding buys (FAISS's SIMD
+# scan of half-float lists wants the dimension a multiple of 8).
+MIPS_UNPADDED = "mips1-"
 
 
 def _candidates(n: int, full: bool, hnsw: bool) -> list[tuple[str, str, dict]]:
@@ -75,6 +79,7 @@ def _candidates(n: int, full: bool, hnsw: bool) -> list[tuple[str, str, dict]]:
     if fine >= 16:
         probes = (24, 40, 64) if full else (40,)
         out += [(f"mips-IVF{fine},SQfp16 nprobe={p}", f"{MIPS}IVF{fine},SQfp16", {"nprobe": p}) for p in probes]
+        out += [(f"mips-IVF{fine},SQfp16 nprobe=40, unpadded", f"{MIPS_UNPADDED}IVF{fine},SQfp16", {"nprobe": 40})]
     return out
 
 
@@ -82,11 +87,14 @@ def _build(factory: str, xb: np.ndarray):
     """One candidate index, trained where it needs it and filled with xb (ids = positions in xb)."""
     import faiss
 
-    mips = factory.startswith(MIPS)
+    unpadded = factory.startswith(MIPS_UNPADDED)
+    mips = unpadded or factory.startswith(MIPS)
     points = post_index.stored(xb) if mips else xb
+    if unpadded:
+        points = np.ascontiguousarray(points[:, : xb.shape[1] + 1])
     n, d = points.shape
     metric = faiss.METRIC_L2 if mips else faiss.METRIC_INNER_PRODUCT
-    index = faiss.index_factory(d, factory.removeprefix(MIPS), metric)
+    index = faiss.index_factory(d, factory.removeprefix(MIPS).removeprefix(MIPS_UNPADDED), metric)
     if not index.is_trained:
         rng = np.random.default_rng(5)
         nlist = faiss.extract_index_ivf(index).nlist if "IVF" in factory else 1024
@@ -96,7 +104,7 @@ def _build(factory: str, xb: np.ndarray):
     faiss.omp_set_num_threads(2)
     index.add(points)
     faiss.omp_set_num_threads(1)
-    # The service searches through PostIndex, which appends the query's zero for "mips-".
+    # The service searches through PostIndex, which appends the query's zeros for "mips-".
     return post_index.PostIndex(index, xb.shape[1]) if mips else index
 
 
