@@ -383,6 +383,7 @@ def _cpu_table(out: dict) -> list[str]:
         if not r.get("available") or "cpu" not in r:
             continue
         k, e = r["cpu"]["rank"], r["cpu"]["empty_rpc"]
+        pipeline_ms = (r.get("stages") or {}).get("pipeline_cpu_ms")
         rows.append(
             [
                 r["world"],
@@ -390,6 +391,7 @@ def _cpu_table(out: dict) -> list[str]:
                 r["workers"],
                 r["concurrency"],
                 k["server_ms_per_call"],
+                "" if pipeline_ms is None else pipeline_ms,
                 k["loader_ms_per_call"],
                 k["server_cores_busy"],
                 " / ".join(f"{v:.1f}" for v in k["server_cpu_s_by_process"]),
@@ -407,7 +409,9 @@ def _cpu_table(out: dict) -> list[str]:
             "",
             "On 2 cores calls/s cannot exceed 2 / (server + loader CPU per call), whatever the concurrency. "
             "`CPU s by process` shows how a multi-process server shared the work; `connections` how "
-            "SO_REUSEPORT spread the load generator's connections over its processes.",
+            "SO_REUSEPORT spread the load generator's connections over its processes. `pipeline CPU` is the "
+            "server's own `nichefeed_rank_pipeline_cpu_seconds` (the Rank pipeline's thread CPU per call); "
+            "the server CPU per call beyond it is the gRPC layer, the servicer and the server's other threads.",
             "",
         ]
         + _table(
@@ -417,6 +421,7 @@ def _cpu_table(out: dict) -> list[str]:
                 "procs",
                 "callers",
                 "Rank server CPU ms/call",
+                "of it pipeline CPU ms/call",
                 "loader ms/call",
                 "server cores busy",
                 "CPU s by process",

@@ -17,6 +17,10 @@ Shares are of the mean Rank latency the client observed:
                      handler thread, loopback, the client
 "serialisation" in the issue's sense is `respond` (building items) + handler other +
 the protobuf part of grpc + transport; the metrics cannot split the last one further.
+
+Beside the wall times, nichefeed_rank_pipeline_cpu_seconds gives the pipeline's own
+thread CPU per call: the process's CPU per call (from /proc) minus it is what the gRPC
+layer and the servicer's other threads cost.
 """
 
 from __future__ import annotations
@@ -27,11 +31,12 @@ STAGE_METRIC = "nichefeed_stage_latency_seconds"
 REQUEST_METRIC = "nichefeed_request_latency_seconds"
 CANDIDATES_METRIC = "nichefeed_stage_candidates_total"
 SLOT_WAIT_METRIC = "nichefeed_rank_slot_wait_seconds"
+PIPELINE_CPU_METRIC = "nichefeed_rank_pipeline_cpu_seconds"
 
 
 def parse(text: str | None) -> dict:
     """{'stages': {name: (sum, count)}, 'request': (sum, count), 'candidates': {name: n}, 'order': [...]}"""
-    out = {"stages": {}, "request": (0.0, 0.0), "candidates": {}, "order": [], "slot_wait": 0.0}
+    out = {"stages": {}, "request": (0.0, 0.0), "candidates": {}, "order": [], "slot_wait": 0.0, "pipeline_cpu": None}
     if not text:
         return out
     req_sum = req_count = 0.0
@@ -58,6 +63,8 @@ def parse(text: str | None) -> dict:
                     req_count += s.value
         elif fam.name == SLOT_WAIT_METRIC:
             out["slot_wait"] += sum(s.value for s in fam.samples if s.name.endswith("_sum"))
+        elif fam.name == PIPELINE_CPU_METRIC:
+            out["pipeline_cpu"] = sum(s.value for s in fam.samples if s.name.endswith("_sum"))
         elif fam.name in (CANDIDATES_METRIC, CANDIDATES_METRIC[: -len("_total")]):
             for s in fam.samples:
                 if s.name.endswith("_total") and "stage" in s.labels:
@@ -93,9 +100,14 @@ def breakdown(before: str | None, after: str | None, client_mean_ms: float | Non
     for r in rows:
         r["share"] = round(r["mean_ms"] / total, 4) if total > 0 else None
     slowest = max(stages, key=lambda r: r["mean_ms"])["stage"] if stages else None
+    # A server from before the metric has none: None, not 0.
+    cpu_ms = None
+    if a["pipeline_cpu"] is not None and b["pipeline_cpu"] is not None:
+        cpu_ms = round(1000.0 * (b["pipeline_cpu"] - a["pipeline_cpu"]) / req_n, 3)
     return {
         "requests": int(req_n),
         "server_mean_ms": round(server_ms, 3),
+        "pipeline_cpu_ms": cpu_ms,
         "client_mean_ms": client_mean_ms,
         "stages_sum_ms": round(total_stage_ms, 3),
         "rows": rows,

@@ -91,6 +91,14 @@ class Metrics:
             "Time a Rank call waited for one of its worker's ranking slots (--rank-slots) before ranking",
             buckets=STAGE_BUCKETS,
         )
+        # Thread CPU, not wall time: what a Rank call's pipeline itself costs the process's
+        # cores (waiting for Redis and for the interpreter lock costs nothing here). The
+        # process's CPU per call minus this is the gRPC layer's share (benchmarks/README.md).
+        self.rank_pipeline_cpu = Histogram(
+            f"{NS}_rank_pipeline_cpu_seconds",
+            "Thread CPU time of one Rank call's pipeline (not gRPC, queueing, or waiting for Redis)",
+            buckets=STAGE_BUCKETS,
+        )
         self.in_flight = Gauge(
             f"{NS}_requests_in_flight", "Rank requests being handled now", multiprocess_mode="livesum"
         )

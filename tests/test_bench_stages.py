@@ -47,3 +47,18 @@ def test_a_server_without_slots_has_a_zero_wait():
     later = scrape(20, 2.0, {"retrieve": 1.0}, 0.0).split("# TYPE nichefeed_rank_slot_wait_seconds")[0]
     rows = {r["stage"]: r["mean_ms"] for r in breakdown(text, later, None)["rows"]}
     assert rows["slot wait"] == 0.0 and rows["handler other"] == pytest.approx(50.0)
+
+
+def test_the_pipelines_cpu_per_call_comes_from_its_own_metric():
+    def with_cpu(text: str, cpu_s: float, requests: int) -> str:
+        return text + (
+            "# TYPE nichefeed_rank_pipeline_cpu_seconds histogram\n"
+            f"nichefeed_rank_pipeline_cpu_seconds_sum {cpu_s}\n"
+            f"nichefeed_rank_pipeline_cpu_seconds_count {requests}\n"
+        )
+
+    before = with_cpu(scrape(10, 1.0, {"retrieve": 0.5}, 0.0), 0.02, 10)
+    after = with_cpu(scrape(110, 2.2, {"retrieve": 0.9}, 0.0), 0.27, 110)  # 0.25 s of CPU over 100 calls
+    assert breakdown(before, after, None)["pipeline_cpu_ms"] == pytest.approx(2.5)
+    # A server from before the metric: no figure rather than a zero.
+    assert breakdown(scrape(10, 1.0, {}, 0.0), scrape(20, 2.0, {}, 0.0), None)["pipeline_cpu_ms"] is None

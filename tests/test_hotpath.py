@@ -145,6 +145,33 @@ def test_every_stage_is_timed_and_counted(ranker, service):
     assert REGISTRY.get_sample_value("nichefeed_stage_candidates_total", {"stage": "respond"}) >= 5
 
 
+def test_the_pipeline_cpu_metric_counts_cpu_not_waiting(ranker, service, monkeypatch):
+    """nichefeed_rank_pipeline_cpu_seconds: one observation per Rank call, of the
+    pipeline's thread CPU: a stage that sleeps 50 ms shows in its stage latency, not
+    there."""
+
+    class Sleepy:
+        name = "sleeps_in_a_test"
+
+        def run(self, ctx):
+            time.sleep(0.05)
+
+    monkeypatch.setattr(service.servicer, "pipeline", RankPipeline([*service.pipeline.stages, Sleepy()]))
+
+    def sample(name: str, labels: dict | None = None) -> float:
+        return REGISTRY.get_sample_value(name, labels or {}) or 0.0
+
+    cpu = "nichefeed_rank_pipeline_cpu_seconds"
+    n0, s0 = sample(f"{cpu}_count"), sample(f"{cpu}_sum")
+    w0 = sample("nichefeed_stage_latency_seconds_sum", {"stage": "sleeps_in_a_test"})
+    for _ in range(4):
+        assert ranker.Rank(ranking_pb2.RankRequest(user_id="u8", limit=5), timeout=10).items
+    assert sample(f"{cpu}_count") - n0 == 4
+    per_call = (sample(f"{cpu}_sum") - s0) / 4
+    assert 0 < per_call < 0.03  # a tiny world's ranking takes a few ms of CPU; the sleep takes none
+    assert (sample("nichefeed_stage_latency_seconds_sum", {"stage": "sleeps_in_a_test"}) - w0) / 4 >= 0.05
+
+
 def test_a_passed_deadline_stops_the_pipeline_before_the_next_stage(service, bundle):
     ran = []
 

@@ -40,6 +40,7 @@ class FeedRankerServicer(ranking_pb2_grpc.FeedRankerServicer):
         # None: no limit.
         self._slots = threading.BoundedSemaphore(rank_slots) if rank_slots > 0 else None
         self._slot_wait = METRICS.rank_slot_wait
+        self._pipeline_cpu = METRICS.rank_pipeline_cpu
         self.holder = holder
         self.clock = clock
         self.live_for = live_for  # version -> that version's LiveIndex, or None
@@ -102,6 +103,7 @@ class FeedRankerServicer(ranking_pb2_grpc.FeedRankerServicer):
                 explain=request.explain,
             )
             self._take_slot(context, deadline)
+            cpu0 = time.thread_time()
             try:
                 ctx = self.pipeline.run(
                     RankContext(
@@ -119,6 +121,7 @@ class FeedRankerServicer(ranking_pb2_grpc.FeedRankerServicer):
                 log.exception("Rank failed request_id=%s", request_id)
                 context.abort(grpc.StatusCode.INTERNAL, f"internal error (request id {request_id})")
             finally:
+                self._pipeline_cpu.observe(time.thread_time() - cpu0)
                 if self._slots is not None:
                     self._slots.release()
             if ctx.degraded:
