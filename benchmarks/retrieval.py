@@ -89,9 +89,7 @@ def _build(factory: str, xb: np.ndarray):
 
     unpadded = factory.startswith(MIPS_UNPADDED)
     mips = unpadded or factory.startswith(MIPS)
-    points = post_index.stored(xb) if mips else xb
-    if unpadded:
-        points = np.ascontiguousarray(points[:, : xb.shape[1] + 1])
+    points = post_index.stored(xb, xb.shape[1] + 1 if unpadded else None) if mips else xb
     n, d = points.shape
     metric = faiss.METRIC_L2 if mips else faiss.METRIC_INNER_PRODUCT
     index = faiss.index_factory(d, factory.removeprefix(MIPS).removeprefix(MIPS_UNPADDED), metric)

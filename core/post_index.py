@@ -37,14 +37,16 @@ def width(d: int) -> int:
     return -(-(d + 1) // LANES) * LANES
 
 
-def stored(vectors: np.ndarray) -> np.ndarray:
-    """The (n, width(d)) points a "mips-" index holds for these post vectors (all of them
-    indexed at once: M is their largest norm)."""
+def stored(vectors: np.ndarray, dim: int | None = None) -> np.ndarray:
+    """The (n, dim) points a "mips-" index of dimension `dim` (default: width(d); d + 1 is
+    the unpadded layout) holds for these post vectors (all of them indexed at once: M is
+    their largest norm)."""
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     n, d = vectors.shape
+    dim = width(d) if dim is None else dim
     norms2 = np.einsum("ij,ij->i", vectors, vectors, dtype=np.float64)
     extra = np.sqrt(np.maximum(norms2.max(initial=0.0) - norms2, 0.0)).astype(np.float32)
-    return np.hstack([vectors, extra[:, None], np.zeros((n, width(d) - d - 1), np.float32)])
+    return np.hstack([vectors, extra[:, None], np.zeros((n, dim - d - 1), np.float32)])
 
 
 def as_query(queries: np.ndarray, dim: int | None = None) -> np.ndarray:

@@ -82,7 +82,7 @@ def test_a_bundle_of_the_unpadded_layout_still_serves(tmp_path):
     answers = []
     for dim in (d + 1, post_index.width(d)):
         index = faiss.IndexIDMap(faiss.IndexFlatL2(dim))
-        index.add_with_ids(post_index.stored(vectors)[:, :dim], np.arange(n, dtype=np.int64))
+        index.add_with_ids(post_index.stored(vectors, dim), np.arange(n, dtype=np.int64))
         served = post_index.PostIndex(index, d)
         assert served.mips
         answers.append(served.search(queries, 20)[1])
