@@ -19,7 +19,9 @@ for every method. What each one is:
   over the user's recent engagements;
 - ease: EASE (Steck 2019), a closed-form item-item model, on the most engaged items when
   the catalogue is large;
-- plain_als: implicit ALS on user x post engagement with its own tuned factors and alpha.
+- plain_als: implicit ALS on user x post engagement with its own tuned factors and alpha,
+  each pair's summed positive weight compressed by log(1 + w) as the ALS stage's is: raw
+  play counts as confidence handicapped it on Last.fm (0.045 against 0.053 NDCG@10).
 Tuning: each baseline's settings are measured on the inner split (the protocol shifted
 back one window inside the training data) and the best NDCG@10 wins; the hot grids are
 fixed and reach past their optima, EASE's lambda and plain ALS's (factors, alpha) are
@@ -276,22 +278,31 @@ def ease(w: RankingWorld, lam: float, gram: EaseGram | None = None) -> ScoreFn |
 
 
 def plain_als(w: RankingWorld, als: AlsParams) -> ScoreFn:
-    """implicit ALS on the user x post matrix of positive engagement (summed weights);
-    MLlib's when the driver holds a sample of the users' events (training/spark/baselines.py)."""
+    """implicit ALS on the user x post matrix of positive engagement (log(1 + summed
+    weight), as training/als.py compresses the ALS stage's); MLlib's when the driver holds
+    a sample of the users' events (training/spark/baselines.py)."""
     if w.ds.events_user_sample:
         from training.spark.baselines import plain_als_factors_on_spark
 
         U, V = plain_als_factors_on_spark(w.ds, w.as_of, als)
     else:
-        pos = w.train & (w.ds.event_weights() > 0)
-        m = sp.csr_matrix(
-            (w.ds.event_weights()[pos].astype(np.float32), (w.ds.e_user[pos], w.ds.e_post[pos])),
-            shape=(w.ds.n_users, w.ds.n_posts),
-        )
-        m.sum_duplicates()
-        U, V = fit_als(m, als)
+        U, V = fit_als(plain_als_matrix(w.ds, w.train), als)
     Vc = V[w.catalogue]
     return lambda b: U[b] @ Vc.T
+
+
+def plain_als_matrix(ds: Dataset, train: np.ndarray) -> sp.csr_matrix:
+    """users x posts: log(1 + the summed weight of each pair's positive events under train).
+    A play count of 10,000 is not 10,000 times the evidence of one play: raw, such counts
+    held plain ALS to 0.045 NDCG@10 on Last.fm, compressed it scores 0.053."""
+    pos = train & (ds.event_weights() > 0)
+    m = sp.csr_matrix(
+        (ds.event_weights()[pos].astype(np.float32), (ds.e_user[pos], ds.e_post[pos])),
+        shape=(ds.n_users, ds.n_posts),
+    )
+    m.sum_duplicates()
+    m.data = np.log1p(m.data)
+    return m
 
 
 def build(w: RankingWorld, p: BaselineParams, als: AlsParams) -> dict[str, ScoreFn | None]:

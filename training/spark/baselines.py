@@ -5,7 +5,7 @@ The report's baselines fit models of their own over the training events
 the users only (beyond --driver-users, training/spark/load.py), these two fits, which need
 every user's events, read them where they stay, on Spark (below the cap the driver holds
 every engaged user's positive events and fits both itself, as the default engine does):
-- plain ALS: the user x post matrix of summed positive weights, aggregated on Spark and
+- plain ALS: the user x post matrix of log(1 + summed positive weight), aggregated on Spark and
   factored by MLlib's implicit ALS with implicit's confidence rule and sweep order
   (spark/als.py `mllib_implicit_als`: what differs between the libraries is said there);
 - EASE: each catalogue item's engaged users counted, the most engaged items chosen by the
@@ -40,8 +40,9 @@ def _positive_before(spark, ds: Dataset, as_of: int):
 
 def plain_als_factors_on_spark(ds: Dataset, as_of: int, params: AlsParams) -> tuple[np.ndarray, np.ndarray]:
     """(user factors, post factors) of plain ALS fitted on the events before as_of: the
-    value of a (user, post) pair is its summed positive weight, as training/baselines.py
-    `plain_als` sums it (in a fixed order: fractional counts, spark/sums.py)."""
+    value of a (user, post) pair is log(1 + its summed positive weight), as
+    training/baselines.py `plain_als` sums and compresses it (in a fixed order: fractional
+    counts, spark/sums.py)."""
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
@@ -49,7 +50,7 @@ def plain_als_factors_on_spark(ds: Dataset, as_of: int, params: AlsParams) -> tu
     matrix = (
         _positive_before(spark, ds, as_of)
         .groupBy("user", "post")
-        .agg(ordered_sum(F.col("w")).alias("value"))
+        .agg(F.log1p(ordered_sum(F.col("w"))).alias("value"))
         .persist(StorageLevel.MEMORY_AND_DISK)
     )
     model = mllib_implicit_als(matrix, "user", "post", params)  # posts solved last, as implicit's items
