@@ -10,6 +10,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import dataclasses
 import shutil
+import time
 from pathlib import Path
 
 import grpc
@@ -154,6 +155,9 @@ def promtool() -> str:
     return path
 
 
+SPARK_START_TRIES = 4
+
+
 @pytest.fixture(scope="module")
 def spark():
     """One local[2] SparkSession for a module's Spark tests (the engine's own session: a
@@ -163,16 +167,19 @@ def spark():
 
     from training.spark.session import spark_session
 
-    try:
-        session = spark_session()
-    except PySparkRuntimeError as exc:
-        # This process also runs other tests' gRPC servers and channels, so spark-submit is
-        # forked while gRPC threads are busy ("skipping fork() handlers"): once in a full
-        # suite the Java gateway exited before sending its port, without a word, and
-        # started at the next try. A second failure is real and fails the tests.
-        if exc.getCondition() != "JAVA_GATEWAY_EXITED":
-            raise
-        session = spark_session()
+    # This process also runs other tests' gRPC servers and channels, so spark-submit is
+    # forked while gRPC threads are busy ("skipping fork() handlers"): in a full suite the
+    # Java gateway has exited before sending its port, without a word, and started at a
+    # later try; on a loaded machine two tries in a row have failed so. The fourth failure
+    # is taken as real and fails the tests.
+    for attempt in range(SPARK_START_TRIES):
+        try:
+            session = spark_session()
+            break
+        except PySparkRuntimeError as exc:
+            if exc.getCondition() != "JAVA_GATEWAY_EXITED" or attempt == SPARK_START_TRIES - 1:
+                raise
+            time.sleep(2.0)
     yield session
     session.stop()
 
