@@ -9,7 +9,9 @@ ranking gain against its hot-path cost; this measures the cost. A lambdarank mod
 service's number of features, then one request of `--rows` candidates is scored
 `--calls` times on one thread, timed with the process CPU clock (time.process_time), so
 other work on the machine moves it little. The linear scorer's row is
-core.scoring.LinearScorer.score on the same matrix.
+core.scoring.LinearScorer.score on the same matrix; each ensemble's "blend" row is
+core.scoring.BlendScorer.score (the linear scorer and those trees, each standardised
+within the request), what the service runs for a blend bundle.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")  # before lightgbm loads its OpenM
 
 import numpy as np
 
-from core.scoring import FEATURES, LinearScorer
+from core.scoring import FEATURES, BlendScorer, LinearScorer, TreeScorer
 from training.scorer import LAMBDARANK
 
 
@@ -60,6 +62,9 @@ def main(argv: list[str] | None = None) -> None:
         booster = lightgbm.train(params, data, trees)
         ms = cpu_ms_per_call(lambda b=booster: b.predict(request, num_threads=1), args.calls)
         print(f"  lambdarank, {trees:>4} trees of 15 leaves      {ms:.3f}")
+        blend = BlendScorer(linear, TreeScorer(booster.model_to_string(), FEATURES))
+        ms = cpu_ms_per_call(lambda b=blend: b.score(X[: args.rows]), args.calls)
+        print(f"  blend, linear + {trees:>4} trees               {ms:.3f}")
 
 
 if __name__ == "__main__":

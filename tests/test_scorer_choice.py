@@ -1,5 +1,5 @@
-"""--scorer-objective auto (the default): the trees only where they rank the inner
-windows' candidates better beyond noise (training/scorer_choice.py)."""
+"""--scorer-objective auto (the default): the trees or the blend only where they rank
+the inner windows' candidates better beyond noise (training/scorer_choice.py)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ import pytest
 
 from core import contract
 from core.bundle import load_bundle
-from core.scoring import FEATURES, LinearScorer, TreeScorer
+from core.scoring import FEATURES, BlendScorer, LinearScorer, TreeScorer
 from training.params import EvalParams, ScorerParams, TrainParams
 from training.reevaluate import reevaluate
+from training.scorer import fit_scorer
 from training.scorer_choice import choose_objective, describe, objective_of, request_ndcg10
 from training.train import train
 
@@ -62,9 +63,47 @@ def test_the_trees_are_chosen_where_they_take_an_interaction_a_linear_score_cann
     assert (info["windows"], info["blocks"], info["requests"]) == (8, 4, 360)
 
 
+def test_the_blend_is_chosen_where_a_linear_signal_and_an_interaction_both_count():
+    """Six features add up linearly and two interact: the trees alone take the
+    interaction but fit the sum coarsely, the softmax the reverse; the blend keeps both."""
+    linear = [FEATURES.index(f) for f in ("affinity", "community_affinity", "author_trust", "engagement_rate")]
+    linear += [FEATURES.index(f) for f in ("co_engagement", "author_tie")]
+    signal = lambda X: 0.5 * X[:, linear].sum(axis=1) + 0.4 * X[:, A] * X[:, B]  # noqa: E731
+    objective, info = choose_objective(*candidates(1, signal, n_requests=960), ScorerParams())
+    assert objective == "blend" and info["chosen"] == "blend"
+    assert info["blend_verdict"] == "better, beyond noise" and info["blend_ci95"][0] > 0
+    assert info["verdict"] != "better, beyond noise"  # the trees alone: not beyond noise
+    assert info["ndcg10_blend"] > info["ndcg10_lambdarank"] > info["ndcg10_softmax"]
+    assert "blend 0." in describe(info) and describe(info).startswith("blend, chosen")
+
+
+def test_of_two_challengers_beyond_noise_the_larger_gain_is_served():
+    # The pure interaction: both beat the softmax beyond noise, the trees by more.
+    _, info = choose_objective(*candidates(1, lambda X: X[:, A] * X[:, B]), ScorerParams())
+    assert info["blend_ci95"][0] > 0 and info["ci95"][0] > 0
+    assert info["lambdarank_minus_softmax"] > info["blend_minus_softmax"] and info["chosen"] == "lambdarank"
+
+
+def test_a_choice_recorded_before_the_blend_was_a_candidate_still_reads():
+    old = {
+        "chosen": "lambdarank",
+        "blocks": 4,
+        "windows": 12,
+        "requests": 1287,
+        "ndcg10_softmax": 0.3816,
+        "ndcg10_lambdarank": 0.3966,
+        "lambdarank_minus_softmax": 0.015,
+        "ci95": [0.002, 0.028],
+        "verdict": "better, beyond noise",
+    }
+    line = describe(old)
+    assert "lambdarank 0.3966 (+0.0150 [+0.0020, +0.0280] better, beyond noise)" in line and "blend" not in line
+
+
 def test_the_linear_scorer_stays_where_the_trees_gain_nothing():
     objective, info = choose_objective(*candidates(2, lambda X: X[:, A] + 0.5 * X[:, B]), ScorerParams())
     assert objective == "softmax" and info["verdict"] != "better, beyond noise"
+    assert info["blend_verdict"] != "better, beyond noise"
     assert info["ndcg10_softmax"] >= info["ndcg10_lambdarank"] - 0.02
 
 
@@ -97,6 +136,7 @@ def test_a_weeks_hit_recognised_by_its_features_is_not_taken_for_a_ranking_skill
         ScorerParams(),
     )
     assert objective == "softmax" and info["verdict"] != "better, beyond noise"
+    assert info["blend_verdict"] != "better, beyond noise"
 
 
 def test_one_window_leaves_nothing_later_to_judge_on_and_keeps_the_linear_scorer():
@@ -126,6 +166,12 @@ def test_a_refit_reuses_the_shipped_scorers_objective(scorer, objective):
     assert objective_of(scorer) == objective
 
 
+def test_a_refit_of_a_blend_is_a_blend():
+    X, y, requests, *_ = candidates(6, lambda X: X[:, A] * X[:, B], n_requests=60)
+    blend = fit_scorer(X, y, requests, ScorerParams(objective="blend"), {})
+    assert isinstance(blend, BlendScorer) and objective_of(blend) == "blend"
+
+
 def test_an_auto_bundle_records_its_choice_and_is_recomputed_exactly(tiny_data, tmp_path):
     params = TrainParams(test_fraction=0.5, eval=EvalParams(split_points=2))
     assert params.scorer_fit.objective == "auto"
@@ -134,6 +180,7 @@ def test_an_auto_bundle_records_its_choice_and_is_recomputed_exactly(tiny_data, 
     choice = loaded.scorer.info["objective_choice"]
     assert choice["chosen"] == objective_of(loaded.scorer)
     assert isinstance(loaded.scorer, TreeScorer) == (choice["chosen"] == "lambdarank")
+    assert isinstance(loaded.scorer, BlendScorer) == (choice["chosen"] == "blend")
     report = json.loads((bundle / contract.REPORT_JSON_FILE).read_text())
     assert report["training"]["scorer"]["objective_choice"] == choice
     line = f"- scorer_objective: {describe(choice)}"

@@ -50,12 +50,13 @@ class ScorerParams:
     l2: float = param(1.0, "L2 penalty of the scorer's weights")
     objective: str = param(
         "auto",
-        "auto: softmax, or lambdarank where it ranks the inner windows' candidates better beyond noise "
-        "(training/scorer_choice.py); softmax: which of a request's candidates the user engages with (a "
-        "softmax over each request's positives and sampled negatives); logistic: engaged or not, each "
+        "auto: softmax, or lambdarank or blend where it ranks the inner windows' candidates better beyond "
+        "noise (training/scorer_choice.py); softmax: which of a request's candidates the user engages with "
+        "(a softmax over each request's positives and sampled negatives); logistic: engaged or not, each "
         "candidate alone; lambdarank: LightGBM's lambdarank trees over the same rows (not linear: the "
-        "mailing lists +0.030 NDCG@10; serving costs ~1.5 ms CPU a call more)",
-        choices=("auto", "softmax", "logistic", "lambdarank"),
+        "mailing lists +0.030 NDCG@10; serving costs ~1.5 ms CPU a call more); blend: the softmax and the "
+        "trees, each standardised within the request, averaged (the trees' serving cost)",
+        choices=("auto", "softmax", "logistic", "lambdarank", "blend"),
         flag="scorer-objective",
     )
     seed: int = param(7, "seed of the scorer's user and negative sampling", flag="scorer-seed")

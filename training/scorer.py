@@ -19,18 +19,20 @@ listwise loss of ListNet with the positives as the target). Only the order withi
 request is served and judged, and what is constant within a request (how active this
 user is, how busy this week is) cannot move a softmax: the scorer spends its weights on
 what tells one candidate from another. *lambdarank*: LightGBM's trees over the same
-rows. *auto* (the default): softmax, or lambdarank where it ranks the inner windows'
-later weeks better beyond noise (training/scorer_choice.py).
+rows. *blend*: the softmax and the trees, both fitted on the same rows, standardised
+within each request and averaged (core.scoring.BlendScorer). *auto* (the default):
+softmax, or the trees or the blend where they rank the inner windows' later weeks better
+beyond noise (training/scorer_choice.py).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy.optimize import minimize
 
-from core.scoring import FEATURES, LinearScorer, Scorer, TreeScorer
+from core.scoring import FEATURES, BlendScorer, LinearScorer, Scorer, TreeScorer
 from training.features import CandidateSource, Model, features
 from training.params import ScorerParams
 from training.schema import Dataset
@@ -250,6 +252,21 @@ def fit_scorer(X: np.ndarray, y: np.ndarray, requests: np.ndarray, params: Score
         return scorer
     if params.objective == "lambdarank":
         return fit_lambdarank(X, y, requests, params.seed, info)
+    if params.objective == "blend":
+        linear = fit_scorer(X, y, requests, replace(params, objective="softmax"), {})
+        trees = fit_lambdarank(X, y, requests, params.seed, {})
+        return BlendScorer(
+            linear,
+            trees,
+            info={
+                "objective": "blend",
+                "examples": int(len(y)),
+                "positives": int(y.sum()),
+                **info,
+                "weights_by_feature": linear.info["weights_by_feature"],
+                "gain_share_by_feature": trees.info["gain_share_by_feature"],
+            },
+        )
     if params.objective == "softmax":
         w, mean, scale, bias = fit_softmax(X, y, requests, params.l2)
     else:

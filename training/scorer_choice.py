@@ -1,6 +1,6 @@
 """Which scorer a log gets (`--scorer-objective auto`, the default): the linear softmax,
-or LightGBM's lambdarank trees only where they rank this log's later weeks better beyond
-noise.
+or LightGBM's lambdarank trees, or the two blended (core.scoring.BlendScorer), the last
+two only where they rank this log's later weeks better beyond noise.
 
 Trees find interactions a linear score cannot (on the mailing lists +0.030 NDCG@10 in
 the protocol), but they cost the service ~1.5 ms of CPU a Rank call more (100x the
@@ -10,9 +10,11 @@ forward in time as the protocol judges: the windows, oldest first, are cut into 
 BLOCKS consecutive blocks; each block after the first is ranked by both objectives fitted
 on the blocks before it (their sampled rows), over *all* its requests' candidates as the
 service ranks them, and scored by NDCG@10 among the candidates (ideal: the request's
-engaged candidates, at most 10). The trees are chosen when the paired difference's bootstrap
-interval lies above zero; on a tie, or with one window and so nothing later to judge,
-the cheaper linear scorer stays. The figures go into the scorer's info and the report.
+engaged candidates, at most 10); the blend is ranked by the same two fits' scores, mixed
+as it serves. Of the trees and the blend, those whose paired difference to the softmax
+has its bootstrap interval above zero qualify, and the one with the larger mean gain is
+chosen; when neither qualifies, or with one window and so nothing later to judge, the
+cheaper linear scorer stays. The figures go into the scorer's info and the report.
 
 Why forward and not folds of requests: a week's popular posts are positives for many of
 its users with the very same post features, so trees fitted on some of a week's
@@ -27,14 +29,15 @@ from dataclasses import replace
 
 import numpy as np
 
-from core.scoring import LinearScorer
+from core.scoring import BlendScorer, LinearScorer, TreeScorer
 from training.evaluate import IDEAL_DCG10, bootstrap_ci, dcg10_of_rows, verdict
 from training.params import ScorerParams
 from training.scorer import fit_scorer
 
 BLOCKS = 4
 BOOTSTRAP = 1000
-CANDIDATES = ("softmax", "lambdarank")
+CANDIDATES = ("softmax", "lambdarank", "blend")
+CHALLENGERS = CANDIDATES[1:]  # what must beat the softmax beyond noise to be served
 
 
 def request_ndcg10(requests: np.ndarray, y: np.ndarray, scores: np.ndarray, posts: np.ndarray) -> np.ndarray:
@@ -78,29 +81,37 @@ def choose_objective(
         test = np.flatnonzero(block == b)
         if y[train].sum() == 0 or y[train].sum() == len(train):
             continue
+        fitted = {
+            name: fit_scorer(X[train], y[train], requests[train], replace(params, objective=name), {})
+            for name in CANDIDATES[:2]
+        }
+        fitted["blend"] = BlendScorer(fitted["softmax"], fitted["lambdarank"])
         for name in CANDIDATES:
-            scorer = fit_scorer(X[train], y[train], requests[train], replace(params, objective=name), {})
-            scores = np.asarray(scorer.score(X[test]), dtype=np.float64)
+            scores = np.asarray(fitted[name].score(X[test], requests[test]), dtype=np.float64)
             judged[name].append(request_ndcg10(requests[test], y[test], scores, posts[test]))
-    soft = np.concatenate(judged["softmax"]) if judged["softmax"] else np.empty(0)
-    trees = np.concatenate(judged["lambdarank"]) if judged["lambdarank"] else np.empty(0)
-    mask = ~np.isnan(soft)
+    ndcg = {name: np.concatenate(v) if v else np.empty(0) for name, v in judged.items()}
+    mask = ~np.isnan(ndcg["softmax"])
     if mask.sum() == 0:
         return "softmax", {"chosen": "softmax", "why": "no later request with an engaged candidate to judge on"}
-    soft, trees = soft[mask], trees[mask]
-    lo, hi = bootstrap_ci(trees - soft, BOOTSTRAP, np.random.default_rng(params.seed + 1))
-    chosen = "lambdarank" if lo > 0 else "softmax"
-    return chosen, {
-        "chosen": chosen,
+    ndcg = {name: v[mask] for name, v in ndcg.items()}
+    measured = {
         "blocks": len(blocks),
         "windows": int(len(np.unique(ages))),
         "requests": int(mask.sum()),
-        "ndcg10_softmax": round(float(soft.mean()), 4),
-        "ndcg10_lambdarank": round(float(trees.mean()), 4),
-        "lambdarank_minus_softmax": round(float((trees - soft).mean()), 4),
-        "ci95": [round(lo, 4), round(hi, 4)],
-        "verdict": verdict(lo, hi),
+        **{f"ndcg10_{name}": round(float(v.mean()), 4) for name, v in ndcg.items()},
     }
+    gains = {}
+    for name in CHALLENGERS:
+        diff = ndcg[name] - ndcg["softmax"]
+        lo, hi = bootstrap_ci(diff, BOOTSTRAP, np.random.default_rng(params.seed + 1))
+        prefix = "" if name == "lambdarank" else f"{name}_"  # the trees' keys predate the blend
+        measured[f"{name}_minus_softmax"] = round(float(diff.mean()), 4)
+        measured[f"{prefix}ci95"] = [round(lo, 4), round(hi, 4)]
+        measured[f"{prefix}verdict"] = verdict(lo, hi)
+        if lo > 0:
+            gains[name] = float(diff.mean())
+    chosen = max(gains, key=gains.get) if gains else "softmax"
+    return chosen, {"chosen": chosen, **measured}
 
 
 def objective_of(scorer) -> str:
@@ -108,18 +119,28 @@ def objective_of(scorer) -> str:
     place), so later refits reuse the first point's choice instead of choosing again."""
     if isinstance(scorer, LinearScorer):
         return scorer.info.get("objective", "softmax") if scorer.info else "softmax"
-    return "lambdarank"
+    if isinstance(scorer, TreeScorer):
+        return "lambdarank"
+    return "blend"
 
 
 def describe(choice: dict) -> str:
     """The choice in one line of the report."""
     if "ci95" not in choice:
         return f"{choice['chosen']} ({choice['why']})"
-    lo, hi = choice["ci95"]
+    against = []
+    for name in CHALLENGERS:
+        prefix = "" if name == "lambdarank" else f"{name}_"
+        if f"{prefix}ci95" not in choice:  # a bundle chosen before the blend was a candidate
+            continue
+        lo, hi = choice[f"{prefix}ci95"]
+        against.append(
+            f"{name} {choice[f'ndcg10_{name}']:.4f} ({choice[f'{name}_minus_softmax']:+.4f} [{lo:+.4f}, {hi:+.4f}] "
+            f"{choice[f'{prefix}verdict']})"
+        )
     return (
         f"{choice['chosen']}, chosen on the inner windows ({choice['windows']} in {choice['blocks']} blocks, "
         f"each later block ranked by fits on the earlier ones; {choice['requests']} requests): NDCG@10 "
-        f"softmax {choice['ndcg10_softmax']:.4f}, lambdarank {choice['ndcg10_lambdarank']:.4f}, difference "
-        f"{choice['lambdarank_minus_softmax']:+.4f} [{lo:+.4f}, {hi:+.4f}] {choice['verdict']}; the trees are "
-        "taken only beyond noise"
+        f"softmax {choice['ndcg10_softmax']:.4f}, " + ", ".join(against) + "; the others are taken over the "
+        "softmax only beyond noise"
     )
