@@ -10,8 +10,8 @@ service's number of features, then one request of `--rows` candidates is scored
 `--calls` times on one thread, timed with the process CPU clock (time.process_time), so
 other work on the machine moves it little. The linear scorer's row is
 core.scoring.LinearScorer.score on the same matrix; each ensemble's "blend" row is
-core.scoring.BlendScorer.score (the linear scorer and those trees, each standardised
-within the request), what the service runs for a blend bundle.
+core.scoring.BlendScorer.score (the linear scorer and those trees, each over its scale,
+averaged), what the service runs for a blend bundle.
 """
 
 from __future__ import annotations

@@ -4,7 +4,10 @@ This is the one scoring function: the service calls it on the hot path
 (service/stages/score.py) and training calls it offline to fit the scorer and to
 evaluate it (training/features.py), so what was measured is what serves (no
 train/serve skew). The scorer is a linear model over standardised features (a logistic
-model's logit), stored as JSON in the bundle.
+model's logit), LightGBM lambdarank trees, or the two blended (the default), stored as
+JSON in the bundle. A row's score never depends on the other rows scored beside it, so
+training's evaluation (every user's candidates in one call) gives each request what the
+service gives it alone.
 """
 
 from __future__ import annotations
@@ -170,7 +173,7 @@ class LinearScorer:
     kind: str = "linear"
     info: dict = field(default_factory=dict)
 
-    def score(self, X: np.ndarray, requests: np.ndarray | None = None) -> np.ndarray:
+    def score(self, X: np.ndarray) -> np.ndarray:
         return ((X - self.mean) / self.scale) @ self.weights + self.bias
 
     @classmethod
@@ -247,7 +250,7 @@ class TreeScorer:
         # column gather on the hot path, only the float64 cast the booster reads.
         self._columns = None if columns == list(range(len(FEATURES))) else np.array(columns, dtype=np.intp)
 
-    def score(self, X: np.ndarray, requests: np.ndarray | None = None) -> np.ndarray:
+    def score(self, X: np.ndarray) -> np.ndarray:
         # One thread: a Rank call is one request among many, and the server's
         # concurrency is its workers.
         Z = X if self._columns is None else X[:, self._columns]
@@ -269,51 +272,51 @@ def model_digest(model: str) -> str:
     return hashlib.sha256(model.encode()).hexdigest()
 
 
-def request_standardised(values: np.ndarray, requests: np.ndarray | None) -> np.ndarray:
-    """Each row's value minus its request's mean, over its request's standard deviation
-    (0 in a request whose values are all equal), as float64."""
-    v = np.asarray(values, dtype=np.float64)
-    if len(v) == 0:
-        return v
-    if requests is None:
-        std = v.std()
-        return (v - v.mean()) / std if std > 0 else np.zeros_like(v)
-    group = np.unique(requests, return_inverse=True)[1]
-    n = np.bincount(group).astype(np.float64)
-    mean = np.bincount(group, weights=v) / n
-    centred = v - mean[group]
-    std = np.sqrt(np.bincount(group, weights=centred * centred) / n)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(std[group] > 0, centred / std[group], 0.0)
-
-
 @dataclass
 class BlendScorer:
-    """The linear softmax and the lambdarank trees, each standardised within the request
-    and averaged: what training ships where the blend ranks its inner windows' later
-    weeks better than the softmax beyond noise (training/scorer_choice.py). The two
-    scores live on different scales (a logit; a sum of tree outputs), and only their
-    order within a request means anything, so each is put on its request's own scale
-    before they are mixed. The trees take interactions the linear score cannot; the
-    linear score holds where the trees, fitted on a few thousand requests, overfit: on
-    the Reddit log's last 70 days the blend gained +0.019 NDCG@10 over the softmax where
-    the trees alone gained +0.012, and on the 16 Stack Exchange sites, where the trees
-    alone lost 0.017, the blend did not (docs/training.md)."""
+    """The linear softmax and the lambdarank trees, each divided by its own scale and
+    averaged: the scorer training ships by default (--scorer-objective blend). The two
+    scores live on different scales (a logit; a sum of tree outputs), so each is divided
+    by the standard deviation of its scores over the rows it was fitted on, fixed at fit
+    time and stored with it. Fixed, not taken over each request: a row's score then does
+    not depend on the other candidates (a one-candidate request gets a real score, and
+    scores compare across requests), and raising a post's negative rate, which lowers
+    both parts (the linear weight's bound, the trees' monotone constraint), can only lower
+    its blended score, never reorder the others. Scales taken within each request ranked
+    level with these on the captured candidates of three logs (docs/training.md).
+    The trees take interactions the linear score cannot; the linear score holds where
+    the trees, fitted on a few thousand requests, overfit: on the Reddit log's last 70
+    days the blend gained +0.019 NDCG@10 over the softmax where the trees alone gained
+    +0.012, and on the 16 Stack Exchange sites, where the trees alone lost 0.017, the
+    blend did not (docs/training.md, "The scorer's objective"). Its cost is the trees':
+    about 1.5 ms of CPU a Rank call at 500 candidates."""
 
     linear: LinearScorer
     trees: TreeScorer
+    scales: tuple[float, float] = (1.0, 1.0)  # (linear, trees): their scores' std over the fitted rows
     kind: str = "blend"
     info: dict = field(default_factory=dict)
 
-    def score(self, X: np.ndarray, requests: np.ndarray | None = None) -> np.ndarray:
-        return 0.5 * request_standardised(self.linear.score(X), requests) + 0.5 * request_standardised(
-            self.trees.score(X), requests
-        )
+    def __post_init__(self) -> None:
+        self.scales = tuple(float(v) for v in self.scales)
+        if len(self.scales) != 2 or not all(np.isfinite(v) and v > 0 for v in self.scales):
+            raise ValueError(f"blend scorer: scales must be two positive numbers, got {self.scales}")
+
+    def score(self, X: np.ndarray) -> np.ndarray:
+        linear = np.asarray(self.linear.score(X), dtype=np.float64)
+        return 0.5 * linear / self.scales[0] + 0.5 * self.trees.score(X) / self.scales[1]
+
+    @staticmethod
+    def scales_on(linear: LinearScorer, trees: TreeScorer, X: np.ndarray) -> tuple[float, float]:
+        """Each part's score spread over the rows X (1 where a part is constant)."""
+        spread = [float(np.std(np.asarray(part.score(X), dtype=np.float64))) for part in (linear, trees)]
+        return tuple(v if v > 1e-12 else 1.0 for v in spread)
 
     def to_json(self) -> str:
         return json.dumps(
             {
                 "kind": self.kind,
+                "scales": list(self.scales),
                 "linear": json.loads(self.linear.to_json()),
                 "trees": json.loads(self.trees.to_json()),
                 "info": self.info,
@@ -331,7 +334,10 @@ def load_scorer(text: str) -> Scorer:
         linear, trees = (scorer_of(part) for part in parts)
         if not isinstance(linear, LinearScorer) or not isinstance(trees, TreeScorer):
             raise ValueError("blend scorer: 'linear' must hold a linear scorer and 'trees' a lambdarank one")
-        return BlendScorer(linear, trees, info=raw.get("info", {}))
+        scales = raw.get("scales")
+        if not isinstance(scales, list):
+            raise ValueError("blend scorer: needs its two 'scales'")
+        return BlendScorer(linear, trees, tuple(scales), info=raw.get("info", {}))
     return scorer_of(raw)
 
 

@@ -173,8 +173,7 @@ def test_a_refit_of_a_blend_is_a_blend():
 
 
 def test_an_auto_bundle_records_its_choice_and_is_recomputed_exactly(tiny_data, tmp_path):
-    params = TrainParams(test_fraction=0.5, eval=EvalParams(split_points=2))
-    assert params.scorer_fit.objective == "auto"
+    params = TrainParams(test_fraction=0.5, scorer_fit=ScorerParams(objective="auto"), eval=EvalParams(split_points=2))
     bundle = train(tiny_data, tmp_path / "models", params, progress=False, quiet=True)
     loaded = load_bundle(bundle)
     choice = loaded.scorer.info["objective_choice"]

@@ -180,8 +180,7 @@ def rank_pipeline(ds: Dataset, point: SplitPoint, source: CandidateSource, users
         return out
     flat_users = np.repeat(users, sizes)
     flat_posts = np.concatenate(cands)
-    X = features(ds, point.state, point.model, flat_users, flat_posts, point.split_ts)
-    scores = point.scorer.score(X, flat_users)  # one request per user
+    scores = point.scorer.score(features(ds, point.state, point.model, flat_users, flat_posts, point.split_ts))
     starts = np.concatenate([[0], np.cumsum(sizes)])
     for i in range(len(users)):
         s, p = scores[starts[i] : starts[i + 1]], flat_posts[starts[i] : starts[i + 1]]

@@ -124,7 +124,7 @@ def check(tables: list[dict], l2: float = 1.0, seed: int = 0, bootstrap: int = 1
         others = {k: [r for i, r in enumerate(v) if i != j] for k, v in rows.items()}
         shipped = load_scorer(str(t["scorer"]))
         fitted = {
-            "scorer": lambda X, s=shipped, users=t["users"]: s.score(X, users),
+            "scorer": shipped.score,
             "linear": fit_linear(others["plain"], FEATURES, l2),
             "linear + ease": fit_linear(others["ease"], FEATURES + EASE_FEATURES, l2),
             "lambdarank": fit_lambdarank(others["plain"], FEATURES, seed),
