@@ -101,6 +101,7 @@ def test_a_blend_survives_its_json_and_a_damaged_one_is_refused(fitted):
         (lambda r: r.pop("scales"), "needs its two 'scales'"),
         (lambda r: r.update(scales=[1.0, 0.0]), "scales must be two positive numbers"),
         (lambda r: r.update(scales=[1.0]), "scales must be two positive numbers"),
+        (lambda r: r.update(scales=[1.0, None]), "scales must be two positive numbers"),
         (lambda r: r.update(trees=r["linear"]), "'trees' a lambdarank one"),
         (lambda r: r.update(linear=r["trees"]), "'linear' must hold a linear scorer"),
         (lambda r: r["trees"].update(model=r["trees"]["model"][:100]), "does not match its sha256"),

@@ -104,7 +104,7 @@ def test_the_service_scores_exactly_what_training_evaluates(learned_bundle, tiny
     """No train/serve skew: the service's score stage and training's feature builder give
     the same features and scores for the same user, posts and time."""
     b = load_bundle(learned_bundle)
-    assert b.scorer.kind == "softmax"  # the learned scorer, not the affinity-only fallback
+    assert b.scorer.kind == "blend"  # the default learned scorer, not the affinity-only fallback
     ds = load_dataset(tiny_data)
     end = b.data_end_ts
     serving = state_as_of(ds, end, ds.memberships_derived, b.manifest.params["hot_half_life_h"])

@@ -49,13 +49,14 @@ class ScorerParams:
     negatives_per_user: int = param(100, "sampled non-engaged candidates per user")
     l2: float = param(1.0, "L2 penalty of the scorer's weights")
     objective: str = param(
-        "auto",
-        "auto: softmax, or lambdarank or blend where it ranks the inner windows' candidates better beyond "
-        "noise (training/scorer_choice.py); softmax: which of a request's candidates the user engages with "
-        "(a softmax over each request's positives and sampled negatives); logistic: engaged or not, each "
-        "candidate alone; lambdarank: LightGBM's lambdarank trees over the same rows (not linear: the "
-        "mailing lists +0.030 NDCG@10; serving costs ~1.5 ms CPU a call more); blend: the softmax and the "
-        "trees, each standardised within the request, averaged (the trees' serving cost)",
+        "blend",
+        "blend: the softmax and the lambdarank trees, each over its scores' spread at the fit, averaged "
+        "(in the protocol ahead of the softmax beyond noise on seven of eight logs, behind on none: "
+        "docs/training.md; serving costs the trees' ~1.5 ms CPU a call more); softmax: which of a "
+        "request's candidates the user engages with (a softmax over each request's positives and sampled "
+        "negatives; the cheapest); logistic: engaged or not, each candidate alone; lambdarank: LightGBM's "
+        "lambdarank trees over the same rows; auto: the softmax, or the trees or the blend where they rank "
+        "the inner windows' candidates better beyond noise (training/scorer_choice.py)",
         choices=("auto", "softmax", "logistic", "lambdarank", "blend"),
         flag="scorer-objective",
     )

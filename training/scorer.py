@@ -21,7 +21,7 @@ user is, how busy this week is) cannot move a softmax: the scorer spends its wei
 what tells one candidate from another. *lambdarank*: LightGBM's trees over the same
 rows. *blend* (the default): the softmax and the trees, both fitted on the same rows,
 each divided by its scores' spread over those rows and averaged (core.scoring.BlendScorer; ahead of the
-softmax beyond noise on six of eight logs in the protocol, behind on none). *auto*:
+softmax beyond noise on seven of eight logs in the protocol, behind on none). *auto*:
 softmax, or the trees or the blend where they rank the inner windows' later weeks better
 beyond noise (training/scorer_choice.py).
 """
