@@ -7,23 +7,13 @@ from __future__ import annotations
 
 import json
 
-import grpc
 import numpy as np
 import pytest
-import redis
 
-from core.bundle import load_bundle
-from core.embedded_redis import EmbeddedRedis, free_port
 from core.scoring import FEATURES, BlendScorer, LinearScorer, TreeScorer, load_scorer
-from nichefeed.v1 import ranking_pb2, ranking_pb2_grpc
-from service.app import Service
-from tests.conftest import service_config
 from tests.test_tree_scorer import xor_requests
-from training import publish as publishing
-from training.params import EvalParams, ScorerParams, TrainParams
-from training.reevaluate import reevaluate
+from training.params import ScorerParams
 from training.scorer import MAX_WEIGHT, fit_scorer
-from training.train import train
 
 
 @pytest.fixture(scope="module")
@@ -115,22 +105,4 @@ def test_a_blend_survives_its_json_and_a_damaged_one_is_refused(fitted):
     assert isinstance(load_scorer(json.dumps(raw["trees"])), TreeScorer)
 
 
-def test_a_blend_bundle_is_recomputed_exactly_and_served_over_grpc(tiny_data, tmp_path):
-    params = TrainParams(test_fraction=0.5, scorer_fit=ScorerParams(objective="blend"), eval=EvalParams(split_points=2))
-    bundle = train(tiny_data, tmp_path / "models", params, progress=False, quiet=True)
-    loaded = load_bundle(bundle)
-    assert isinstance(loaded.scorer, BlendScorer) and loaded.manifest.params["scorer_fit"]["objective"] == "blend"
-    # Both points' blends refitted from the data give every saved number again.
-    assert reevaluate(bundle)[1] == []
-    with EmbeddedRedis(tmp_path / "redis", port=free_port()) as server:
-        publishing.publish(bundle, redis.Redis.from_url(server.url), progress=False)
-        svc = Service(service_config(bundle), server.url).start(metrics=False)
-        try:
-            with grpc.insecure_channel(f"127.0.0.1:{svc.port}") as channel:
-                stub = ranking_pb2_grpc.FeedRankerStub(channel)
-                resp = stub.Rank(ranking_pb2.RankRequest(user_id=loaded.user_ids[0], limit=10), timeout=10)
-        finally:
-            svc.stop(grace=1)
-    assert len(resp.items) == 10 and not resp.degraded
-    assert resp.model_version == bundle.name
-    assert all(np.isfinite(item.score) for item in resp.items)
+# A blend bundle trained, recomputed exactly and served over gRPC: tests/test_tree_scorer.py.

@@ -13,7 +13,7 @@ import redis
 
 from core.bundle import load_bundle
 from core.embedded_redis import EmbeddedRedis, free_port
-from core.scoring import FEATURES, LinearScorer, TreeScorer, load_scorer, model_digest
+from core.scoring import FEATURES, BlendScorer, LinearScorer, TreeScorer, load_scorer, model_digest
 from nichefeed.v1 import ranking_pb2, ranking_pb2_grpc
 from service.app import Service
 from tests.conftest import service_config
@@ -89,14 +89,16 @@ def test_a_damaged_tree_scorer_is_refused_with_the_reason(edit, message):
         load_scorer(json.dumps(raw))
 
 
-def test_a_lambdarank_bundle_is_recomputed_exactly_and_served_over_grpc(tiny_data, tmp_path):
+@pytest.mark.parametrize("objective, kind", [("lambdarank", TreeScorer), ("blend", BlendScorer)])
+def test_a_tree_bundle_is_recomputed_exactly_and_served_over_grpc(objective, kind, tiny_data, tmp_path):
+    """The lambdarank trees alone, and blended with the softmax (the default)."""
     params = TrainParams(
-        test_fraction=0.5, scorer_fit=ScorerParams(objective="lambdarank"), eval=EvalParams(split_points=2)
+        test_fraction=0.5, scorer_fit=ScorerParams(objective=objective), eval=EvalParams(split_points=2)
     )
     bundle = train(tiny_data, tmp_path / "models", params, progress=False, quiet=True)
     loaded = load_bundle(bundle)
-    assert isinstance(loaded.scorer, TreeScorer) and loaded.manifest.params["scorer_fit"]["objective"] == "lambdarank"
-    # Both points' trees refitted from the data give every saved number again.
+    assert isinstance(loaded.scorer, kind) and loaded.manifest.params["scorer_fit"]["objective"] == objective
+    # Both points' scorers refitted from the data give every saved number again.
     assert reevaluate(bundle)[1] == []
     with EmbeddedRedis(tmp_path / "redis", port=free_port()) as server:
         publishing.publish(bundle, redis.Redis.from_url(server.url), progress=False)
