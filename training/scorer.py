@@ -20,10 +20,10 @@ request is served and judged, and what is constant within a request (how active 
 user is, how busy this week is) cannot move a softmax: the scorer spends its weights on
 what tells one candidate from another. *lambdarank*: LightGBM's trees over the same
 rows. *blend* (the default): the softmax and the trees, both fitted on the same rows,
-each divided by its scores' spread over those rows and averaged (core.scoring.BlendScorer; ahead of the
-softmax beyond noise on seven of eight logs in the protocol, behind on none). *auto*:
-softmax, or the trees or the blend where they rank the inner windows' later weeks better
-beyond noise (training/scorer_choice.py).
+each divided by its scores' spread over those rows and averaged (core.scoring.BlendScorer;
+ahead of the softmax beyond noise on seven of eight logs in the protocol, behind on
+none). *auto*: softmax, or the trees or the blend where they rank the inner windows'
+later weeks better beyond noise (training/scorer_choice.py).
 """
 
 from __future__ import annotations
