@@ -5,6 +5,7 @@ over gRPC like any other scorer."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import grpc
 import numpy as np
@@ -58,6 +59,17 @@ def test_trees_rank_an_interaction_a_linear_scorer_cannot():
     assert top1_hit_rate(tree.score(Xt), yt, rt) > 0.5 > 0.15 > top1_hit_rate(linear.score(Xt), yt, rt)
     shares = tree.info["gain_share_by_feature"]
     assert shares["hot"] + shares["freshness"] > 0.5
+
+
+def test_scorer_trees_sets_the_ensemble_and_keeps_its_total_step():
+    """--scorer-trees 20: twenty trees at rate 10 / 20, in the lambdarank scorer and in the
+    blend's trees alike."""
+    X, y, requests = xor_requests(4, n_requests=100)
+    params = ScorerParams(objective="lambdarank", trees=20)
+    tree = fit_scorer(X, y, requests, params, {})
+    blend = fit_scorer(X, y, requests, replace(params, objective="blend"), {})
+    for model in (tree.model, blend.trees.model):
+        assert model.count("\nTree=") == 20 and "[learning_rate: 0.5]" in model
 
 
 def test_the_scorer_json_round_trips_and_reads_the_columns_it_was_fitted_on():

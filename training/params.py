@@ -60,6 +60,12 @@ class ScorerParams:
         choices=("auto", "softmax", "logistic", "lambdarank", "blend"),
         flag="scorer-objective",
     )
+    trees: int = param(
+        100,
+        "trees of the lambdarank and blend objectives, at learning rate 10 / trees (the same total "
+        "step); serving predicts every candidate with each of them",
+        flag="scorer-trees",
+    )
     seed: int = param(7, "seed of the scorer's user and negative sampling", flag="scorer-seed")
 
 

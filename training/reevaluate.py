@@ -108,7 +108,8 @@ def replay(bundle_dir: Path, data_dir: Path | None = None, capture: Path | None 
     split = split_events(ds, p["test_fraction"], p["split_at"])
     longest_s = int(max(eval_params.windows_days) * DAY)
     inner = adaptive_inner_split(ds, split, longest_s, MIN_INNER_USERS)
-    trained = TrainParams(scorer=p["scorer"], scorer_fit=ScorerParams(**p["scorer_fit"]), als=als, eval=eval_params)
+    fit = {"trees": 100, **p["scorer_fit"]}  # no trees: trained before the flag, with 100
+    trained = TrainParams(scorer=p["scorer"], scorer_fit=ScorerParams(**fit), als=als, eval=eval_params)
     window = p["index_window_applied_days"]
     fits = WorldFits(ds, als, hot_h)
     refit = scorer_refits(ds, split, inner, longest_s, window, trained, fits, StageClock(quiet=True), bundle.scorer)

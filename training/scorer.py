@@ -196,7 +196,6 @@ class Examples:
 # Deterministic on a fixed thread count, so `make evaluate` refits the very same trees.
 LAMBDARANK = {
     "objective": "lambdarank",
-    "learning_rate": 0.1,
     "num_leaves": 15,
     "min_data_in_leaf": 50,
     "feature_fraction": 0.8,
@@ -209,10 +208,16 @@ LAMBDARANK = {
     "verbose": -1,
 }
 LAMBDARANK_ROUNDS = 100
+TREES_TOTAL_STEP = 10.0  # learning rate x trees: fewer trees take bigger steps
 
 
 def lambdarank_booster(
-    X: np.ndarray, y: np.ndarray, requests: np.ndarray, seed: int, names: tuple[str, ...] = FEATURES
+    X: np.ndarray,
+    y: np.ndarray,
+    requests: np.ndarray,
+    seed: int,
+    names: tuple[str, ...] = FEATURES,
+    trees: int = LAMBDARANK_ROUNDS,
 ):
     """LightGBM lambdarank trees on (X, y), a request's rows one query group; `names` are
     X's columns. The policy of MAX_WEIGHT holds as a monotone constraint: a tree's score
@@ -223,11 +228,14 @@ def lambdarank_booster(
     _, sizes = np.unique(requests[order], return_counts=True)
     data = lightgbm.Dataset(X[order], y[order], group=sizes)
     monotone = [-1 if name in MAX_WEIGHT else 0 for name in names]
-    return lightgbm.train({**LAMBDARANK, "seed": seed, "monotone_constraints": monotone}, data, LAMBDARANK_ROUNDS)
+    params = {**LAMBDARANK, "learning_rate": TREES_TOTAL_STEP / trees, "seed": seed, "monotone_constraints": monotone}
+    return lightgbm.train(params, data, trees)
 
 
-def fit_lambdarank(X: np.ndarray, y: np.ndarray, requests: np.ndarray, seed: int, info: dict) -> TreeScorer:
-    booster = lambdarank_booster(X, y, requests, seed)
+def fit_lambdarank(
+    X: np.ndarray, y: np.ndarray, requests: np.ndarray, seed: int, info: dict, trees: int = LAMBDARANK_ROUNDS
+) -> TreeScorer:
+    booster = lambdarank_booster(X, y, requests, seed, trees=trees)
     gain = booster.feature_importance("gain")
     share = gain / gain.sum() if gain.sum() > 0 else gain
     info = {
@@ -252,10 +260,10 @@ def fit_scorer(X: np.ndarray, y: np.ndarray, requests: np.ndarray, params: Score
         }
         return scorer
     if params.objective == "lambdarank":
-        return fit_lambdarank(X, y, requests, params.seed, info)
+        return fit_lambdarank(X, y, requests, params.seed, info, params.trees)
     if params.objective == "blend":
         linear = fit_scorer(X, y, requests, replace(params, objective="softmax"), {})
-        trees = fit_lambdarank(X, y, requests, params.seed, {})
+        trees = fit_lambdarank(X, y, requests, params.seed, {}, params.trees)
         return BlendScorer(
             linear,
             trees,
