@@ -21,6 +21,7 @@ import redis
 
 from core import contract
 from core.embedded_redis import EmbeddedRedis, free_port
+from core.scoring import load_scorer
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_VAR = ROOT / "var" / "bench"
@@ -200,11 +201,13 @@ class BenchWorld:
         log(f"world {s.name} built in {self.build_seconds:.0f}s")
 
     def _bundle_current(self) -> bool:
-        """The cached bundle still follows this checkout's contract, and has every file
-        this checkout's training writes (else: retrain, so the benchmark measures what a
-        fresh training serves: e.g. the shared id index, optional for serving)."""
+        """The cached bundle still follows this checkout's contract, has every file this
+        checkout's training writes, and a scorer this checkout can load (else: retrain, so
+        the benchmark measures what a fresh training serves: e.g. the shared id index,
+        optional for serving, or a scorer kind whose stored form has changed)."""
         try:
             m = self.manifest()
+            load_scorer((self.bundle_dir / contract.SCORER_FILE).read_text())
         except (OSError, ValueError, RuntimeError):
             return False
         written = [f for pair in contract.ID_INDEX_FILES.values() for f in pair]

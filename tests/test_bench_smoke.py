@@ -4,6 +4,7 @@ are judged in benchmarks/README.md, never in tests)."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 from benchmarks import run
@@ -98,3 +99,19 @@ def test_experiment_bench_runs_on_tiny_world(tiny_bundle, tmp_path):
         assert row["rank"]["n"] == 60 and row["memory"]["rss_mb"] > 0
     assert res["shadow"]["scored"] > 0 and res["shadow"]["cpu_ms_per_shadow_ranking"] > 0
     assert "| on |" in (tmp_path / "experiment.md").read_text()
+
+
+def test_a_cached_world_whose_scorer_this_checkout_cannot_load_is_rebuilt(learned_bundle, tmp_path):
+    """A bench world's cached bundle is reused only if this checkout can serve it: a blend
+    scorer stored without its scales (an earlier form) means retraining the world."""
+    from benchmarks.worlds import BenchWorld
+
+    bundle = tmp_path / "models" / learned_bundle.name
+    shutil.copytree(learned_bundle, bundle)
+    world = BenchWorld(None, root=tmp_path)
+    assert world._bundle_current()
+    scorer = json.loads((bundle / contract.SCORER_FILE).read_text())
+    assert scorer["kind"] == "blend"  # the default objective
+    del scorer["scales"]
+    (bundle / contract.SCORER_FILE).write_text(json.dumps(scorer))
+    assert not world._bundle_current()
