@@ -207,7 +207,7 @@ LAMBDARANK = {
     "num_threads": 2,
     "verbose": -1,
 }
-LAMBDARANK_ROUNDS = 100
+LAMBDARANK_ROUNDS = ScorerParams().trees  # --scorer-trees' default
 TREES_TOTAL_STEP = 10.0  # learning rate x trees: fewer trees take bigger steps
 
 
