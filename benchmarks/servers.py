@@ -55,6 +55,20 @@ def connections_per_process(pids: list[int], port: int) -> dict[int, int]:
     return {pid: n for pid, n in held.items() if n}
 
 
+def unspread_note(workers: int, callers: int, per_process: list[int]) -> str | None:
+    """Why a multi-process row measured fewer processes than it asked for: SO_REUSEPORT
+    hashes each connection to one listening process, and now and then puts every one of
+    the callers' connections on the same process (all 8 of them once, 2026-11-27). None
+    when the connections reached as many processes as they could."""
+    reachable = min(workers, callers)
+    if workers < 2 or len(per_process) >= reachable:
+        return None
+    return (
+        f"SO_REUSEPORT put the {sum(per_process)} connection(s) on {len(per_process)} of the {workers} "
+        f"processes: this row measured fewer processes than asked (measured figures kept in the JSON)"
+    )
+
+
 def cpu_seconds(pids: list[int]) -> dict[int, float]:
     """User + system CPU seconds each process has used so far."""
     out = {}

@@ -115,3 +115,13 @@ def test_a_cached_world_whose_scorer_this_checkout_cannot_load_is_rebuilt(learne
     del scorer["scales"]
     (bundle / contract.SCORER_FILE).write_text(json.dumps(scorer))
     assert not world._bundle_current()
+
+
+def test_a_multi_process_row_whose_connections_all_reached_one_process_is_not_counted():
+    from benchmarks.servers import unspread_note
+
+    assert unspread_note(2, 8, [3, 5]) is None
+    assert unspread_note(2, 1, [1]) is None  # one caller: one connection, one process, as asked
+    assert unspread_note(1, 8, [8]) is None
+    note = unspread_note(2, 8, [8])
+    assert note is not None and "8 connection(s) on 1 of the 2 processes" in note
