@@ -232,9 +232,7 @@ def lambdarank_booster(
     return lightgbm.train(params, data, trees)
 
 
-def fit_lambdarank(
-    X: np.ndarray, y: np.ndarray, requests: np.ndarray, seed: int, info: dict, trees: int = LAMBDARANK_ROUNDS
-) -> TreeScorer:
+def fit_lambdarank(X: np.ndarray, y: np.ndarray, requests: np.ndarray, seed: int, info: dict, trees: int) -> TreeScorer:
     booster = lambdarank_booster(X, y, requests, seed, trees=trees)
     gain = booster.feature_importance("gain")
     share = gain / gain.sum() if gain.sum() > 0 else gain
