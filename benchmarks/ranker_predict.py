@@ -12,9 +12,11 @@ CPU clock (time.process_time), so other work on the machine moves it little. The
 cycle through 40 different requests, as a server's do: one request scored again and again
 lets the CPU's branch predictor learn the trees' paths (at 100 candidates that made them
 look 1.6x cheaper). The linear scorer's row is
-core.scoring.LinearScorer.score on the same matrix; each ensemble's "blend" row is
-core.scoring.BlendScorer.score (the linear scorer and those trees, each over its scale,
-averaged), what the service runs for a blend bundle.
+core.scoring.LinearScorer.score on the same matrix; each ensemble is timed as LightGBM's
+predict and as core/tree_ensemble.py's numpy evaluation of the same trees (the same
+doubles, checked here on every request; what core.scoring.TreeScorer serves), and its
+"blend" row is core.scoring.BlendScorer.score (the linear scorer and those trees, each
+over its scale, averaged), what the service runs for a blend bundle.
 """
 
 from __future__ import annotations
@@ -57,14 +59,22 @@ def main(argv: list[str] | None = None) -> None:
     linear = LinearScorer(rng.normal(size=d).astype(np.float32), np.zeros(d, np.float32), np.ones(d, np.float32))
     print(f"requests of {args.rows} candidates x {d} features, CPU ms per call on one thread:")
     ms = cpu_ms_per_call(linear.score, scored, args.calls)
-    print(f"  linear scorer (the service's)            {ms:.3f}")
+    print(f"  linear scorer (served)                                     {ms:.3f}")
     for trees in (int(t) for t in args.trees.split(",")):
         booster = lambdarank_booster(X, y, group, seed=0, trees=trees)
         ms = cpu_ms_per_call(lambda r, b=booster: b.predict(r, num_threads=1), as_float64, args.calls)
-        print(f"  lambdarank, {trees:>4} trees of 15 leaves      {ms:.3f}")
-        blend = BlendScorer(linear, TreeScorer(booster.model_to_string(), FEATURES))
+        print(f"  lambdarank, {trees:>4} trees of 15 leaves, LightGBM's predict   {ms:.3f}")
+        trees_scorer = TreeScorer(booster.model_to_string(), FEATURES)
+        if trees_scorer.evaluator != "numpy" or not all(
+            np.array_equal(trees_scorer.score(r), booster.predict(r64, num_threads=1))
+            for r, r64 in zip(scored, as_float64)
+        ):
+            raise SystemExit("the numpy evaluation does not reproduce LightGBM's predict on these requests")
+        ms = cpu_ms_per_call(trees_scorer.score, scored, args.calls)
+        print(f"  lambdarank, {trees:>4} trees of 15 leaves, numpy (served)       {ms:.3f}")
+        blend = BlendScorer(linear, trees_scorer)
         ms = cpu_ms_per_call(blend.score, scored, args.calls)
-        print(f"  blend, linear + {trees:>4} trees               {ms:.3f}")
+        print(f"  blend, linear + {trees:>4} trees (served)                      {ms:.3f}")
 
 
 if __name__ == "__main__":

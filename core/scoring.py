@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from core.tree_ensemble import TreeEnsemble, Unsupported, threshold_probes
+
 FEATURES = (
     "affinity",  # user vector . post vector (community-affinity embeddings)
     "community_affinity",  # user vector . community vector: how much the user likes the group
@@ -247,13 +249,17 @@ class TreeScorer:
             )
         columns = [FEATURES.index(f) for f in self.features]
         # Fitted on today's FEATURES in order (every bundle this release trains): no
-        # column gather on the hot path, only the float64 cast the booster reads.
+        # column gather on the hot path.
         self._columns = None if columns == list(range(len(FEATURES))) else np.array(columns, dtype=np.intp)
+        self._ensemble = exact_ensemble(self.model, self._booster)
+        self.evaluator = "numpy" if self._ensemble is not None else "lightgbm"
 
     def score(self, X: np.ndarray) -> np.ndarray:
+        Z = X if self._columns is None else X[:, self._columns]
+        if self._ensemble is not None:  # LightGBM's doubles, 2.5x cheaper (core/tree_ensemble.py)
+            return self._ensemble.score(Z)
         # One thread: a Rank call is one request among many, and the server's
         # concurrency is its workers.
-        Z = X if self._columns is None else X[:, self._columns]
         return self._booster.predict(np.ascontiguousarray(Z, dtype=np.float64), num_threads=1)
 
     def to_json(self) -> str:
@@ -266,6 +272,19 @@ class TreeScorer:
                 "info": self.info,
             }
         )
+
+
+def exact_ensemble(model: str, booster) -> TreeEnsemble | None:
+    """The model as core.tree_ensemble evaluates it, if that gives LightGBM's own output
+    bit for bit on probe rows at and around every threshold (float32, as features are;
+    missing and infinite values too); else None, and LightGBM's predict scores it."""
+    try:
+        ensemble = TreeEnsemble(model, booster.num_feature())
+    except Unsupported:
+        return None
+    probes = threshold_probes(ensemble, booster.num_feature())
+    same = np.array_equal(ensemble.score(probes), booster.predict(probes.astype(np.float64), num_threads=1))
+    return ensemble if same else None
 
 
 def model_digest(model: str) -> str:

@@ -5,7 +5,11 @@ The world is generated from fixed seeds (no training: arrays written directly, a
 test_privacy_property), published to a real redis-server with the real publisher, given
 live state (seen posts, blocks, live graph entries, a pin, a cap, a live post), and ranked
 by the service's own pipeline in process at a fixed `now`, in every mode, with a scorer
-that weighs every feature. The expected answers are in tests/data/pinned_answers.json.
+that weighs every feature, and again with that scorer blended with 20 lambdarank trees
+(tests/data/pinned_trees.txt, fitted once on this world's own feature rows), as training
+ships by default. The expected answers are in tests/data/pinned_answers.json and
+pinned_answers_blend.json; the blend's were written while LightGBM's predict scored the
+trees, before core/tree_ensemble.py took its place.
 
 A change meant to alter rankings (a new feature, a new candidate source) regenerates them,
 and says so in its commit:
@@ -26,7 +30,7 @@ import redis
 
 from core import contract
 from core.embedded_redis import EmbeddedRedis, free_port
-from core.scoring import FEATURES, LinearScorer
+from core.scoring import FEATURES, BlendScorer, LinearScorer, TreeScorer
 from nichefeed.v1 import graph_pb2, writes_pb2
 from service.app import Service
 from service.pipeline import RankContext, RankQuery
@@ -34,7 +38,8 @@ from tests.conftest import service_config
 from tests.test_privacy_property import END, SmallWorld, write_world_bundle
 from training import publish as publishing
 
-EXPECTED = Path(__file__).parent / "data" / "pinned_answers.json"
+DATA = Path(__file__).parent / "data"
+EXPECTED = {"linear": DATA / "pinned_answers.json", "blend": DATA / "pinned_answers_blend.json"}
 N_COMM, N_USERS, N_POSTS = 8, 40, 600
 
 
@@ -64,13 +69,19 @@ def fixed_scorer() -> LinearScorer:
     return LinearScorer(w, np.zeros(n, np.float32), np.ones(n, np.float32), 0.0, "linear")
 
 
-@pytest.fixture(scope="module")
-def pinned_service(tmp_path_factory):
+def fixed_blend() -> BlendScorer:
+    trees = TreeScorer((DATA / "pinned_trees.txt").read_text(), FEATURES)
+    return BlendScorer(fixed_scorer(), trees, (3.0, 0.3))
+
+
+@pytest.fixture(scope="module", params=["linear", "blend"])
+def pinned_service(request, tmp_path_factory):
     models = tmp_path_factory.mktemp("pinned-models")
     server = EmbeddedRedis(tmp_path_factory.mktemp("pinned-redis"), port=free_port()).start()
     client = redis.Redis.from_url(server.url)
     world = fixed_world()
-    version = write_world_bundle(world, models, seed=11, scorer=fixed_scorer())
+    scorer = fixed_scorer() if request.param == "linear" else fixed_blend()
+    version = write_world_bundle(world, models, seed=11, scorer=scorer)
     publishing.publish(models / version, client, progress=False)
     pipe = client.pipeline()
     for u in range(N_USERS):
@@ -131,7 +142,7 @@ def pinned_service(tmp_path_factory):
         now,
     )
     svc.live.poll_once()  # the live post and the moderator's rules, in this process's live index
-    yield svc, world, now
+    yield svc, world, now, EXPECTED[request.param]
     svc.store.close()
     svc.write_client.close()
     client.close()
@@ -158,12 +169,15 @@ def answers(svc, world: SmallWorld, now: float) -> dict[str, list]:
 
 
 def test_ranked_answers_of_a_fixed_world_are_unchanged(pinned_service):
-    svc, world, now = pinned_service
+    svc, world, now, path = pinned_service
+    scorer = svc.holder.current.scorer
+    if isinstance(scorer, BlendScorer):  # the trees are scored by the numpy evaluation
+        assert scorer.trees.evaluator == "numpy"
     got = answers(svc, world, now)
     if os.environ.get("NICHEFEED_PIN_REGENERATE"):
-        EXPECTED.parent.mkdir(exist_ok=True)
-        EXPECTED.write_text(json.dumps(got, indent=0, sort_keys=True) + "\n")
-    expected = json.loads(EXPECTED.read_text())
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(json.dumps(got, indent=0, sort_keys=True) + "\n")
+    expected = json.loads(path.read_text())
     assert sum(len(v) for v in got.values()) > 1000  # a world that ranks plenty
     differ = [k for k in expected if got.get(k) != expected[k]]
     assert not differ, (

@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from core import contract
-from core.scoring import LinearScorer
+from core.scoring import LinearScorer, Scorer
 from nichefeed.v1 import ranking_pb2, ranking_pb2_grpc
 from service.app import Service
 from tests.conftest import OwnStore, service_config
@@ -82,7 +82,7 @@ def small_worlds(draw) -> SmallWorld:
     return SmallWorld(private, members, post_community, post_author, post_deleted, post_old, blocked, seen)
 
 
-def write_world_bundle(world: SmallWorld, models_dir, seed: int, scorer: LinearScorer | None = None) -> str:
+def write_world_bundle(world: SmallWorld, models_dir, seed: int, scorer: Scorer | None = None) -> str:
     """A real bundle for `world` (the layout of core/contract.py), written by rename; its
     scorer ranks by affinity alone unless one is given."""
     rng = np.random.default_rng(seed)
