@@ -52,7 +52,7 @@ class ScorerParams:
         "blend",
         "blend: the softmax and the lambdarank trees, each over its scores' spread at the fit, averaged "
         "(in the protocol ahead of the softmax beyond noise on seven of eight logs, behind on none: "
-        "docs/training.md; serving costs the trees' ~1.5 ms CPU a call more); softmax: which of a "
+        "docs/training.md; serving costs the trees' ~0.6 ms CPU a call more); softmax: which of a "
         "request's candidates the user engages with (a softmax over each request's positives and sampled "
         "negatives; the cheapest); logistic: engaged or not, each candidate alone; lambdarank: LightGBM's "
         "lambdarank trees over the same rows; auto: the softmax, or the trees or the blend where they rank "

@@ -3,7 +3,7 @@ or LightGBM's lambdarank trees, or the two blended (core.scoring.BlendScorer), t
 two only where they rank this log's later weeks better beyond noise.
 
 Trees find interactions a linear score cannot (on the mailing lists +0.030 NDCG@10 in
-the protocol), but they cost the service ~1.5 ms of CPU a Rank call more (100x the
+the protocol), but they cost the service ~0.6 ms of CPU a Rank call more (30x the
 linear scorer's) and gain nothing on most logs. So the choice is measured, per log, on
 the scorer's own examples (its inner windows before the split: never an evaluated week),
 forward in time as the protocol judges: the windows, oldest first, are cut into up to
