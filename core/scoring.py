@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from core.tree_ensemble import TreeEnsemble, Unsupported, threshold_probes
+from core.tree_ensemble import TreeEnsemble, threshold_probes
 
 FEATURES = (
     "affinity",  # user vector . post vector (community-affinity embeddings)
@@ -280,7 +280,9 @@ def exact_ensemble(model: str, booster) -> TreeEnsemble | None:
     missing and infinite values too); else None, and LightGBM's predict scores it."""
     try:
         ensemble = TreeEnsemble(model, booster.num_feature())
-    except Unsupported:
+    except (ValueError, KeyError, IndexError):
+        # Refused (tree_ensemble.Unsupported, a ValueError), or a text this reader cannot
+        # follow where LightGBM's parser, which read it first, could: LightGBM scores it.
         return None
     probes = threshold_probes(ensemble, booster.num_feature())
     same = np.array_equal(ensemble.score(probes), booster.predict(probes.astype(np.float64), num_threads=1))
