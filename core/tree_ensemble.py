@@ -162,7 +162,8 @@ class TreeEnsemble:
         alive = None
         for i, f in enumerate(self.used):
             # How many of f's tests are false (threshold < x), and what they rule out.
-            ruled = self.prefix[i].take(np.searchsorted(thresholds[i], columns[f], side="left"), axis=0)
+            # (the arrays' own methods: np.searchsorted's wrapper costs ~5% of a call)
+            ruled = self.prefix[i].take(thresholds[i].searchsorted(columns[f], side="left"), axis=0)
             if alive is None:
                 alive = ruled
             else:
