@@ -12,13 +12,14 @@ service gives it alone.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from core.tree_ensemble import TreeEnsemble, threshold_probes
+from core.tree_ensemble import TreeEnsemble
 
 FEATURES = (
     "affinity",  # user vector . post vector (community-affinity embeddings)
@@ -237,27 +238,28 @@ class TreeScorer:
     info: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        try:
-            import lightgbm  # imported for tree bundles only; a linear bundle never loads it
-
-            self._booster = lightgbm.Booster(model_str=self.model)
-        except Exception as exc:  # ImportError, or LightGBMError on a damaged model text
-            raise ValueError(f"lambdarank scorer: {exc}") from None
-        if self._booster.num_feature() != len(self.features):
-            raise ValueError(
-                f"lambdarank scorer: a model of {self._booster.num_feature()} features, {len(self.features)} named"
-            )
         columns = [FEATURES.index(f) for f in self.features]
         # Fitted on today's FEATURES in order (every bundle this release trains): no
         # column gather on the hot path.
         self._columns = None if columns == list(range(len(FEATURES))) else np.array(columns, dtype=np.intp)
-        self._ensemble = exact_ensemble(self.model, self._booster)
-        self.evaluator = "numpy" if self._ensemble is not None else "lightgbm"
+        # Scored in numpy, to LightGBM's own doubles (core/tree_ensemble.py), unless
+        # training found that evaluation differ on this model (training/scorer.py) or it
+        # is refused; then LightGBM's predict. A process serving numpy-scored trees never
+        # imports LightGBM: ~18 MB of private memory a worker.
+        self.ensemble = self._booster = None
+        if self.info.get("evaluator") != "lightgbm":
+            # Refused (tree_ensemble.Unsupported, a ValueError), or a text this reader
+            # cannot follow: LightGBM's parser then says whether it is a model at all.
+            with contextlib.suppress(ValueError, KeyError, IndexError):
+                self.ensemble = TreeEnsemble(self.model, len(self.features))
+        if self.ensemble is None:
+            self._booster = lightgbm_booster(self.model, len(self.features))
+        self.evaluator = "numpy" if self.ensemble is not None else "lightgbm"
 
     def score(self, X: np.ndarray) -> np.ndarray:
         Z = X if self._columns is None else X[:, self._columns]
-        if self._ensemble is not None:  # LightGBM's doubles, 2.5x cheaper (core/tree_ensemble.py)
-            return self._ensemble.score(Z)
+        if self.ensemble is not None:  # LightGBM's doubles, 2.5x cheaper (core/tree_ensemble.py)
+            return self.ensemble.score(Z)
         # One thread: a Rank call is one request among many, and the server's
         # concurrency is its workers.
         return self._booster.predict(np.ascontiguousarray(Z, dtype=np.float64), num_threads=1)
@@ -274,19 +276,17 @@ class TreeScorer:
         )
 
 
-def exact_ensemble(model: str, booster) -> TreeEnsemble | None:
-    """The model as core.tree_ensemble evaluates it, if that gives LightGBM's own output
-    bit for bit on probe rows at and around every threshold (float32, as features are;
-    missing and infinite values too); else None, and LightGBM's predict scores it."""
+def lightgbm_booster(model: str, n_features: int):
+    """LightGBM's own Booster for a model text, checked to have `n_features` columns."""
     try:
-        ensemble = TreeEnsemble(model, booster.num_feature())
-    except (ValueError, KeyError, IndexError):
-        # Refused (tree_ensemble.Unsupported, a ValueError), or a text this reader cannot
-        # follow where LightGBM's parser, which read it first, could: LightGBM scores it.
-        return None
-    probes = threshold_probes(ensemble, booster.num_feature())
-    same = np.array_equal(ensemble.score(probes), booster.predict(probes.astype(np.float64), num_threads=1))
-    return ensemble if same else None
+        import lightgbm  # only for trees the numpy evaluation does not take
+
+        booster = lightgbm.Booster(model_str=model)
+    except Exception as exc:  # ImportError, or LightGBMError on a damaged model text
+        raise ValueError(f"lambdarank scorer: {exc}") from None
+    if booster.num_feature() != n_features:
+        raise ValueError(f"lambdarank scorer: a model of {booster.num_feature()} features, {n_features} named")
+    return booster
 
 
 def model_digest(model: str) -> str:

@@ -66,6 +66,8 @@ class TreeEnsemble:
             raise Unsupported("more than one output per row")
         if "average_output" in header:
             raise Unsupported("averaged output (random forest mode)")
+        if header.get("max_feature_idx") != str(n_features - 1):
+            raise Unsupported(f"a model of {header.get('max_feature_idx')} + 1 features, {n_features} scored")
         leaves = max(int(t["num_leaves"]) for t in trees)
         self.lane = next((b for b in LANE_BITS if b >= leaves), 0)
         if not self.lane:

@@ -4,6 +4,9 @@ bit for bit, and what it cannot evaluate exactly is left to LightGBM."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
@@ -12,8 +15,11 @@ import numpy as np
 import pytest
 
 from core import tree_ensemble
-from core.scoring import FEATURES, TreeScorer, exact_ensemble
+from core.scoring import FEATURES, TreeScorer
 from core.tree_ensemble import TreeEnsemble, Unsupported, threshold_probes
+from tests.test_tree_scorer import xor_requests
+from training.params import ScorerParams
+from training.scorer import fit_scorer, numpy_matches_lightgbm
 
 D = 6
 
@@ -95,12 +101,34 @@ def test_categorical_splits_are_refused():
         TreeEnsemble(booster.model_to_string(), D)
 
 
-def test_a_served_tree_scorer_uses_the_numpy_evaluation_only_if_it_agrees_on_the_probes():
-    booster, _ = fitted(15)
-    model = booster.model_to_string()
-    scorer = TreeScorer(model, FEATURES[:D])
+def test_training_checks_the_numpy_evaluation_against_lightgbm_and_falls_back_to_it():
+    booster, X = fitted(15)
+    scorer = TreeScorer(booster.model_to_string(), FEATURES[:D])
     assert scorer.evaluator == "numpy"
-    # the evaluator is checked against the booster it stands for: another model's is refused
-    other, _ = fitted(7)
-    assert exact_ensemble(model, other) is None
-    assert exact_ensemble(model, booster) is not None
+    assert numpy_matches_lightgbm(scorer, booster, X)
+    other, _ = fitted(7)  # a check that can fail: another model's predict differs
+    assert not numpy_matches_lightgbm(scorer, other, X)
+    # Marked by training, LightGBM's predict scores the trees, to the same doubles.
+    marked = TreeScorer(booster.model_to_string(), FEATURES[:D], info={"evaluator": "lightgbm"})
+    assert marked.evaluator == "lightgbm" and marked.ensemble is None
+    rows = np.random.default_rng(2).normal(size=(300, len(FEATURES))).astype(np.float32)
+    assert np.array_equal(marked.score(rows), scorer.score(rows))
+
+
+def test_a_process_serving_a_blend_never_imports_lightgbm(tmp_path):
+    """LightGBM costs a worker ~18 MB of private memory; the service scores the trees
+    without it (training fitted and checked them with it)."""
+    X, y, requests = xor_requests(4, n_requests=60)
+    blend = fit_scorer(X, y, requests, ScorerParams(objective="blend"), {})
+    assert blend.trees.evaluator == "numpy" and "evaluator" not in blend.trees.info
+    path = tmp_path / "scorer.json"
+    path.write_text(blend.to_json())
+    script = (
+        "import sys, numpy as np; from core.scoring import load_scorer, FEATURES; "
+        f"s = load_scorer(open({str(path)!r}).read()); "
+        "v = s.score(np.zeros((3, len(FEATURES)), np.float32)); "
+        "print(s.trees.evaluator, 'lightgbm' in sys.modules, bool(np.isfinite(v).all()))"
+    )
+    repo = Path(__file__).resolve().parent.parent
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=repo)
+    assert out.stdout.split() == ["numpy", "False", "True"]
