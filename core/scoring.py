@@ -243,7 +243,7 @@ class TreeScorer:
         # column gather on the hot path.
         self._columns = None if columns == list(range(len(FEATURES))) else np.array(columns, dtype=np.intp)
         # Scored in numpy, to LightGBM's own doubles (core/tree_ensemble.py), unless
-        # training found that evaluation differ on this model (training/scorer.py) or it
+        # training found that evaluation differs on this model (training/scorer.py) or it
         # is refused; then LightGBM's predict. A process serving numpy-scored trees never
         # imports LightGBM: ~18 MB of private memory a worker.
         self.ensemble = self._booster = None

@@ -145,6 +145,10 @@ class TreeEnsemble:
             tests[feature[node]].append((threshold[node], word, ~(ruled_out << shift) & 0xFFFF_FFFF_FFFF_FFFF))
 
     def score(self, X: np.ndarray) -> np.ndarray:
+        if len(X) == 0:  # a request whose candidates were all filtered out
+            return np.empty(0, np.float64)
+        if len(X) <= CHUNK_ROWS:  # a request's candidates: one pass
+            return self._score(X)
         out = np.empty(len(X), np.float64)
         for lo in range(0, len(X), CHUNK_ROWS):
             out[lo : lo + CHUNK_ROWS] = self._score(X[lo : lo + CHUNK_ROWS])

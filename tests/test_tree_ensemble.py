@@ -51,7 +51,7 @@ def test_the_same_doubles_as_lightgbm_for_every_lane_width(leaves):
     assert len(np.unique(expected)) > leaves  # rows really reach different leaves
 
 
-def test_rows_beyond_one_chunk_and_single_leaf_trees(monkeypatch):
+def test_no_row_one_row_more_than_a_chunk_and_single_leaf_trees(monkeypatch):
     # min_data_in_leaf above the rows per request: every tree is one leaf, a constant
     booster, X = fitted(15, rounds=5, min_data_in_leaf=10_000)
     ensemble = TreeEnsemble(booster.model_to_string(), D)
@@ -59,6 +59,9 @@ def test_rows_beyond_one_chunk_and_single_leaf_trees(monkeypatch):
     assert np.array_equal(ensemble.score(X[:50]), booster.predict(X[:50].astype(np.float64), num_threads=1))
     booster, X = fitted(15)
     ensemble = TreeEnsemble(booster.model_to_string(), D)
+    for rows in (X[:0], X[:1], X[:1].astype(np.float64)):  # no candidate left, and one
+        assert np.array_equal(ensemble.score(rows), booster.predict(rows.astype(np.float64), num_threads=1))
+    assert ensemble.score(X[:0]).shape == (0,)
     monkeypatch.setattr(tree_ensemble, "CHUNK_ROWS", 64)
     assert np.array_equal(ensemble.score(X), booster.predict(X.astype(np.float64), num_threads=1))
 
