@@ -254,7 +254,11 @@ class TreeScorer:
                 self.ensemble = TreeEnsemble(self.model, len(self.features))
         if self.ensemble is None:
             self._booster = lightgbm_booster(self.model, len(self.features))
-        self.evaluator = "numpy" if self.ensemble is not None else "lightgbm"
+
+    @property
+    def evaluator(self) -> str:
+        """What scores the trees: "numpy" (core/tree_ensemble.py) or "lightgbm"."""
+        return "numpy" if self.ensemble is not None else "lightgbm"
 
     def score(self, X: np.ndarray) -> np.ndarray:
         Z = X if self._columns is None else X[:, self._columns]
