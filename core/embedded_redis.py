@@ -26,8 +26,6 @@ import subprocess
 import time
 from pathlib import Path
 
-import redis
-
 log = logging.getLogger("nichefeed.redis")
 OWNER_FILE = "owner.pid"  # pid of the process that started (owns) the server
 PID_FILE = "redis.pid"
@@ -88,6 +86,11 @@ class EmbeddedRedis:
         directory guards against a socket file copied or symlinked in."""
         if self.port or not self._ping():
             return None
+        # Imported here, not at the top: the --workers supervisor starts the private
+        # server through this module, and redis-py (asyncio, ssl and its parsers with it)
+        # would cost that process 17 MB it otherwise never needs.
+        import redis
+
         try:
             with redis.Redis(unix_socket_path=str(self.socket_path), socket_timeout=2) as client:
                 where = client.config_get("dir").get("dir")

@@ -97,6 +97,13 @@ def test_serving_needs_neither_java_nor_pyspark():
     )
 
 
+def test_the_workers_supervisor_loads_none_of_the_serving_libraries():
+    """With --workers N the entry process only supervises and serves /metrics; every
+    library it loads is memory a 2-worker tree pays once more (redis-py alone was 17 MB)."""
+    heavy = ("redis", "hiredis", "numpy", "grpc", "faiss", "lightgbm")
+    assert packages_loaded_by("service.__main__", "service.workers", among=heavy) == []
+
+
 def packages_loaded_by(*modules: str, among: tuple[str, ...]) -> list[str]:
     """Which of `among` (top-level packages) importing `modules` loads, in a fresh interpreter."""
     import json
