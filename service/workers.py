@@ -4,8 +4,10 @@ With --workers N the main process is a supervisor: it starts N server processes 
 share the gRPC port (SO_REUSEPORT: the kernel spreads connections over them, so both
 cores serve), serves /metrics itself from every worker's samples (prometheus_client
 multiprocess mode), restarts a worker that dies, and on SIGTERM or SIGINT asks every
-worker to drain and waits for it. Workers are started with "spawn", not fork: gRPC's
-threads and an open Redis pool do not survive a fork.
+worker to drain and waits for it. Workers are fresh interpreters (subprocess), not forks:
+gRPC's threads and an open Redis pool do not survive a fork. Not multiprocessing's
+"spawn" either: it starts a resource-tracker process beside them (7 MB of the tree, for
+semaphores no worker uses).
 
 This module imports prometheus_client (through service.app) only inside functions, so
 the supervisor can set PROMETHEUS_MULTIPROC_DIR before anything reads it.
@@ -13,10 +15,13 @@ the supervisor can set PROMETHEUS_MULTIPROC_DIR before anything reads it.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
-import queue
+import pickle
+import select
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -84,36 +89,69 @@ def serve_one(cfg: Config, url: str, reuse_port: bool, metrics: bool, on_ready) 
     return 0
 
 
-def _worker_main(cfg: Config, url: str, ready) -> None:  # runs in a spawned process
+# A worker's first lines: its import path (so it imports what the supervisor imports),
+# then its config and where to report, both as pickles on its stdin.
+WORKER_BOOT = (
+    "import pickle, sys; sys.path[:] = pickle.load(sys.stdin.buffer); "
+    "from service.workers import worker_main; worker_main()"
+)
+# A report is one write of one line under PIPE_BUF (4096 bytes), so two workers' reports
+# never interleave; a longer reason is cut (JSON escapes can at most sextuple it).
+READY_DETAIL_MAX = 600
+
+
+def worker_main() -> None:  # runs in a worker process, started by Supervisor._spawn
+    cfg, url, ready_fd = pickle.load(sys.stdin.buffer)
     setup_logging(cfg)
     enable_stack_dumps()
 
     def on_ready(version, error):
-        ready.put(("error", os.getpid(), error) if error else ("ready", os.getpid(), version))
+        detail = (error or version)[:READY_DETAIL_MAX]
+        report = {"kind": "error" if error else "ready", "pid": os.getpid(), "detail": detail}
+        os.write(ready_fd, (json.dumps(report) + "\n").encode())
 
     sys.exit(serve_one(cfg, url, reuse_port=True, metrics=False, on_ready=on_ready))
+
+
+class ReadyChannel:
+    """The pipe every worker reports on once: ("ready", pid, version) or ("error", pid, why)."""
+
+    def __init__(self):
+        self.read_fd, self.write_fd = os.pipe()
+        self._partial = b""
+
+    def get(self, timeout: float) -> tuple[str, int, str] | None:
+        """The next report, or None after timeout seconds without one."""
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self._partial:
+            left = max(0.0, deadline - time.monotonic())
+            if not select.select([self.read_fd], [], [], left)[0]:
+                return None
+            self._partial += os.read(self.read_fd, 65536)
+        line, self._partial = self._partial.split(b"\n", 1)
+        report = json.loads(line)
+        return report["kind"], report["pid"], report["detail"]
 
 
 class Supervisor:
     """N worker processes on one port, /metrics for all of them, drain on SIGTERM."""
 
     def __init__(self, cfg: Config, url: str, prom_dir: Path):
-        import multiprocessing
-
         self.cfg = cfg
         self.url = url
         self.prom_dir = prom_dir
-        self.mp = multiprocessing.get_context("spawn")  # no fork: gRPC and threads do not survive it
-        self.ready = self.mp.Queue()
-        self.workers: list = []
+        self.ready = ReadyChannel()
+        self.workers: list[subprocess.Popen] = []
         self.started: list[float] = []  # when each slot's worker was started (monotonic)
         self.stopping = threading.Event()
 
-    def _spawn(self):
-        p = self.mp.Process(
-            target=_worker_main, args=(self.cfg, self.url, self.ready), name="nichefeed-worker", daemon=False
+    def _spawn(self) -> subprocess.Popen:
+        p = subprocess.Popen(
+            [sys.executable, "-c", WORKER_BOOT], stdin=subprocess.PIPE, pass_fds=(self.ready.write_fd,)
         )
-        p.start()
+        with p.stdin:  # the worker reads both pickles before it does anything else
+            pickle.dump(sys.path, p.stdin)
+            pickle.dump((self.cfg, self.url, self.ready.write_fd), p.stdin)
         return p
 
     def _await_ready(self, n: int) -> str:
@@ -125,13 +163,13 @@ class Supervisor:
         while ready < n:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"workers not ready after {STARTUP_TIMEOUT_S:.0f}s")
-            try:
-                kind, pid, detail = self.ready.get(timeout=0.2)
-            except queue.Empty:
-                dead = [p for p in self.workers if p.exitcode is not None]
+            report = self.ready.get(timeout=0.2)
+            if report is None:
+                dead = [p for p in self.workers if p.poll() is not None]
                 if dead:
-                    raise RuntimeError(f"worker {dead[0].pid} exited with {dead[0].exitcode} while starting") from None
+                    raise RuntimeError(f"worker {dead[0].pid} exited with {dead[0].returncode} while starting")
                 continue
+            kind, _, detail = report
             if kind == "error":
                 raise RuntimeError(detail)
             version = detail
@@ -168,13 +206,17 @@ class Supervisor:
         backoff = [RestartBackoff() for _ in self.workers]
         due: dict[int, float] = {}  # slot -> when its replacement starts
         while not self.stopping.wait(0.1):
+            # A replacement's report, read so the pipe never fills up.
+            while (report := self.ready.get(timeout=0)) is not None:
+                kind, pid, detail = report
+                (log.info if kind == "ready" else log.error)("replacement worker %s: %s %s", pid, kind, detail)
             now = time.monotonic()
             for i, p in enumerate(self.workers):
-                if self.stopping.is_set() or p.is_alive():
+                if self.stopping.is_set() or p.poll() is None:
                     continue
                 if i not in due:
                     delay = backoff[i].delay(now - self.started[i])
-                    log.error("worker %s exited with %s; starting another in %.1fs", p.pid, p.exitcode, delay)
+                    log.error("worker %s exited with %s; starting another in %.1fs", p.pid, p.returncode, delay)
                     multiprocess.mark_process_dead(p.pid, path=str(self.prom_dir))
                     due[i] = now + delay
                 elif now >= due[i]:
@@ -188,13 +230,13 @@ class Supervisor:
 
         self.stopping.set()
         for p in self.workers:
-            if p.is_alive():
-                os.kill(p.pid, signal.SIGTERM)
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
         for p in self.workers:
-            p.join(self.cfg.drain_notice_s + self.cfg.drain_s + 10)
-            if p.is_alive():
+            try:
+                p.wait(self.cfg.drain_notice_s + self.cfg.drain_s + 10)
+            except subprocess.TimeoutExpired:
                 log.error("worker %s did not drain in time; killing it", p.pid)
                 p.kill()
-                p.join()
-            if p.pid:
-                multiprocess.mark_process_dead(p.pid, path=str(self.prom_dir))
+                p.wait()
+            multiprocess.mark_process_dead(p.pid, path=str(self.prom_dir))

@@ -198,3 +198,34 @@ def test_sigterm_drains_requests_in_flight(two_workers):
         server.proc.send_signal(signal.SIGCONT)
         for ch in channels:
             ch.close()
+
+
+def test_a_worker_that_cannot_start_ends_the_start_with_its_reason(tmp_path):
+    """Nothing published and no bundle on disk: each worker reports why it cannot serve,
+    and the supervisor prints the first reason, exits 2, and leaves no worker behind."""
+    server = EmbeddedRedis(tmp_path / "redis", port=free_port()).start()
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "service", "--workers", "2", "--redis-url", server.url]
+            + ["--models-dir", str(tmp_path / "no-models"), "--grpc-addr", f"127.0.0.1:{free_port()}"]
+            + ["--metrics-addr", f"127.0.0.1:{free_port()}"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,  # its group: the supervisor and every worker it started
+        )
+        try:
+            _, err = proc.communicate(timeout=120)
+            try:
+                os.killpg(proc.pid, 0)
+                left_behind = True
+            except ProcessLookupError:  # the group is empty: no worker outlived the supervisor
+                left_behind = False
+        finally:
+            _kill_group(proc)
+    finally:
+        server.stop()
+    assert proc.returncode == 2, err
+    reason = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert reason == [f"error: no model published in Redis at {server.host}:{server.port} (run make publish)"], err
+    assert not left_behind
