@@ -45,6 +45,16 @@ def test_bootstrap_interval_is_seeded_and_brackets_the_mean():
     assert a[1] - a[0] < 0.1
 
 
+def test_bootstrap_interval_is_the_one_every_saved_report_was_computed_with():
+    """The draws became int32 for speed; the intervals of reports written before must
+    come out the same, to the last bit (the gate and make evaluate recompute them)."""
+    for n, draws in ((1, 50), (77, 1000), (1726, 300)):
+        values = np.random.default_rng(n).normal(size=n)
+        idx = np.random.default_rng(9).integers(0, n, (draws, n))  # int64, as before
+        before = tuple(float(q) for q in np.quantile(values[idx].mean(axis=1), [0.025, 0.975]))
+        assert bootstrap_ci(values, draws, np.random.default_rng(9)) == before
+
+
 def test_report_is_recomputed_exactly_from_the_bundle(learned_bundle):
     report, mismatches = reevaluate(learned_bundle)
     assert mismatches == []
