@@ -56,8 +56,19 @@ def measure(pids: list[int], bundle_dir: Path | None = None) -> dict:
     for p in procs:
         for k in ("rss_mb", "pss_mb", "private_mb", "shared_mb", "anon_mb"):
             p[k] = round(p[k], 1)
+        p["role"] = role(p, procs)
     total = {k: round(sum(p[k] for p in procs), 1) for k in ("rss_mb", "pss_mb", "private_mb", "shared_mb", "anon_mb")}
     return {"processes": procs, "total": total, "n_processes": len(procs)}
+
+
+def role(p: dict, procs: list[dict]) -> str:
+    """What the process is to the service: the one server, the --workers supervisor (the
+    tree's root), one of its workers (service/workers.py WORKER_BOOT), else its command."""
+    if "worker_main" in p["cmd"]:
+        return "worker"
+    if p is procs[0] and " -m service" in p["cmd"]:
+        return "supervisor" if len(procs) > 1 else "server"
+    return p["cmd"][-40:]
 
 
 def bundle_file_sizes(bundle_dir: Path) -> dict[str, float]:

@@ -558,7 +558,7 @@ def _memory(mem: list[dict]) -> list[str]:
                     m["world"],
                     m["workers"],
                     p["pid"],
-                    p["cmd"][-40:],
+                    p.get("role", p["cmd"][-40:]),
                     p["rss_mb"],
                     p["pss_mb"],
                     p["private_mb"],
@@ -571,7 +571,7 @@ def _memory(mem: list[dict]) -> list[str]:
         "",
     ]
     lines += _table(
-        ["world", "procs asked", "pid", "command", "RSS MB", "PSS MB", "private MB", "anon MB", "bundle mapped MB"],
+        ["world", "procs asked", "pid", "process", "RSS MB", "PSS MB", "private MB", "anon MB", "bundle mapped MB"],
         rows,
     ) + [""]
     return lines

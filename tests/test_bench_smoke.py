@@ -47,6 +47,7 @@ def test_bench_runs_on_tiny_world(published, redis_server, redis_client, tmp_pat
         assert "handler other" in stage_names and len(stage_names) > 3  # stages come from /metrics
     assert res["retrieval"]["given"]["rows"][0]["recall@50"] == 1.0  # exact search agrees with itself
     assert res["memory"] and res["memory"][0]["total"]["rss_mb"] > 0
+    assert [p["role"] for p in res["memory"][0]["processes"]] == ["server"]
     assert res["comparisons"]["hydration"]["given"]["packed_mget"]["n"] > 0
     assert {g["status"] for g in res["goals"]["latency"]} <= {"met", "missed"}
     md = (out_dir / "latest.md").read_text()
@@ -125,3 +126,19 @@ def test_a_multi_process_row_whose_connections_all_reached_one_process_is_not_co
     assert unspread_note(1, 8, [8]) is None
     note = unspread_note(2, 8, [8])
     assert note is not None and "8 connection(s) on 1 of the 2 processes" in note
+
+
+def test_the_memory_table_names_each_process_by_its_role():
+    """A --workers tree: its root the supervisor, the children started from WORKER_BOOT
+    the workers, anything else (a helper the tree grew) by its command's tail."""
+    from benchmarks.memory import role
+    from service.workers import WORKER_BOOT
+
+    tree = [
+        {"cmd": "/srv/.venv/bin/python -m service --grpc-addr"},
+        {"cmd": f"/srv/.venv/bin/python -c {WORKER_BOOT}"},
+        {"cmd": f"/srv/.venv/bin/python -c {WORKER_BOOT}"},
+        {"cmd": "/usr/bin/redis-server 127.0.0.1:6379"},
+    ]
+    assert [role(p, tree) for p in tree] == ["supervisor", "worker", "worker", "/usr/bin/redis-server 127.0.0.1:6379"]
+    assert role(tree[0], tree[:1]) == "server"
