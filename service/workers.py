@@ -149,9 +149,12 @@ class Supervisor:
         p = subprocess.Popen(
             [sys.executable, "-c", WORKER_BOOT], stdin=subprocess.PIPE, pass_fds=(self.ready.write_fd,)
         )
-        with p.stdin:  # the worker reads both pickles before it does anything else
-            pickle.dump(sys.path, p.stdin)
-            pickle.dump((self.cfg, self.url, self.ready.write_fd), p.stdin)
+        try:
+            with p.stdin:  # the worker reads both pickles before it does anything else
+                pickle.dump(sys.path, p.stdin)
+                pickle.dump((self.cfg, self.url, self.ready.write_fd), p.stdin)
+        except BrokenPipeError:
+            pass  # it died at once (a broken interpreter): its exit is handled like any other
         return p
 
     def _await_ready(self, n: int) -> str:

@@ -229,3 +229,20 @@ def test_a_worker_that_cannot_start_ends_the_start_with_its_reason(tmp_path):
     reason = [line for line in err.splitlines() if line.startswith("error: ")]
     assert reason == [f"error: no model published in Redis at {server.host}:{server.port} (run make publish)"], err
     assert not left_behind
+
+
+def test_a_worker_that_dies_before_reporting_ends_the_start_with_its_exit_status(tmp_path, monkeypatch):
+    """A worker interpreter that cannot even start (here a stand-in that closes its stdin
+    and exits 3): the supervisor neither hangs nor crashes on the config it could not
+    hand over, and says which worker died how."""
+    from service.config import load_config
+    from service.workers import Supervisor
+
+    broken = tmp_path / "broken-python"
+    broken.write_text("#!/bin/sh\nexec 0<&-\nexit 3\n")
+    broken.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(broken))
+    sup = Supervisor(load_config(["--workers", "2"]), "redis://127.0.0.1:1/0", tmp_path)
+    sup.workers = [sup._spawn() for _ in range(2)]
+    with pytest.raises(RuntimeError, match=r"worker \d+ exited with 3 while starting"):
+        sup._await_ready(2)
