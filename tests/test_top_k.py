@@ -24,20 +24,27 @@ def test_a_small_row_with_known_answer():
     assert top_k(scores, 330).shape == (1, 320)  # k beyond the row: all of it
 
 
-@pytest.mark.parametrize("kind", ["continuous", "ties", "ties and hidden"])
+@pytest.mark.parametrize("kind", ["continuous", "ties", "ties and hidden", "mostly zeros", "best in one block"])
 def test_the_same_items_as_a_selection_over_the_whole_row(kind):
     rng = np.random.default_rng(11)
     for _ in range(60):
         n, rows, k = int(rng.integers(1, 5000)), int(rng.integers(0, 40)), int(rng.integers(1, 80))
-        if kind == "continuous":
+        if kind in ("continuous", "best in one block"):
             scores = rng.normal(size=(rows, n)).astype(np.float32)
+        elif kind == "mostly zeros":  # a count-based baseline: a few counted posts, zeros elsewhere
+            scores = np.zeros((rows, n), np.float32)
+            counted = rng.random(scores.shape) < rng.random((rows, 1)) * 4 * k / n
+            scores[counted] = rng.integers(1, 6, size=counted.sum())
         else:  # few distinct values: ties at the k-th place in most rows
             scores = rng.integers(0, 4, size=(rows, n)).astype(np.float32)
+        if kind == "best in one block":  # a low threshold, no ties: the rows argpartition takes
+            scores[:, : k + 3] += 100
         if kind == "ties and hidden":
             scores[rng.random(scores.shape) < 0.6] = -np.inf  # hidden posts, as CandidateSource.hide
         got = top_k(scores, k)
         np.testing.assert_array_equal(got, whole_row_selection(scores, k))
-        if kind == "continuous" and rows:  # no ties: the k best, best first
+        np.testing.assert_array_equal(top_k(np.asfortranarray(scores), k), got)  # any layout
+        if kind in ("continuous", "best in one block") and rows:  # no ties: the k best, best first
             best = np.argsort(-scores, axis=1, kind="stable")[:, : got.shape[1]]
             np.testing.assert_array_equal(got, best)
 

@@ -156,7 +156,8 @@ def rank_dense(source: CandidateSource, users: np.ndarray, score_fn, k: int, chu
 
     def rank(lo: int) -> None:
         batch = users[lo : lo + chunk]
-        scores = np.asarray(score_fn(batch), dtype=np.float32)
+        # C order: top_k and hide pass along each row (a transposed array is 10x slower)
+        scores = np.ascontiguousarray(score_fn(batch), dtype=np.float32)
         source.hide(scores, batch)
         top = top_k(scores, k)
         valid = np.isfinite(np.take_along_axis(scores, top, axis=1))
