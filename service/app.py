@@ -111,8 +111,13 @@ class Service:
             raise StartupError(str(exc)) from None
 
     def live_for(self, version: str):
-        """The live index of `version`: the control's or the experiment candidate's."""
-        return self.live.index_for(version) or self.candidate_live.index_for(version)
+        """The live index of `version`: the control's or the experiment candidate's.
+
+        Compared with None, never by truth: a LiveIndex's len() counts its post vectors,
+        and one holding only deletions and visibility changes (a version's first writes)
+        is 0, yet it is what keeps those posts out of a degraded feed."""
+        index = self.live.index_for(version)
+        return index if index is not None else self.candidate_live.index_for(version)
 
     def start(self, metrics: bool = True) -> Service:
         if metrics and self.cfg.metrics_addr:

@@ -174,6 +174,28 @@ def test_live_posts_survive_a_service_restart(tiny_bundle, redis_server):
 
 def test_degraded_mode_honours_live_deletions_and_visibility(running, redis_server):
     """Redis down: records come from the bundle, corrected by what the live index saw."""
+    degraded_feed_honours_deletion_and_visibility(running, redis_server)
+
+
+def test_degraded_mode_honours_them_in_a_live_index_without_vectors(tiny_bundle, tmp_path):
+    """A version's first writes a deletion and a visibility change: the live index then
+    holds no post vector (its len() is 0), and must still correct the bundle's records
+    while Redis is down (a members-only post shown to a non-member otherwise)."""
+    server = EmbeddedRedis(tmp_path / "redis", port=free_port()).start()
+    try:
+        publishing.publish(tiny_bundle, redis.Redis.from_url(server.url))
+        r = Running(tiny_bundle, server.url)
+        try:
+            degraded_feed_honours_deletion_and_visibility(r, server, vectors=0)
+        finally:
+            r.stop()
+    finally:
+        server.stop()
+
+
+def degraded_feed_honours_deletion_and_visibility(running, redis_server, vectors: int | None = None):
+    """Delete one public post of u9's feed and make another members-only, then stop Redis:
+    the degraded feed holds neither. `vectors`: the live index's post count to expect."""
     bundle = running.svc.holder.current
     user = "u9"
     public_posts = [p for p in feed(running, user) if p in bundle.post_row]
@@ -197,6 +219,8 @@ def test_degraded_mode_honours_live_deletions_and_visibility(running, redis_serv
     assert wait_for(
         lambda: gone in live.index_for(bundle.version).deleted and hidden in live.index_for(bundle.version).private
     )
+    if vectors is not None:
+        assert len(live.index_for(bundle.version)) == vectors
     redis_server.stop()
     try:
         resp = running.ranker.Rank(ranking_pb2.RankRequest(user_id=user, limit=200), timeout=5)
