@@ -13,13 +13,16 @@ from service.app import Service
 from tests.catalogue_logs import write_catalogue_logs
 from tests.conftest import service_config
 from training import publish as publishing
-from training.params import TrainParams
+from training.params import EvalParams, TrainParams
 from training.train import train
 
 
 def test_catalogue_model_serves_under_the_wall_clock(tmp_path):
     data = write_catalogue_logs(tmp_path / "logs", users=300, items=200)
-    bundle = train(data, tmp_path / "models", TrainParams(), progress=False, quiet=True)
+    # One split point: what is checked here is serving, and the automatic choice replays
+    # up to 8 on so small a log, each with its own scorer refits (~40 s of the test).
+    params = TrainParams(eval=EvalParams(split_points=1))
+    bundle = train(data, tmp_path / "models", params, progress=False, quiet=True)
     assert load_bundle(bundle).manifest.params["index_window_applied_days"] is None
     with EmbeddedRedis(tmp_path / "redis", port=free_port()) as server:
         publishing.publish(bundle, redis.Redis.from_url(server.url), progress=False)
