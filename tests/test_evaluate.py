@@ -11,7 +11,7 @@ import scipy.sparse as sp
 
 from core import contract
 from tests.catalogue_logs import write_catalogue_logs
-from training.evaluate import METHODS, bootstrap_ci, per_user_metrics
+from training.evaluate import METHODS, bootstrap_ci, bootstrap_cis, per_user_metrics
 from training.params import EvalParams, TrainParams
 from training.reevaluate import reevaluate
 from training.train import train
@@ -53,6 +53,17 @@ def test_bootstrap_interval_is_the_one_every_saved_report_was_computed_with():
         idx = np.random.default_rng(9).integers(0, n, (draws, n))  # int64, as before
         before = tuple(float(q) for q in np.quantile(values[idx].mean(axis=1), [0.025, 0.975]))
         assert bootstrap_ci(values, draws, np.random.default_rng(9)) == before
+
+
+def test_intervals_drawn_in_a_batch_are_those_drawn_one_by_one():
+    """A report's intervals are drawn in one batch (the means on a second thread); from
+    one generator they are the sequential calls' intervals, empty samples drawing nothing."""
+    rng = np.random.default_rng(4)
+    samples = [rng.normal(size=n) for n in (300, 0, 1, 2000, 0, 77, 500)]
+    one_by_one = np.random.default_rng(12)
+    expected = [bootstrap_ci(v, 200, one_by_one) for v in samples]
+    assert bootstrap_cis(samples, 200, np.random.default_rng(12)) == expected
+    assert expected[1] == expected[4] == (0.0, 0.0)
 
 
 def test_report_is_recomputed_exactly_from_the_bundle(learned_bundle):
