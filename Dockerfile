@@ -8,7 +8,9 @@ COPY protos ./protos
 COPY core ./core
 COPY service ./service
 COPY training ./training
-# The gRPC stubs are generated, never checked in (Makefile: proto).
+# gcc compiles the trees' kernel (core/quickscorer.c) into the wheel; the serving stage
+# below needs no compiler. The gRPC stubs are generated, never checked in (Makefile: proto).
+RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev && rm -rf /var/lib/apt/lists/*
 RUN pip install --no-cache-dir "grpcio-tools>=1.85" \
  && mkdir -p gen/nichefeed/v1 && touch gen/nichefeed/__init__.py gen/nichefeed/v1/__init__.py \
  && python -m grpc_tools.protoc -Iprotos --python_out=gen --grpc_python_out=gen --pyi_out=gen protos/nichefeed/v1/*.proto \

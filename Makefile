@@ -40,7 +40,7 @@ help:
 	@echo "make install    what make serve needs (serving, [train], [proto]: no pyspark, no Java); install-spark, install-dev add the rest"
 	@echo "make proto      regenerate the gRPC stubs into gen/"
 	@echo "make format     apply the linter's fixes and the formatter (make test checks both)"
-	@echo "make clean      remove the virtualenv, generated stubs, var/ (Redis data)"
+	@echo "make clean      remove the virtualenv, generated stubs, the compiled trees' kernel, var/ (Redis data)"
 
 # Installs. The project goes into a project virtualenv, editable so the tree is what runs;
 # gen/ must exist first (the generated stubs are the package nichefeed.v1). Three sets,
@@ -63,15 +63,19 @@ define pip-install
 	$(PY) -m pip install --disable-pip-version-check --no-cache-dir -q -e '.[$(1)]'
 endef
 
-$(STAMP_SERVE): pyproject.toml
+# The editable install also compiles core/quickscorer.c (the trees' kernel) in place: an
+# edit to it re-runs the install.
+BUILT_FROM := pyproject.toml core/quickscorer.c
+
+$(STAMP_SERVE): $(BUILT_FROM)
 	$(call pip-install,$(SERVE_EXTRAS))
 	@touch $@
 
-$(STAMP_SPARK): pyproject.toml
+$(STAMP_SPARK): $(BUILT_FROM)
 	$(call pip-install,$(SPARK_EXTRAS))
 	@touch $@ $(STAMP_SERVE)
 
-$(STAMP_DEV): pyproject.toml
+$(STAMP_DEV): $(BUILT_FROM)
 	$(call pip-install,dev)
 	@touch $@ $(STAMP_SPARK) $(STAMP_SERVE)
 
@@ -206,4 +210,4 @@ bench-training: install-dev
 	$(PY) -m benchmarks.training $(ARGS)
 
 clean:
-	rm -rf $(VENV) gen var .pytest_cache
+	rm -rf $(VENV) gen var .pytest_cache core/_quickscorer*.so

@@ -11,7 +11,9 @@ than wall time. `--live N` puts N posts in the live index first, as the write pa
 leaves it after engagement (bundle posts whose vectors moved: the ingest bench's 30k).
 Each request's wall time (Redis' time included) is reported too, as p50 and p90;
 `--no-prefetch` reads every candidate's record after retrieve, as before the MGET was
-sent ahead of the FAISS search (service/stages/retrieve.py), to measure that overlap.
+sent ahead of the FAISS search (service/stages/retrieve.py), to measure that overlap;
+`--numpy-trees` scores the blend's trees in numpy instead of with the compiled kernel
+(core/quickscorer.c), to measure that one in a single checkout.
 
 The answers (every request's ranked ids) are hashed and printed, and written with
 `--answers FILE`; `--compare FILE` fails if any differ: a hot-path optimisation must
@@ -83,6 +85,10 @@ def run(args) -> dict:
             for stage in stages:
                 if stage.name == "retrieve":
                     stage.store = None
+        if args.numpy_trees:  # the blend's trees in numpy, as before core/quickscorer.c
+            trees = getattr(b.scorer, "trees", b.scorer)
+            if getattr(trees, "ensemble", None) is not None:
+                trees.ensemble.kernel = "numpy"
         now = b.data_end_ts
         walls: list[float] = []  # wall seconds of each measured request (Redis' time included)
 
@@ -153,6 +159,11 @@ def main(argv: list[str] | None = None) -> int:
         "--no-prefetch",
         action="store_true",
         help="read every candidate's record after retrieve (no MGET sent before the FAISS search)",
+    )
+    ap.add_argument(
+        "--numpy-trees",
+        action="store_true",
+        help="score the bundle's trees in numpy, not with the compiled kernel (core/quickscorer.c)",
     )
     ap.add_argument("--answers", type=Path, help="write every request's ranked ids here")
     ap.add_argument("--compare", type=Path, help="fail if the answers differ from this file's")

@@ -13,8 +13,9 @@ cycle through 40 different requests, as a server's do: one request scored again 
 lets the CPU's branch predictor learn the trees' paths (at 100 candidates that made them
 look 1.6x cheaper). The linear scorer's row is
 core.scoring.LinearScorer.score on the same matrix; each ensemble is timed as LightGBM's
-predict and as core/tree_ensemble.py's numpy evaluation of the same trees (the same
-doubles, checked here on every request; what core.scoring.TreeScorer serves), and its
+predict and as core/tree_ensemble.py's evaluation of the same trees, compiled
+(core/quickscorer.c) and in numpy (the same doubles, checked here on every request;
+core.scoring.TreeScorer serves the compiled one where the install built it), and its
 "blend" row is core.scoring.BlendScorer.score (the linear scorer and those trees, each
 over its scale, averaged), what the service runs for a blend bundle.
 """
@@ -30,7 +31,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")  # before lightgbm loads its OpenM
 import numpy as np
 
 from core.scoring import FEATURES, BlendScorer, LinearScorer, TreeScorer
-from training.scorer import lambdarank_booster, numpy_matches_lightgbm
+from training.scorer import evaluation_matches_lightgbm, lambdarank_booster
 
 
 def cpu_ms_per_call(fn, requests: list[np.ndarray], calls: int) -> float:
@@ -66,12 +67,14 @@ def main(argv: list[str] | None = None) -> None:
         print(f"  lambdarank, {trees:>4} trees of 15 leaves, LightGBM's predict   {ms:.3f}")
         trees_scorer = TreeScorer(booster.model_to_string(), FEATURES)
         # training's own check, on the probes and on every request timed here
-        if trees_scorer.evaluator != "numpy" or not numpy_matches_lightgbm(
+        if trees_scorer.evaluator == "lightgbm" or not evaluation_matches_lightgbm(
             trees_scorer, booster, np.concatenate(scored), fitted_rows=len(scored) * args.rows
         ):
-            raise SystemExit("the numpy evaluation does not reproduce LightGBM's predict on these requests")
-        ms = cpu_ms_per_call(trees_scorer.score, scored, args.calls)
-        print(f"  lambdarank, {trees:>4} trees of 15 leaves, numpy (served)       {ms:.3f}")
+            raise SystemExit("core/tree_ensemble.py does not reproduce LightGBM's predict on these requests")
+        for kernel, score in trees_scorer.ensemble.kernels().items():
+            ms = cpu_ms_per_call(score, scored, args.calls)
+            served = " (served)" if kernel == trees_scorer.evaluator else ""
+            print(f"  lambdarank, {trees:>4} trees of 15 leaves, {kernel + served:<20}  {ms:.3f}")
         blend = BlendScorer(linear, trees_scorer)
         ms = cpu_ms_per_call(blend.score, scored, args.calls)
         print(f"  blend, linear + {trees:>4} trees (served)                      {ms:.3f}")

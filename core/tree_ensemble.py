@@ -20,10 +20,17 @@ What the model text may hold is checked when it is read, and anything outside wh
 evaluates exactly (categorical splits, linear trees, a missing-value rule other than
 LightGBM's "none", more than 64 leaves a tree, averaged output) is refused with the
 reason: core.scoring then keeps LightGBM's own predict for that model.
+
+The same evaluation runs compiled (core/quickscorer.c, the extension core._quickscorer)
+where the install could build it: float32 rows, a request's 500 candidates x 100 trees
+in ~0.25 ms against ~0.65 ms in numpy, the same doubles. Where it is missing (no C
+compiler at install time), or for float64 rows, numpy scores.
 """
 
 from __future__ import annotations
 
+import ctypes
+import importlib.util
 import sys
 
 import numpy as np
@@ -32,6 +39,33 @@ LANE_BITS = (8, 16, 32, 64)  # a tree's leaves are one lane of a uint64 word
 ALL_ONES = np.uint64(0xFFFF_FFFF_FFFF_FFFF)
 ZERO_THRESHOLD = float(np.float32(1e-35))  # LightGBM's kZeroThreshold, a float literal read as a double
 CHUNK_ROWS = 8192  # rows evaluated at once: training scores a million, the service 500
+
+
+KERNEL_ABI = 1  # core/quickscorer.c's qs_abi(): the signature below
+
+
+def load_kernel():
+    """core/quickscorer.c's qs_score through ctypes, or None where the extension was not
+    built (or is a stale build of another signature). ctypes releases the GIL for the
+    call: other requests' threads run meanwhile."""
+    spec = importlib.util.find_spec("core._quickscorer")
+    if spec is None or not spec.origin:
+        return None
+    try:
+        lib = ctypes.CDLL(spec.origin)
+        lib.qs_abi.restype = ctypes.c_int64
+        if lib.qs_abi() != KERNEL_ABI:
+            return None
+        fn = lib.qs_score
+    except (OSError, AttributeError):
+        return None
+    ptr, i64 = ctypes.c_void_p, ctypes.c_int64
+    fn.argtypes = [ptr, i64, i64, i64, ptr, ptr, ptr, ptr, ptr, i64, i64, i64, ptr, ctypes.c_float, ptr, ptr]
+    fn.restype = None
+    return fn
+
+
+KERNEL = load_kernel()
 
 
 class Unsupported(ValueError):
@@ -58,7 +92,7 @@ def parse_model(text: str) -> tuple[dict[str, str], list[dict[str, str]]]:
 class TreeEnsemble:
     """score(X) = the model's raw prediction for each row of X (float32 or float64)."""
 
-    def __init__(self, model_text: str, n_features: int):
+    def __init__(self, model_text: str, n_features: int, compiled: bool = True):
         header, trees = parse_model(model_text)
         if not trees:
             raise Unsupported("no trees in the model text")
@@ -100,6 +134,19 @@ class TreeEnsemble:
         index = np.uint16 if self.n_trees * self.lane <= 1 << 16 else np.intp
         self._tree_base = (np.arange(self.n_trees, dtype=index) * index(self.lane))[:, None]
         self._flat_values = self.leaf_values.reshape(-1)
+        # The compiled kernel's view of the same tables: one array of every feature's
+        # thresholds and one of every prefix table, with where each begins.
+        self.kernel = "c" if compiled and KERNEL is not None else "numpy"
+        if self.kernel == "c":
+            self._c_tables = (
+                np.ascontiguousarray(self.used, dtype=np.int64),
+                np.cumsum([0] + [len(t) for t in self.thresholds32], dtype=np.int64),
+                np.concatenate([np.empty(0, np.float32), *self.thresholds32]).astype(np.float32),
+                np.cumsum([0] + [len(p) for p in self.prefix], dtype=np.int64),
+                np.ascontiguousarray(np.concatenate([np.empty((0, self.n_words), np.uint64), *self.prefix])),
+                np.ascontiguousarray(self._flat_values),
+            )
+            self._c_args = tuple(a.ctypes.data for a in self._c_tables)
 
     def _read_tree(self, t: int, tree: dict[str, str], n_features: int, tests: list) -> None:
         n_leaves = int(tree["num_leaves"])
@@ -154,7 +201,31 @@ class TreeEnsemble:
             out[lo : lo + CHUNK_ROWS] = self._score(X[lo : lo + CHUNK_ROWS])
         return out
 
+    def kernels(self) -> dict:
+        """Each evaluation this process can run, by name (for checks against LightGBM)."""
+        found = {"numpy": self._score_numpy}
+        if self.kernel == "c":
+            found["c"] = self._score_compiled
+        return found
+
     def _score(self, X: np.ndarray) -> np.ndarray:
+        if self.kernel == "c" and X.dtype == np.float32:
+            return self._score_compiled(X)
+        return self._score_numpy(X)
+
+    def _score_compiled(self, X: np.ndarray) -> np.ndarray:
+        if X.strides[1] != X.itemsize or X.strides[0] % X.itemsize:
+            X = np.ascontiguousarray(X)
+        used, thr_off, thr, pre_off, prefix, values = self._c_args
+        out = np.empty(len(X), np.float64)
+        alive = np.empty(len(X) * self.n_words, np.uint64)  # per call: requests score on several threads
+        KERNEL(
+            X.ctypes.data, len(X), X.strides[0] // X.itemsize, len(self.used), used, thr_off, thr, pre_off, prefix,
+            self.n_words, self.n_trees, self.lane, values, ZERO_THRESHOLD, out.ctypes.data, alive.ctypes.data,
+        )  # fmt: skip
+        return out
+
+    def _score_numpy(self, X: np.ndarray) -> np.ndarray:
         if X.dtype != np.float32:
             X, thresholds = np.asarray(X, dtype=np.float64), self.thresholds64
         else:

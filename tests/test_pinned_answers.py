@@ -171,8 +171,8 @@ def answers(svc, world: SmallWorld, now: float) -> dict[str, list]:
 def test_ranked_answers_of_a_fixed_world_are_unchanged(pinned_service):
     svc, world, now, path = pinned_service
     scorer = svc.holder.current.scorer
-    if isinstance(scorer, BlendScorer):  # the trees are scored by the numpy evaluation
-        assert scorer.trees.evaluator == "numpy"
+    if isinstance(scorer, BlendScorer):  # the trees are scored by core/tree_ensemble.py, compiled
+        assert scorer.trees.evaluator == "c"
     got = answers(svc, world, now)
     if os.environ.get("NICHEFEED_PIN_REGENERATE"):
         path.parent.mkdir(exist_ok=True)

@@ -249,20 +249,22 @@ def fit_lambdarank(X: np.ndarray, y: np.ndarray, requests: np.ndarray, seed: int
         "gain_share_by_feature": {f: round(float(v), 4) for f, v in zip(FEATURES, share)},
     }
     scorer = TreeScorer(booster.model_to_string(), FEATURES, info=info)
-    if scorer.evaluator == "numpy" and not numpy_matches_lightgbm(scorer, booster, X):
+    if scorer.evaluator != "lightgbm" and not evaluation_matches_lightgbm(scorer, booster, X):
         # Never seen: the service would then score these trees with LightGBM's predict,
         # and so does this training's evaluation (both call TreeScorer.score).
         scorer = TreeScorer(scorer.model, FEATURES, info={**info, "evaluator": "lightgbm"})
     return scorer
 
 
-def numpy_matches_lightgbm(scorer: TreeScorer, booster, X: np.ndarray, fitted_rows: int = 20_000) -> bool:
-    """Whether the numpy evaluation the service scores these trees with
-    (core/tree_ensemble.py) gives LightGBM's predict bit for bit: on probe rows at and
-    around every threshold (zeros, missing and infinite values among them) and on the
-    first of the rows fitted, float32 as features are."""
+def evaluation_matches_lightgbm(scorer: TreeScorer, booster, X: np.ndarray, fitted_rows: int = 20_000) -> bool:
+    """Whether the evaluation the service scores these trees with (core/tree_ensemble.py,
+    compiled and in numpy both: a server without the compiled kernel scores in numpy)
+    gives LightGBM's predict bit for bit: on probe rows at and around every threshold
+    (zeros, missing and infinite values among them) and on the first of the rows
+    fitted, float32 as features are."""
     rows = np.concatenate([threshold_probes(scorer.ensemble, X.shape[1]), X[:fitted_rows].astype(np.float32)])
-    return np.array_equal(scorer.score(rows), booster.predict(rows.astype(np.float64), num_threads=1))
+    expected = booster.predict(rows.astype(np.float64), num_threads=1)
+    return all(np.array_equal(score(rows), expected) for score in scorer.ensemble.kernels().values())
 
 
 def fit_scorer(X: np.ndarray, y: np.ndarray, requests: np.ndarray, params: ScorerParams, info: dict) -> Scorer:
