@@ -281,6 +281,13 @@ class TreeScorer:
         )
 
 
+def tree_evaluator(scorer) -> str:
+    """What scores a scorer's trees: "c", "numpy" or "lightgbm" (TreeScorer.evaluator),
+    "none" for a scorer without trees."""
+    trees = scorer if isinstance(scorer, TreeScorer) else getattr(scorer, "trees", None)
+    return trees.evaluator if isinstance(trees, TreeScorer) else "none"
+
+
 def lightgbm_booster(model: str, n_features: int):
     """LightGBM's own Booster for a model text, checked to have `n_features` columns."""
     try:

@@ -76,6 +76,16 @@ class Metrics:
         self.model_created = Gauge(
             f"{NS}_model_created_timestamp_seconds", "When the serving model was trained", multiprocess_mode="livemax"
         )
+        # What the serving model scores with, and what evaluates its trees (c, numpy,
+        # lightgbm; none without trees): a worker whose install could not compile the
+        # trees' kernel scores them in numpy at ~2.5x their CPU, and shows it here.
+        self.model_scorer = Gauge(
+            f"{NS}_model_scorer_info",
+            "The serving model's scorer and its trees' evaluator (value 1)",
+            ["scorer", "trees"],
+            multiprocess_mode="livemax",
+        )
+        self._scorer_labels: tuple[str, str] | None = None
         self.index_size = Gauge(f"{NS}_index_posts", "Posts in the retrieval index", multiprocess_mode="livemax")
         self.reloads = Counter(f"{NS}_model_reloads_total", "Model reload attempts, by outcome", ["outcome"])
         # Hot path health (issue 4): degraded answers, Redis reachability, live workers.
@@ -192,7 +202,9 @@ class Metrics:
             f"{NS}_shadow_cpu_seconds", "CPU time of one shadow ranking (its own thread)", buckets=STAGE_BUCKETS
         )
 
-    def set_model(self, version: str, created_at: str, index_size: int, previous: str | None) -> None:
+    def set_model(
+        self, version: str, created_at: str, index_size: int, previous: str | None, scorer: tuple[str, str]
+    ) -> None:
         if previous and previous != version:
             # Under --workers the value lives in a shared file that remove() leaves behind:
             # zero it first so only the versions some live worker serves read 1.
@@ -200,6 +212,12 @@ class Metrics:
             with contextlib.suppress(KeyError):
                 self.model_info.remove(previous)
         self.model_info.labels(version=version).set(1)
+        if self._scorer_labels is not None and self._scorer_labels != scorer:
+            self.model_scorer.labels(*self._scorer_labels).set(0)  # zeroed first, as above
+            with contextlib.suppress(KeyError):
+                self.model_scorer.remove(*self._scorer_labels)
+        self.model_scorer.labels(*scorer).set(1)
+        self._scorer_labels = scorer
         try:
             ts = time.mktime(time.strptime(created_at, "%Y-%m-%dT%H:%M:%SZ")) - time.timezone
         except ValueError:

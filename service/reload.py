@@ -27,6 +27,7 @@ from pathlib import Path
 
 from core import contract
 from core.bundle import Bundle, BundleError, load_bundle
+from core.scoring import tree_evaluator
 from service.metrics import METRICS
 from service.store import FeatureStore, StoreUnavailable
 
@@ -133,10 +134,15 @@ class ModelReloader:
     def _serve(self, bundle: Bundle, previous: Bundle | None) -> None:
         self.holder.swap(bundle)
         METRICS.reloads.labels(outcome="loaded").inc()
+        scorer = (bundle.scorer.kind, tree_evaluator(bundle.scorer))
         METRICS.set_model(
-            bundle.version, bundle.manifest.created_at, bundle.index.ntotal, previous.version if previous else None
+            bundle.version,
+            bundle.manifest.created_at,
+            bundle.index.ntotal,
+            previous.version if previous else None,
+            scorer,
         )
-        log.info("serving model %s", bundle.version)
+        log.info("serving model %s (scorer %s, trees scored by %s)", bundle.version, *scorer)
 
     def check_once(self) -> None:
         current = self.holder.current

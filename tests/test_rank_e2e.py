@@ -103,4 +103,9 @@ def test_metrics_count_the_request(ranker, service, metrics_port):
     text = _scrape(metrics_port)
     assert _sample(text, 'nichefeed_requests_total{code="OK",method="Rank"}') == before + 1
     assert f'nichefeed_model_info{{version="{service.holder.current.version}"}} 1.0' in text
+    # The shared bundle's scorer, and its trees scored by the compiled kernel (a blend)
+    # or none at all (a linear scorer).
+    scorer = service.holder.current.scorer
+    trees = "c" if scorer.kind == "blend" else "none"
+    assert f'nichefeed_model_scorer_info{{scorer="{scorer.kind}",trees="{trees}"}} 1.0' in text
     assert 'nichefeed_stage_latency_seconds_count{stage="retrieve"}' in text
