@@ -9,7 +9,8 @@ end. Each stage is timed with the thread's CPU clock (time.thread_time_ns), so w
 for Redis costs nothing and other processes on the machine move the figures far less
 than wall time. `--live N` puts N posts in the live index first, as the write path
 leaves it after engagement (bundle posts whose vectors moved: the ingest bench's 30k).
-Each request's wall time (Redis' time included) is reported too, as p50 and p90;
+Each request's wall time (Redis' time included) is reported too, as p50 and p90, and its
+wall time minus its thread CPU (what it waited for, mostly Redis), as p50 and mean;
 `--no-prefetch` reads every candidate's record after retrieve, as before the MGET was
 sent ahead of the FAISS search (service/stages/retrieve.py), to measure that overlap;
 `--numpy-trees` scores the blend's trees in numpy instead of with the compiled kernel
@@ -91,12 +92,13 @@ def run(args) -> dict:
                 trees.ensemble.kernel = "numpy"
         now = b.data_end_ts
         walls: list[float] = []  # wall seconds of each measured request (Redis' time included)
+        waits: list[float] = []  # each measured request's wall minus its thread CPU: waiting on Redis
 
         degraded = []
 
         def one(user: str, cpu: np.ndarray | None) -> list[str]:
             ctx = RankContext(query=RankQuery(user_id=user, limit=args.limit), bundle=b, now=now, live=live)
-            w0 = time.perf_counter()
+            w0, c0 = time.perf_counter(), time.thread_time_ns()
             for i, stage in enumerate(stages):
                 t0 = time.thread_time_ns()
                 stage.run(ctx)
@@ -104,6 +106,7 @@ def run(args) -> dict:
                     cpu[i] += time.thread_time_ns() - t0
             if cpu is not None:
                 walls.append(time.perf_counter() - w0)
+                waits.append(walls[-1] - (time.thread_time_ns() - c0) / 1e9)
             if ctx.degraded:
                 degraded.append((user, ctx.degraded))
             return [item.post_id for item in ctx.items]
@@ -138,6 +141,8 @@ def run(args) -> dict:
         "total_ms_best_round": round(float(rounds[best][1]), 3),
         "wall_ms_p50": round(float(np.percentile(walls, 50)) * 1e3, 3),
         "wall_ms_p90": round(float(np.percentile(walls, 90)) * 1e3, 3),
+        "wait_ms_p50": round(float(np.percentile(waits, 50)) * 1e3, 3),
+        "wait_ms_mean": round(float(np.mean(waits)) * 1e3, 3),
         "prefetch": not args.no_prefetch,
         "answers_sha256": digest,
         "degraded": len(degraded),
@@ -176,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:<20} {ms:>20.3f} {out['stages_ms_best_round'][name]:>14.3f}")
     print(f"{'total':<20} {out['total_ms_mean']:>20.3f} {out['total_ms_best_round']:>14.3f}")
     print(f"wall ms per request (Redis' time included): p50 {out['wall_ms_p50']:.3f}, p90 {out['wall_ms_p90']:.3f}")
+    print(f"wall minus thread CPU per request (waiting): p50 {out['wait_ms_p50']:.3f}, mean {out['wait_ms_mean']:.3f}")
     print(f"answers sha256 {out['answers_sha256']}; load average {out['load_average'][0]:.2f}")
     if out["degraded"]:
         print(f"{out['degraded']} requests degraded (Redis too slow): their answers came from memory", file=sys.stderr)

@@ -26,6 +26,7 @@ import logging
 import operator
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import hiredis
@@ -350,11 +351,14 @@ class FeatureStore:
         community_ids: list[str],
         deadline: float | None,
         hot_n: int = 0,
+        meanwhile: Callable[[], None] | None = None,
     ) -> UserReads:
         """The user's round trip: the packed user record and the recent lists of the
         given communities (one MGET), the newest seen posts, the blocked authors, the
         live graph and the moderators' rules counter, and per community the top `hot_n`
-        of its hot list."""
+        of its hot list. `meanwhile` runs after the commands are sent and before their
+        replies are read: work that needs no Redis overlaps Redis' (not against a
+        cluster, whose transport reads each node's replies as it sends: it runs first)."""
         keys = [contract.user_key(version, user_id)] + [contract.recent_key(version, c) for c in community_ids]
         commands = [
             ("MGET", *keys),
@@ -364,7 +368,16 @@ class FeatureStore:
             ("GET", contract.RULES_REV_KEY),
         ]
         commands += self._hot_commands(version, community_ids, hot_n)
-        values, seen, blocked, graph, rev, *hot = self.round_trip("user", commands, deadline)
+        pending = self.send("user", commands, deadline)
+        if meanwhile is not None:
+            try:
+                meanwhile()
+            except BaseException:
+                if pending is not None:
+                    pending.abandon()
+                raise
+        replies = self.finish(pending) if pending is not None else self.round_trip("user", commands, deadline)
+        values, seen, blocked, graph, rev, *hot = replies
         if isinstance(values, Exception):
             raise StoreUnavailable("error", f"user MGET: {values}")
         if isinstance(blocked, Exception) or len(blocked) > contract.BLOCKED_READ_MAX:

@@ -1,6 +1,8 @@
-"""The candidates' MGET sent before the FAISS search (RetrieveCandidates.prefetch): the
-same candidates, records and answers as one MGET after retrieve, with or without
-exclusions, and a request that ends in between gives its Redis connection back."""
+"""Redis' work overlapped with the request's own: the candidates' MGET sent before the
+FAISS search (RetrieveCandidates.prefetch), the same candidates, records and answers as
+one MGET after retrieve, with or without exclusions, and a request that ends in between
+gives its Redis connection back; and the user's co-engagement built while the user's
+round trip is on its way (HydrateUser)."""
 
 from __future__ import annotations
 
@@ -169,3 +171,49 @@ def test_records_read_with_keys_grouped_by_length_come_back_in_candidate_order(b
     packed, order = pack_keys("MGET", "k:", "}", ["bb", "a", "ccc", "d", "ee"])
     assert order == [1, 3, 0, 4, 2] and packed == pack([("MGET", "k:a}", "k:d}", "k:bb}", "k:ee}", "k:ccc}")])
     assert pack_keys("MGET", "k:", "}", ["é", "a"]) == (pack([("MGET", "k:é}", "k:a}")]), None)
+
+
+def test_the_co_engagement_is_built_while_the_users_round_trip_is_on_its_way(bundle, store, monkeypatch):
+    params = RetrievalParams(candidates=500)
+    user = bundle.user_ids[3]
+    ctx = RankContext(query=RankQuery(user_id=user, limit=10), bundle=bundle, now=bundle.data_end_ts)
+    seen_at_finish = []
+    finish = store.finish
+
+    def finishing(pending, *args, **kwargs):
+        if pending.op == "user":
+            seen_at_finish.append(ctx.co_engaged)
+        return finish(pending, *args, **kwargs)
+
+    monkeypatch.setattr(store, "finish", finishing)
+    HydrateUser(store, params).run(ctx)
+    expected = bundle.co_engaged(user)
+    assert seen_at_finish == [ctx.co_engaged] and ctx.co_engaged is not None  # before the replies were read
+    assert np.array_equal(ctx.co_engaged.rows, expected.rows) and len(expected.rows) > 0
+    assert np.array_equal(ctx.co_engaged.totals, expected.totals)
+
+    def again(user_id):
+        raise AssertionError("the co-engagement built a second time")
+
+    monkeypatch.setattr(bundle, "co_engaged", again)
+    RetrieveCandidates(params, store=store).run(ctx)
+    HydrateCandidates(store).run(ctx)
+    ScoreCandidates().run(ctx)
+    assert ctx.size > 0 and not ctx.degraded
+
+
+def test_a_failure_while_the_users_round_trip_is_on_its_way_gives_the_connection_back(bundle, store):
+    """A pool of two connections: had the sent commands kept theirs, the third attempt
+    would find none; the reads after it get their own replies, not the abandoned ones."""
+    user = bundle.user_ids[0]
+    community = bundle.community_ids[0]
+
+    def boom() -> None:
+        raise Boom("the request ended while Redis answered")
+
+    for _ in range(5):
+        with pytest.raises(Boom):
+            store.user_reads(bundle.version, user, [community], None, hot_n=5, meanwhile=boom)
+    got = store.user_reads(bundle.version, user, [community], None, hot_n=5)
+    assert got.record is not None and len(got.recent) == 1
+    assert store.read_post_records(bundle.version, [bundle.post_ids[0]])[0] is not None

@@ -55,7 +55,8 @@ class RetrieveCandidates:
             found = dict.fromkeys(
                 list(ctx.pinned) + retrieval.in_network(lists, rp.per_list, rp.in_network_cap), UNRESOLVED
             )
-            co = ctx.co_engaged = b.co_engaged(q.user_id)
+            co = ctx.co_engaged if ctx.co_engaged is not None else b.co_engaged(q.user_id)  # hydrate_user's
+            ctx.co_engaged = co
             if co is not None:
                 add_rows(found, b, co.nearest(rp.neighbour_cap))
             vec = np.ascontiguousarray(ctx.user.vector, dtype=np.float32)
