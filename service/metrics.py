@@ -205,18 +205,8 @@ class Metrics:
     def set_model(
         self, version: str, created_at: str, index_size: int, previous: str | None, scorer: tuple[str, str]
     ) -> None:
-        if previous and previous != version:
-            # Under --workers the value lives in a shared file that remove() leaves behind:
-            # zero it first so only the versions some live worker serves read 1.
-            self.model_info.labels(version=previous).set(0)
-            with contextlib.suppress(KeyError):
-                self.model_info.remove(previous)
-        self.model_info.labels(version=version).set(1)
-        if self._scorer_labels is not None and self._scorer_labels != scorer:
-            self.model_scorer.labels(*self._scorer_labels).set(0)  # zeroed first, as above
-            with contextlib.suppress(KeyError):
-                self.model_scorer.remove(*self._scorer_labels)
-        self.model_scorer.labels(*scorer).set(1)
+        switch_info(self.model_info, (previous,) if previous else None, (version,))
+        switch_info(self.model_scorer, self._scorer_labels, scorer)
         self._scorer_labels = scorer
         try:
             ts = time.mktime(time.strptime(created_at, "%Y-%m-%dT%H:%M:%SZ")) - time.timezone
@@ -224,6 +214,17 @@ class Metrics:
             ts = 0
         self.model_created.set(ts)
         self.index_size.set(index_size)
+
+
+def switch_info(gauge: Gauge, old: tuple[str, ...] | None, new: tuple[str, ...]) -> None:
+    """An info gauge's 1 moved from the `old` label values to the `new` ones. Under
+    --workers the value lives in a shared file that remove() leaves behind: the old
+    labels are zeroed first, so only what some live worker serves reads 1."""
+    if old is not None and old != new:
+        gauge.labels(*old).set(0)
+        with contextlib.suppress(KeyError):
+            gauge.remove(*old)
+    gauge.labels(*new).set(1)
 
 
 METRICS = Metrics()

@@ -98,6 +98,14 @@ class RankContext:
             if value is not None:
                 setattr(self, name, value.take(idx, axis=0))
 
+    def user_co_engaged(self) -> CoEngaged | None:
+        """The user's co-engagement (core/neighbours.py), built once a request, by whichever
+        stage asks first (hydrate_user, while Redis answers); None for a user the bundle
+        does not know."""
+        if self.co_engaged is None:
+            self.co_engaged = self.bundle.co_engaged(self.query.user_id)
+        return self.co_engaged
+
     @property
     def size(self) -> int:
         return len(self.rows)

@@ -111,7 +111,7 @@ class HydrateUser:
             # it): built while Redis answers, it costs the request no wall time (~0.1-0.2
             # ms at 1M posts, most of it cache misses in the neighbour arrays).
             if row is not None:
-                ctx.co_engaged = b.co_engaged(q.user_id)
+                ctx.user_co_engaged()
 
         try:
             reads = self.store.user_reads(

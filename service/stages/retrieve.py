@@ -55,8 +55,7 @@ class RetrieveCandidates:
             found = dict.fromkeys(
                 list(ctx.pinned) + retrieval.in_network(lists, rp.per_list, rp.in_network_cap), UNRESOLVED
             )
-            co = ctx.co_engaged if ctx.co_engaged is not None else b.co_engaged(q.user_id)  # hydrate_user's
-            ctx.co_engaged = co
+            co = ctx.user_co_engaged()  # built by hydrate_user while Redis answered
             if co is not None:
                 add_rows(found, b, co.nearest(rp.neighbour_cap))
             vec = np.ascontiguousarray(ctx.user.vector, dtype=np.float32)

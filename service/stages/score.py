@@ -36,12 +36,6 @@ def community_weights_of(ctx: RankContext, communities: np.ndarray) -> np.ndarra
     return lookup(ctx.community_weights, communities, np.float32, len(ctx.bundle.community_ids))
 
 
-def user_co_engaged(ctx: RankContext) -> CoEngaged | None:
-    """What retrieve built from the user's history (re-rank and community modes build it
-    here); None for a user the bundle does not know."""
-    return ctx.co_engaged if ctx.co_engaged is not None else ctx.bundle.co_engaged(ctx.query.user_id)
-
-
 def co_engagement_of(co: CoEngaged | None, ctx: RankContext) -> np.ndarray:
     """Each candidate's co-engagement for the user (0 for live posts and new users)."""
     if co is None:
@@ -64,7 +58,7 @@ class ScoreCandidates:
         b, p = ctx.bundle, ctx.posts
         user_vec = np.asarray(ctx.user.vector, dtype=np.float32)
         communities = p["community"]
-        co = user_co_engaged(ctx)
+        co = ctx.user_co_engaged()
         ctx.features = feature_matrix(
             FeatureInputs(
                 affinity=ctx.vectors @ user_vec,  # current vectors: bundle, or live (hydrate.candidate_vectors)
