@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import filecmp
 import json
+from importlib import metadata
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,6 +18,7 @@ from core.scoring import FEATURES
 from service.pipeline import RankContext, RankQuery
 from service.stages.hydrate import candidate_vectors, records_from_bundle
 from service.stages.score import ScoreCandidates
+from training import provenance
 from training.features import Model, features
 from training.load import load_dataset
 from training.params import AlsParams, TrainParams
@@ -149,6 +152,22 @@ def test_learned_pipeline_beats_the_baselines_beyond_noise(learned_bundle):
     manifest = json.loads((learned_bundle / contract.MANIFEST_FILE).read_text())
     assert manifest["metrics"]["gate_value"] == report["gate"]["value"]
     assert (learned_bundle / contract.REPORT_MD_FILE).read_text().startswith("# Evaluation report")
+
+
+def test_report_says_where_its_numbers_were_computed(learned_bundle):
+    """Another kind of CPU moves a report's last bits (training/provenance.py): each report
+    names the libraries, the CPU and the SIMD and BLAS kernels that computed it."""
+    import threadpoolctl
+
+    env = json.loads((learned_bundle / contract.REPORT_JSON_FILE).read_text())["training"]["environment"]
+    assert env["packages"]["numpy"] == np.__version__
+    assert env["packages"]["lightgbm"] == metadata.version("lightgbm")
+    assert env["cpu"]["flags"] == [f for f in provenance.CPU_FLAGS if f in Path("/proc/cpuinfo").read_text().split()]
+    blas = {(b["version"], b["architecture"]) for b in threadpoolctl.threadpool_info() if b["user_api"] == "blas"}
+    assert {(b["version"], b["kernels"]) for b in env["blas"]} <= blas and env["blas"]
+    text = (learned_bundle / contract.REPORT_MD_FILE).read_text()
+    assert f"- environment: {provenance.describe(env)}" in text.splitlines()
+    assert f"numpy {np.__version__}" in text
 
 
 def test_synthetic_world_is_reproducible(tmp_path):

@@ -51,7 +51,7 @@ import scipy.sparse as sp
 
 from core import contract
 from core.scoring import Scorer
-from training import candidate_capture
+from training import candidate_capture, provenance
 from training.baselines import BaselineParams, RankingWorld, build
 from training.csvio import DataError
 from training.features import CandidateSource, Model, features, seen_matrix, top_k
@@ -534,7 +534,8 @@ def markdown(report: dict, title: str, plot: str | None = None) -> str:
         lines.append("")
     extra = report.get("training", {})
     if extra:
-        lines += ["## Training", ""] + [f"- {k}: {v}" for k, v in extra.items()] + [""]
+        lines += ["## Training", ""]
+        lines += [f"- {k}: {provenance.describe(v) if k == 'environment' else v}" for k, v in extra.items()] + [""]
     if report.get("notes"):
         lines += ["## Notes on the data", ""] + [f"- {n}" for n in report["notes"]] + [""]
     lines += [

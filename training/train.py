@@ -20,7 +20,7 @@ import numpy as np
 
 from core import contract
 from core.scoring import LinearScorer, Scorer
-from training import schema
+from training import provenance, schema
 from training.als import fit_community_als
 from training.baselines import TUNE_ITERATIONS, BaselineParams, RankingWorld, first_best, tune
 from training.bundle_writer import new_version, write_bundle
@@ -381,6 +381,8 @@ def train(data_dir: Path, models_dir: Path, params: TrainParams, progress: bool 
             "index": asdict(choice),
             "scorer": {"kind": scorer.kind, **scorer.info},
             "als": asdict(params.als),
+            # Another kind of CPU moves the last bits (training/provenance.py): say which ran.
+            "environment": provenance.numeric_environment(),
         }
         if "objective_choice" in scorer.info:
             report["training"]["scorer_objective"] = describe(scorer.info["objective_choice"])
