@@ -170,6 +170,39 @@ def test_report_says_where_its_numbers_were_computed(learned_bundle):
     assert f"numpy {np.__version__}" in text
 
 
+def test_environment_differences_name_each_field_that_moved():
+    here = provenance.numeric_environment()
+    assert provenance.differences(here, here) == []
+    there = json.loads(json.dumps(here))  # as read back from report.json
+    there["packages"]["numpy"] = "2.4.0"
+    there["numpy_simd"] = ["X86_V3"]
+    assert provenance.differences(there, here) == [
+        f"numpy_simd: ['X86_V3'] there, {here['numpy_simd']} here",
+        f"numpy: 2.4.0 there, {here['packages']['numpy']} here",
+    ]
+    assert provenance.differences(None, here) == [
+        "the saved report does not record its environment (trained before it was recorded)"
+    ]
+
+
+def test_a_failed_reevaluation_says_how_the_environment_differs(learned_bundle, tmp_path, capsys):
+    from training.__main__ import explain_environment
+
+    report = json.loads((learned_bundle / contract.REPORT_JSON_FILE).read_text())
+    (tmp_path / contract.REPORT_JSON_FILE).write_text(json.dumps(report))
+    explain_environment(tmp_path)
+    assert capsys.readouterr().err == (
+        "the bundle was trained in this same environment: the difference is not the machine's\n"
+    )
+    report["training"]["environment"]["packages"]["lightgbm"] = "4.6.0"
+    (tmp_path / contract.REPORT_JSON_FILE).write_text(json.dumps(report))
+    explain_environment(tmp_path)
+    assert capsys.readouterr().err.splitlines() == [
+        "the bundle was trained in another environment (last-bit differences are expected):",
+        f"  lightgbm: 4.6.0 there, {metadata.version('lightgbm')} here",
+    ]
+
+
 def test_synthetic_world_is_reproducible(tmp_path):
     params = WorldParams(users=200, communities=12, posts=1500, events=8000, days=14, seed=3, end=EPOCH + 14 * DAY)
     for out in ("one", "two"):

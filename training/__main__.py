@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import sys
 import time
 from pathlib import Path
@@ -113,6 +114,21 @@ def print_outputs(bundle: Path) -> None:
             print(line)
 
 
+def explain_environment(bundle: Path) -> None:
+    """After a mismatch: where this machine differs from the one that trained the bundle
+    (another CPU's SIMD kernels move the last bits; docs/training.md "Reproducing the tables")."""
+    from training import provenance
+
+    saved = json.loads((bundle / contract.REPORT_JSON_FILE).read_text()).get("training", {}).get("environment")
+    differ = provenance.differences(saved, provenance.numeric_environment())
+    if differ:
+        print("the bundle was trained in another environment (last-bit differences are expected):", file=sys.stderr)
+        for line in differ:
+            print(f"  {line}", file=sys.stderr)
+    else:
+        print("the bundle was trained in this same environment: the difference is not the machine's", file=sys.stderr)
+
+
 def cmd_evaluate(args) -> None:
     from training.reevaluate import reevaluate
 
@@ -125,6 +141,7 @@ def cmd_evaluate(args) -> None:
         )
         for m in mismatches[:20]:
             print(f"  {m}", file=sys.stderr)
+        explain_environment(bundle)
         raise SystemExit(1)
     print("recomputed from the bundle and the data: every number matches the saved report")
 

@@ -44,6 +44,25 @@ def describe(env: dict) -> str:
     )
 
 
+def differences(saved: dict | None, current: dict) -> list[str]:
+    """What differs between the environment a report records and this one, one line per
+    field ("numpy: 2.4.6 there, 2.4.7 here"); a report from before environments were
+    recorded says so. Empty: the same environment."""
+    if not saved:
+        return ["the saved report does not record its environment (trained before it was recorded)"]
+    out = []
+    for key in ("python", "numpy_simd", "blas"):
+        if saved.get(key) != current.get(key):
+            out.append(f"{key}: {saved.get(key)} there, {current.get(key)} here")
+    for name in sorted(set(saved.get("packages", {})) | set(current.get("packages", {}))):
+        there, here = saved.get("packages", {}).get(name), current.get("packages", {}).get(name)
+        if there != here:
+            out.append(f"{name}: {there} there, {here} here")
+    if saved.get("cpu") != current.get("cpu"):
+        out.append(f"cpu: {saved.get('cpu')} there, {current.get('cpu')} here")
+    return out
+
+
 def _version(name: str) -> str | None:
     try:
         return metadata.version(name)
