@@ -20,7 +20,7 @@ from training.train import train
 def test_catalogue_model_serves_under_the_wall_clock(tmp_path):
     data = write_catalogue_logs(tmp_path / "logs", users=300, items=200)
     # One split point: what is checked here is serving, and the automatic choice replays
-    # up to 8 on so small a log, each with its own scorer refits (~40 s of the test).
+    # up to 16 on so small a log, each with its own scorer refits (~40 s of the test at eight).
     params = TrainParams(eval=EvalParams(split_points=1))
     bundle = train(data, tmp_path / "models", params, progress=False, quiet=True)
     assert load_bundle(bundle).manifest.params["index_window_applied_days"] is None

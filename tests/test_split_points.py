@@ -1,4 +1,4 @@
-"""The automatic replay protocol: at least two split points, more (up to eight, while data
+"""The automatic replay protocol: at least two split points, more (up to sixteen, while data
 remains) until about AUTO_MIN_REQUESTS user-requests would be judged; a point with
 nobody to judge is passed over and not counted."""
 
@@ -54,15 +54,15 @@ def test_a_middling_log_adds_points_until_enough_requests():
 
 
 def test_a_small_log_uses_every_point_up_to_the_cap_or_the_data_end():
-    ds, split = weekly_log(50, weeks=12)
+    ds, split = weekly_log(50, weeks=AUTO_MAX_POINTS + 4)
     assert auto_split_points(ds, split, WEEK, max_users=2000) == [WEEK * (i + 1) for i in range(AUTO_MAX_POINTS)]
     ds, split = weekly_log(50, weeks=4)  # data ends after week 4: points at weeks 1..4
     assert auto_split_points(ds, split, WEEK, max_users=2000) == [WEEK, 2 * WEEK, 3 * WEEK, 4 * WEEK]
 
 
 def test_weeks_with_nobody_to_judge_are_passed_over_and_not_counted():
-    # engagement in one week of four (a log dated by the month): eight points with someone
-    # to judge, four weeks apart, not eight weekly points of which six judge nobody
-    ds, split = weekly_log(50, weeks=40, every=4)
+    # engagement in one week of four (a log dated by the month): sixteen points with someone
+    # to judge, four weeks apart, not sixteen weekly points of which twelve judge nobody
+    ds, split = weekly_log(50, weeks=4 * AUTO_MAX_POINTS + 8, every=4)
     split = TimeSplit(4 * WEEK, split.end_ts, ds.e_ts < 4 * WEEK, ds.e_ts >= 4 * WEEK)
     assert auto_split_points(ds, split, WEEK, max_users=2000) == [4 * WEEK * (i + 1) for i in range(AUTO_MAX_POINTS)]

@@ -81,7 +81,7 @@ class EvalParams:
     split_points: int = param(
         0,
         "split points replayed, one longest window apart while data remains (0: auto, at least 2, "
-        "more up to 8 until about 4000 user-requests are judged; a point with nobody to judge is passed over)",
+        "more up to 16 until about 4000 user-requests are judged; a point with nobody to judge is passed over)",
     )
     tune_users: int = param(500, "users the baselines are tuned on (inner split)")
     # In the manifest, so that `make evaluate` of a bundle trained before the refit (its
