@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from core.flags import param
+from training.split import AUTO_MAX_POINTS, AUTO_MIN_POINTS, AUTO_MIN_REQUESTS
 
 KS = (10, 50)  # cut-offs of recall@K and NDCG@K
 
@@ -80,8 +81,9 @@ class EvalParams:
     windows_days: tuple[float, ...] = param((1.0, 7.0), "evaluation windows after each split point", cli=False)
     split_points: int = param(
         0,
-        "split points replayed, one longest window apart while data remains (0: auto, at least 2, "
-        "more up to 16 until about 4000 user-requests are judged; a point with nobody to judge is passed over)",
+        "split points replayed, one longest window apart while data remains (0: auto, at least "
+        f"{AUTO_MIN_POINTS}, more up to {AUTO_MAX_POINTS} until about {AUTO_MIN_REQUESTS} user-requests are "
+        "judged; a point with nobody to judge is passed over)",
     )
     tune_users: int = param(500, "users the baselines are tuned on (inner split)")
     # In the manifest, so that `make evaluate` of a bundle trained before the refit (its
