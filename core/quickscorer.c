@@ -43,47 +43,69 @@ void qs_score(const float *X, int64_t n, int64_t stride, int64_t n_used, const i
     const uint64_t mask = lane == 64 ? ~(uint64_t)0 : (((uint64_t)1 << lane) - 1);
     for (int64_t k = 0; k < n * W; k++)
         alive[k] = ~(uint64_t)0;
-    /* Feature by feature over all rows: the rows' binary searches do not depend on one
-     * another, so the CPU overlaps them (row by row, each waited on the last: 0.28
-     * against 0.24 ms for 100 trees x 500 rows). */
+    /* Feature by feature, in two passes over a chunk of rows: first how many thresholds
+     * lie below each row's value, then the ANDs. The counts do not depend on one another,
+     * so the CPU overlaps them; a binary search's steps each wait on the last load, so
+     * it only narrows a long list to a window of WINDOW thresholds, and the rest are
+     * counted by comparing against all of them, which the compiler vectorises (100 trees
+     * x 500 rows: 0.10 against 0.17 ms with a full binary search interleaved with the
+     * ANDs). */
+    enum { CHUNK = 512, WINDOW = 32 };
+    int32_t below[CHUNK];
     for (int64_t i = 0; i < n_used; i++) {
         const float *t = thr + thr_off[i];
         const int64_t count = thr_off[i + 1] - thr_off[i];
         const uint64_t *table = prefix + pre_off[i] * W;
         const int64_t column = used[i];
-        for (int64_t r = 0; r < n; r++) {
-            float v = X[r * stride + column];
-            if (!(fabsf(v) > zero_threshold))
-                v = 0.0f;
-            /* How many thresholds lie below v (numpy's searchsorted, side "left"),
-             * without a branch on the comparison: it is unpredictable row to row. */
-            const float *base = t;
-            int64_t m = count;
-            while (m > 1) {
-                const int64_t half = m >> 1;
-                base = base[half] < v ? base + half : base;
-                m -= half;
+        for (int64_t r0 = 0; r0 < n; r0 += CHUNK) {
+            const int64_t rows = n - r0 < CHUNK ? n - r0 : CHUNK;
+            for (int64_t r = 0; r < rows; r++) {
+                float v = X[(r0 + r) * stride + column];
+                if (!(fabsf(v) > zero_threshold))
+                    v = 0.0f;
+                /* How many thresholds lie below v: numpy's searchsorted, side "left".
+                 * The binary search has no branch on the comparison (it is
+                 * unpredictable row to row). */
+                const float *base = t;
+                int64_t m = count;
+                while (m > WINDOW) {
+                    const int64_t half = m >> 1;
+                    base = base[half] < v ? base + half : base;
+                    m -= half;
+                }
+                int32_t c = 0;
+                for (int64_t k = 0; k < m; k++)
+                    c += base[k] < v;
+                below[r] = (int32_t)(base - t) + c;
             }
-            const int64_t below = (base - t) + (m == 1 && *base < v);
-            const uint64_t *ruled = table + below * W;
-            uint64_t *a = alive + r * W;
-            for (int64_t w = 0; w < W; w++)
-                a[w] &= ruled[w];
+            for (int64_t r = 0; r < rows; r++) {
+                const uint64_t *ruled = table + (int64_t)below[r] * W;
+                uint64_t *a = alive + (r0 + r) * W;
+                for (int64_t w = 0; w < W; w++)
+                    a[w] &= ruled[w];
+            }
         }
     }
-    for (int64_t r = 0; r < n; r++) {
-        const uint64_t *a = alive + r * W;
-        double sum = 0.0;
+    /* The leaves' sums, SUMS rows at a time: each row's additions stay in the same order
+     * (so the same double), and the rows' chains of additions overlap where one row's
+     * would wait on each addition in turn. */
+    enum { SUMS = 8 };
+    for (int64_t r0 = 0; r0 < n; r0 += SUMS) {
+        const int64_t rows = n - r0 < SUMS ? n - r0 : SUMS;
+        double sum[SUMS] = {0};
         int64_t tree = 0;
         for (int64_t w = 0; w < W; w++) {
-            const uint64_t word = a[w];
             for (int64_t j = 0; j < per_word && tree < n_trees; j++, tree++) {
-                const int leaf = __builtin_ctzll((word >> (j * lane)) & mask); /* never 0: a row reaches a leaf */
-                const double value = leaf_values[tree * lane + leaf];
-                sum = tree == 0 ? value : sum + value; /* numpy's sum down the trees: from the first */
+                const double *values = leaf_values + tree * lane;
+                for (int64_t b = 0; b < rows; b++) {
+                    /* never 0: a row reaches a leaf */
+                    const int leaf = __builtin_ctzll((alive[(r0 + b) * W + w] >> (j * lane)) & mask);
+                    sum[b] = tree == 0 ? values[leaf] : sum[b] + values[leaf]; /* numpy's sum down the trees: from the first */
+                }
             }
         }
-        out[r] = sum;
+        for (int64_t b = 0; b < rows; b++)
+            out[r0 + b] = sum[b];
     }
 }
 

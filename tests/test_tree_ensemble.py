@@ -82,6 +82,9 @@ def test_the_same_doubles_as_lightgbm_for_every_lane_width(leaves, compiled):
     assert np.array_equal(ensemble.score(rows), expected)  # float32 in, as the service scores
     assert np.array_equal(ensemble.score(rows.astype(np.float64)), expected)
     assert len(np.unique(expected)) > leaves  # rows really reach different leaves
+    # The compiled kernel counts short threshold lists directly and binary-searches long
+    # ones down to a short window first (core/quickscorer.c): from 15 leaves up both run.
+    assert leaves < 15 or max(len(t) for t in ensemble.thresholds32) > 64
 
 
 def test_the_compiled_kernel_reads_strided_rows_and_scores_on_several_threads_at_once():
