@@ -93,7 +93,7 @@ def bench_cluster(name: str, world: BenchWorld, plan, lg, job: dict, out: dict) 
 
 
 def _rows(view: BenchWorld, cand: int, workers: int, plan, lg, job: dict, rows: list, logs) -> None:
-    server = ServerProcess(view, cand, workers, log_dir=logs)
+    server = ServerProcess(view, cand, workers, log_dir=logs, pin_cpus=plan.pin_cpus)
     try:
         server.start()
     except ServerError as exc:

@@ -135,6 +135,17 @@ def markdown(out: dict) -> str:
         f"at end {tuple(round(x, 2) for x in m.get('loadavg_end', ()))}. Total time {out['timings_s'].get('total')} s.",
         "",
     ]
+    pinned = out["plan"].get("pin_cpus")
+    if pinned is not None:
+        lines += [
+            "Servers: "
+            + (
+                "`--pin-cpus true`, each server process on a CPU of its own (worker i on CPU i)."
+                if pinned
+                else "`--pin-cpus false` (`--no-pin-cpus`), every server process free to run on any CPU."
+            ),
+            "",
+        ]
     for name, w in out["worlds"].items():
         d = w["dims"]
         lines.append(

@@ -72,6 +72,7 @@ class Plan:
     skip: list[str] = field(default_factory=list)
     headline_world: str = "1m"
     headline_candidates: int = 500
+    pin_cpus: bool = True  # the servers' --pin-cpus (off: --no-pin-cpus)
     # The write path (issue 5), on the headline world, run last (it writes to a scratch Redis).
     ingest_rank_s: float = 4.0  # Rank idle, then Rank while one ingest stream runs
     ingest_s: float = 3.0  # each ingest-only measurement
@@ -217,7 +218,7 @@ def bench_world(name: str, world: BenchWorld, plan: Plan, lg: LoadGenerator, out
         rank_s = plan.headline_rank_s if headline else plan.rank_s
         for workers in plan.workers:
             label = f"world {name}, {cand} candidates, {workers} process(es)"
-            server = ServerProcess(world, cand, workers)
+            server = ServerProcess(world, cand, workers, pin_cpus=plan.pin_cpus)
             try:
                 server.start()
             except ServerError as exc:
@@ -365,7 +366,9 @@ def bench_ingest(name: str, world: BenchWorld, plan: Plan, lg: LoadGenerator, ou
             for workers in plan.workers:
                 row = {"workers": workers}
                 res["rows"].append(row)
-                server = ServerProcess(view, cand, workers, log_dir=world.root / "logs" / "ingest")
+                server = ServerProcess(
+                    view, cand, workers, log_dir=world.root / "logs" / "ingest", pin_cpus=plan.pin_cpus
+                )
                 try:
                     server.start()
                 except ServerError as exc:
@@ -610,6 +613,11 @@ def main(argv: list[str] | None = None) -> int:
         "--bundle", type=Path, help="bench an existing published bundle (with --redis-url) instead of a world"
     )
     ap.add_argument("--redis-url", help="Redis holding --bundle's features")
+    ap.add_argument(
+        "--no-pin-cpus",
+        action="store_true",
+        help="start the servers without --pin-cpus (each server process on a CPU of its own, the default here)",
+    )
     args = ap.parse_args(argv)
 
     plan = Plan.quick() if args.quick else Plan.full()
@@ -636,6 +644,7 @@ def main(argv: list[str] | None = None) -> int:
     ):
         setattr(plan, name, getattr(plan, name) * args.scale_time)
     plan.skip = [s for s in args.skip.split(",") if s]
+    plan.pin_cpus = not args.no_pin_cpus
     if args.bundle:
         if not args.redis_url:
             ap.error("--bundle needs --redis-url")

@@ -105,6 +105,7 @@ class ServerProcess:
         workers: int = 1,
         log_dir: Path | None = None,
         extra_args: list[str] | None = None,
+        pin_cpus: bool = True,
     ):
         self.world = world
         self.candidates = candidates
@@ -116,6 +117,9 @@ class ServerProcess:
         self.addr = f"127.0.0.1:{self.grpc_port}"
         self.log_dir = log_dir or (world.root / "logs")
         self.extra_args = extra_args or []
+        # Each server process on a CPU of its own (service/affinity.py): the bench's servers
+        # have the machine to themselves, the case the setting is for.
+        self.pin_cpus = pin_cpus
         self.proc: subprocess.Popen | None = None
         self.startup_seconds: float | None = None
 
@@ -140,6 +144,8 @@ class ServerProcess:
             str(self.candidates),
             "--clock",
             "data",
+            "--pin-cpus",
+            str(self.pin_cpus).lower(),
             *self.extra_args,
         ]
         if with_workers:

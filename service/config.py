@@ -35,6 +35,9 @@ class Config:
     # Python. 0: as many as threads (and never more than threads). Streams and other RPCs
     # take no slot: they are never queued behind Rank.
     rank_slots: int = 2
+    # Each server process on one CPU of its own (worker i on the i-th CPU it may use): the
+    # ranking slots' handoffs of the GIL then stay in one CPU's cache (service/affinity.py).
+    pin_cpus: bool = False
     candidates: int = 500  # candidates retrieved per request
     max_limit: int = MAX_LIMIT
     max_post_age_days: float = 14.0

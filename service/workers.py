@@ -27,6 +27,7 @@ import threading
 import time
 from pathlib import Path
 
+from service.affinity import pin_to_cpu
 from service.config import Config
 from service.stuck import STOP_SLACK_S, enable_stack_dumps, exit_if_stop_outlasts
 
@@ -71,9 +72,12 @@ def wait_for_signal() -> None:
         pass
 
 
-def serve_one(cfg: Config, url: str, reuse_port: bool, metrics: bool, on_ready) -> int:
+def serve_one(cfg: Config, url: str, reuse_port: bool, metrics: bool, on_ready, slot: int = 0) -> int:
     """Run one server process until SIGTERM/SIGINT, then drain in-flight requests.
-    on_ready(version, error) is called once: with the model version, or with the error."""
+    on_ready(version, error) is called once: with the model version, or with the error.
+    slot: this process's place among the workers (its CPU with cfg.pin_cpus)."""
+    if cfg.pin_cpus:  # before the imports below: threads they start inherit the CPU
+        log.info("server slot %s pinned to CPU %s", slot, pin_to_cpu(slot))
     from service.app import Service, StartupError
 
     try:
@@ -101,7 +105,7 @@ READY_DETAIL_MAX = 600
 
 
 def worker_main() -> None:  # runs in a worker process, started by Supervisor._spawn
-    cfg, url, ready_fd = pickle.load(sys.stdin.buffer)
+    cfg, url, ready_fd, slot = pickle.load(sys.stdin.buffer)
     setup_logging(cfg)
     enable_stack_dumps()
 
@@ -110,7 +114,7 @@ def worker_main() -> None:  # runs in a worker process, started by Supervisor._s
         report = {"kind": "error" if error else "ready", "pid": os.getpid(), "detail": detail}
         os.write(ready_fd, (json.dumps(report) + "\n").encode())
 
-    sys.exit(serve_one(cfg, url, reuse_port=True, metrics=False, on_ready=on_ready))
+    sys.exit(serve_one(cfg, url, reuse_port=True, metrics=False, on_ready=on_ready, slot=slot))
 
 
 class ReadyChannel:
@@ -145,14 +149,14 @@ class Supervisor:
         self.started: list[float] = []  # when each slot's worker was started (monotonic)
         self.stopping = threading.Event()
 
-    def _spawn(self) -> subprocess.Popen:
+    def _spawn(self, slot: int) -> subprocess.Popen:
         p = subprocess.Popen(
             [sys.executable, "-c", WORKER_BOOT], stdin=subprocess.PIPE, pass_fds=(self.ready.write_fd,)
         )
         try:
             with p.stdin:  # the worker reads both pickles before it does anything else
                 pickle.dump(sys.path, p.stdin)
-                pickle.dump((self.cfg, self.url, self.ready.write_fd), p.stdin)
+                pickle.dump((self.cfg, self.url, self.ready.write_fd, slot), p.stdin)
         except BrokenPipeError:
             pass  # it died at once (a broken interpreter): its exit is handled like any other
         return p
@@ -183,7 +187,7 @@ class Supervisor:
         from prometheus_client import CollectorRegistry, start_http_server
         from prometheus_client.multiprocess import MultiProcessCollector
 
-        self.workers = [self._spawn() for _ in range(self.cfg.workers)]
+        self.workers = [self._spawn(i) for i in range(self.cfg.workers)]
         self.started = [time.monotonic()] * len(self.workers)
         try:
             version = self._await_ready(len(self.workers))
@@ -224,7 +228,7 @@ class Supervisor:
                     due[i] = now + delay
                 elif now >= due[i]:
                     del due[i]
-                    self.workers[i] = self._spawn()
+                    self.workers[i] = self._spawn(i)
                     self.started[i] = now
                     restarts.inc()
 

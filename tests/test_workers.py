@@ -90,6 +90,8 @@ def two_workers(tiny_bundle, tmp_path_factory):
             "1500",
             "--drain-s",
             "10",
+            "--pin-cpus",
+            "true",
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -117,6 +119,36 @@ def two_workers(tiny_bundle, tmp_path_factory):
         server.proc.send_signal(signal.SIGCONT)
     client.close()
     server.stop()
+
+
+def _cpus_of_threads(pid: int) -> set[str]:
+    """The distinct Cpus_allowed_list values of every thread of a process."""
+    out = set()
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(OSError), open(f"/proc/{pid}/task/{tid}/status") as f:
+            out |= {line.split()[1] for line in f if line.startswith("Cpus_allowed_list")}
+    return out
+
+
+def _children(pid: int) -> list[int]:
+    kids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError), open(f"/proc/{entry}/stat") as f:
+                if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
+                    kids.append(int(entry))
+    return kids
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="one CPU: --pin-cpus has nothing to choose")
+def test_pin_cpus_puts_each_worker_on_a_cpu_of_its_own_and_leaves_the_supervisor_free(two_workers):
+    proc, *_ = two_workers
+    workers = [pid for pid in _children(proc.pid) if "service.workers" in open(f"/proc/{pid}/cmdline").read()]
+    assert len(workers) == 2
+    cpus = [_cpus_of_threads(pid) for pid in workers]
+    assert all(len(c) == 1 for c in cpus), cpus  # every thread of a worker on one and the same CPU
+    assert cpus[0] != cpus[1]
+    assert len(os.sched_getaffinity(proc.pid)) == len(os.sched_getaffinity(0))
 
 
 def test_metrics_count_requests_of_every_worker(two_workers, promtool):
@@ -243,6 +275,6 @@ def test_a_worker_that_dies_before_reporting_ends_the_start_with_its_exit_status
     broken.chmod(0o755)
     monkeypatch.setattr(sys, "executable", str(broken))
     sup = Supervisor(load_config(["--workers", "2"]), "redis://127.0.0.1:1/0", tmp_path)
-    sup.workers = [sup._spawn() for _ in range(2)]
+    sup.workers = [sup._spawn(i) for i in range(2)]
     with pytest.raises(RuntimeError, match=r"worker \d+ exited with 3 while starting"):
         sup._await_ready(2)
