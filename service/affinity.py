@@ -1,4 +1,4 @@
-"""Each server process on one CPU of its own (--pin-cpus).
+"""Each server process on one CPU of its own (--pin-cpus true, or auto with a worker per CPU).
 
 A worker's Python threads take turns on its one interpreter lock (the GIL). Rank calls
 ranking at once in a worker (two ranking slots, service/config.py) hand the lock to each
@@ -19,6 +19,28 @@ from __future__ import annotations
 import os
 
 
+def usable_cpus() -> list[int]:
+    """The CPUs this process may run on, in order (all of them where the platform cannot say)."""
+    if hasattr(os, "sched_getaffinity"):
+        return sorted(os.sched_getaffinity(0))
+    return list(range(os.cpu_count() or 1))
+
+
+def should_pin(setting: str, workers: int, cpus: int | None = None) -> bool:
+    """Whether --pin-cpus `setting` pins a server of `workers` processes on `cpus` CPUs
+    (default: those this process may use). "auto" pins only when there are as many
+    workers as CPUs: each CPU then runs one worker, and a second such server on the same
+    machine puts one more on each, so nothing piles onto the first CPUs. With fewer
+    workers than CPUs (a pod under a CPU quota sees every CPU of its node, a single
+    process on a laptop) it leaves the scheduler free."""
+    if setting == "true":
+        return True
+    if setting == "false":
+        return False
+    n = len(usable_cpus()) if cpus is None else cpus
+    return n >= 2 and workers == n
+
+
 def pin_to_cpu(slot: int) -> int | None:
     """Run the calling thread, and every thread it starts from now on, on one CPU: the
     slot-th of those this process may use (modulo their number). Call it before the
@@ -28,7 +50,7 @@ def pin_to_cpu(slot: int) -> int | None:
     platform cannot pin."""
     if not hasattr(os, "sched_setaffinity"):
         return None
-    cpus = sorted(os.sched_getaffinity(0))
+    cpus = usable_cpus()
     if len(cpus) < 2:
         return None
     cpu = cpus[slot % len(cpus)]

@@ -15,6 +15,7 @@ from core.flags import add_flags, from_flags
 from core.settings import ENV_PREFIX
 
 MAX_LIMIT = 200  # largest RankRequest.limit (documented in the proto)
+PIN_CPUS = ("auto", "true", "false")  # --pin-cpus (service/affinity.py)
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,9 @@ class Config:
     rank_slots: int = 2
     # Each server process on one CPU of its own (worker i on the i-th CPU it may use): the
     # ranking slots' handoffs of the GIL then stay in one CPU's cache (service/affinity.py).
-    pin_cpus: bool = False
+    # auto: only when there are as many workers as CPUs (then two servers on one machine
+    # still spread evenly over its CPUs); true: always; false: never.
+    pin_cpus: str = "auto"
     candidates: int = 500  # candidates retrieved per request
     max_limit: int = MAX_LIMIT
     max_post_age_days: float = 14.0
@@ -92,4 +95,6 @@ def load_config(argv: list[str] | None = None, environ: dict[str, str] | None = 
         parser.error("--candidates must be 1..5000")
     if cfg.rank_slots < 0:
         parser.error("--rank-slots must be 0 (no limit) or more")
+    if cfg.pin_cpus not in PIN_CPUS:
+        parser.error(f"--pin-cpus must be one of {', '.join(PIN_CPUS)}, got {cfg.pin_cpus!r}")
     return cfg

@@ -27,7 +27,7 @@ import threading
 import time
 from pathlib import Path
 
-from service.affinity import pin_to_cpu
+from service.affinity import pin_to_cpu, should_pin
 from service.config import Config
 from service.stuck import STOP_SLACK_S, enable_stack_dumps, exit_if_stop_outlasts
 
@@ -75,8 +75,8 @@ def wait_for_signal() -> None:
 def serve_one(cfg: Config, url: str, reuse_port: bool, metrics: bool, on_ready, slot: int = 0) -> int:
     """Run one server process until SIGTERM/SIGINT, then drain in-flight requests.
     on_ready(version, error) is called once: with the model version, or with the error.
-    slot: this process's place among the workers (its CPU with cfg.pin_cpus)."""
-    if cfg.pin_cpus:  # before the imports below: threads they start inherit the CPU
+    slot: this process's place among the workers (its CPU when pinned: cfg.pin_cpus)."""
+    if should_pin(cfg.pin_cpus, cfg.workers):  # before the imports below: threads they start inherit the CPU
         log.info("server slot %s pinned to CPU %s", slot, pin_to_cpu(slot))
     from service.app import Service, StartupError
 
