@@ -72,7 +72,7 @@ class Plan:
     skip: list[str] = field(default_factory=list)
     headline_world: str = "1m"
     headline_candidates: int = 500
-    pin_cpus: bool = True  # the servers' --pin-cpus (off: --no-pin-cpus)
+    pin_cpus: bool = True  # the servers' --pin-cpus true (false with --no-pin-cpus)
     # The write path (issue 5), on the headline world, run last (it writes to a scratch Redis).
     ingest_rank_s: float = 4.0  # Rank idle, then Rank while one ingest stream runs
     ingest_s: float = 3.0  # each ingest-only measurement
@@ -616,7 +616,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--no-pin-cpus",
         action="store_true",
-        help="start the servers without --pin-cpus (each server process on a CPU of its own, the default here)",
+        help="start the servers with --pin-cpus false (by default the bench starts them with --pin-cpus true: each server process on a CPU of its own)",
     )
     args = ap.parse_args(argv)
 
