@@ -27,7 +27,8 @@ class Config:
     var_dir: Path = Path("var")
     workers: int = 1
     threads: int = 8  # gRPC handler threads per worker process
-    # Rank calls that run their pipeline at once in a worker; the others wait their turn.
+    # Rank calls that run their pipeline at once in a worker; the others wait their turn, in
+    # the order they came (service/rank_slots.py).
     # A worker's Python holds one lock (the GIL): 8 calls ranking at once take turns on it
     # anyway and pay for the switches (1 process, 8 callers, 1M posts: 4.3-4.6 ms of
     # server CPU a call with no limit, 3.8-3.9 with 2 slots, 3.2-3.4 with 1, which costs

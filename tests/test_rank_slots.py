@@ -1,10 +1,12 @@
 """Ranking slots (--rank-slots): at most that many Rank calls run their pipeline at once in
-a worker; the others wait, no longer than their deadline; other RPCs never wait. Over a
-real gRPC server and a real redis-server."""
+a worker; the others wait in the order they came, no longer than their deadline; other
+RPCs never wait. Over a real gRPC server and a real redis-server, and service/rank_slots.py
+alone."""
 
 from __future__ import annotations
 
 import threading
+import time
 
 import grpc
 import pytest
@@ -15,6 +17,7 @@ from nichefeed.v1 import ranking_pb2, ranking_pb2_grpc
 from service.app import Service
 from service.config import load_config
 from service.pipeline import RankPipeline
+from service.rank_slots import RankSlots
 from tests.conftest import service_config
 
 WAIT_COUNT = "nichefeed_rank_slot_wait_seconds_count"
@@ -29,8 +32,10 @@ class Gate:
         self.entered = threading.Event()
         self.release = threading.Event()
         self.fail = False
+        self.users: list[str] = []  # the calls that got past the slot, in order
 
     def run(self, ctx) -> None:
+        self.users.append(ctx.query.user_id)
         self.entered.set()
         assert self.release.wait(10), "the test never released the gate"
         if self.fail:
@@ -117,8 +122,73 @@ def test_a_negative_rank_slots_is_refused_and_more_slots_than_threads_mean_threa
     svc = Service(service_config(published, threads=cfg.threads, rank_slots=cfg.rank_slots), redis_server.url)
     try:
         slots = svc.servicer._slots
-        assert slots.acquire(blocking=False) and not slots.acquire(blocking=False)  # exactly one slot
+        assert slots.acquire(timeout=0) and not slots.acquire(timeout=0)  # exactly one slot
         slots.release()
     finally:
         svc.store.close()
         svc.write_client.close()
+
+
+def wait_until(condition, seconds: float = 10.0) -> None:
+    end = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < end, "timed out"
+        time.sleep(0.005)
+
+
+def test_waiting_calls_rank_in_the_order_they_came(one_slot):
+    svc, gate, ranker, _ = one_slot
+    slots = svc.servicer._slots
+    holder, _ = hold_the_slot(ranker, gate)
+    gate.users.clear()
+    waiting = []
+    for n, user in enumerate(("u1", "u2", "u3", "u4"), start=1):
+        waiting.append(ranker.Rank.future(ranking_pb2.RankRequest(user_id=user, limit=5), timeout=10))
+        wait_until(lambda n=n: slots.waiting() == n)  # queued before the next one comes
+    gate.release.set()
+    assert all(len(f.result().items) > 0 for f in waiting)
+    holder.join(10)
+    assert gate.users == ["u1", "u2", "u3", "u4"]
+
+
+def in_thread(fn):
+    out: list = []
+    t = threading.Thread(target=lambda: out.append(fn()))
+    t.start()
+    return t, out
+
+
+def test_a_freed_slot_goes_to_the_longest_waiter_never_to_a_newcomer():
+    slots = RankSlots(1)
+    assert slots.acquire(timeout=0)
+    first, got_first = in_thread(lambda: slots.acquire(timeout=10))
+    wait_until(lambda: slots.waiting() == 1)
+    second, got_second = in_thread(lambda: slots.acquire(timeout=10))
+    wait_until(lambda: slots.waiting() == 2)
+    slots.release()  # handed to the first waiter at once, whether or not it has run yet
+    assert not slots.acquire(timeout=0)  # a newcomer does not take it
+    first.join(10)
+    assert got_first == [True] and slots.waiting() == 1
+    slots.release()
+    second.join(10)
+    assert got_second == [True] and slots.waiting() == 0
+    slots.release()
+    assert slots.acquire(timeout=0)  # free again
+    slots.release()
+
+
+def test_a_waiter_that_times_out_leaves_the_queue_and_takes_no_slot():
+    slots = RankSlots(2)
+    assert slots.acquire(timeout=0) and slots.acquire(timeout=0)
+    t0 = time.monotonic()
+    assert not slots.acquire(timeout=0.05)
+    assert time.monotonic() - t0 >= 0.05 and slots.waiting() == 0
+    slots.release()
+    assert slots.acquire(timeout=0)  # the slot given back went to no one else
+    assert not slots.acquire(timeout=0)
+    slots.release()
+    slots.release()
+    with pytest.raises(ValueError, match="released more slots than were taken"):
+        slots.release()
+    with pytest.raises(ValueError):
+        RankSlots(0)

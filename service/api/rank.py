@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 import time
 
 import grpc
@@ -17,6 +16,7 @@ from service.errors import ServiceError
 from service.experiments import ExperimentHolder, Routing
 from service.metrics import METRICS, Children
 from service.pipeline import RankContext, RankPipeline, RankQuery
+from service.rank_slots import RankSlots
 from service.reload import BundleHolder
 
 log = logging.getLogger("nichefeed.server")
@@ -38,7 +38,7 @@ class FeedRankerServicer(ranking_pb2_grpc.FeedRankerServicer):
         self.pipeline = pipeline
         # At most rank_slots calls in the pipeline at once (service/config.py says why);
         # None: no limit.
-        self._slots = threading.BoundedSemaphore(rank_slots) if rank_slots > 0 else None
+        self._slots = RankSlots(rank_slots) if rank_slots > 0 else None
         self._slot_wait = METRICS.rank_slot_wait
         self._pipeline_cpu = METRICS.rank_pipeline_cpu
         self.holder = holder
