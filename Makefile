@@ -33,7 +33,7 @@ help:
 	@echo "make experiment-stop / experiment-promote   end it: everyone back on control / the candidate current"
 	@echo "make experiment-report   per-variant engagement rates, intervals and a verdict (markdown + plot)"
 	@echo "make fold-log   fold the service's live event log (new posts, engagements) into DATA"
-	@echo "make convert    a public log into the input schema: FORMAT=movielens|lastfm|stackexchange|stackexchange-sites|reddit-threads|mailing-lists SRC=dir OUT=dir"
+	@echo "make convert    a public log into the input schema: FORMAT=movielens|lastfm|stackexchange|stackexchange-sites|reddit-threads|mailing-lists|discourse SRC=dir OUT=dir"
 	@echo "                (mailing-lists: ARGS=\"--since 2024-01-19 --until 2026-01-19\")"
 	@echo "make bench      benchmarks (see benchmarks/README.md)"
 	@echo "make bench-training   training time of both engines and their parity (ARGS=\"--world 10m\": the 10M-event log)"

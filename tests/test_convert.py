@@ -12,6 +12,7 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 import zipfile
 from pathlib import Path
 
@@ -206,6 +207,73 @@ def reddit_threads_src(src: Path) -> Path:
     )
 
 
+def iso(ts: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(ts))
+
+
+def dpost(number: int, user_id: int | None, ts: int, **extra) -> dict:
+    """A post as Discourse's topic JSON holds it (the fields the converter reads, and some it ignores)."""
+    base = {"id": 1000 + number, "post_number": number, "user_id": user_id, "username": f"n{user_id}"}
+    return (
+        base
+        | {
+            "created_at": iso(ts),
+            "post_type": 1,
+            "deleted_at": None,
+            "hidden": False,
+            "user_deleted": False,
+            "reads": 9,
+        }
+        | extra
+    )
+
+
+def topic(tid: int, category: int | None, ts: int, posts: list[dict], **extra) -> str:
+    doc = {"id": tid, "title": "t", "created_at": iso(ts), "category_id": category, "archetype": "regular"}
+    doc |= {"visible": True, "deleted_at": None, "post_stream": {"posts": posts, "stream": [p["id"] for p in posts]}}
+    return json.dumps(doc | extra, indent=1)
+
+
+def discourse_src(src: Path) -> Path:
+    t0 = utc(2020, 3, 6)
+    write(
+        src,
+        {
+            "site.json": json.dumps(
+                {"categories": [{"id": 4, "name": "Support"}, {"id": 9, "name": "Show  and tell"}]}
+            ),
+            "posts/json/glyphs.10.json": topic(
+                10,
+                4,
+                t0,
+                [
+                    dpost(1, 7, t0),
+                    dpost(2, 8, t0 + 60),
+                    dpost(3, 7, t0 + 120),  # the topic's author: dropped
+                    dpost(4, -1, t0 + 180),  # Discourse's system user: dropped
+                    dpost(5, 9, t0 + 240, post_type=3),  # a small action ("closed"): dropped
+                    dpost(6, 9, t0 + 300, hidden=True),  # flagged away: dropped
+                    dpost(7, 9, t0 + 360, deleted_at=iso(t0 + 400)),  # deleted: dropped
+                    dpost(8, 9, t0 - 60),  # before the topic (a wrong clock): dropped
+                    dpost(9, 9, t0 + 3600),
+                ],
+            ),
+            "posts/json/demo.11.json": topic(11, 9, t0 + 86_400, [dpost(1, 8, t0 + 86_400), dpost(2, 7, t0 + 90_000)]),
+            "posts/json/pm.12.json": topic(
+                12, None, t0, [dpost(1, 7, t0), dpost(2, 8, t0 + 60)], archetype="private_message"
+            ),
+            "posts/json/hidden.13.json": topic(13, 4, t0, [dpost(1, 7, t0), dpost(2, 8, t0 + 60)], visible=False),
+            "posts/json/loose.14.json": topic(14, None, t0 + 7200, [dpost(1, None, t0 + 7200), dpost(2, 8, t0 + 7300)]),
+            "posts/json/zz-copy.10.json": topic(10, 4, t0, [dpost(1, 7, t0)]),  # topic 10 saved twice
+        },
+    )
+    # A long topic of which the archiver kept the first page only, gzipped.
+    long = json.loads(topic(15, 9, t0 + 600, [dpost(1, 9, t0 + 600), dpost(2, 8, t0 + 700)]))
+    long["post_stream"]["stream"] += [5001, 5002]
+    (src / "posts" / "json" / "long.15.json.gz").write_bytes(gzip.compress(json.dumps(long).encode()))
+    return src
+
+
 def mailing_lists_src(src: Path) -> Path:
     """The mbox lists of tests/test_convert_mailing_lists.py (exact rows are checked there)."""
     from tests.test_convert_mailing_lists import mbox_src
@@ -220,6 +288,7 @@ SAMPLES = {
     "stackexchange-sites": stackexchange_sites_src,
     "reddit-threads": reddit_threads_src,
     "mailing-lists": mailing_lists_src,
+    "discourse": discourse_src,
 }
 
 # One bad cell per format: (file to edit, old, new, the one-line error).
@@ -248,6 +317,12 @@ BAD = {
         '"created": 1633136400',
         '"created": "soon"',
         "Emory/Emory-4-b1.json: comment c8, column created: not a non-negative unix time: 'soon'",
+    ),
+    "discourse": (
+        "posts/json/demo.11.json",
+        '"created_at": "2020-03-07T01:00:00.000Z"',
+        '"created_at": "tomorrow"',
+        "posts/json/demo.11.json: topic 11 post 2, column created_at: not an ISO 8601 time with a zone: 'tomorrow'",
     ),
     "mailing-lists": (
         "alpha/alpha.mbox",
@@ -522,3 +597,73 @@ def test_reddit_threads_window_keeps_threads_created_in_it_and_comments_before_i
     assert c["subreddits"] == {"Emory": {"threads": 1, "events": 0}, "GradSchool": {"threads": 3, "events": 1}}
     assert events(out) == [("u-ann", "a2", t0 + 7200, "comment", 1)]
     assert [r["post_id"] for r in rows(out, "posts.csv")] == ["a2", "b1"]
+
+
+# ----------------------------------------------------------------------------- Discourse
+
+
+def test_discourse_counts_and_rows(tmp_path):
+    out = tmp_path / "out"
+    c = FORMATS["discourse"](discourse_src(tmp_path / "src"), out)
+    t0 = utc(2020, 3, 6)
+    assert (c["posts"], c["communities"], c["events"], c["topic_files"]) == (4, 3, 5, 7)  # site.json is no topic
+    assert c["dropped"] == {
+        "deleted_post": 1,
+        "duplicate_topic": 1,
+        "hidden_post": 1,
+        "not_a_reply_post": 1,
+        "post_before_topic": 1,
+        "post_by_system_user": 1,
+        "post_by_topic_author": 1,
+        "post_in_private_message_topic": 2,
+        "post_in_unlisted_topic": 2,
+        "private_message_topic": 1,
+        "unlisted_topic": 1,
+    }
+    assert (c["topics_missing_posts"], c["posts_missing"], c["categories_named"]) == (1, 2, 2)
+    assert events(out) == [  # sorted by time
+        ("u8", "t10", t0 + 60, "comment", 1),
+        ("u8", "t15", t0 + 700, "comment", 1),  # the page the archive kept
+        ("u9", "t10", t0 + 3600, "comment", 1),
+        ("u8", "t14", t0 + 7300, "comment", 1),
+        ("u7", "t11", t0 + 90_000, "comment", 1),
+    ]
+    assert [(r["post_id"], r["community_id"], r["author_id"], r["created_at"]) for r in rows(out, "posts.csv")] == [
+        ("t10", "d-4", "u7", str(t0)),
+        ("t11", "d-9", "u8", str(t0 + 86_400)),
+        ("t14", "d-uncategorized", "", str(t0 + 7200)),  # its first post has no user
+        ("t15", "d-9", "u9", str(t0 + 600)),
+    ]
+    assert [(r["community_id"], r["topic"]) for r in rows(out, "communities.csv")] == [
+        ("d-4", "Support"),
+        ("d-9", "Show and tell"),
+        ("d-uncategorized", "uncategorized"),
+    ]
+
+
+def test_discourse_private_messages_never_reach_the_output(tmp_path):
+    out = tmp_path / "out"
+    FORMATS["discourse"](discourse_src(tmp_path / "src"), out)
+    assert "t12" not in {r["post_id"] for r in rows(out, "posts.csv")}
+    assert "t12" not in {e[1] for e in events(out)}
+
+
+def test_discourse_malformed_json_names_the_file(tmp_path):
+    src = discourse_src(tmp_path / "src")
+    (src / "posts" / "json" / "demo.11.json").write_text('{"id": 11,\n "created_at": }')
+    with pytest.raises(DataError, match=r"^posts/json/demo\.11\.json: row 2, column \(json\): not valid JSON"):
+        FORMATS["discourse"](src, tmp_path / "out")
+
+
+def test_discourse_window_keeps_topics_created_in_it_and_replies_before_its_end(tmp_path):
+    src, out = discourse_src(tmp_path / "src"), tmp_path / "out"
+    t0 = utc(2020, 3, 6)
+    # t10 (created t0) is before the window; t15 (+10 min), t14 (+2 h) and t11 (+1 day)
+    # inside it; t11's reply (+25 h) falls after the window's end.
+    done = run_cli("discourse", src, out, "--since", "2020-03-06T00:05", "--until", "2020-03-07T01:00")
+    assert done.returncode == 0, done.stderr
+    c = json.loads(done.stdout.split("\n", 1)[1])
+    assert (c["posts"], c["events"], c["since"], c["until"]) == (3, 2, "2020-03-06T00:05:00Z", "2020-03-07T01:00:00Z")
+    assert (c["dropped"]["thread_outside_window"], c["dropped"]["comment_on_thread_outside_window"]) == (1, 2)
+    assert c["dropped"]["comment_after_until"] == 1
+    assert events(out) == [("u8", "t15", t0 + 700, "comment", 1), ("u8", "t14", t0 + 7300, "comment", 1)]

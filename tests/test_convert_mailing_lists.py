@@ -299,5 +299,5 @@ def test_cli_window_options(tmp_path):
     other = run_cli("movielens", src, out, "--since", "2024-01-01")
     assert (other.returncode, other.stderr) == (
         2,
-        "error: --since/--until: only for mailing-lists, reddit-threads, not movielens\n",
+        "error: --since/--until: only for discourse, mailing-lists, reddit-threads, not movielens\n",
     )

@@ -470,7 +470,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "convert",
-        help="convert a public log (MovieLens, Last.fm, Stack Exchange, Reddit, mailing lists) to the input schema",
+        help="convert a public log (MovieLens, Last.fm, Stack Exchange, Reddit, mailing lists, Discourse) to the input schema",
     )
     p.add_argument("format", choices=sorted(FORMATS), help="source format")
     p.add_argument("src", type=Path, help="directory with the source files (plain, .gz or in a .zip)")

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from training.convert.discourse import convert_discourse
 from training.convert.lastfm import convert_lastfm
 from training.convert.mailing_lists import convert_mailing_lists
 from training.convert.movielens import convert_movielens
@@ -28,7 +29,8 @@ FORMATS: dict[str, Callable[[Path, Path], dict]] = {
     "stackexchange-sites": convert_stackexchange_sites,
     "reddit-threads": convert_reddit_threads,
     "mailing-lists": convert_mailing_lists,
+    "discourse": convert_discourse,
 }
 # Formats whose converter takes a time window (since=, until=: unix seconds; the CLI's
 # --since/--until): logs that span years, where a study wants a stretch of them.
-WINDOWED = {"mailing-lists", "reddit-threads"}
+WINDOWED = {"mailing-lists", "reddit-threads", "discourse"}

@@ -172,6 +172,23 @@ class Log:
     dropped: Counter = field(default_factory=Counter)  # reason -> count (reported in the counts)
 
 
+def keep_window(log: Log, since: int | None, until: int | None) -> None:
+    """Posts (threads, topics) created in [since, until) and their events before until; the
+    rest dropped, counted under the thread-forum names every windowed converter reports."""
+    lo = since if since is not None else -(2**63)
+    hi = until if until is not None else 2**63
+    outside = {pid for pid, (_, _, created) in log.posts.items() if not lo <= created < hi}
+    dropped = {
+        "thread_outside_window": len(outside),
+        "comment_on_thread_outside_window": sum(e[1] in outside for e in log.events),
+        "comment_after_until": sum(e[1] not in outside and e[2] >= hi for e in log.events),
+    }
+    log.dropped.update({reason: n for reason, n in dropped.items() if n})
+    for pid in outside:
+        del log.posts[pid]
+    log.events[:] = [e for e in log.events if e[1] not in outside and e[2] < hi]
+
+
 def day(ts: int | None) -> str | None:
     """Unix seconds -> ISO date-time in UTC (a window's ends in the printed counts)."""
     return None if ts is None else datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")

@@ -39,7 +39,7 @@ import re
 from collections import Counter
 from pathlib import Path
 
-from training.convert.common import DAY, Log, day, write_log
+from training.convert.common import DAY, Log, day, keep_window, write_log
 from training.csvio import DataError
 
 SUBREDDIT = re.compile(r"[A-Za-z0-9_]{2,21}")  # Reddit's own rule for subreddit names
@@ -74,22 +74,6 @@ def convert_reddit_threads(src: Path, out: Path, since: int | None = None, until
     result["until"] = day(until)
     result["subreddits"] = per_sub
     return result
-
-
-def keep_window(log: Log, since: int | None, until: int | None) -> None:
-    """Threads created in [since, until) and their comments before until; the rest dropped."""
-    lo = since if since is not None else -(2**63)
-    hi = until if until is not None else 2**63
-    outside = {pid for pid, (_, _, created) in log.posts.items() if not lo <= created < hi}
-    dropped = {
-        "thread_outside_window": len(outside),
-        "comment_on_thread_outside_window": sum(e[1] in outside for e in log.events),
-        "comment_after_until": sum(e[1] not in outside and e[2] >= hi for e in log.events),
-    }
-    log.dropped.update({reason: n for reason, n in dropped.items() if n})
-    for pid in outside:
-        del log.posts[pid]
-    log.events[:] = [e for e in log.events if e[1] not in outside and e[2] < hi]
 
 
 def cut_after_crawl_end(log: Log, first_event: int, cid: str) -> None:
