@@ -28,7 +28,11 @@ Protocol (also written into every report, so anyone can recompute the numbers):
   baseline: an interval above 0 is "better, beyond noise", below 0 "worse, beyond noise",
   otherwise "within noise".
 - Baselines are tuned on the inner split (the same protocol one longest-window before the
-  first split point, inside the training data); the pipeline's scorer is fitted there too.
+  first split point, inside the training data, widened on a sparse log until enough users
+  engage in it); the hot feeds on windows of the longest window's length before the first
+  split point instead, pooled until enough users are judged (hot_windows in the
+  baselines' settings), as they are judged on such windows. The pipeline's scorer is
+  fitted on such windows too.
 - Ties are broken by the lower post row. Scores are float32.
 Methods: random, most_popular, hot_global, hot_in_communities, newest_in_communities,
 active_in_communities, newest_from_followed, item_knn, ease, plain_als (training/baselines.py); als_stage (the pipeline's embeddings
