@@ -532,7 +532,12 @@ def markdown(report: dict, title: str, plot: str | None = None) -> str:
         lines += [f"Not run on this data: {', '.join(report['skipped'])} (see notes).", ""]
     b = report.get("baselines", {})
     if b:
-        lines += ["## Baselines as tuned on the inner split", ""]
+        lines += [
+            "## Baselines as tuned",
+            "",
+            "On the inner split; the two hot feeds on the weeks in hot_windows ([start, users judged]).",
+            "",
+        ]
         lines += [f"- {k}: {v}" for k, v in b.items() if k != "tuning"]
         lines += [f"- grid {name}: {grid}" for name, grid in b.get("tuning", {}).items()]
         lines.append("")
