@@ -177,7 +177,8 @@ def hot_tuning_worlds(
     On a sparse log the inner split is widened to months, and hot feeds tuned on months
     of engagement chose 256 h half-lives (the 16 Stack Exchange sites, MovieLens, Last.fm)
     for an evaluation judged on a day and a week: unfair to the very baselines a user
-    would pick instead, and to the pipeline's own hot features, which use that half-life."""
+    would pick instead. (The pipeline's own hot features keep the inner split's choice:
+    BaselineParams.pipeline_hot_half_life_h.)"""
     if inner.end_ts - inner.split_ts == longest_s and len(tuned[1].users) >= MIN_INNER_USERS:
         return [tuned]
     worlds, judged = [], 0
@@ -306,7 +307,7 @@ def train(data_dir: Path, models_dir: Path, params: TrainParams, progress: bool 
     baselines, tuned_als = tune_on_inner(ds, split, inner, longest_s, window, params, clock)
     params = replace(params, als=tuned_als)  # what ships, and what the manifest records
     hot_h = baselines.pipeline_hot_half_life_h
-    clock.done("tune", f"baselines tuned on the inner split: hot half-life {hot_h:g} h; {baselines.tuning}")
+    clock.done("tune", f"baselines tuned; the pipeline's hot half-life {hot_h:g} h; {baselines.tuning}")
 
     fits = WorldFits(ds, params.als, hot_h)
     state, model = fits(split.split_ts, progress)
