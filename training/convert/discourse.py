@@ -75,9 +75,8 @@ def convert_discourse(src: Path, out: Path, since: int | None = None, until: int
     result = write_log(log, out)
     result.update(missing)
     result["topic_files"] = len(files)
-    result["categories_named"] = sum(
-        cid != UNCATEGORIZED and not t.startswith("category ") for cid, t in log.communities.items()
-    )
+    # Named by site.json / categories.json, and holding at least one converted topic.
+    result["categories_named"] = sum(f"d-{cat}" in log.communities for cat in names)
     result["since"] = day(since)
     result["until"] = day(until)
     return result
