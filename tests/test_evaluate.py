@@ -11,9 +11,10 @@ import scipy.sparse as sp
 
 from core import contract
 from tests.catalogue_logs import write_catalogue_logs
-from training.evaluate import METHODS, bootstrap_ci, bootstrap_cis, per_user_metrics
+from training.evaluate import METHODS, bootstrap_ci, bootstrap_cis, gate_point_count, per_user_metrics
+from training.gate import compare_on_candidate
 from training.params import EvalParams, TrainParams
-from training.reevaluate import reevaluate
+from training.reevaluate import numbers_differing, reevaluate
 from training.train import train
 
 
@@ -78,12 +79,36 @@ def test_report_is_recomputed_exactly_from_the_bundle(learned_bundle):
     assert (users[0] >= 0).sum() == proto["users"] > 100
     rankings = np.load(learned_bundle / contract.EVAL_RANKINGS_FILE)
     assert rankings.shape == (len(users), len(METHODS), users.shape[1], 50)
-    # every window of every split point is in the report, the gate on the first point's longest one
+    # every window of every split point is in the report; one point: the gate is its longest window
     assert len(saved["windows"]) == len(proto["split_points"]) * len(proto["windows_days"])
+    assert gate_points_of(learned_bundle) == 1
     assert (
         saved["gate"]["value"]
         == saved["windows"][len(proto["windows_days"]) - 1]["methods"]["pipeline"]["ndcg@10"]["mean"]
     )
+
+
+def gate_points_of(bundle) -> int:
+    """Checks the report's gate points: from the first, pooled until max_users
+    user-requests, every user of each judged; returns how many points it pooled."""
+    saved = json.loads((bundle / contract.REPORT_JSON_FILE).read_text())
+    proto, gate, per_point = saved["protocol"], saved["gate"], len(saved["protocol"]["windows_days"])
+    counts = [int((u >= 0).sum()) for u in np.load(bundle / contract.EVAL_USERS_FILE)]
+    n = gate_point_count(counts, proto["max_users"])
+    assert gate["split_points"] == proto["split_points"][:n] and gate["users"] == sum(counts[:n])
+    longest = [saved["windows"][j * per_point + per_point - 1] for j in range(n)]
+    assert [w["window"]["users"] for w in longest] == counts[:n]
+    return n
+
+
+def test_the_gate_pools_points_until_enough_user_requests():
+    """A busy log's first point is its gate alone; a sparse log's points are pooled until
+    the requests of one full point, or all of them."""
+    assert gate_point_count([2000, 2000], 2000) == 1
+    assert gate_point_count([2, 5, 1993, 10], 2000) == 3
+    assert gate_point_count([2, 0, 5], 2000) == 3
+    assert gate_point_count([0, 3000], 2000) == 2
+    assert gate_point_count([], 2000) == 1
 
 
 def test_the_later_points_scorer_is_refitted_and_an_older_bundle_is_recomputed_without(tiny_data, tmp_path):
@@ -96,6 +121,28 @@ def test_the_later_points_scorer_is_refitted_and_an_older_bundle_is_recomputed_w
     manifest = json.loads((bundle / contract.MANIFEST_FILE).read_text())
     assert len(manifest["params"]["split_points"]) == 2 and manifest["params"]["eval"]["refit_scorer"] is True
     assert reevaluate(bundle)[1] == []
+    # The first point judges fewer than --eval-users: the gate pools both. At the second the
+    # report's pipeline was refitted, but the gate ranks the bundle as shipped (its first
+    # point's vectors and scorer), as `make publish` ranks the serving bundle there; the
+    # bundle against itself: the report's value, no difference.
+    assert gate_points_of(bundle) == 2
+    report = json.loads((bundle / contract.REPORT_JSON_FILE).read_text())
+    first, second = (report["windows"][j * 2 + 1] for j in range(2))
+    users = (first["window"]["users"], second["window"]["users"])
+    refitted = (
+        first["methods"]["pipeline"]["ndcg@10"]["mean"] * users[0]
+        + second["methods"]["pipeline"]["ndcg@10"]["mean"] * users[1]
+    ) / sum(users)
+    assert report["gate"]["value"] != pytest.approx(refitted, abs=1e-9)
+    same = compare_on_candidate(bundle, bundle)
+    assert (same.points, same.users) == (2, report["gate"]["users"])
+    assert same.candidate == pytest.approx(report["gate"]["value"], abs=1e-12) == same.serving
+    assert same.ci95 == (0.0, 0.0)
+    # A report saved before the gate pooled points had its first point's value alone, and
+    # make evaluate recomputes it so.
+    old = {**report, "gate": {"metric": "ndcg@10", "value": first["methods"]["pipeline"]["ndcg@10"]["mean"]}}
+    assert numbers_differing(old, report) == [] and numbers_differing(report, report) == []
+    assert numbers_differing(old | {"gate": report["gate"]}, old)  # a new report against an old rule differs
     del manifest["params"]["eval"]["refit_scorer"]
     (bundle / contract.MANIFEST_FILE).write_text(json.dumps(manifest))
     _, mismatches = reevaluate(bundle)

@@ -139,7 +139,7 @@ def test_gate_re_ranks_the_serving_model_on_the_candidates_window(learned_bundle
     report = json.loads((learned_bundle / contract.REPORT_JSON_FILE).read_text())
     # The same model carried into its own data ranks exactly as its report says.
     same = compare_on_candidate(learned_bundle, learned_bundle)
-    assert same.users == report["protocol"]["users"]
+    assert (same.points, same.users) == (len(report["gate"]["split_points"]), report["gate"]["users"])
     assert same.candidate == pytest.approx(report["gate"]["value"], abs=1e-12)
     assert same.serving == pytest.approx(same.candidate, abs=1e-12)
     assert same.ci95 == (0.0, 0.0) and same.verdict == "within noise"
@@ -158,7 +158,7 @@ def test_gate_re_ranks_the_serving_model_on_the_candidates_window(learned_bundle
     (older / "events.csv").write_text("\n".join([header] + [r for r in rows if int(r.split(",")[ts_col]) < cut]) + "\n")
     serving = train(older, tmp_path / "models", TrainParams(), progress=False, quiet=True)
     cmp = compare_on_candidate(learned_bundle, serving)
-    assert cmp.users == report["protocol"]["users"]
+    assert (cmp.users, cmp.points) == (same.users, same.points)
     assert cmp.candidate == pytest.approx(report["gate"]["value"], abs=1e-12)
     saved_serving = json.loads((serving / contract.REPORT_JSON_FILE).read_text())["gate"]["value"]
     assert cmp.serving != saved_serving  # judged on the candidate's window, not on its own

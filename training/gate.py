@@ -6,9 +6,10 @@ higher for every model). So the serving bundle's model (its vectors, its scorer,
 hotness half-life) is carried into the candidate's world by id: users, communities and
 posts it knows keep their vectors; posts it never saw start from their community's (and
 author's) vector, as the service would place them; users it never saw have no vector.
-It then ranks the candidate's evaluated users at the candidate's first split point with
-the candidate's retrieval, and both models are judged on the candidate's gate window,
-paired per user.
+It then ranks the candidate's evaluated users at the candidate's gate points (the first
+split point, and the next ones while fewer than --eval-users user-requests are judged:
+evaluate.gate_point_count) with the candidate's retrieval, and both models are judged on
+the candidate's longest window after each, paired per user-request.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from training.evaluate import (
     SplitPoint,
     bootstrap_ci,
     catalogue_rows,
+    gate_point_count,
     per_user_metrics,
     rank_pipeline,
     saved_method,
@@ -43,7 +45,8 @@ class GateComparison:
     candidate: float  # mean gate metric of the candidate, on its own users and window
     serving: float  # the serving model's, on the same users and window
     ci95: tuple[float, float]  # of the paired difference candidate - serving
-    users: int
+    users: int  # user-requests judged, over the gate's split points
+    points: int = 1  # split points pooled
 
     @property
     def verdict(self) -> str:
@@ -99,29 +102,56 @@ def carried_model(serving: Bundle, ds: Dataset) -> Model:
     return Model(users, communities, posts, neighbours=neighbours, neighbour_sims=sims)
 
 
+class Shipped:
+    """A bundle's model carried into the data (carried_model, once), ranking at a split
+    point with the world as of it under the bundle's own hot half-life, through the
+    candidate's retrieval: what that bundle would serve there."""
+
+    def __init__(self, bundle: Bundle, ds: Dataset):
+        self.ds, self.scorer = ds, bundle.scorer
+        self.half_life_h = float(bundle.manifest.params.get("hot_half_life_h", 24.0))
+        self.model = carried_model(bundle, ds)
+
+    def rank(self, split_ts: int, catalogue: np.ndarray, seen, users: np.ndarray, k: int) -> np.ndarray:
+        state = state_as_of(self.ds, split_ts, self.ds.memberships_derived, self.half_life_h)
+        source = CandidateSource(self.ds, state, self.model, catalogue, seen)
+        return rank_pipeline(self.ds, SplitPoint(split_ts, state, self.model, self.scorer), source, users, k)
+
+
 def compare_on_candidate(candidate_dir: Path, serving_dir: Path, data_dir: Path | None = None) -> GateComparison:
-    """Re-rank the candidate's gate window with the serving model and compare, paired."""
+    """Re-rank the candidate's gate points and windows with the serving model and compare, paired."""
     candidate = load_bundle(candidate_dir, verify=False)
     serving = load_bundle(serving_dir, verify=False)
     p = candidate.manifest.params
     ds = load_dataset(Path(data_dir or p["data_dir"]))
-    split_ts, end_ts = int(p["split_ts"]), int(p["data_end_ts"])
+    end_ts = int(p["data_end_ts"])
     longest = max(p["eval"]["windows_days"])
-    users = np.load(candidate_dir / contract.EVAL_USERS_FILE)[0]
-    users = users[users >= 0]
-    own = np.load(candidate_dir / contract.EVAL_RANKINGS_FILE)[0, saved_method(candidate_dir, "pipeline"), : len(users)]
-    before = ds.e_ts < split_ts
-    catalogue = catalogue_rows(ds, split_ts, p["index_window_applied_days"])
-    seen = seen_matrix(ds, before)
-    window = ~before & (ds.e_ts < min(end_ts, split_ts + int(longest * DAY)))
-    targets = target_matrix(ds, window, seen, catalogue)
-    serving_h = float(serving.manifest.params.get("hot_half_life_h", 24.0))
-    state = state_as_of(ds, split_ts, ds.memberships_derived, serving_h)
-    model = carried_model(serving, ds)
-    source = CandidateSource(ds, state, model, catalogue, seen)
-    theirs = rank_pipeline(ds, SplitPoint(split_ts, state, model, serving.scorer), source, users, own.shape[1])
-    ks = tuple(p["eval"]["ks"])
-    mine = per_user_metrics(own, targets, users, ds, ks)[GATE_METRIC]
-    old = per_user_metrics(theirs, targets, users, ds, ks)[GATE_METRIC]
-    lo, hi = bootstrap_ci(mine - old, int(p["eval"]["bootstrap"]), np.random.default_rng(int(p["eval"]["seed"])))
-    return GateComparison(float(mine.mean()), float(old.mean()), (lo, hi), int(len(users)))
+    all_users = np.load(candidate_dir / contract.EVAL_USERS_FILE)
+    rankings = np.load(candidate_dir / contract.EVAL_RANKINGS_FILE, mmap_mode="r")
+    pipeline = saved_method(candidate_dir, "pipeline")
+    points = [int(ts) for ts in p.get("split_points") or [p["split_ts"]]]
+    gate_points = gate_point_count([(u >= 0).sum() for u in all_users[: len(points)]], int(p["eval"]["max_users"]))
+    k = rankings.shape[-1]
+    theirs_at = Shipped(serving, ds).rank
+    own_at = Shipped(candidate, ds).rank if gate_points > 1 else None
+    mine, old = [], []
+    for j, split_ts in enumerate(points[:gate_points]):
+        users = all_users[j][all_users[j] >= 0]
+        if len(users) == 0:
+            continue
+        before = ds.e_ts < split_ts
+        catalogue = catalogue_rows(ds, split_ts, p["index_window_applied_days"])
+        seen = seen_matrix(ds, before)
+        window = ~before & (ds.e_ts < min(end_ts, split_ts + int(longest * DAY)))
+        targets = target_matrix(ds, window, seen, catalogue)
+        # The first point's ranking is the candidate's saved one; at a later point the
+        # report's was refitted, so the candidate ranks there as shipped, like the serving one.
+        own = np.asarray(rankings[j, pipeline, : len(users)]) if j == 0 else own_at(split_ts, catalogue, seen, users, k)
+        theirs = theirs_at(split_ts, catalogue, seen, users, k)
+        mine.append(per_user_metrics(own, targets, users, ds, (10,))[GATE_METRIC])
+        old.append(per_user_metrics(theirs, targets, users, ds, (10,))[GATE_METRIC])
+    a = np.concatenate(mine) if mine else np.zeros(0)
+    b = np.concatenate(old) if old else np.zeros(0)
+    lo, hi = bootstrap_ci(a - b, int(p["eval"]["bootstrap"]), np.random.default_rng(int(p["eval"]["seed"])))
+    mean = lambda v: float(v.mean()) if len(v) else 0.0  # noqa: E731
+    return GateComparison(mean(a), mean(b), (lo, hi), int(len(a)), gate_points)

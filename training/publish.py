@@ -1,8 +1,9 @@
 """Publish: gate, publish a bundle's features to Redis, flip the pointer, keep history, prune.
 
 Gate: a bundle whose report scores it below the serving version on the gate metric
-(evaluate.GATE_METRIC, the pipeline's NDCG@10 on its held-out window) is refused unless
-forced; a bundle without a report, or a serving version without one, cannot be compared
+(evaluate.GATE_METRIC, the pipeline's NDCG@10 on its held-out windows: the first split
+point's, pooled with the next ones' on a log too sparse for one point to judge
+--eval-users) is refused unless forced; a bundle without a report, or a serving version without one, cannot be compared
 and is let through with a warning.
 
 Order matters for zero-downtime: the new version's keys are written first (pipelined
@@ -102,7 +103,7 @@ def check_gate(
         return _gate_on_reports(bundle_dir, models_dir, current, force, tolerance, f"({exc}) ")
     verdict = (
         f"{GATE_METRIC} {cmp.candidate:.4f} (new) vs {cmp.serving:.4f} (serving {current}, re-ranked on the new "
-        f"model's data and window, {cmp.users} users; difference [{cmp.ci95[0]:+.4f}, {cmp.ci95[1]:+.4f}] "
+        f"model's data and windows, {cmp.users} user-requests at {cmp.points} split point(s); difference [{cmp.ci95[0]:+.4f}, {cmp.ci95[1]:+.4f}] "
         f"{cmp.verdict})"
     )
     if cmp.candidate < cmp.serving - tolerance:

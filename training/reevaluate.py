@@ -48,14 +48,21 @@ def reevaluate(bundle_dir: Path, data_dir: Path | None = None) -> tuple[dict, li
         mismatches.append("evaluated users differ")
     if not np.array_equal(result.rankings, np.load(bundle_dir / contract.EVAL_RANKINGS_FILE)):
         mismatches.append("rankings differ")
-    want, got = (
-        _flatten({k: saved[k] for k in ("windows", "pooled", "gate")}),
-        _flatten({k: result.report[k] for k in ("windows", "pooled", "gate")}),
-    )
-    for key in sorted(set(want) | set(got)):
-        if key not in got or key not in want or abs(want[key] - got[key]) > 1e-9:
-            mismatches.append(f"{key}: saved {want.get(key)} recomputed {got.get(key)}")
-    return result.report, mismatches
+    return result.report, mismatches + numbers_differing(saved, result.report)
+
+
+def numbers_differing(saved: dict, recomputed: dict) -> list[str]:
+    """Every number of the windows, the pooled windows and the gate that differs."""
+    gate = recomputed["gate"]
+    if "split_points" not in saved["gate"]:  # saved before the gate pooled points: its first point's
+        gate = {"metric": gate["metric"], "value": recomputed["methods"]["pipeline"][gate["metric"]]["mean"]}
+    want = _flatten({k: saved[k] for k in ("windows", "pooled", "gate")})
+    got = _flatten({**{k: recomputed[k] for k in ("windows", "pooled")}, "gate": gate})
+    return [
+        f"{key}: saved {want.get(key)} recomputed {got.get(key)}"
+        for key in sorted(set(want) | set(got))
+        if key not in got or key not in want or abs(want[key] - got[key]) > 1e-9
+    ]
 
 
 def replay(bundle_dir: Path, data_dir: Path | None = None, capture: Path | None = None):
