@@ -19,7 +19,7 @@ from core.bundle import load_bundle
 from core.redis_conn import mget
 from tests.conftest import BACKENDS, OwnStore
 from training import publish as publishing
-from training.gate import compare_on_candidate
+from training.gate import GateComparison, compare_on_candidate
 from training.params import TrainParams
 from training.train import train
 
@@ -77,6 +77,22 @@ def test_gate_refuses_a_worse_model_force_publishes_it_and_rollback_restores(own
     assert publishing.rollback(client, models_dir) == good.name
     assert publishing.current_version(client) == good.name
     assert keys_of(client, worse.name) > 0  # still there: a roll forward needs no republish
+
+
+def test_the_gate_refuses_only_what_is_worse_beyond_noise():
+    """Two retrains of a small forum's model differ by noise: a lower mean whose paired
+    interval reaches zero passes and says so; an interval below zero is refused, and
+    published only when forced."""
+    level = GateComparison(candidate=0.4345, serving=0.4477, ci95=(-0.0502, 0.0261), users=92, points=16)
+    said = publishing.gate_decision(level, "v1", force=False)
+    assert said.endswith("within noise): passed (lower on the mean, but not beyond noise)")
+    assert "92 user-requests at 16 split point(s); difference [-0.0502, +0.0261]" in said
+    better = GateComparison(candidate=0.46, serving=0.44, ci95=(-0.01, 0.05), users=92, points=16)
+    assert publishing.gate_decision(better, "v1", force=False).endswith("within noise): passed")
+    worse = GateComparison(candidate=0.40, serving=0.45, ci95=(-0.08, -0.02), users=2000, points=1)
+    with pytest.raises(publishing.GateRefused, match=r"worse, beyond noise\): the new model is worse; not published"):
+        publishing.gate_decision(worse, "v1", force=False)
+    assert publishing.gate_decision(worse, "v1", force=True).endswith("worse, published because forced")
 
 
 def test_cli_publish_refusal_is_one_line_and_exit_3(own_redis, models):
