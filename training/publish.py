@@ -93,10 +93,11 @@ def check_gate(
     data, split points, users and windows, and the candidate is refused when it is worse
     beyond noise (the paired 95% interval of the difference below zero). A lower mean
     within noise passes, and the line says so: two retrains of a small forum's model
-    differ by noise, and a gate on the mean alone refused about half of them. Only when
-    the re-ranking cannot be done (the candidate's data directory is gone, a bundle cannot
-    be read) are the two saved reports' means compared (no pairing, so no interval: lower
-    by more than `tolerance` is refused), and the line says so."""
+    differ by noise, and a gate on the mean alone would refuse about half of them (either
+    is lower on the mean as often as not). Only when the re-ranking cannot be done (the
+    candidate's data directory is gone, a bundle cannot be read) are the two saved
+    reports' means compared (no pairing, so no interval: lower by more than `tolerance`
+    is refused), and the line says so."""
     current = current_version(client)
     if current is None:
         return "gate: nothing is serving yet"
