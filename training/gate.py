@@ -153,5 +153,8 @@ def compare_on_candidate(candidate_dir: Path, serving_dir: Path, data_dir: Path 
     a = np.concatenate(mine) if mine else np.zeros(0)
     b = np.concatenate(old) if old else np.zeros(0)
     lo, hi = bootstrap_ci(a - b, int(p["eval"]["bootstrap"]), np.random.default_rng(int(p["eval"]["seed"])))
-    mean = lambda v: float(v.mean()) if len(v) else 0.0  # noqa: E731
-    return GateComparison(mean(a), mean(b), (lo, hi), int(len(a)), gate_points)
+    return GateComparison(_mean(a), _mean(b), (lo, hi), int(len(a)), gate_points)
+
+
+def _mean(values: np.ndarray) -> float:
+    return float(values.mean()) if len(values) else 0.0

@@ -4,8 +4,9 @@ Gate: a bundle worse than the serving version beyond noise on the gate metric
 (evaluate.GATE_METRIC, the pipeline's NDCG@10 on its held-out windows: the first split
 point's, pooled with the next ones' on a log too sparse for one point to judge
 --eval-users; the serving model re-ranked on the same user-requests, and the paired
-interval of the difference entirely below zero) is refused unless forced; a bundle without a report, or a serving version without one, cannot be compared
-and is let through with a warning.
+interval of the difference entirely below zero) is refused unless forced; a bundle
+without a report, or a serving version without one, cannot be compared and is let
+through with a warning.
 
 Order matters for zero-downtime: the new version's keys are written first (pipelined
 MSET batches; against a Redis Cluster a SET each, the pipeline sending every node its
