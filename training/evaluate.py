@@ -369,7 +369,8 @@ def evaluate(
         catalogue = catalogue_rows(ds, split_ts, index_window_days)
         seen = seen_matrix(ds, before)
         long_mask = ~before & (ds.e_ts < min(end_ts, split_ts + int(longest * DAY)))
-        users = pick_users(target_matrix(ds, long_mask, seen, catalogue), seen, params.max_users, params.seed + j)
+        long_targets = target_matrix(ds, long_mask, seen, catalogue)
+        users = pick_users(long_targets, seen, params.max_users, params.seed + j)
         all_users[j, : len(users)] = users
         world = RankingWorld(ds, point.state, before, catalogue, als.engine)
         source = CandidateSource(ds, point.state, point.model, catalogue, seen)
@@ -384,14 +385,12 @@ def evaluate(
                         if j == 0
                         else rank_shipped(ds, points[0], point, source, users, k)
                     )
-                    targets = target_matrix(ds, long_mask, seen, catalogue)
-                    gate_parts.append(per_user_metrics(shipped, targets, users, ds, (10,))[GATE_METRIC])
+                    gate_parts.append(per_user_metrics(shipped, long_targets, users, ds, (10,))[GATE_METRIC])
                     gate_points = j + 1
                 gate_judged += len(users)
                 if capture is not None:
-                    targets = target_matrix(ds, long_mask, seen, catalogue)
                     candidate_capture.write(
-                        capture / f"point{j}.npz", ds, point, source, users, targets, scorers["ease"]
+                        capture / f"point{j}.npz", ds, point, source, users, long_targets, scorers["ease"]
                     )
             elif scorers[name] is None:
                 skipped.add(name)
