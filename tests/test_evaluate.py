@@ -127,6 +127,18 @@ def test_the_later_points_scorer_is_refitted_and_an_older_bundle_is_recomputed_w
     # bundle against itself: the report's value, no difference.
     assert gate_points_of(bundle) == 2
     report = json.loads((bundle / contract.REPORT_JSON_FILE).read_text())
+    # The headline (methods, pipeline_vs, the manifest's metrics) is the pooled 7 days.
+    pooled = report["pooled"][-1]
+    both = report["windows"][1]["window"]["users"] + report["windows"][3]["window"]["users"]
+    assert report["headline"] == pooled["window"] == {"split_ts": "all", "days": 7.0, "users": both, "split_points": 2}
+    assert (report["methods"], report["pipeline_vs"]) == (pooled["methods"], pooled["pipeline_vs"])
+    assert report["protocol"]["users"] == report["windows"][1]["window"]["users"]  # the first split's
+    assert manifest["metrics"]["pipeline/ndcg@10"] == pooled["methods"]["pipeline"]["ndcg@10"]["mean"]
+    markdown = (bundle / contract.REPORT_MD_FILE).read_text()
+    assert (
+        "Headline (report.json's methods and pipeline_vs, the manifest's metrics): all 2 split points pooled, next 7 days."
+        in markdown
+    )
     first, second = (report["windows"][j * 2 + 1] for j in range(2))
     users = (first["window"]["users"], second["window"]["users"])
     refitted = (

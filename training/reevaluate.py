@@ -55,7 +55,11 @@ def numbers_differing(saved: dict, recomputed: dict) -> list[str]:
     """Every number of the windows, the pooled windows and the gate that differs."""
     gate = recomputed["gate"]
     if "split_points" not in saved["gate"]:  # saved before the gate pooled points: its first point's
-        gate = {"metric": gate["metric"], "value": recomputed["methods"]["pipeline"][gate["metric"]]["mean"]}
+        first_ts = recomputed["protocol"]["split_ts"]
+        first = max(
+            (w for w in recomputed["windows"] if w["window"]["split_ts"] == first_ts), key=lambda w: w["window"]["days"]
+        )
+        gate = {"metric": gate["metric"], "value": first["methods"]["pipeline"][gate["metric"]]["mean"]}
     want = _flatten({k: saved[k] for k in ("windows", "pooled", "gate")})
     got = _flatten({**{k: recomputed[k] for k in ("windows", "pooled")}, "gate": gate})
     return [
