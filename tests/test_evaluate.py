@@ -11,7 +11,15 @@ import scipy.sparse as sp
 
 from core import contract
 from tests.catalogue_logs import write_catalogue_logs
-from training.evaluate import METHODS, bootstrap_ci, bootstrap_cis, gate_point_count, per_user_metrics
+from training.__main__ import print_outputs
+from training.evaluate import (
+    METHODS,
+    bootstrap_ci,
+    bootstrap_cis,
+    closest_baseline,
+    gate_point_count,
+    per_user_metrics,
+)
 from training.gate import compare_on_candidate
 from training.params import EvalParams, TrainParams
 from training.reevaluate import numbers_differing, reevaluate
@@ -111,7 +119,7 @@ def test_the_gate_pools_points_until_enough_user_requests():
     assert gate_point_count([], 2000) == 1
 
 
-def test_the_later_points_scorer_is_refitted_and_an_older_bundle_is_recomputed_without(tiny_data, tmp_path):
+def test_the_later_points_scorer_is_refitted_and_an_older_bundle_is_recomputed_without(tiny_data, tmp_path, capsys):
     """Two split points: make evaluate refits the later point's scorer as training did
     (every number matches); read as a bundle from before the refit (its manifest without
     the field), the first point's windows still match and the later point's differ, so
@@ -134,6 +142,23 @@ def test_the_later_points_scorer_is_refitted_and_an_older_bundle_is_recomputed_w
     assert (report["methods"], report["pipeline_vs"]) == (pooled["methods"], pooled["pipeline_vs"])
     assert report["protocol"]["users"] == report["windows"][1]["window"]["users"]  # the first split's
     assert manifest["metrics"]["pipeline/ndcg@10"] == pooled["methods"]["pipeline"]["ndcg@10"]["mean"]
+    # make train's last lines: the headline's nearest baseline (by its interval's lower end,
+    # als_stage being the pipeline's own part), then the gate.
+    name, nearest = closest_baseline(report)
+    lows = {n: v["ci95"][0] for n, v in report["pipeline_vs"]["ndcg@10"].items() if n != "als_stage"}
+    assert nearest["ci95"][0] == min(lows.values()) == lows[name]
+    capsys.readouterr()
+    print_outputs(bundle)
+    *_, headline_line, answer, gate_line = capsys.readouterr().out.rstrip("\n").split("\n")
+    assert headline_line.startswith("Headline (report.json's methods and pipeline_vs, the manifest's metrics): all 2")
+    assert answer.startswith(f"  pipeline ndcg@10 {pooled['methods']['pipeline']['ndcg@10']['mean']:.4f}; ")
+    assert f"the nearest baseline, {name}: {nearest['difference']:+.4f}" in answer and answer.endswith(
+        nearest["verdict"]
+    )
+    assert (
+        gate_line
+        == f"Gate: the pipeline's ndcg@10 over the first 2 split points' pooled longest window, {report['gate']['users']} user-requests = {report['gate']['value']:.4f}."
+    )
     markdown = (bundle / contract.REPORT_MD_FILE).read_text()
     assert (
         "Headline (report.json's methods and pipeline_vs, the manifest's metrics): all 2 split points pooled, next 7 days."

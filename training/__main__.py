@@ -112,6 +112,20 @@ def print_outputs(bundle: Path) -> None:
             if v:
                 line += f"   {v['difference']:+.4f} [{v['ci95'][0]:+.4f}, {v['ci95'][1]:+.4f}] {v['verdict']}"
             print(line)
+    # The one answer, last: the headline's nearest baseline, and what the publish gate reads.
+    from training.evaluate import closest_baseline, gate_phrase, headline_phrase
+
+    pipeline = report["methods"]["pipeline"][gate]["mean"]
+    print(f"\n{headline_phrase(report)}\n  pipeline {gate} {pipeline:.4f}", end="")
+    nearest = closest_baseline(report)
+    if nearest:
+        name, v = nearest
+        print(
+            f"; the nearest baseline, {name}: {v['difference']:+.4f} [{v['ci95'][0]:+.4f}, {v['ci95'][1]:+.4f}] "
+            f"{v['verdict']}",
+            end="",
+        )
+    print(f"\nGate: {gate_phrase(report)}.")
 
 
 def explain_environment(bundle: Path) -> None:

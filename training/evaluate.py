@@ -550,6 +550,13 @@ def gate_phrase(report: dict) -> str:
     return f"the pipeline's {gate['metric']} over {where} longest window{users} = {gate['value']:.4f}"
 
 
+def closest_baseline(report: dict) -> tuple[str, dict] | None:
+    """The headline's baseline nearest the pipeline: the lowest lower end of the paired
+    interval of the gate metric (als_stage is the pipeline's own part, not a baseline)."""
+    vs = {name: v for name, v in report["pipeline_vs"][report["gate"]["metric"]].items() if name != "als_stage"}
+    return min(vs.items(), key=lambda item: item[1]["ci95"][0]) if vs else None
+
+
 def headline_phrase(report: dict) -> str:
     """Which window report.json's methods and pipeline_vs (and the manifest's metrics) are."""
     info = report.get("headline")
