@@ -160,6 +160,9 @@ def test_the_later_points_scorer_is_refitted_and_an_older_bundle_is_recomputed_w
         == f"Gate: the pipeline's ndcg@10 over the first 2 split points' pooled longest window, {report['gate']['users']} user-requests = {report['gate']['value']:.4f}."
     )
     markdown = (bundle / contract.REPORT_MD_FILE).read_text()
+    sections = [line for line in markdown.splitlines() if line.startswith("## ")]
+    assert sections[:2] == ["## All 2 split points pooled, next 1 days", "## All 2 split points pooled, next 7 days"]
+    assert sections[2].startswith("## Split at ")
     assert (
         "Headline (report.json's methods and pipeline_vs, the manifest's metrics): all 2 split points pooled, next 7 days."
         in markdown

@@ -571,8 +571,9 @@ def headline_phrase(report: dict) -> str:
 
 
 def markdown(report: dict, title: str, plot: str | None = None) -> str:
-    """The report as Markdown: per window, the methods and the pipeline's paired
-    differences; then the tuned baselines, training, notes, protocol."""
+    """The report as Markdown: per window (every split point pooled first, then each split
+    point), the methods and the pipeline's paired differences; then the tuned baselines,
+    training, notes, protocol."""
     proto = report["protocol"]
     metrics = [f"{m}@{k}" for m in ("recall", "ndcg") for k in proto["ks"]]
     gate = report["gate"]["metric"]
@@ -586,7 +587,8 @@ def markdown(report: dict, title: str, plot: str | None = None) -> str:
     ]
     if plot:
         lines += [f"![NDCG@10 and recall@50 per method and window]({plot})", ""]
-    for w in report["windows"] + report.get("pooled", []):
+    # The pooled windows first: the headline is there, and a reader stops at the answer.
+    for w in report.get("pooled", []) + report["windows"]:
         info = w["window"]
         if info["split_ts"] == "all":
             head = f"## All {info['split_points']} split points pooled, next {info['days']:g} days"
