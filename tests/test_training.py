@@ -259,6 +259,41 @@ def test_later_split_points_rank_with_what_a_retrain_before_them_fits(tiny_data)
     assert (moved > 1e-3).all(), moved
 
 
+def test_a_later_points_scorer_builds_only_its_new_window_and_fits_what_a_fresh_run_fits(tiny_data):
+    """The scorer at the next split point pools the previous point's windows and one newer
+    one. Where every user of a window is taken (no sample drawn), its examples are the
+    same whichever point asks: the run builds them once, and the refitted scorer is the
+    one a run without the remembered windows fits, to the byte."""
+    from training.params import ScorerParams
+    from training.split import TimeSplit, adaptive_inner_split, split_events
+    from training.train import MIN_INNER_USERS, StageClock, learn_scorer
+    from training.world_fits import WorldFits
+
+    ds = load_dataset(tiny_data)
+    fit = ScorerParams(windows=2, max_users=ds.n_users, trees=10)  # every window's users taken
+    params = TrainParams(als=AlsParams(factors=8, iterations=5), scorer_fit=fit)
+    split = split_events(ds, 0.2, None)
+    week = 7 * DAY
+    inner = adaptive_inner_split(ds, split, week, MIN_INNER_USERS)
+
+    def at(ts: int) -> TimeSplit:
+        return TimeSplit(split_ts=ts, end_ts=split.end_ts, train=ds.e_ts < ts, test=ds.e_ts >= ts)
+
+    clock = StageClock(quiet=True)
+    shared = WorldFits(ds, params.als, 24.0)
+    first = learn_scorer(ds, at(split.split_ts), inner, week, None, params, shared, clock)
+    assert [w for w, _ in first.info["windows"]] == [split.split_ts - k * week for k in (1, 2)]
+    built = dict(shared._kept)
+    later = learn_scorer(ds, at(split.split_ts + week), inner, week, None, params, shared, clock)
+    assert [w for w, _ in later.info["windows"]] == [split.split_ts - k * week for k in (0, 1)]
+    new = [key for key in shared._kept if key not in built]
+    assert len(built) == 2 and [key[1] for key in new] == [split.split_ts]  # one window built
+    fresh = learn_scorer(
+        ds, at(split.split_ts + week), inner, week, None, params, WorldFits(ds, params.als, 24.0), clock
+    )
+    assert later.to_json() == fresh.to_json()
+
+
 def test_a_published_post_record_holds_the_posts_last_activity(learned_bundle, tiny_data):
     """Publish writes hot_at as the post's newest positive engagement before the data end
     (its creation if none), and hot as of then: decayed to any later time, the same

@@ -39,7 +39,7 @@ from training.event_times import event_times
 from training.features import CandidateSource, seen_matrix
 from training.index import age_window, build_index, servable_rows
 from training.load import load_dataset
-from training.params import AlsParams, TrainParams
+from training.params import AlsParams, ScorerParams, TrainParams
 from training.plot import plot_report
 from training.scorer import Examples, fit_scorer, training_examples
 from training.scorer_choice import choose_objective, describe, objective_of
@@ -228,6 +228,38 @@ def tune_on_inner(
     return baselines, als
 
 
+def window_examples(
+    ds: schema.Dataset,
+    w: TimeSplit,
+    window: float | None,
+    fit: ScorerParams,
+    budget: int,
+    seed: int,
+    fits: WorldFits,
+) -> tuple[int, Examples | None]:
+    """One scorer window's users and examples (0, None when nobody in it can be judged): its users
+    (every one with a target and a history, or a seeded sample of `budget` of them), their
+    candidates as of the window's start and their features. Every later split point's
+    scorer pools the same windows again, shifted by one; a window whose users were all
+    taken (a small log's, never sampled) gives the same examples whichever point asks, so
+    the run builds them once (fits.remember)."""
+    catalogue = catalogue_rows(ds, w.split_ts, window)
+    seen = seen_matrix(ds, w.train)
+    targets = target_matrix(ds, w.test, seen, catalogue)
+    users = pick_users(targets, seen, budget, seed)
+    if len(users) == 0:
+        return 0, None
+    every = len(users) == len(pick_users(targets, seen, ds.n_users, seed))
+
+    def build() -> Examples:
+        state, model = fits(w.split_ts)
+        source = CandidateSource(ds, state, model, catalogue, seen)
+        return training_examples(ds, state, model, source, targets, users, w.split_ts, fit)
+
+    key = ("scorer window", w.split_ts, w.end_ts, window, fit.negatives_per_user, fit.seed)
+    return len(users), fits.remember(key, build) if every else build()
+
+
 def learn_scorer(
     ds: schema.Dataset,
     split: TimeSplit,
@@ -247,17 +279,11 @@ def learn_scorer(
         drawn = sum(n for _, n in used)
         if drawn >= fit.max_users:
             break
-        state, model = fits(w.split_ts)
-        catalogue = catalogue_rows(ds, w.split_ts, window)
-        seen = seen_matrix(ds, w.train)
-        targets = target_matrix(ds, w.test, seen, catalogue)
-        users = pick_users(targets, seen, fit.max_users - drawn, fit.seed + i)
-        if len(users) == 0:
+        n_users, examples = window_examples(ds, w, window, fit, fit.max_users - drawn, fit.seed + i, fits)
+        if examples is None:
             continue
-        source = CandidateSource(ds, state, model, catalogue, seen)
-        examples = training_examples(ds, state, model, source, targets, users, w.split_ts, fit)
         parts.append(examples.keyed_apart(i * ds.n_users))  # one request per (window, user)
-        used.append((w.split_ts, len(users)))
+        used.append((w.split_ts, n_users))
     clock.log(f"scorer: {len(used)} inner window(s), (start, users) {used}")
     if not used:
         scorer = LinearScorer.affinity_only()

@@ -13,6 +13,7 @@ seed gives the same factors, bit for bit), so a remembered one is the same answe
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 
 import numpy as np
 import scipy.sparse as sp
@@ -49,6 +50,7 @@ class WorldFits:
         self.keep_bytes = keep_bytes
         self._fits: OrderedDict[int, tuple[WorldState, Model, int]] = OrderedDict()
         self.fitted = 0  # fits computed (the rest were remembered)
+        self._kept: OrderedDict[tuple, tuple[object, int]] = OrderedDict()  # remember()'s values
 
     def __call__(self, split_ts: int, progress: bool = False) -> tuple[WorldState, Model]:
         split_ts = int(split_ts)
@@ -64,6 +66,22 @@ class WorldFits:
             while sum(s for _, _, s in self._fits.values()) > self.keep_bytes:
                 self._fits.popitem(last=False)
         return state, model
+
+    def remember(self, key: tuple, build: Callable[[], object]) -> object:
+        """build(), remembered under `key` for the rest of the run, within the same byte
+        budget as the fits (a value over it is returned, not kept). For what is a pure
+        function of the run's data and parameters and of the key, as a fit is: a scorer
+        window's examples (training/train.py, window_examples)."""
+        if key in self._kept:
+            self._kept.move_to_end(key)
+            return self._kept[key][0]
+        value = build()
+        size = nbytes(value)
+        if size <= self.keep_bytes:
+            self._kept[key] = (value, size)
+            while sum(s for _, s in self._kept.values()) > self.keep_bytes:
+                self._kept.popitem(last=False)
+        return value
 
 
 def nbytes(obj: object) -> int:
