@@ -1,4 +1,5 @@
-"""The world and the pipeline's vectors as of a split time, each fitted once a run.
+"""The world and the pipeline's vectors as of a split time, each fitted once a run (and
+a scorer window's examples, built once: WorldFits.remember).
 
 A training run asks for the same fit many times: the scorer of every later split point
 is fitted on the 7-day windows before it, which are the previous point's windows plus
@@ -68,8 +69,8 @@ class WorldFits:
         return state, model
 
     def remember(self, key: tuple, build: Callable[[], object]) -> object:
-        """build(), remembered under `key` for the rest of the run, within the same byte
-        budget as the fits (a value over it is returned, not kept). For what is a pure
+        """build(), remembered under `key` for the rest of the run, within a byte budget
+        of its own, as large as the fits' (a value over it is returned, not kept). For what is a pure
         function of the run's data and parameters and of the key, as a fit is: a scorer
         window's examples (training/train.py, window_examples)."""
         if key in self._kept:
