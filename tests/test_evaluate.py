@@ -19,6 +19,7 @@ from training.evaluate import (
     closest_baseline,
     gate_point_count,
     per_user_metrics,
+    power_note,
 )
 from training.gate import compare_on_candidate
 from training.params import EvalParams, TrainParams
@@ -119,6 +120,40 @@ def test_the_gate_pools_points_until_enough_user_requests():
     assert gate_point_count([], 2000) == 1
 
 
+def test_a_level_headline_says_how_small_a_difference_its_requests_could_tell_and_how_to_judge_more():
+    """Within noise, the note gives the interval's half-width and the longer replay: every
+    window of the hold-out when the replay stopped short of it, a larger hold-out when it
+    judged them all; nothing when the verdict is beyond noise."""
+    week = 7 * 86_400
+    report = {
+        "gate": {"metric": "ndcg@10"},
+        "headline": {"split_ts": "all", "days": 7.0, "users": 92, "split_points": 16},
+        "protocol": {"split_ts": 1000, "end_ts": 1000 + 147 * week + 5, "windows_days": [1.0, 7.0]},
+        "pipeline_vs": {
+            "ndcg@10": {
+                "als_stage": {"difference": 0.3, "ci95": [-0.9, 0.5]},  # the pipeline's own part: never nearest
+                "hot_global": {"difference": 0.04, "ci95": [0.01, 0.07]},
+                "active_in_communities": {"difference": -0.016, "ci95": [-0.064, 0.028]},
+            }
+        },
+    }
+    report["protocol"]["split_points"] = [1000 + i * week for i in range(16)]
+    assert power_note(report) == (
+        "Within noise: 92 user-requests tell a difference from noise only beyond about \u00b10.046 (the "
+        "interval's half-width). The hold-out spans 148 windows of 7 days and this replay judged 16: "
+        "--split-points 148 replays them all; a larger --test-fraction holds out more."
+    )
+    report["protocol"]["split_points"] = [1000 + i * week for i in range(148)]
+    assert power_note(report).endswith(
+        "This replay judged every 7-day window of the hold-out (148): hold out more of the log for more, "
+        "e.g. --test-fraction 0.5 --split-points 592."
+    )
+    report["pipeline_vs"]["ndcg@10"]["active_in_communities"]["ci95"] = [0.002, 0.03]
+    assert power_note(report) is None  # beyond noise against every baseline
+    del report["headline"]
+    assert power_note(report) is None  # a report saved before the headline was pooled
+
+
 def test_the_later_points_scorer_is_refitted_and_an_older_bundle_is_recomputed_without(tiny_data, tmp_path, capsys):
     """Two split points: make evaluate refits the later point's scorer as training did
     (every number matches); read as a bundle from before the refit (its manifest without
@@ -149,7 +184,10 @@ def test_the_later_points_scorer_is_refitted_and_an_older_bundle_is_recomputed_w
     assert nearest["ci95"][0] == min(lows.values()) == lows[name]
     capsys.readouterr()
     print_outputs(bundle)
-    *_, headline_line, answer, gate_line = capsys.readouterr().out.rstrip("\n").split("\n")
+    out = capsys.readouterr().out.rstrip("\n").split("\n")
+    note = power_note(report)  # a last line only when the nearest baseline is within noise
+    assert (out[-1] == note) if note else not out[-1].startswith("Within noise")
+    *_, headline_line, answer, gate_line = out[:-1] if note else out
     assert headline_line.startswith("Headline (report.json's methods and pipeline_vs, the manifest's metrics): all 2")
     assert answer.startswith(f"  pipeline ndcg@10 {pooled['methods']['pipeline']['ndcg@10']['mean']:.4f}; ")
     assert f"the nearest baseline, {name}: {nearest['difference']:+.4f}" in answer and answer.endswith(
@@ -160,6 +198,7 @@ def test_the_later_points_scorer_is_refitted_and_an_older_bundle_is_recomputed_w
         == f"Gate: the pipeline's ndcg@10 over the first 2 split points' pooled longest window, {report['gate']['users']} user-requests = {report['gate']['value']:.4f}."
     )
     markdown = (bundle / contract.REPORT_MD_FILE).read_text()
+    assert (note in markdown.split("## ")[0]) if note else "Within noise" not in markdown  # above the tables
     sections = [line for line in markdown.splitlines() if line.startswith("## ")]
     assert sections[:2] == ["## All 2 split points pooled, next 1 days", "## All 2 split points pooled, next 7 days"]
     assert sections[2].startswith("## Split at ")

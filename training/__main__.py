@@ -113,7 +113,7 @@ def print_outputs(bundle: Path) -> None:
                 line += f"   {v['difference']:+.4f} [{v['ci95'][0]:+.4f}, {v['ci95'][1]:+.4f}] {v['verdict']}"
             print(line)
     # The one answer, last: the headline's nearest baseline, and what the publish gate reads.
-    from training.evaluate import closest_baseline, gate_phrase, headline_phrase
+    from training.evaluate import closest_baseline, gate_phrase, headline_phrase, power_note
 
     pipeline = report["methods"]["pipeline"][gate]["mean"]
     print(f"\n{headline_phrase(report)}\n  pipeline {gate} {pipeline:.4f}", end="")
@@ -126,6 +126,9 @@ def print_outputs(bundle: Path) -> None:
             end="",
         )
     print(f"\nGate: {gate_phrase(report)}.")
+    note = power_note(report)
+    if note:
+        print(note)
 
 
 def explain_environment(bundle: Path) -> None:

@@ -557,6 +557,39 @@ def closest_baseline(report: dict) -> tuple[str, dict] | None:
     return min(vs.items(), key=lambda item: item[1]["ci95"][0]) if vs else None
 
 
+def power_note(report: dict) -> str | None:
+    """When the headline's nearest baseline is within noise: the smallest difference this
+    replay could tell from noise, and how to judge more user-requests. On a small log
+    "level" often means "too few requests": quantumcomputing's default replay (7 weekly
+    points, 77 requests) read level with global hot; held out twice as long (14 points,
+    161 requests) the pipeline was ahead of every baseline beyond noise (docs/training.md,
+    "The Q&A logs over longer replays"). None when the verdict is beyond noise."""
+    nearest = closest_baseline(report)
+    info = report.get("headline")
+    if nearest is None or info is None:
+        return None
+    lo, hi = nearest[1]["ci95"]
+    if lo > 0 or hi < 0:
+        return None
+    proto = report["protocol"]
+    step = int(max(proto["windows_days"]) * DAY)
+    spans = len(range(int(proto["split_ts"]), int(proto["end_ts"]), step))
+    used = len(proto["split_points"])
+    note = (
+        f"Within noise: {info['users']} user-requests tell a difference from noise only beyond about "
+        f"\u00b1{(hi - lo) / 2:.3f} (the interval's half-width). "
+    )
+    if used < spans:
+        return note + (
+            f"The hold-out spans {spans} windows of {max(proto['windows_days']):g} days and this replay judged "
+            f"{used}: --split-points {spans} replays them all; a larger --test-fraction holds out more."
+        )
+    return note + (
+        f"This replay judged every {max(proto['windows_days']):g}-day window of the hold-out ({used}): hold out "
+        f"more of the log for more, e.g. --test-fraction 0.5 --split-points {4 * used}."
+    )
+
+
 def headline_phrase(report: dict) -> str:
     """Which window report.json's methods and pipeline_vs (and the manifest's metrics) are."""
     info = report.get("headline")
@@ -585,6 +618,9 @@ def markdown(report: dict, title: str, plot: str | None = None) -> str:
         "Each cell: mean [95% bootstrap interval over users].",
         "",
     ]
+    note = power_note(report)
+    if note:
+        lines += [note, ""]
     if plot:
         lines += [f"![NDCG@10 and recall@50 per method and window]({plot})", ""]
     # The pooled windows first: the headline is there, and a reader stops at the answer.
