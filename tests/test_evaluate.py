@@ -145,8 +145,8 @@ def test_a_level_headline_says_how_small_a_difference_its_requests_could_tell_an
     )
     report["protocol"]["split_points"] = [1000 + i * week for i in range(148)]
     assert power_note(report).endswith(
-        "This replay judged every 7-day window of the hold-out (148): hold out more of the log for more, "
-        "e.g. --test-fraction 0.5 --split-points 592."
+        "This replay judged every 7-day window of the hold-out (148): a larger --test-fraction holds out more "
+        "of the log, and --split-points as many as its windows replays it all."
     )
     report["pipeline_vs"]["ndcg@10"]["active_in_communities"]["ci95"] = [0.002, 0.03]
     assert power_note(report) is None  # beyond noise against every baseline

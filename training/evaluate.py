@@ -585,8 +585,8 @@ def power_note(report: dict) -> str | None:
             f"{used}: --split-points {spans} replays them all; a larger --test-fraction holds out more."
         )
     return note + (
-        f"This replay judged every {max(proto['windows_days']):g}-day window of the hold-out ({used}): hold out "
-        f"more of the log for more, e.g. --test-fraction 0.5 --split-points {4 * used}."
+        f"This replay judged every {max(proto['windows_days']):g}-day window of the hold-out ({used}): a larger "
+        "--test-fraction holds out more of the log, and --split-points as many as its windows replays it all."
     )
 
 
