@@ -572,8 +572,8 @@ def power_note(report: dict) -> str | None:
     if lo > 0 or hi < 0:
         return None
     proto = report["protocol"]
-    step = int(max(proto["windows_days"]) * DAY)
-    spans = len(range(int(proto["split_ts"]), int(proto["end_ts"]), step))
+    days = max(proto["windows_days"])
+    spans = len(range(int(proto["split_ts"]), int(proto["end_ts"]), int(days * DAY)))
     used = len(proto["split_points"])
     note = (
         f"Within noise: {info['users']} user-requests tell a difference from noise only beyond about "
@@ -581,11 +581,11 @@ def power_note(report: dict) -> str | None:
     )
     if used < spans:
         return note + (
-            f"The hold-out spans {spans} windows of {max(proto['windows_days']):g} days and this replay judged "
+            f"The hold-out spans {spans} windows of {days:g} days and this replay judged "
             f"{used}: --split-points {spans} replays them all; a larger --test-fraction holds out more."
         )
     return note + (
-        f"This replay judged every {max(proto['windows_days']):g}-day window of the hold-out ({used}): a larger "
+        f"This replay judged every {days:g}-day window of the hold-out ({used}): a larger "
         "--test-fraction holds out more of the log, and --split-points as many as its windows replays it all."
     )
 
