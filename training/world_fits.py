@@ -69,10 +69,10 @@ class WorldFits:
         return state, model
 
     def remember(self, key: tuple, build: Callable[[], object]) -> object:
-        """build(), remembered under `key` for the rest of the run, within a byte budget
-        of its own, as large as the fits' (a value over it is returned, not kept). For what is a pure
-        function of the run's data and parameters and of the key, as a fit is: a scorer
-        window's examples (training/train.py, window_examples)."""
+        """build(), remembered under `key` for the rest of the run, within a byte budget of
+        its own, as large as the fits' (a value over it is returned, not kept). For what is
+        a pure function of the run's data and parameters and of the key, as a fit is: a
+        scorer window's examples (training/train.py, window_examples)."""
         if key in self._kept:
             self._kept.move_to_end(key)
             return self._kept[key][0]
