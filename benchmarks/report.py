@@ -10,7 +10,7 @@ LATENCY_GOAL = 2.5  # Rank p50 and p99 within this multiple of the floor, same r
 # Rank calls/s with 2 processes at 8+ callers, as a share of empty-RPC calls/s: close to
 # this machine's limit, since the floor op itself (empty RPC + PING + 500-record MGET) and
 # one FAISS search take about half of two cores at that rate; the floor op's own calls/s
-# is reported beside it.
+# is reported beside it, and what the goal leaves a call of the machine's cores (budget).
 THROUGHPUT_GOAL = 0.25
 CPU_GOAL_MS = 2.0  # server CPU per Rank call
 
@@ -76,6 +76,7 @@ def goals(out: dict, world: str, candidates: int) -> dict:
             "x_floor": round(r["rank"]["throughput_per_s"] / floor_per_s, 3) if floor_per_s else None,
             "x": x,
             "status": "met" if x is not None and x >= THROUGHPUT_GOAL else "missed",
+            **cpu_budget(out.get("machine", {}).get("cores"), r, floor_per_s),
         }
         if entry["status"] == "missed":
             entry["missed_by"] = (
@@ -107,9 +108,42 @@ def goals(out: dict, world: str, candidates: int) -> dict:
     }
 
 
+def cpu_budget(cores: int | None, row: dict, floor_per_s: float | None) -> dict:
+    """What the throughput goal leaves one Rank call of the machine's cores, in ms.
+
+    Server, loaders and Redis share the cores, so calls/s can never exceed cores / (the
+    CPU all of them spend on a call). At the goal's rate (a share of the empty RPC's
+    calls/s) that is a ceiling on a Rank call's CPU, whatever the code: `budget_ms`. The
+    floor op, measured at the same concurrency, spends `floor_ms` of it at its own rate
+    (an upper bound when the cores were not all busy), so a Rank call may add at most
+    `budget_ms - floor_ms` for everything it does beyond an empty call, a PING and reading
+    its 500 records: retrieval, features, scoring and the response."""
+    empty = row["empty_rpc"]["throughput_per_s"]
+    if not cores or not empty or not floor_per_s:
+        return {}
+    return {
+        "cores": cores,
+        "budget_ms": round(1000 * cores / (THROUGHPUT_GOAL * empty), 3),
+        "floor_ms": round(1000 * cores / floor_per_s, 3),
+        "rank_ms": round(1000 * cores / row["rank"]["throughput_per_s"], 3),
+    }
+
+
 # --------------------------------------------------------------------------------------
 # Markdown
 # --------------------------------------------------------------------------------------
+def _budget_note(e: dict) -> str:
+    """The goal's CPU ceiling per call (cpu_budget), in words; "" for results without it."""
+    if "budget_ms" not in e:
+        return ""
+    return (
+        f"; on {e['cores']} cores the goal leaves a call at most {e['budget_ms']:.2f} ms of CPU (server, loaders "
+        f"and Redis together); the floor op's rate is {e['floor_ms']:.2f} ms of the cores a call, leaving "
+        f"about {e['budget_ms'] - e['floor_ms']:.2f} ms for all Rank does beyond it; Rank's rate is "
+        f"{e['rank_ms']:.2f} ms a call"
+    )
+
+
 def _f(v, nd=2):
     if v is None:
         return "-"
@@ -193,7 +227,7 @@ def markdown(out: dict) -> str:
                     f"throughput >= {g['throughput_goal_x_empty_rpc']:.0%} of empty RPC, 2 proc, c={e['concurrency']}",
                     e["status"],
                     f"{e['rank_per_s']} vs {e['empty_rpc_per_s']} calls/s = {e['x']:.1%}; the floor op itself "
-                    f"{e.get('floor_per_s')} calls/s (Rank = {(e.get('x_floor') or 0):.1%} of it)",
+                    f"{e.get('floor_per_s')} calls/s (Rank = {(e.get('x_floor') or 0):.1%} of it)" + _budget_note(e),
                     why,
                 ]
             )
