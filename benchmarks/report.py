@@ -114,10 +114,10 @@ def cpu_budget(cores: int | None, row: dict, floor_per_s: float | None) -> dict:
     Server, loaders and Redis share the cores, so calls/s can never exceed cores / (the
     CPU all of them spend on a call). At the goal's rate (a share of the empty RPC's
     calls/s) that is a ceiling on a Rank call's CPU, whatever the code: `budget_ms`. The
-    floor op, measured at the same concurrency, spends `floor_ms` of it at its own rate
-    (an upper bound when the cores were not all busy), so a Rank call may add at most
-    `budget_ms - floor_ms` for everything it does beyond an empty call, a PING and reading
-    its 500 records: retrieval, features, scoring and the response."""
+    floor op's own rate at the same concurrency, read the same way, is `floor_ms` (its
+    CPU a call, or more when it left the cores idle part of the time), so a Rank call has
+    about `budget_ms - floor_ms` (at least that) for everything it does beyond an empty
+    call, a PING and reading its 500 records: retrieval, features, scoring, the response."""
     empty = row["empty_rpc"]["throughput_per_s"]
     if not cores or not empty or not floor_per_s:
         return {}
