@@ -42,8 +42,11 @@ class ScorerParams:
     """The learned scorer, fitted by replaying the evaluation inside the training window."""
 
     max_users: int = param(2000, "users sampled to fit the scorer", flag="scorer-users")
+    # 128, not 32: only a log of a few hundred people a week pools that many before it has
+    # drawn scorer-users, and there the longer replays gained beyond noise (docs/training.md,
+    # "The scorer's windows: 128 on a small log").
     windows: int = param(
-        32,
+        128,
         "inner windows with engagement pooled at most while fewer than scorer-users users are drawn",
         flag="scorer-windows",
     )
