@@ -4,9 +4,9 @@ a scorer window's examples, built once: WorldFits.remember).
 A training run asks for the same fit many times: the scorer of every later split point
 is fitted on the 7-day windows before it, which are the previous point's windows plus
 one, and its newest window starts at the previous point itself, whose world and vectors
-the replay has just fitted. On a small log pooling 32 windows a point over 8 points
-(the 16 Stack Exchange sites) that is 8 x 32 window fits asked for, over about 40
-distinct times (up to 128 windows a point since). A fit is a pure function of
+the replay has just fitted. A small log pooling W windows a point over P points (the 16
+Stack Exchange sites: up to 128 over 16) asks for P x W window fits, over only about
+W + P distinct times. A fit is a pure function of
 the data, the ALS parameters, the hot half-life and the time (implicit's ALS with a fixed
 seed gives the same factors, bit for bit), so a remembered one is the same answer.
 """
